@@ -1,0 +1,68 @@
+//! `quambac bench`: FP32 CPU prefill and decode throughput of one model.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+
+/// Arguments of `quambac bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Checkpoint directory (default: the embedded mamba2-tiny).
+    model: Option<PathBuf>,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 512)]
+    prompt_len: usize,
+    /// Decode steps to time.
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+    /// Timed repetitions of the prefill (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if a.prompt_len == 0 || a.decode_tokens == 0 {
+        bail!("--prompt-len and --decode-tokens must be positive");
+    }
+    let dir = super::model_dir(a.model);
+    let model = super::open(&dir)?;
+    let exec = &model.executor;
+    let vocab = model.config.vocab_size as i64;
+    // A fixed pseudo-random prompt: speed does not depend on the token values.
+    let prompt: Vec<i64> = (0..a.prompt_len as i64).map(|i| (i * 7919 + 13) % vocab).collect();
+    let mut best_prefill = f64::INFINITY;
+    for _ in 0..a.repeats.max(1) {
+        let mut state = exec.new_state(1);
+        let t = Instant::now();
+        exec.forward(&mut state, &prompt)?;
+        best_prefill = best_prefill.min(t.elapsed().as_secs_f64());
+    }
+    let mut state = exec.new_state(1);
+    exec.forward(&mut state, &prompt[..16.min(prompt.len())])?;
+    let mut token = 1i64;
+    exec.forward(&mut state, &[token])?; // warm-up
+    let t = Instant::now();
+    for _ in 0..a.decode_tokens {
+        let logits = exec.forward(&mut state, &[token])?;
+        token = runtime::sampling::argmax(logits.row(0, 0)) as i64;
+    }
+    let decode = t.elapsed().as_secs_f64();
+    let prefill_tps = a.prompt_len as f64 / best_prefill;
+    let decode_tps = a.decode_tokens as f64 / decode;
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"engine": "quamba-fp32", "model": dir.display().to_string(), "threads": threads,
+                "prompt_len": a.prompt_len, "decode_tokens": a.decode_tokens,
+                "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps})
+        );
+    } else {
+        println!("{}: prefill {prefill_tps:.1} tok/s ({} tokens), decode {decode_tps:.1} tok/s ({} steps), {threads} threads", dir.display(), a.prompt_len, a.decode_tokens);
+    }
+    Ok(())
+}

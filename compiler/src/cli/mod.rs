@@ -1,0 +1,65 @@
+//! Command-line definitions and dispatch.
+
+mod bench;
+mod eval;
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// quambac — compile Mamba checkpoints with the Quamba2 method and run them.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate text from a prompt, streaming tokens as they come.
+    ///
+    /// Example: quambac run ../shared/models/mamba1-small --prompt "KING HENRY:" --max-tokens 64
+    Run(run::RunArgs),
+    /// Perplexity of a text file: 512-token windows, first token of each window is context only.
+    ///
+    /// Example: quambac eval ../shared/models/mamba2-small --text ../shared/corpus/test.txt
+    Eval(eval::EvalArgs),
+    /// Describe a model: family, dimensions, parameter count, storage dtypes; --ir prints the graph.
+    ///
+    /// Example: quambac inspect ../shared/models/mamba1-tiny-ss
+    Inspect(inspect::InspectArgs),
+    /// Measure prefill and decode speed (tokens/s) of the FP32 CPU executor.
+    ///
+    /// Example: quambac bench ../shared/models/mamba2-small --prompt-len 512 --decode-tokens 64 --json
+    Bench(bench::BenchArgs),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("configuring the thread pool")?;
+    }
+    match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// The model directory named on the command line, or the repository's embedded model.
+fn model_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(compiler::model::default_model_dir)
+}
+
+/// Opens a model with CLI-level context.
+fn open(dir: &std::path::Path) -> anyhow::Result<compiler::model::FpModel> {
+    compiler::model::FpModel::open(dir).with_context(|| format!("loading model {}", dir.display()))
+}

@@ -1,0 +1,421 @@
+//! The closed set of operations a Mamba graph is made of, with their attributes and typing rules.
+//!
+//! Every op produces exactly one value. Ops whose value depends on earlier tokens
+//! (`causal_conv1d`, `selective_scan`, `ssd`) carry recurrent state in the executor; the IR itself
+//! is stateless, so one graph describes both prefill over a sequence and a one-token decode step.
+
+use crate::graph::{WeightDecl, WeightId};
+use crate::types::{DType, Dim, TensorType};
+
+/// Pointwise activation functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// x·σ(x).
+    Silu,
+    /// ln(1 + eˣ).
+    Softplus,
+}
+
+impl Activation {
+    fn name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::Softplus => "softplus",
+        }
+    }
+}
+
+/// An IR operation. The enum is closed: passes and backends match on it exhaustively.
+// Fields are described in each variant's doc; one line per field would repeat it.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The graph input: token ids, `i64[B, L]`.
+    Tokens,
+    /// Row gather from `table` (`[vocab, d_model]`).
+    Embedding { table: WeightId },
+    /// Root-mean-square normalisation over the last axis, optionally scaled by `weight`.
+    RmsNorm { weight: Option<WeightId>, eps: f32 },
+    /// `x · weightᵀ + bias` with `weight` stored `[out, in]` as in PyTorch.
+    Linear { weight: WeightId, bias: Option<WeightId> },
+    /// Depthwise causal convolution along the sequence, `weight` `[channels, 1, kernel]`.
+    CausalConv1d { weight: WeightId, bias: Option<WeightId> },
+    /// The channel range `start..end` of the last axis.
+    Split { start: usize, end: usize },
+    /// A pointwise activation.
+    Activation { kind: Activation },
+    /// Elementwise product of two values of one type.
+    Mul,
+    /// Elementwise sum of two values of one type (the residual add).
+    Add,
+    /// Mamba1 selective scan. Operands: x `[B,L,d_inner]`, dt `[B,L,d_inner]` (before softplus),
+    /// B `[B,L,d_state]`, C `[B,L,d_state]`. `a_log` is `[d_inner, d_state]`, `d` is `[d_inner]`.
+    /// Computes h ← exp(Δ·A)·h + Δ·B·x, y = C·h + D·x with Δ = softplus(dt), A = −exp(a_log).
+    SelectiveScan { a_log: WeightId, d: WeightId },
+    /// Mamba2 state-space duality (SSD) scan. Operands: x `[B,L,heads·head_dim]`, dt `[B,L,heads]`
+    /// (before bias and softplus), B and C `[B,L,groups·d_state]`. Per head h:
+    /// Δ = clamp(softplus(dt + dt_bias), dt_min, dt_max), state ← exp(Δ·A)·state + Δ·x⊗B, y = state·C + D·x.
+    /// `chunk` is the chunk length of the blocked prefill algorithm; it does not change the result.
+    Ssd {
+        a_log: WeightId,
+        d: WeightId,
+        dt_bias: WeightId,
+        heads: usize,
+        head_dim: usize,
+        groups: usize,
+        d_state: usize,
+        chunk: usize,
+        dt_min: f32,
+        dt_max: f32,
+    },
+    /// mamba_ssm's gated RMSNorm ("norm after gate"): y·silu(z), RMS-normalised within each of
+    /// `groups` equal slices of the channels, times `weight`. Operands: y, z.
+    GatedRmsNorm { weight: WeightId, groups: usize, eps: f32 },
+    /// The output projection to vocabulary logits, `weight` `[vocab, d_model]` (the embedding table
+    /// when the head is tied).
+    LmHead { weight: WeightId },
+}
+
+/// An attribute value as it appears in the text form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    /// A weight reference, `@3`.
+    Weight(WeightId),
+    /// An unsigned integer.
+    Int(usize),
+    /// A float.
+    Float(f32),
+    /// A bare word.
+    Word(String),
+}
+
+impl std::fmt::Display for Attr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attr::Weight(w) => write!(f, "{w}"),
+            Attr::Int(n) => write!(f, "{n}"),
+            Attr::Float(x) => write!(f, "{x:?}"),
+            Attr::Word(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Reads named attributes for [`Op::from_parts`], reporting the first missing or mistyped one.
+struct AttrReader<'a> {
+    op: &'a str,
+    attrs: &'a [(String, Attr)],
+}
+
+impl AttrReader<'_> {
+    fn find(&self, key: &str) -> Option<&Attr> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn missing(&self, key: &str, what: &str) -> String {
+        format!("`{}` needs attribute `{key}` ({what})", self.op)
+    }
+    fn weight(&self, key: &str) -> Result<WeightId, String> {
+        match self.find(key) {
+            Some(Attr::Weight(w)) => Ok(*w),
+            _ => Err(self.missing(key, "a weight like @3")),
+        }
+    }
+    fn opt_weight(&self, key: &str) -> Result<Option<WeightId>, String> {
+        match self.find(key) {
+            None => Ok(None),
+            Some(Attr::Weight(w)) => Ok(Some(*w)),
+            Some(_) => Err(self.missing(key, "a weight like @3")),
+        }
+    }
+    fn int(&self, key: &str) -> Result<usize, String> {
+        match self.find(key) {
+            Some(Attr::Int(n)) => Ok(*n),
+            _ => Err(self.missing(key, "an unsigned integer")),
+        }
+    }
+    fn float(&self, key: &str) -> Result<f32, String> {
+        match self.find(key) {
+            Some(Attr::Float(x)) => Ok(*x),
+            Some(Attr::Int(n)) => Ok(*n as f32),
+            _ => Err(self.missing(key, "a number")),
+        }
+    }
+    fn word(&self, key: &str) -> Result<&str, String> {
+        match self.find(key) {
+            Some(Attr::Word(s)) => Ok(s),
+            _ => Err(self.missing(key, "a word")),
+        }
+    }
+}
+
+impl Op {
+    /// The op's name in the text form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Tokens => "tokens",
+            Op::Embedding { .. } => "embedding",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Linear { .. } => "linear",
+            Op::CausalConv1d { .. } => "causal_conv1d",
+            Op::Split { .. } => "split",
+            Op::Activation { .. } => "activation",
+            Op::Mul => "mul",
+            Op::Add => "add",
+            Op::SelectiveScan { .. } => "selective_scan",
+            Op::Ssd { .. } => "ssd",
+            Op::GatedRmsNorm { .. } => "gated_rms_norm",
+            Op::LmHead { .. } => "lm_head",
+        }
+    }
+
+    /// How many operands the op takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Tokens => 0,
+            Op::Embedding { .. }
+            | Op::RmsNorm { .. }
+            | Op::Linear { .. }
+            | Op::CausalConv1d { .. }
+            | Op::Split { .. }
+            | Op::Activation { .. }
+            | Op::LmHead { .. } => 1,
+            Op::Mul | Op::Add | Op::GatedRmsNorm { .. } => 2,
+            Op::SelectiveScan { .. } | Op::Ssd { .. } => 4,
+        }
+    }
+
+    /// Whether the executor keeps per-sequence state for this op between calls.
+    pub fn is_stateful(&self) -> bool {
+        matches!(self, Op::CausalConv1d { .. } | Op::SelectiveScan { .. } | Op::Ssd { .. })
+    }
+
+    /// Every weight the op reads, in attribute order.
+    pub fn weights(&self) -> Vec<WeightId> {
+        self.attrs()
+            .into_iter()
+            .filter_map(|(_, a)| match a {
+                Attr::Weight(w) => Some(w),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The op's attributes in their canonical text order.
+    pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        let mut out = Vec::new();
+        match self {
+            Op::Tokens | Op::Mul | Op::Add => {}
+            Op::Embedding { table } => out.push(("table", Attr::Weight(*table))),
+            Op::RmsNorm { weight, eps } => {
+                if let Some(w) = weight {
+                    out.push(("weight", Attr::Weight(*w)));
+                }
+                out.push(("eps", Attr::Float(*eps)));
+            }
+            Op::Linear { weight, bias } | Op::CausalConv1d { weight, bias } => {
+                out.push(("weight", Attr::Weight(*weight)));
+                if let Some(b) = bias {
+                    out.push(("bias", Attr::Weight(*b)));
+                }
+            }
+            Op::Split { start, end } => {
+                out.push(("start", Attr::Int(*start)));
+                out.push(("end", Attr::Int(*end)));
+            }
+            Op::Activation { kind } => out.push(("kind", Attr::Word(kind.name().to_string()))),
+            Op::SelectiveScan { a_log, d } => {
+                out.push(("a_log", Attr::Weight(*a_log)));
+                out.push(("d", Attr::Weight(*d)));
+            }
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+                out.push(("a_log", Attr::Weight(*a_log)));
+                out.push(("d", Attr::Weight(*d)));
+                out.push(("dt_bias", Attr::Weight(*dt_bias)));
+                out.push(("heads", Attr::Int(*heads)));
+                out.push(("head_dim", Attr::Int(*head_dim)));
+                out.push(("groups", Attr::Int(*groups)));
+                out.push(("d_state", Attr::Int(*d_state)));
+                out.push(("chunk", Attr::Int(*chunk)));
+                out.push(("dt_min", Attr::Float(*dt_min)));
+                out.push(("dt_max", Attr::Float(*dt_max)));
+            }
+            Op::GatedRmsNorm { weight, groups, eps } => {
+                out.push(("weight", Attr::Weight(*weight)));
+                out.push(("groups", Attr::Int(*groups)));
+                out.push(("eps", Attr::Float(*eps)));
+            }
+            Op::LmHead { weight } => out.push(("weight", Attr::Weight(*weight))),
+        }
+        out
+    }
+
+    /// Rebuilds an op from its text-form name and attributes (the inverse of [`Op::name`] + [`Op::attrs`]).
+    pub fn from_parts(name: &str, attrs: &[(String, Attr)]) -> Result<Op, String> {
+        let r = AttrReader { op: name, attrs };
+        let op = match name {
+            "tokens" => Op::Tokens,
+            "embedding" => Op::Embedding { table: r.weight("table")? },
+            "rms_norm" => Op::RmsNorm { weight: r.opt_weight("weight")?, eps: r.float("eps")? },
+            "linear" => Op::Linear { weight: r.weight("weight")?, bias: r.opt_weight("bias")? },
+            "causal_conv1d" => Op::CausalConv1d { weight: r.weight("weight")?, bias: r.opt_weight("bias")? },
+            "split" => Op::Split { start: r.int("start")?, end: r.int("end")? },
+            "activation" => Op::Activation {
+                kind: match r.word("kind")? {
+                    "silu" => Activation::Silu,
+                    "softplus" => Activation::Softplus,
+                    other => return Err(format!("unknown activation `{other}` (expected silu or softplus)")),
+                },
+            },
+            "mul" => Op::Mul,
+            "add" => Op::Add,
+            "selective_scan" => Op::SelectiveScan { a_log: r.weight("a_log")?, d: r.weight("d")? },
+            "ssd" => Op::Ssd {
+                a_log: r.weight("a_log")?,
+                d: r.weight("d")?,
+                dt_bias: r.weight("dt_bias")?,
+                heads: r.int("heads")?,
+                head_dim: r.int("head_dim")?,
+                groups: r.int("groups")?,
+                d_state: r.int("d_state")?,
+                chunk: r.int("chunk")?,
+                dt_min: r.float("dt_min")?,
+                dt_max: r.float("dt_max")?,
+            },
+            "gated_rms_norm" => Op::GatedRmsNorm {
+                weight: r.weight("weight")?,
+                groups: r.int("groups")?,
+                eps: r.float("eps")?,
+            },
+            "lm_head" => Op::LmHead { weight: r.weight("weight")? },
+            other => return Err(format!("unknown op `{other}`")),
+        };
+        let known: Vec<&str> = op.attrs().iter().map(|(k, _)| *k).collect();
+        if let Some((k, _)) = attrs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(format!("`{name}` has no attribute `{k}`"));
+        }
+        Ok(op)
+    }
+
+    /// The type of the op's value given its operands' types, or why the operands don't fit.
+    pub fn infer(&self, inputs: &[&TensorType], weights: &[WeightDecl]) -> Result<TensorType, String> {
+        if inputs.len() != self.arity() {
+            return Err(format!("`{}` takes {} operands, got {}", self.name(), self.arity(), inputs.len()));
+        }
+        let shape_of = |w: WeightId| -> Result<&[usize], String> {
+            weights
+                .get(w.index())
+                .map(|d| d.shape.as_slice())
+                .ok_or_else(|| format!("weight {w} is not declared"))
+        };
+        let expect_shape = |w: WeightId, want: &[usize], role: &str| -> Result<(), String> {
+            let got = shape_of(w)?;
+            if got != want {
+                return Err(format!("{role} weight {w} has shape {got:?}, expected {want:?}"));
+            }
+            Ok(())
+        };
+        let seq_f32 = |i: usize| -> Result<usize, String> {
+            let t = inputs[i];
+            if t.dtype != DType::F32 || t.dims.len() != 3 || t.dims[0] != Dim::Batch || t.dims[1] != Dim::Seq {
+                return Err(format!("operand {i} must be f32[B, L, N], got {t}"));
+            }
+            t.width().ok_or_else(|| format!("operand {i} has no fixed width: {t}"))
+        };
+        let seq = |w: usize| TensorType::sequence(DType::F32, w);
+        match self {
+            Op::Tokens => Ok(TensorType { dtype: DType::I64, dims: vec![Dim::Batch, Dim::Seq] }),
+            Op::Embedding { table } => {
+                let t = inputs[0];
+                if t.dtype != DType::I64 || t.dims != [Dim::Batch, Dim::Seq] {
+                    return Err(format!("embedding takes token ids i64[B, L], got {t}"));
+                }
+                match shape_of(*table)? {
+                    [_, d] => Ok(seq(*d)),
+                    other => Err(format!("embedding table {table} must be [vocab, d_model], got {other:?}")),
+                }
+            }
+            Op::RmsNorm { weight, .. } => {
+                let w = seq_f32(0)?;
+                if let Some(weight) = weight {
+                    expect_shape(*weight, &[w], "rms_norm")?;
+                }
+                Ok(seq(w))
+            }
+            Op::Linear { weight, bias } => {
+                let w = seq_f32(0)?;
+                let out = match shape_of(*weight)? {
+                    [o, i] if *i == w => *o,
+                    other => return Err(format!("linear weight {weight} has shape {other:?}, expected [out, {w}]")),
+                };
+                if let Some(b) = bias {
+                    expect_shape(*b, &[out], "linear bias")?;
+                }
+                Ok(seq(out))
+            }
+            Op::CausalConv1d { weight, bias } => {
+                let c = seq_f32(0)?;
+                match shape_of(*weight)? {
+                    [ch, 1, k] if *ch == c && *k >= 1 => {}
+                    other => return Err(format!("conv1d weight {weight} has shape {other:?}, expected [{c}, 1, kernel]")),
+                }
+                if let Some(b) = bias {
+                    expect_shape(*b, &[c], "conv1d bias")?;
+                }
+                Ok(seq(c))
+            }
+            Op::Split { start, end } => {
+                let w = seq_f32(0)?;
+                if start >= end || *end > w {
+                    return Err(format!("split {start}..{end} is not a non-empty range within width {w}"));
+                }
+                Ok(seq(end - start))
+            }
+            Op::Activation { .. } => Ok(seq(seq_f32(0)?)),
+            Op::Mul | Op::Add => {
+                let (a, b) = (seq_f32(0)?, seq_f32(1)?);
+                if a != b {
+                    return Err(format!("`{}` operands differ in width: {a} vs {b}", self.name()));
+                }
+                Ok(seq(a))
+            }
+            Op::SelectiveScan { a_log, d } => {
+                let (x, dt, b, c) = (seq_f32(0)?, seq_f32(1)?, seq_f32(2)?, seq_f32(3)?);
+                if dt != x || b != c {
+                    return Err(format!("selective_scan needs dt width = x width and B width = C width, got x {x}, dt {dt}, B {b}, C {c}"));
+                }
+                expect_shape(*a_log, &[x, b], "selective_scan a_log")?;
+                expect_shape(*d, &[x], "selective_scan d")?;
+                Ok(seq(x))
+            }
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, .. } => {
+                let (x, dt, b, c) = (seq_f32(0)?, seq_f32(1)?, seq_f32(2)?, seq_f32(3)?);
+                if *groups == 0 || heads % groups != 0 || *chunk == 0 {
+                    return Err(format!("ssd needs heads ({heads}) divisible by groups ({groups}) and chunk > 0"));
+                }
+                if x != heads * head_dim || dt != *heads || b != groups * d_state || c != b {
+                    return Err(format!(
+                        "ssd operand widths x {x}, dt {dt}, B {b}, C {c} do not match heads {heads} × head_dim {head_dim}, groups {groups} × d_state {d_state}"
+                    ));
+                }
+                for (w, role) in [(a_log, "ssd a_log"), (d, "ssd d"), (dt_bias, "ssd dt_bias")] {
+                    expect_shape(*w, &[*heads], role)?;
+                }
+                Ok(seq(x))
+            }
+            Op::GatedRmsNorm { weight, groups, .. } => {
+                let (y, z) = (seq_f32(0)?, seq_f32(1)?);
+                if y != z || *groups == 0 || y % groups != 0 {
+                    return Err(format!("gated_rms_norm needs y and z of one width divisible by groups ({groups}), got {y} and {z}"));
+                }
+                expect_shape(*weight, &[y], "gated_rms_norm")?;
+                Ok(seq(y))
+            }
+            Op::LmHead { weight } => {
+                let w = seq_f32(0)?;
+                match shape_of(*weight)? {
+                    [v, d] if *d == w => Ok(seq(*v)),
+                    other => Err(format!("lm_head weight {weight} has shape {other:?}, expected [vocab, {w}]")),
+                }
+            }
+        }
+    }
+}

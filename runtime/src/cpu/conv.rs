@@ -1,0 +1,44 @@
+//! Depthwise causal conv1d over the sequence, continuing from a per-sequence state that holds the
+//! last `kernel − 1` inputs (oldest first), so prefill and one-token decode share one code path.
+
+use rayon::prelude::*;
+
+/// `x` is `[batch, seq, channels]`; `weight` `[channels, kernel]`; `state` `[batch, kernel−1, channels]`
+/// (updated in place). Returns `[batch, seq, channels]`.
+pub fn causal_conv1d(
+    x: &[f32],
+    batch: usize,
+    seq: usize,
+    channels: usize,
+    weight: &[f32],
+    kernel: usize,
+    bias: Option<&[f32]>,
+    state: &mut [f32],
+) -> Vec<f32> {
+    let hist = kernel - 1;
+    // Tap-major weights make the inner loop over channels contiguous.
+    let taps: Vec<f32> = (0..kernel).flat_map(|k| (0..channels).map(move |c| (c, k))).map(|(c, k)| weight[c * kernel + k]).collect();
+    let mut out = vec![0.0f32; batch * seq * channels];
+    out.par_chunks_mut(seq * channels).zip(state.par_chunks_mut(hist * channels)).enumerate().for_each(|(b, (out_b, state_b))| {
+        // Inputs of this sequence with the history in front: row r is time r − hist.
+        let mut ext = Vec::with_capacity((hist + seq) * channels);
+        ext.extend_from_slice(state_b);
+        ext.extend_from_slice(&x[b * seq * channels..(b + 1) * seq * channels]);
+        for t in 0..seq {
+            let dst = &mut out_b[t * channels..(t + 1) * channels];
+            match bias {
+                Some(bias) => dst.copy_from_slice(bias),
+                None => dst.fill(0.0),
+            }
+            for k in 0..kernel {
+                let src = &ext[(t + k) * channels..(t + k + 1) * channels];
+                let tap = &taps[k * channels..(k + 1) * channels];
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(tap) {
+                    *d += w * s;
+                }
+            }
+        }
+        state_b.copy_from_slice(&ext[seq * channels..]);
+    });
+    out
+}

@@ -1,0 +1,101 @@
+//! Dense f32 matrix products for `linear` and `lm_head`: `out[M, O] = x[M, I] · Wᵀ (+ bias)` with
+//! `W` stored `[O, I]`. Many rows go to the `gemm` crate (blocked, SIMD, multithreaded); a few rows
+//! (decode) take a GEMV that splits the output rows across threads, since one token's product is
+//! bound by reading the weights once.
+
+use rayon::prelude::*;
+
+/// Up to this many rows the GEMV path is used.
+const GEMV_MAX_ROWS: usize = 4;
+/// Output rows per GEMV task: enough work to amortise scheduling, small enough to balance.
+const GEMV_ROWS_PER_TASK: usize = 64;
+
+/// `x` is `[rows, in_dim]`, `weight` `[out_dim, in_dim]`; returns `[rows, out_dim]`.
+pub fn linear(x: &[f32], rows: usize, in_dim: usize, weight: &[f32], out_dim: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    debug_assert_eq!(x.len(), rows * in_dim);
+    debug_assert_eq!(weight.len(), out_dim * in_dim);
+    let mut out = vec![0.0f32; rows * out_dim];
+    if rows <= GEMV_MAX_ROWS {
+        gemv(x, rows, in_dim, weight, out_dim, &mut out);
+    } else {
+        gemm_rows(x, rows, in_dim, weight, out_dim, &mut out);
+    }
+    if let Some(bias) = bias {
+        for row in out.chunks_exact_mut(out_dim) {
+            for (o, b) in row.iter_mut().zip(bias) {
+                *o += b;
+            }
+        }
+    }
+    out
+}
+
+fn gemv(x: &[f32], rows: usize, in_dim: usize, weight: &[f32], out_dim: usize, out: &mut [f32]) {
+    // Work on the transposed result [out_dim, rows] so each task owns a contiguous block.
+    let mut t = vec![0.0f32; out_dim * rows];
+    t.par_chunks_mut(GEMV_ROWS_PER_TASK * rows).enumerate().for_each(|(task, block)| {
+        let first = task * GEMV_ROWS_PER_TASK;
+        for (i, dst) in block.chunks_exact_mut(rows).enumerate() {
+            let w = &weight[(first + i) * in_dim..(first + i + 1) * in_dim];
+            for (r, d) in dst.iter_mut().enumerate() {
+                *d = dot(w, &x[r * in_dim..(r + 1) * in_dim]);
+            }
+        }
+    });
+    for o in 0..out_dim {
+        for r in 0..rows {
+            out[r * out_dim + o] = t[o * rows + r];
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators so the compiler can vectorise it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
+fn gemm_rows(x: &[f32], rows: usize, in_dim: usize, weight: &[f32], out_dim: usize, out: &mut [f32]) {
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the pointers and strides describe exactly the three buffers, whose lengths were
+    // checked above: dst is `out` [rows, out_dim] row-major (row stride out_dim, column stride 1);
+    // lhs is `x` [rows, in_dim] (row stride in_dim, column stride 1); rhs is Wᵀ [in_dim, out_dim]
+    // read from `weight` [out_dim, in_dim] (row stride 1, column stride in_dim). `out` is borrowed
+    // mutably and does not alias the shared borrows of `x` and `weight`. `read_dst` is false, so
+    // the initial contents of `out` are not read.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out_dim,
+            in_dim,
+            out.as_mut_ptr(),
+            1,
+            out_dim as isize,
+            false,
+            x.as_ptr(),
+            1,
+            in_dim as isize,
+            weight.as_ptr(),
+            in_dim as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! RMSNorm and mamba_ssm's gated, grouped RMSNorm, row by row.
+
+use rayon::prelude::*;
+
+use super::silu;
+
+/// Rows per parallel task for the row-wise ops.
+const ROWS_PER_TASK: usize = 16;
+
+/// `x / sqrt(mean(x²) + eps) · weight` over each row of `width` values.
+pub fn rms_norm(x: &[f32], width: usize, weight: Option<&[f32]>, eps: f32) -> Vec<f32> {
+    let mut out = x.to_vec();
+    out.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
+        for row in block.chunks_exact_mut(width) {
+            normalise(row, eps);
+            if let Some(w) = weight {
+                for (v, w) in row.iter_mut().zip(w) {
+                    *v *= w;
+                }
+            }
+        }
+    });
+    out
+}
+
+fn normalise(row: &mut [f32], eps: f32) {
+    let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// mamba_ssm's RMSNormGated with `norm_before_gate = False`: `g = y · silu(z)`, then each of
+/// `groups` contiguous slices of a row is normalised by its own RMS, then scaled by `weight`.
+pub fn gated_rms_norm(y: &[f32], z: &[f32], width: usize, weight: &[f32], groups: usize, eps: f32) -> Vec<f32> {
+    let mut out: Vec<f32> = y.iter().zip(z).map(|(y, z)| y * silu(*z)).collect();
+    let group = width / groups;
+    out.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
+        for row in block.chunks_exact_mut(width) {
+            for slice in row.chunks_exact_mut(group) {
+                normalise(slice, eps);
+            }
+            for (v, w) in row.iter_mut().zip(weight) {
+                *v *= w;
+            }
+        }
+    });
+    out
+}
