@@ -74,6 +74,22 @@ pub enum Op {
     /// The output projection to vocabulary logits, `weight` `[vocab, d_model]` (the embedding table
     /// when the head is tied).
     LmHead { weight: WeightId },
+    /// The orthonormal Walsh–Hadamard transform of the last axis, applied online: x·H/√n. For a
+    /// width n that is not a power of two, H is block-diagonal: Walsh–Hadamard blocks of the
+    /// largest power of two dividing n (still orthonormal, so a folded inverse keeps the function).
+    Hadamard,
+    /// Static symmetric int8 quantization: q = clamp(round_half_even(x / scale[c]), −128, 127),
+    /// `scale` `[width]` f32 (one value repeated for per-tensor scales). f32 → i8.
+    Quantize { scale: WeightId },
+    /// x = q · scale[c]. i8 → f32.
+    Dequantize { scale: WeightId },
+    /// Linear layer with quantized weights: `weight` i8 or i4 `[out, in]` holding integers,
+    /// `scales` f32 `[out, in/group]`. With `act_scale` the operand is i8 and products are exact
+    /// integers per group: out = act_scale · Σ_g scales[o,g] · Σ_{k∈g} x[k]·w[o,k] (+ bias). Without
+    /// it the operand is f32 and out = Σ_k x[k] · w[o,k] · scales[o, k/group] (+ bias).
+    QLinear { weight: WeightId, scales: WeightId, bias: Option<WeightId>, group: usize, act_scale: Option<f32> },
+    /// Embedding from a quantized table: `table` i8 or i4 `[vocab, d]`, `scales` f32 `[vocab, d/group]`.
+    QEmbedding { table: WeightId, scales: WeightId, group: usize },
 }
 
 /// An attribute value as it appears in the text form.
@@ -139,6 +155,12 @@ impl AttrReader<'_> {
             _ => Err(self.missing(key, "a number")),
         }
     }
+    fn opt_float(&self, key: &str) -> Result<Option<f32>, String> {
+        match self.find(key) {
+            None => Ok(None),
+            Some(_) => self.float(key).map(Some),
+        }
+    }
     fn word(&self, key: &str) -> Result<&str, String> {
         match self.find(key) {
             Some(Attr::Word(s)) => Ok(s),
@@ -164,6 +186,11 @@ impl Op {
             Op::Ssd { .. } => "ssd",
             Op::GatedRmsNorm { .. } => "gated_rms_norm",
             Op::LmHead { .. } => "lm_head",
+            Op::Hadamard => "hadamard",
+            Op::Quantize { .. } => "quantize",
+            Op::Dequantize { .. } => "dequantize",
+            Op::QLinear { .. } => "qlinear",
+            Op::QEmbedding { .. } => "qembedding",
         }
     }
 
@@ -177,7 +204,12 @@ impl Op {
             | Op::CausalConv1d { .. }
             | Op::Split { .. }
             | Op::Activation { .. }
-            | Op::LmHead { .. } => 1,
+            | Op::LmHead { .. }
+            | Op::Hadamard
+            | Op::Quantize { .. }
+            | Op::Dequantize { .. }
+            | Op::QLinear { .. }
+            | Op::QEmbedding { .. } => 1,
             Op::Mul | Op::Add | Op::GatedRmsNorm { .. } => 2,
             Op::SelectiveScan { .. } | Op::Ssd { .. } => 4,
         }
@@ -203,7 +235,24 @@ impl Op {
     pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
         let mut out = Vec::new();
         match self {
-            Op::Tokens | Op::Mul | Op::Add => {}
+            Op::Tokens | Op::Mul | Op::Add | Op::Hadamard => {}
+            Op::Quantize { scale } | Op::Dequantize { scale } => out.push(("scale", Attr::Weight(*scale))),
+            Op::QLinear { weight, scales, bias, group, act_scale } => {
+                out.push(("weight", Attr::Weight(*weight)));
+                out.push(("scales", Attr::Weight(*scales)));
+                if let Some(b) = bias {
+                    out.push(("bias", Attr::Weight(*b)));
+                }
+                out.push(("group", Attr::Int(*group)));
+                if let Some(s) = act_scale {
+                    out.push(("act_scale", Attr::Float(*s)));
+                }
+            }
+            Op::QEmbedding { table, scales, group } => {
+                out.push(("table", Attr::Weight(*table)));
+                out.push(("scales", Attr::Weight(*scales)));
+                out.push(("group", Attr::Int(*group)));
+            }
             Op::Embedding { table } => out.push(("table", Attr::Weight(*table))),
             Op::RmsNorm { weight, eps } => {
                 if let Some(w) = weight {
@@ -286,6 +335,17 @@ impl Op {
                 eps: r.float("eps")?,
             },
             "lm_head" => Op::LmHead { weight: r.weight("weight")? },
+            "hadamard" => Op::Hadamard,
+            "quantize" => Op::Quantize { scale: r.weight("scale")? },
+            "dequantize" => Op::Dequantize { scale: r.weight("scale")? },
+            "qlinear" => Op::QLinear {
+                weight: r.weight("weight")?,
+                scales: r.weight("scales")?,
+                bias: r.opt_weight("bias")?,
+                group: r.int("group")?,
+                act_scale: r.opt_float("act_scale")?,
+            },
+            "qembedding" => Op::QEmbedding { table: r.weight("table")?, scales: r.weight("scales")?, group: r.int("group")? },
             other => return Err(format!("unknown op `{other}`")),
         };
         let known: Vec<&str> = op.attrs().iter().map(|(k, _)| *k).collect();
@@ -321,6 +381,12 @@ impl Op {
             t.width().ok_or_else(|| format!("operand {i} has no fixed width: {t}"))
         };
         let seq = |w: usize| TensorType::sequence(DType::F32, w);
+        let seq_of = |t: &TensorType, dtype: DType| -> Result<usize, String> {
+            if t.dtype != dtype || t.dims.len() != 3 || t.dims[0] != Dim::Batch || t.dims[1] != Dim::Seq {
+                return Err(format!("operand must be {dtype}[B, L, N], got {t}"));
+            }
+            t.width().ok_or_else(|| format!("operand has no fixed width: {t}"))
+        };
         match self {
             Op::Tokens => Ok(TensorType { dtype: DType::I64, dims: vec![Dim::Batch, Dim::Seq] }),
             Op::Embedding { table } => {
@@ -416,6 +482,58 @@ impl Op {
                     other => Err(format!("lm_head weight {weight} has shape {other:?}, expected [vocab, {w}]")),
                 }
             }
+            Op::Hadamard => Ok(seq(seq_f32(0)?)),
+            Op::Quantize { scale } => {
+                let w = seq_f32(0)?;
+                expect_shape(*scale, &[w], "quantize scale")?;
+                Ok(TensorType::sequence(DType::I8, w))
+            }
+            Op::Dequantize { scale } => {
+                let w = seq_of(inputs[0], DType::I8)?;
+                expect_shape(*scale, &[w], "dequantize scale")?;
+                Ok(seq(w))
+            }
+            Op::QLinear { weight, scales, bias, group, act_scale } => {
+                let want = if act_scale.is_some() { DType::I8 } else { DType::F32 };
+                let w = seq_of(inputs[0], want)?;
+                let out = match shape_of(*weight)? {
+                    [o, i] if *i == w => *o,
+                    other => return Err(format!("qlinear weight {weight} has shape {other:?}, expected [out, {w}]")),
+                };
+                quantized_table(weights, *weight, *scales, out, w, *group, "qlinear")?;
+                if let Some(b) = bias {
+                    expect_shape(*b, &[out], "qlinear bias")?;
+                }
+                Ok(seq(out))
+            }
+            Op::QEmbedding { table, scales, group } => {
+                let t = inputs[0];
+                if t.dtype != DType::I64 || t.dims != [Dim::Batch, Dim::Seq] {
+                    return Err(format!("qembedding takes token ids i64[B, L], got {t}"));
+                }
+                let (v, d) = match shape_of(*table)? {
+                    [v, d] => (*v, *d),
+                    other => return Err(format!("qembedding table {table} must be [vocab, d_model], got {other:?}")),
+                };
+                quantized_table(weights, *table, *scales, v, d, *group, "qembedding")?;
+                Ok(seq(d))
+            }
         }
     }
+}
+
+/// Checks a quantized weight table: integer dtype, and scales `[rows, cols / group]`.
+fn quantized_table(weights: &[WeightDecl], table: WeightId, scales: WeightId, rows: usize, cols: usize, group: usize, op: &str) -> Result<(), String> {
+    let t = weights.get(table.index()).ok_or_else(|| format!("weight {table} is not declared"))?;
+    if !t.dtype.is_quantized() {
+        return Err(format!("{op} weight {table} must be i8 or i4, is {}", t.dtype));
+    }
+    if group == 0 || cols % group != 0 {
+        return Err(format!("{op} group {group} does not divide the input width {cols}"));
+    }
+    let s = weights.get(scales.index()).ok_or_else(|| format!("weight {scales} is not declared"))?;
+    if s.shape != [rows, cols / group] || s.dtype != DType::F32 {
+        return Err(format!("{op} scales {scales} are {}{:?}, expected f32[{rows}, {}]", s.dtype, s.shape, cols / group));
+    }
+    Ok(())
 }

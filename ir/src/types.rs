@@ -17,11 +17,13 @@ pub enum DType {
     I32,
     /// 8-bit signed integer (quantized activations and weights).
     I8,
+    /// 4-bit signed integer in [-8, 7] (quantized weights; packed two per byte in artifacts).
+    I4,
 }
 
 impl DType {
     /// Every dtype, in the order the text form lists them.
-    pub const ALL: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I8];
+    pub const ALL: [DType; 7] = [DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I8, DType::I4];
 
     /// The name used in the text form (`f32`, `bf16`, ...).
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl DType {
             DType::I64 => "i64",
             DType::I32 => "i32",
             DType::I8 => "i8",
+            DType::I4 => "i4",
         }
     }
 
@@ -40,14 +43,27 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.name() == name)
     }
 
-    /// Bytes per element.
+    /// Bytes per element (an i4 element takes one byte unpacked; artifacts pack two per byte).
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
-            DType::I8 => 1,
+            DType::I8 | DType::I4 => 1,
         }
+    }
+
+    /// Bits per element as stored in an artifact.
+    pub fn bits(self) -> usize {
+        match self {
+            DType::I4 => 4,
+            other => other.size_bytes() * 8,
+        }
+    }
+
+    /// Whether this is a quantized integer weight type (i8 or i4).
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::I8 | DType::I4)
     }
 }
 

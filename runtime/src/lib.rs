@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod generate;
+pub mod hadamard;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;

@@ -45,7 +45,7 @@ impl RawTensor {
             DType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             DType::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             DType::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            DType::I64 | DType::I32 | DType::I8 => return None,
+            DType::I64 | DType::I32 | DType::I8 | DType::I4 => return None,
         })
     }
 }

@@ -5,8 +5,9 @@
 //! same logits. Work inside each op is spread over the rayon thread pool.
 
 mod conv;
-mod linear;
+pub mod linear;
 mod norm;
+pub mod quant;
 mod scan;
 mod ssd;
 
@@ -81,15 +82,26 @@ struct Step {
 pub struct Executor {
     graph: VerifiedGraph,
     weights: Weights,
+    /// Integer weights (i8 / i4 tables) as i8 lanes, for the integer kernels.
+    int_weights: HashMap<ir::WeightId, Vec<i8>>,
+    /// Weight-only quantized linears (f32 operand) see their weights dequantized once.
+    dequantized: HashMap<ir::WeightId, Vec<f32>>,
     schedule: Vec<Step>,
     output_slot: usize,
     vocab: usize,
 }
 
-/// A `[batch, seq, width]` activation.
+/// A `[batch, seq, width]` activation: f32, or i8 after a `quantize`.
 struct Act {
     width: usize,
     data: Vec<f32>,
+    ints: Vec<i8>,
+}
+
+/// What an op produced.
+enum Out {
+    F32(Vec<f32>),
+    I8(Vec<i8>),
 }
 
 impl Executor {
@@ -121,7 +133,21 @@ impl Executor {
                 schedule[i].frees.push(s);
             }
         }
-        Ok(Executor { graph, weights, schedule, output_slot, vocab })
+        let mut int_weights = HashMap::new();
+        let mut dequantized = HashMap::new();
+        for v in &order {
+            match graph.node(*v).op {
+                Op::QLinear { weight, scales, group, act_scale: None, .. } => {
+                    let in_dim = graph.weight(weight).shape[1];
+                    dequantized.entry(weight).or_insert_with(|| quant::dequantize_weight(&weights.get(weight).values, &weights.get(scales).values, in_dim, group));
+                }
+                Op::QLinear { weight, act_scale: Some(_), .. } => {
+                    int_weights.entry(weight).or_insert_with(|| weights.get(weight).values.iter().map(|v| *v as i8).collect());
+                }
+                _ => {}
+            }
+        }
+        Ok(Executor { graph, weights, int_weights, dequantized, schedule, output_slot, vocab })
     }
 
     /// The graph being executed.
@@ -156,6 +182,12 @@ impl Executor {
     /// Runs `tokens` (`[state.batch(), seq]`, row-major) through the model, continuing from
     /// `state`, and returns the logits of every position.
     pub fn forward(&self, state: &mut State, tokens: &[i64]) -> Result<Logits, RuntimeError> {
+        self.forward_observed(state, tokens, &mut |_, _, _| {})
+    }
+
+    /// Like [`Executor::forward`], and shows every f32 value to `observe` (value id, data
+    /// `[batch·seq, width]`, width) as soon as it is computed: calibration reads activations this way.
+    pub fn forward_observed(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize)) -> Result<Logits, RuntimeError> {
         let batch = state.batch;
         if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
             return Err(RuntimeError::Input(format!("{} tokens cannot be split into {batch} equal non-empty sequences", tokens.len())));
@@ -166,8 +198,14 @@ impl Executor {
             let inputs: Vec<&Act> = step.inputs.iter().map(|&s| slots[s].as_ref().expect("operands are computed before use")).collect();
             let node = self.graph.node(step.value);
             let width = node.ty.width().unwrap_or(0);
-            let data = self.run_op(&node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))?;
-            slots[index] = Some(Act { width, data });
+            let act = match self.run_op(&node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))? {
+                Out::F32(data) => Act { width, data, ints: Vec::new() },
+                Out::I8(ints) => Act { width, data: Vec::new(), ints },
+            };
+            if !act.data.is_empty() {
+                observe(step.value, &act.data, width);
+            }
+            slots[index] = Some(act);
             for &f in &step.frees {
                 slots[f] = None;
             }
@@ -187,23 +225,37 @@ impl Executor {
         seq: usize,
         width: usize,
         state: Option<&mut Vec<f32>>,
-    ) -> Result<Vec<f32>, RuntimeError> {
+    ) -> Result<Out, RuntimeError> {
         let w = |id: ir::WeightId| self.weights.get(id).values.as_slice();
         let rows = batch * seq;
         let missing_state = || RuntimeError::Input("state does not belong to this executor".into());
-        Ok(match op {
+        Ok(Out::F32(match op {
             Op::Tokens => Vec::new(),
-            Op::Embedding { table } => {
-                let rows_in_table = self.weights.get(*table).shape[0];
-                let mut out = Vec::with_capacity(rows * width);
-                for &t in tokens {
-                    if t < 0 || t as usize >= rows_in_table {
-                        return Err(RuntimeError::Input(format!("token id {t} is outside the vocabulary (0..{rows_in_table})")));
-                    }
-                    out.extend_from_slice(&w(*table)[t as usize * width..][..width]);
-                }
+            Op::Embedding { table } => gather_rows(w(*table), width, tokens, |row| row.to_vec())?,
+            Op::QEmbedding { table, scales, group } => {
+                let per_row = width / group;
+                let scales = w(*scales);
+                let mut index = 0;
+                gather_rows(w(*table), width, tokens, |row| {
+                    let t = tokens[index] as usize;
+                    index += 1;
+                    row.iter().enumerate().map(|(k, q)| q * scales[t * per_row + k / group]).collect()
+                })?
+            }
+            Op::Hadamard => {
+                let mut out = inputs[0].data.clone();
+                crate::hadamard::hadamard_rows(&mut out, width);
                 out
             }
+            Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, w(*scale)))),
+            Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, w(*scale)),
+            Op::QLinear { weight, scales, bias, group, act_scale } => match act_scale {
+                Some(s) => {
+                    let ints = &self.int_weights[weight];
+                    quant::qlinear_i8(&inputs[0].ints, rows, inputs[0].width, ints, width, w(*scales), *group, *s, bias.map(w))
+                }
+                None => linear::linear(&inputs[0].data, rows, inputs[0].width, &self.dequantized[weight], width, bias.map(w)),
+            },
             Op::RmsNorm { weight, eps } => norm::rms_norm(&inputs[0].data, width, weight.map(w), *eps),
             Op::Linear { weight, bias } => linear::linear(&inputs[0].data, rows, inputs[0].width, w(*weight), width, bias.map(w)),
             Op::LmHead { weight } => linear::linear(&inputs[0].data, rows, inputs[0].width, w(*weight), width, None),
@@ -241,6 +293,19 @@ impl Executor {
                 ssd::ssd(&inputs[0].data, &inputs[1].data, &inputs[2].data, &inputs[3].data, shape, &params, st)
             }
             Op::GatedRmsNorm { weight, groups, eps } => norm::gated_rms_norm(&inputs[0].data, &inputs[1].data, width, w(*weight), *groups, *eps),
-        })
+        }))
     }
+}
+
+/// Looks up each token's row of `table` (rows of `width`), mapping it through `row_fn`.
+fn gather_rows(table: &[f32], width: usize, tokens: &[i64], mut row_fn: impl FnMut(&[f32]) -> Vec<f32>) -> Result<Vec<f32>, RuntimeError> {
+    let rows_in_table = table.len() / width.max(1);
+    let mut out = Vec::with_capacity(tokens.len() * width);
+    for &t in tokens {
+        if t < 0 || t as usize >= rows_in_table {
+            return Err(RuntimeError::Input(format!("token id {t} is outside the vocabulary (0..{rows_in_table})")));
+        }
+        out.extend(row_fn(&table[t as usize * width..][..width]));
+    }
+    Ok(out)
 }

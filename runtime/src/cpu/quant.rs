@@ -1,0 +1,79 @@
+//! Integer reference kernels: static int8 quantization and quantized linear layers, computed
+//! exactly as the GPU and generated CPU kernels must (these are their oracle).
+
+use rayon::prelude::*;
+
+/// q = clamp(round_half_even(x / scale[c]), −128, 127) over rows of `scale.len()` channels.
+pub fn quantize(x: &[f32], scale: &[f32]) -> Vec<i8> {
+    let width = scale.len();
+    let mut out = vec![0i8; x.len()];
+    out.par_chunks_mut(width * 64).zip(x.par_chunks(width * 64)).for_each(|(o, x)| {
+        for (row_o, row_x) in o.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+            for ((q, v), s) in row_o.iter_mut().zip(row_x).zip(scale) {
+                *q = quantize_one(*v, *s);
+            }
+        }
+    });
+    out
+}
+
+/// One value: divide, round half to even, saturate.
+pub fn quantize_one(x: f32, scale: f32) -> i8 {
+    (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8
+}
+
+/// x = q · scale[c].
+pub fn dequantize(q: &[i8], scale: &[f32]) -> Vec<f32> {
+    let width = scale.len();
+    let mut out = vec![0.0f32; q.len()];
+    for (row_o, row_q) in out.chunks_exact_mut(width).zip(q.chunks_exact(width)) {
+        for ((o, q), s) in row_o.iter_mut().zip(row_q).zip(scale) {
+            *o = *q as f32 * s;
+        }
+    }
+    out
+}
+
+/// Exact integer dot product of two int8 slices.
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let mut acc = [0i32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: i32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| *x as i32 * *y as i32).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..16 {
+            acc[k] += (x[k] as i16 * y[k] as i16) as i32;
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// W·A8 linear: `x` i8 `[rows, in_dim]` with per-tensor `act_scale`; `w` i8 integers `[out_dim, in_dim]`
+/// (int4 weights are stored in i8 lanes); `scales` `[out_dim, in_dim / group]`.
+/// out[m, o] = act_scale · Σ_g scales[o, g] · Σ_{k∈g} x[m, k]·w[o, k] (+ bias[o]).
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_i8(x: &[i8], rows: usize, in_dim: usize, w: &[i8], out_dim: usize, scales: &[f32], group: usize, act_scale: f32, bias: Option<&[f32]>) -> Vec<f32> {
+    let groups = in_dim / group;
+    let feature = |m: usize, o: usize| -> f32 {
+        let xm = &x[m * in_dim..(m + 1) * in_dim];
+        let wo = &w[o * in_dim..(o + 1) * in_dim];
+        let so = &scales[o * groups..(o + 1) * groups];
+        let acc: f32 = (0..groups).map(|g| so[g] * dot_i8(&xm[g * group..(g + 1) * group], &wo[g * group..(g + 1) * group]) as f32).sum();
+        acc * act_scale + bias.map_or(0.0, |b| b[o])
+    };
+    let mut out = vec![0.0f32; rows * out_dim];
+    if rows >= 8 {
+        out.par_chunks_mut(out_dim).enumerate().for_each(|(m, dst)| dst.iter_mut().enumerate().for_each(|(o, d)| *d = feature(m, o)));
+    } else {
+        // Few rows (decode): split the output features across threads instead.
+        for (m, dst) in out.chunks_exact_mut(out_dim).enumerate() {
+            dst.par_chunks_mut(64).enumerate().for_each(|(blk, d)| d.iter_mut().enumerate().for_each(|(j, v)| *v = feature(m, blk * 64 + j)));
+        }
+    }
+    out
+}
+
+/// The f32 matrix w[o, k] · scales[o, k / group] of a quantized weight.
+pub fn dequantize_weight(w: &[f32], scales: &[f32], in_dim: usize, group: usize) -> Vec<f32> {
+    let groups = in_dim / group;
+    w.iter().enumerate().map(|(i, q)| q * scales[(i / in_dim) * groups + (i % in_dim) / group]).collect()
+}

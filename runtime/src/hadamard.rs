@@ -1,0 +1,79 @@
+//! The orthonormal Walsh–Hadamard transform used for rotations, shared by the compiler (folding
+//! into weights) and the executors (the online transform before out_proj).
+//!
+//! For a width n = 2ᵏ·m with m odd, the transform is block-diagonal: each of the m blocks of 2ᵏ
+//! consecutive values gets H_{2ᵏ}/√2ᵏ. It is orthonormal and symmetric, so it is its own inverse,
+//! which is what lets a rotation folded into one weight be undone by the next. (Mamba widths such
+//! as 768 = 3·256 therefore rotate within blocks of 256; a Paley H₁₂ factor would mix further.)
+
+/// The size of the Walsh–Hadamard blocks for a row of `width` values.
+pub fn block_size(width: usize) -> usize {
+    if width == 0 {
+        1
+    } else {
+        1 << width.trailing_zeros()
+    }
+}
+
+/// Transforms one row in place.
+pub fn hadamard_row(row: &mut [f32]) {
+    let block = block_size(row.len());
+    let norm = 1.0 / (block as f32).sqrt();
+    for chunk in row.chunks_exact_mut(block) {
+        fwht(chunk);
+        chunk.iter_mut().for_each(|v| *v *= norm);
+    }
+}
+
+/// Transforms each `width`-long row of `data` in place.
+pub fn hadamard_rows(data: &mut [f32], width: usize) {
+    use rayon::prelude::*;
+    data.par_chunks_mut(width * 16).for_each(|rows| rows.chunks_exact_mut(width).for_each(hadamard_row));
+}
+
+/// Unnormalised fast Walsh–Hadamard transform of a power-of-two-long slice.
+fn fwht(x: &mut [f32]) {
+    let n = x.len();
+    let mut h = 1;
+    while h < n {
+        for start in (0..n).step_by(2 * h) {
+            for i in start..start + h {
+                let (a, b) = (x[i], x[i + h]);
+                x[i] = a + b;
+                x[i + h] = a - b;
+            }
+        }
+        h *= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_orthonormal_and_self_inverse() {
+        for width in [1, 2, 8, 12, 24, 128, 768] {
+            let x: Vec<f32> = (0..width).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3).collect();
+            let mut y = x.clone();
+            hadamard_row(&mut y);
+            let n0: f32 = x.iter().map(|v| v * v).sum();
+            let n1: f32 = y.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() <= 1e-4 * n0.max(1.0), "width {width}: norm {n0} → {n1}");
+            hadamard_row(&mut y);
+            for (a, b) in x.iter().zip(&y) {
+                assert!((a - b).abs() < 1e-5, "width {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_matrix_definition() {
+        // H₄/2 applied to e₁ is the second column of H₄: [1, −1, 1, −1]/2.
+        let mut e = vec![0.0, 1.0, 0.0, 0.0];
+        hadamard_row(&mut e);
+        assert_eq!(e, vec![0.5, -0.5, 0.5, -0.5]);
+        assert_eq!(block_size(768), 256);
+        assert_eq!(block_size(12), 4);
+    }
+}
