@@ -9,12 +9,16 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod artifact;
 pub mod calibrate;
 pub mod checkpoint;
+pub mod compile;
 pub mod lower;
 pub mod model;
 pub mod passes;
+pub mod pipeline;
 pub mod program;
+pub mod quant;
 pub mod target;
 
 use std::path::PathBuf;
@@ -28,6 +32,9 @@ pub enum CompileError {
     /// Lowering failed.
     #[error(transparent)]
     Lower(#[from] lower::LowerError),
+    /// Building a node failed (a pass bug: operand types did not fit).
+    #[error("building the graph: {0}")]
+    Ir(#[from] ir::IrError),
     /// A graph failed verification.
     #[error("invalid graph: {0}")]
     Verify(#[from] ir::VerifyErrors),
@@ -48,6 +55,9 @@ pub enum CompileError {
     /// Calibration could not run (e.g. too little text).
     #[error("calibration: {0}")]
     Calibration(String),
+    /// An artifact could not be written or read.
+    #[error(transparent)]
+    Artifact(runtime::artifact::ArtifactError),
     /// A file could not be written or read.
     #[error("{path}: {source}")]
     Io {

@@ -1,5 +1,5 @@
-//! Opening a checkpoint directory as a ready-to-run FP32 model: load, lower, verify, and build the
-//! CPU executor, plus the tokenizer that sits beside the weights.
+//! Opening a model to run: a checkpoint directory (loaded, lowered, verified, executed in FP32)
+//! or a compiled `.qmb` artifact (executed by the integer reference executor).
 
 use std::path::{Path, PathBuf};
 
@@ -15,14 +15,16 @@ pub fn default_model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/mamba2-tiny")
 }
 
-/// A checkpoint ready to execute in f32 on the CPU.
+/// A model ready to execute on the CPU.
 pub struct FpModel {
     /// The architecture.
     pub config: ModelConfig,
     /// The executor over the verified graph.
     pub executor: Executor,
-    /// The tokenizer, if the directory has `tokenizer.json`.
+    /// The tokenizer, if the directory has `tokenizer.json` or the artifact embeds one.
     pub tokenizer: Option<Tokenizer>,
+    /// What was opened, for messages: "checkpoint (f32)" or the artifact's target.
+    pub kind: String,
 }
 
 /// Why a model could not be opened.
@@ -40,15 +42,22 @@ pub enum OpenError {
     /// The runtime refused the graph or the tokenizer.
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    /// The artifact could not be opened.
+    #[error(transparent)]
+    Artifact(#[from] crate::CompileError),
 }
 
 impl FpModel {
-    /// Loads `dir` (either layout) and prepares it for execution.
-    pub fn open(dir: &Path) -> Result<FpModel, OpenError> {
-        let ckpt = load_checkpoint(dir)?;
+    /// Opens a checkpoint directory (either layout) or, when `path` is a file, a `.qmb` artifact.
+    pub fn open(path: &Path) -> Result<FpModel, OpenError> {
+        if path.is_file() {
+            let art = crate::artifact::open(path, None)?;
+            return Ok(FpModel { config: art.info.config, executor: art.executor, tokenizer: art.tokenizer, kind: format!("artifact {}", art.target) });
+        }
+        let ckpt = load_checkpoint(path)?;
         let (graph, weights) = lower(&ckpt)?;
         let executor = Executor::new(VerifiedGraph::new(graph)?, weights)?;
         let tokenizer = ckpt.tokenizer_path().map(|p| Tokenizer::from_file(&p)).transpose()?;
-        Ok(FpModel { config: ckpt.config, executor, tokenizer })
+        Ok(FpModel { config: ckpt.config, executor, tokenizer, kind: "checkpoint (f32)".into() })
     }
 }

@@ -273,6 +273,41 @@ impl Graph {
         (order.len() == self.len()).then_some(order)
     }
 
+    /// Removes nodes that contribute to no output (repeatedly, until none is left).
+    pub fn remove_dead(&mut self) {
+        let mut live: BTreeSet<ValueId> = BTreeSet::new();
+        let mut stack: Vec<ValueId> = self.outputs.clone();
+        while let Some(v) = stack.pop() {
+            if live.insert(v) {
+                stack.extend(self.inputs(v));
+            }
+        }
+        for v in self.values() {
+            if !live.contains(&v) {
+                self.remove(v);
+            }
+        }
+    }
+
+    /// Drops weights no node uses and renumbers the rest densely (in their old order).
+    /// Returns, for each old id, its new id (None if dropped), so callers can remap their data.
+    pub fn compact_weights(&mut self) -> Vec<Option<WeightId>> {
+        let used: BTreeSet<WeightId> = self.values().iter().flat_map(|v| self.node(*v).op.weights()).collect();
+        let mut map = vec![None; self.weights.len()];
+        let mut kept = Vec::new();
+        for (i, decl) in self.weights.iter().enumerate() {
+            if used.contains(&WeightId::new(i)) {
+                map[i] = Some(WeightId::new(kept.len()));
+                kept.push(decl.clone());
+            }
+        }
+        self.weights = kept;
+        for v in self.values() {
+            self.nodes[v.0].op.map_weights(|w| map[w.index()].unwrap_or(w));
+        }
+        map
+    }
+
     /// The number of parameters (elements over all declared weights that some node uses).
     pub fn parameter_count(&self) -> usize {
         let used: BTreeSet<WeightId> = self.values().iter().flat_map(|v| self.node(*v).op.weights()).collect();

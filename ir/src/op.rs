@@ -231,6 +231,19 @@ impl Op {
             .collect()
     }
 
+    /// Rewrites every weight reference through `f` (used when a weight table is compacted).
+    pub fn map_weights(&mut self, mut f: impl FnMut(WeightId) -> WeightId) {
+        let attrs: Vec<(String, Attr)> = self
+            .attrs()
+            .into_iter()
+            .map(|(k, a)| (k.to_string(), if let Attr::Weight(w) = a { Attr::Weight(f(w)) } else { a }))
+            .collect();
+        // Rebuilding from the op's own attributes cannot fail.
+        if let Ok(op) = Op::from_parts(self.name(), &attrs) {
+            *self = op;
+        }
+    }
+
     /// The op's attributes in their canonical text order.
     pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
         let mut out = Vec::new();

@@ -4,6 +4,7 @@
 //! numerical oracle for every faster backend, plus tokenization, sampling, generation and
 //! perplexity evaluation on top of it.
 
+pub mod artifact;
 pub mod cpu;
 pub mod generate;
 pub mod hadamard;

@@ -18,6 +18,12 @@ impl Tokenizer {
         Ok(Tokenizer { inner, path: shown })
     }
 
+    /// Loads a tokenizer from its JSON text (e.g. embedded in an artifact); `origin` names it in errors.
+    pub fn from_json(json: &str, origin: &str) -> Result<Tokenizer, RuntimeError> {
+        let inner = json.parse::<tokenizers::Tokenizer>().map_err(|e| RuntimeError::Tokenizer { path: origin.to_string(), detail: e.to_string() })?;
+        Ok(Tokenizer { inner, path: origin.to_string() })
+    }
+
     /// Token ids of `text`, without special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>, RuntimeError> {
         let enc = self.inner.encode(text, false).map_err(|e| self.err(e))?;

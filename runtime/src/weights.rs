@@ -51,6 +51,12 @@ impl Weights {
         self.0.is_empty()
     }
 
+    /// Keeps the weights that `map` (old id → new id, from `Graph::compact_weights`) keeps, renumbered.
+    pub fn compact(&mut self, map: &[Option<WeightId>]) {
+        let old = std::mem::take(&mut self.0);
+        self.0 = old.into_iter().zip(map).filter(|(_, m)| m.is_some()).map(|(w, _)| w).collect();
+    }
+
     /// Checks that there is data for every declared weight, of the declared shape.
     pub fn check_against(&self, graph: &Graph) -> Result<(), RuntimeError> {
         if self.0.len() != graph.weights().len() {

@@ -56,7 +56,44 @@ pub struct ModelConfig {
     /// Whether conv1d has a bias.
     pub use_conv_bias: bool,
     /// Mamba2: Δ is clamped to this range after softplus.
+    #[serde(with = "float_pair")]
     pub dt_limit: (f32, f32),
+}
+
+/// JSON has no infinity: store each bound as a number, or as the string "inf" / "-inf".
+mod float_pair {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Bound {
+        Number(f32),
+        Text(String),
+    }
+
+    fn to_bound(x: f32) -> Bound {
+        if x.is_finite() {
+            Bound::Number(x)
+        } else {
+            Bound::Text(if x > 0.0 { "inf" } else { "-inf" }.into())
+        }
+    }
+
+    fn from_bound<E: serde::de::Error>(b: Bound) -> Result<f32, E> {
+        match b {
+            Bound::Number(x) => Ok(x),
+            Bound::Text(t) => t.parse().map_err(|_| E::custom(format!("`{t}` is not a number"))),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &(f32, f32), s: S) -> Result<S::Ok, S::Error> {
+        (to_bound(v.0), to_bound(v.1)).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(f32, f32), D::Error> {
+        let (a, b) = <(Bound, Bound)>::deserialize(d)?;
+        Ok((from_bound(a)?, from_bound(b)?))
+    }
 }
 
 impl ModelConfig {

@@ -22,6 +22,20 @@ pub struct InspectArgs {
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let dir = super::model_dir(a.model);
+    if dir.is_file() {
+        let header = runtime::artifact::read_header(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        if a.json {
+            println!("{}", serde_json::json!({"path": dir.display().to_string(), "target": header.target, "family": header.family,
+                "format_version": header.format_version, "compiler_version": header.compiler_version,
+                "bytes": runtime::artifact::file_size(&header), "weights": header.weights.len(), "kernel_plan": header.kernel_plan}));
+        } else {
+            println!("{}", runtime::artifact::describe(&header));
+        }
+        if a.ir {
+            print!("{}", header.graph_text);
+        }
+        return Ok(());
+    }
     let ckpt = load_checkpoint(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let c = &ckpt.config;
     let params: usize = ckpt.tensors.values().map(|t| t.numel()).sum();

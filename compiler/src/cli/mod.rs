@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod bench;
+mod compile;
 mod eval;
 mod inspect;
 mod run;
@@ -23,6 +24,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Quantize a checkpoint with the Quamba2 method and write an artifact.
+    ///
+    /// Example: quambac compile ../shared/models/mamba2-small --target orin-w4a8 -o model.qmb
+    Compile(compile::CompileArgs),
     /// Generate text from a prompt, streaming tokens as they come.
     ///
     /// Example: quambac run ../shared/models/mamba1-small --prompt "KING HENRY:" --max-tokens 64
@@ -47,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("configuring the thread pool")?;
     }
     match cli.command {
+        Command::Compile(a) => compile::run(a),
         Command::Run(a) => run::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),

@@ -62,8 +62,14 @@ fn unexpected(what: &str, v: ValueId, g: &Graph) -> CompileError {
     CompileError::Structure(format!("expected {what} at {v}, found `{}`", g.node(v).op.name()))
 }
 
+/// Operand `slot` of `v`, looking through `dequantize(quantize(·))` pairs that activation
+/// quantization inserts, so the view works on quantized graphs too.
 fn input(g: &Graph, v: ValueId, slot: usize) -> ValueId {
-    g.inputs(v)[slot]
+    let mut x = g.inputs(v)[slot];
+    while matches!(g.node(x).op, Op::Dequantize { .. } | Op::Quantize { .. }) {
+        x = g.inputs(x)[0];
+    }
+    x
 }
 
 /// Finds the embedding, final norm and head.
@@ -121,8 +127,7 @@ fn block(g: &Graph, layer: usize, residual_in: ValueId, residual_out: ValueId) -
     if !matches!(g.node(ssm).op, Op::Ssd { .. } | Op::SelectiveScan { .. }) {
         return Err(unexpected("the scan", ssm, g));
     }
-    let ops = g.inputs(ssm);
-    let (x, dt, b, c) = (ops[0], ops[1], ops[2], ops[3]);
+    let (x, dt, b, c) = (input(g, ssm, 0), input(g, ssm, 1), input(g, ssm, 2), input(g, ssm, 3));
     let in_proj = input(g, z, 0);
     let norm = input(g, in_proj, 0);
     let (conv_act, x_proj, dt_proj) = match g.node(ssm).op {

@@ -7,6 +7,14 @@
 //! value that tests can look at.
 
 pub mod blocks;
+pub mod sort_cluster_heads;
+pub mod choose_activation_bits;
+pub mod clip_outliers;
+pub mod quantize_activations;
+pub mod quantize_weights;
+pub mod state_group_scales;
+pub mod fold_norms;
+pub mod rotate_hadamard;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

@@ -67,19 +67,30 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn gemm_rows(x: &[f32], rows: usize, in_dim: usize, weight: &[f32], out_dim: usize, out: &mut [f32]) {
+    matmul_nt_strided(x, in_dim, weight, in_dim, rows, out_dim, in_dim, out);
+}
+
+/// `out[rows, out_dim] = x[:, ..k] · w[:, ..k]ᵀ`, where row r of x starts at `x[r · x_stride]` and
+/// row o of w at `w[o · w_stride]` (so a column block of a wider matrix is passed as a sub-slice).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_nt_strided(x: &[f32], x_stride: usize, w: &[f32], w_stride: usize, rows: usize, out_dim: usize, k: usize, out: &mut [f32]) {
+    assert!(rows == 0 || x.len() >= (rows - 1) * x_stride + k, "x is too short for its shape");
+    assert!(out_dim == 0 || w.len() >= (out_dim - 1) * w_stride + k, "w is too short for its shape");
+    assert_eq!(out.len(), rows * out_dim, "out has the wrong length");
+    let (x, in_dim, weight) = (x, x_stride, w);
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the pointers and strides describe exactly the three buffers, whose lengths were
-    // checked above: dst is `out` [rows, out_dim] row-major (row stride out_dim, column stride 1);
-    // lhs is `x` [rows, in_dim] (row stride in_dim, column stride 1); rhs is Wᵀ [in_dim, out_dim]
-    // read from `weight` [out_dim, in_dim] (row stride 1, column stride in_dim). `out` is borrowed
-    // mutably and does not alias the shared borrows of `x` and `weight`. `read_dst` is false, so
-    // the initial contents of `out` are not read.
+    // SAFETY: the asserts above guarantee every element the strides address is inside its
+    // buffer: dst is `out` [rows, out_dim] row-major (row stride out_dim, column stride 1); lhs is
+    // x [rows, k] with row stride `x_stride` (the last row ends at (rows−1)·x_stride + k ≤ x.len());
+    // rhs is Wᵀ [k, out_dim] read from `w` (row stride 1, column stride `w_stride`, last column
+    // ends at (out_dim−1)·w_stride + k ≤ w.len()). `out` is borrowed mutably and cannot alias the
+    // shared borrows of `x` and `w`. `read_dst` is false, so `out`'s old contents are not read.
     unsafe {
         gemm::gemm(
             rows,
             out_dim,
-            in_dim,
+            k,
             out.as_mut_ptr(),
             1,
             out_dim as isize,
@@ -88,7 +99,7 @@ fn gemm_rows(x: &[f32], rows: usize, in_dim: usize, weight: &[f32], out_dim: usi
             1,
             in_dim as isize,
             weight.as_ptr(),
-            in_dim as isize,
+            w_stride as isize,
             1,
             0.0,
             1.0,

@@ -250,6 +250,8 @@ impl Executor {
             Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, w(*scale)))),
             Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, w(*scale)),
             Op::QLinear { weight, scales, bias, group, act_scale } => match act_scale {
+                // Many rows go through the exact-integer f32 GEMM; decode rows through the int8 dot.
+                Some(s) if rows > 4 => quant::qlinear_i8_gemm(&inputs[0].ints, rows, inputs[0].width, w(*weight), width, w(*scales), *group, *s, bias.map(w)),
                 Some(s) => {
                     let ints = &self.int_weights[weight];
                     quant::qlinear_i8(&inputs[0].ints, rows, inputs[0].width, ints, width, w(*scales), *group, *s, bias.map(w))

@@ -72,8 +72,82 @@ pub fn qlinear_i8(x: &[i8], rows: usize, in_dim: usize, w: &[i8], out_dim: usize
     out
 }
 
+/// Longest reduction whose integer partial sums stay exact in f32: |x·w| ≤ 2¹⁴ per product, so
+/// 1024 of them stay within 2²⁴, where f32 represents every integer.
+const EXACT_F32_K: usize = 1024;
+
+/// [`qlinear_i8`] computed through the f32 GEMM on integer-valued operands, bit-identical to it:
+/// each block of at most 1024 products is an exact integer in f32 whatever the summation order,
+/// blocks are summed as integers, and groups are combined in the same order and precision.
+/// `w_ints` holds the weight integers as f32.
+#[allow(clippy::too_many_arguments)]
+pub fn qlinear_i8_gemm(x: &[i8], rows: usize, in_dim: usize, w_ints: &[f32], out_dim: usize, scales: &[f32], group: usize, act_scale: f32, bias: Option<&[f32]>) -> Vec<f32> {
+    let groups = in_dim / group;
+    let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+    let mut out = vec![0.0f32; rows * out_dim];
+    let mut part = vec![0.0f32; rows * out_dim];
+    let mut acc = vec![0i64; if group > EXACT_F32_K { rows * out_dim } else { 0 }];
+    for g in 0..groups {
+        let g0 = g * group;
+        let exact: Vec<f32> = if group <= EXACT_F32_K {
+            super::linear::matmul_nt_strided(&xf[g0..], in_dim, &w_ints[g0..], in_dim, rows, out_dim, group, &mut part);
+            std::mem::take(&mut part)
+        } else {
+            acc.iter_mut().for_each(|a| *a = 0);
+            let mut k0 = 0;
+            while k0 < group {
+                let k = EXACT_F32_K.min(group - k0);
+                super::linear::matmul_nt_strided(&xf[g0 + k0..], in_dim, &w_ints[g0 + k0..], in_dim, rows, out_dim, k, &mut part);
+                acc.iter_mut().zip(&part).for_each(|(a, p)| *a += *p as i64);
+                k0 += k;
+            }
+            acc.iter().map(|a| *a as i32 as f32).collect()
+        };
+        out.par_chunks_mut(out_dim).zip(exact.par_chunks(out_dim)).for_each(|(o, p)| {
+            for (j, (dst, v)) in o.iter_mut().zip(p).enumerate() {
+                *dst += scales[j * groups + g] * v;
+            }
+        });
+        part = if exact.len() == rows * out_dim { exact } else { vec![0.0; rows * out_dim] };
+    }
+    out.par_chunks_mut(out_dim).for_each(|o| {
+        for (j, dst) in o.iter_mut().enumerate() {
+            *dst = *dst * act_scale + bias.map_or(0.0, |b| b[j]);
+        }
+    });
+    out
+}
+
 /// The f32 matrix w[o, k] · scales[o, k / group] of a quantized weight.
 pub fn dequantize_weight(w: &[f32], scales: &[f32], in_dim: usize, group: usize) -> Vec<f32> {
     let groups = in_dim / group;
     w.iter().enumerate().map(|(i, q)| q * scales[(i / in_dim) * groups + (i % in_dim) / group]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn gemm_path_is_bit_identical_to_the_integer_dot() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (rows, in_dim, out_dim, group, wmax) in [(9, 256, 33, 128, 7), (16, 96, 20, 96, 127), (5, 2304, 7, 2304, 127), (12, 512, 64, 32, 8)] {
+            let x: Vec<i8> = (0..rows * in_dim).map(|_| rng.gen_range(-128..=127)).collect();
+            let w: Vec<i8> = (0..out_dim * in_dim).map(|_| rng.gen_range(-wmax..=wmax.min(127)) as i8).collect();
+            let wf: Vec<f32> = w.iter().map(|v| *v as f32).collect();
+            let scales: Vec<f32> = (0..out_dim * in_dim / group).map(|_| rng.gen_range(1e-4..1e-2)).collect();
+            let bias: Vec<f32> = (0..out_dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let a = qlinear_i8(&x, rows, in_dim, &w, out_dim, &scales, group, 0.013, Some(&bias));
+            let b = qlinear_i8_gemm(&x, rows, in_dim, &wf, out_dim, &scales, group, 0.013, Some(&bias));
+            assert_eq!(a, b, "rows {rows} in {in_dim} out {out_dim} group {group}");
+        }
+    }
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_saturates() {
+        let q = quantize(&[0.5, 1.5, 2.5, -0.5, 1000.0, -1000.0], &[1.0; 6]);
+        assert_eq!(q, vec![0, 2, 2, 0, 127, -128]);
+        assert_eq!(dequantize(&q, &[0.5; 6]), vec![0.0, 1.0, 1.0, 0.0, 63.5, -64.0]);
+    }
 }

@@ -1,0 +1,84 @@
+//! Writing and opening `.qmb` artifacts from the compiler's side: what goes into the header
+//! (config, recipe, kernel plan, tokenizer) and how an artifact becomes a runnable model again.
+//! The byte format itself lives in `runtime::artifact`.
+
+use std::path::Path;
+
+use ir::{Op, VerifiedGraph};
+use runtime::artifact::{read_artifact, write_artifact, ArtifactError, ArtifactMeta};
+use runtime::tokenizer::Tokenizer;
+use runtime::Executor;
+
+use crate::checkpoint::ModelConfig;
+use crate::program::Program;
+use crate::target::{Method, Target};
+use crate::CompileError;
+
+/// The compiler's description of the model, stored as the header's `model_config_json`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// The architecture.
+    pub config: ModelConfig,
+    /// The recipe that produced the artifact.
+    pub method: Method,
+    /// The model's `tokenizer.json`, so `quambac run model.qmb` needs nothing else.
+    pub tokenizer_json: Option<String>,
+}
+
+/// The kernel each op runs as, in execution order (the CPU and CUDA backends refine this plan).
+pub fn kernel_plan(program: &Program) -> Vec<String> {
+    let g = &program.graph;
+    let order = g.topo_order().unwrap_or_default();
+    order
+        .iter()
+        .filter_map(|v| {
+            let node = g.node(*v);
+            Some(match &node.op {
+                Op::Tokens => return None,
+                Op::QLinear { weight, act_scale, .. } => {
+                    format!("qlinear_w{}a{}", g.weight(*weight).dtype.bits(), if act_scale.is_some() { 8 } else { 16 })
+                }
+                Op::QEmbedding { table, .. } => format!("qembedding_w{}", g.weight(*table).dtype.bits()),
+                other => other.name().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Writes `program` as an artifact at `path` (atomically). Returns the bytes written.
+pub fn write(path: &Path, program: &Program, target: Target, method: Method, tokenizer_json: Option<String>) -> Result<u64, CompileError> {
+    let info = ModelInfo { config: program.config.clone(), method, tokenizer_json };
+    let meta = ArtifactMeta {
+        compiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        target: target.to_string(),
+        model_config_json: serde_json::to_string(&info).map_err(|e| CompileError::Structure(format!("serialising the model config: {e}")))?,
+        kernel_plan: kernel_plan(program),
+    };
+    write_artifact(path, &meta, &program.graph, &program.weights).map_err(CompileError::Artifact)
+}
+
+/// A model loaded from an artifact, ready to run on the CPU reference executor.
+pub struct LoadedArtifact {
+    /// What the compiler recorded.
+    pub info: ModelInfo,
+    /// The target it was compiled for.
+    pub target: String,
+    /// The executor.
+    pub executor: Executor,
+    /// The embedded tokenizer.
+    pub tokenizer: Option<Tokenizer>,
+}
+
+/// Opens an artifact; `expected_target`, if given, must match.
+pub fn open(path: &Path, expected_target: Option<&str>) -> Result<LoadedArtifact, CompileError> {
+    let art = read_artifact(path, expected_target).map_err(CompileError::Artifact)?;
+    let corrupt = |detail: String| CompileError::Artifact(ArtifactError::Corrupt { path: path.to_path_buf(), detail });
+    let info: ModelInfo = serde_json::from_str(&art.header.model_config_json).map_err(|e| corrupt(format!("model description: {e}")))?;
+    let graph = VerifiedGraph::new(art.graph).map_err(|e| corrupt(format!("graph fails verification: {e}")))?;
+    let executor = Executor::new(graph, art.weights)?;
+    let tokenizer = match &info.tokenizer_json {
+        Some(json) => Some(Tokenizer::from_json(json, &path.display().to_string())?),
+        None => None,
+    };
+    Ok(LoadedArtifact { info, target: art.header.target, executor, tokenizer })
+}

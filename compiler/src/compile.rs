@@ -1,0 +1,72 @@
+//! The compile driver: checkpoint → lowered program → recipe passes → quantized program.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+use runtime::tokenizer::Tokenizer;
+
+use crate::calibrate::CalibrationSet;
+use crate::checkpoint::Checkpoint;
+use crate::passes::{run_passes, Pass, PassContext};
+use crate::pipeline;
+use crate::program::Program;
+use crate::target::{Method, Precision, Target};
+use crate::CompileError;
+
+/// Everything `quambac compile` can be told.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Device and precision.
+    pub target: Target,
+    /// Recipe.
+    pub method: Method,
+    /// Calibration text and where it came from (for messages).
+    pub calib_text: String,
+    /// Name of the calibration source.
+    pub calib_source: String,
+    /// Calibration windows.
+    pub calib_samples: usize,
+    /// Tokens per calibration window.
+    pub calib_len: usize,
+    /// Validation text for W4AX's sensitivity measurement (default: calibration text after the
+    /// calibration windows).
+    pub valid_text: Option<String>,
+    /// GPTQ for 4-bit weights (Quamba2 only).
+    pub gptq: bool,
+    /// Write the IR after each pass here.
+    pub emit_ir: Option<PathBuf>,
+    /// Progress bars.
+    pub progress: bool,
+}
+
+/// Runs the recipe's passes over the lowered checkpoint.
+pub fn compile(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions) -> Result<Program, CompileError> {
+    let mut program = Program::from_checkpoint(ckpt)?;
+    let calib = CalibrationSet::from_text(tokenizer, &opts.calib_text, opts.calib_samples, opts.calib_len, &opts.calib_source)?;
+    let valid = match &opts.valid_text {
+        Some(text) => Some(CalibrationSet::from_text(tokenizer, text, 8, opts.calib_len, "validation text")?),
+        None => held_out(tokenizer, &opts.calib_text, opts.calib_samples, opts.calib_len)?,
+    };
+    let n_layer = program.config.n_layer;
+    let mut cx = PassContext {
+        target: opts.target,
+        method: opts.method,
+        calib,
+        valid,
+        scale_rules: HashMap::new(),
+        a16_layers: if opts.target.precision == Precision::W4A16 { (0..n_layer).collect() } else { BTreeSet::new() },
+        gptq: opts.gptq && opts.method == Method::Quamba2,
+        progress: opts.progress,
+    };
+    let passes = pipeline::passes(opts.method, opts.target.precision, program.config.family);
+    let refs: Vec<&dyn Pass> = passes.iter().map(|p| p.as_ref()).collect();
+    run_passes(&mut program, &refs, &mut cx, opts.emit_ir.as_deref())?;
+    Ok(program)
+}
+
+/// Up to 8 windows of the calibration text that come after the calibration windows.
+fn held_out(tokenizer: &Tokenizer, text: &str, skip: usize, len: usize) -> Result<Option<CalibrationSet>, CompileError> {
+    let ids = tokenizer.encode(text)?;
+    let windows: Vec<Vec<i64>> = ids.chunks_exact(len.max(2)).skip(skip).take(8).map(|w| w.to_vec()).collect();
+    Ok((!windows.is_empty()).then_some(CalibrationSet { windows }))
+}
