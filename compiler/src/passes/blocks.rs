@@ -72,6 +72,15 @@ fn input(g: &Graph, v: ValueId, slot: usize) -> ValueId {
     x
 }
 
+/// The operand of `v` if `v` is an online `hadamard` (a tied head's final norm is wrapped in two).
+fn past_hadamard(g: &Graph, v: ValueId) -> ValueId {
+    if matches!(g.node(v).op, Op::Hadamard) {
+        input(g, v, 0)
+    } else {
+        v
+    }
+}
+
 /// Finds the embedding, final norm and head.
 pub fn ends(g: &Graph) -> Result<Ends, CompileError> {
     let values = g.values();
@@ -80,7 +89,7 @@ pub fn ends(g: &Graph) -> Result<Ends, CompileError> {
         .find(|v| matches!(g.node(**v).op, Op::Embedding { .. } | Op::QEmbedding { .. }))
         .ok_or_else(|| CompileError::Structure("no embedding".into()))?;
     let lm_head = *g.outputs().first().ok_or_else(|| CompileError::Structure("no output".into()))?;
-    let norm_f = input(g, lm_head, 0);
+    let norm_f = past_hadamard(g, input(g, lm_head, 0));
     if !matches!(g.node(norm_f).op, Op::RmsNorm { .. }) {
         return Err(unexpected("the final rms_norm", norm_f, g));
     }
@@ -90,7 +99,7 @@ pub fn ends(g: &Graph) -> Result<Ends, CompileError> {
 /// Every block, in layer order.
 pub fn blocks(g: &Graph) -> Result<Vec<Block>, CompileError> {
     let ends = ends(g)?;
-    let last_residual = input(g, ends.norm_f, 0);
+    let last_residual = past_hadamard(g, input(g, ends.norm_f, 0));
     let mut residual = ends.embedding;
     let mut out = Vec::new();
     while residual != last_residual {

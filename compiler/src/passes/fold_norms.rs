@@ -39,6 +39,11 @@ impl Pass for FoldNorms {
                 _ => continue,
             };
             let users = program.graph.users(norm);
+            // A head tied to the embedding keeps its norm weight: folding would untie it and
+            // store a second vocab×d table; rotate_hadamard keeps such a head tied instead.
+            if users.iter().any(|u| is_tied_head(program, *u)) {
+                continue;
+            }
             let foldable = !users.is_empty()
                 && users.iter().all(|u| match program.graph.node(*u).op {
                     Op::Linear { weight, .. } | Op::LmHead { weight } => is_float(program.graph.weight(weight).dtype),
@@ -54,10 +59,7 @@ impl Pass for FoldNorms {
                 let cols = match shape.as_slice() {
                     [_, cols] if *cols == scale.len() => *cols,
                     other => {
-                        return Err(CompileError::Structure(format!(
-                            "fold_norms: {user} weight {weight} has shape {other:?}, expected [out, {}]",
-                            scale.len()
-                        )))
+                        return Err(CompileError::Structure(format!("fold_norms: {user} weight {weight} has shape {other:?}, expected [out, {}]", scale.len())))
                     }
                 };
                 let mut w = program.values(weight).to_vec();
@@ -73,6 +75,13 @@ impl Pass for FoldNorms {
 }
 
 /// The weight of `user` (a `linear` or `lm_head`), made private to it: if any other node reads
+/// Whether `v` is an lm_head that reads the embedding table.
+pub(crate) fn is_tied_head(program: &Program, v: ValueId) -> bool {
+    let g = &program.graph;
+    let Op::LmHead { weight } = g.node(v).op else { return false };
+    g.values().into_iter().any(|e| matches!(g.node(e).op, Op::Embedding { table } if table == weight))
+}
+
 /// the same weight (a head tied to the embedding table), the data is copied into a new weight —
 /// named `lm_head.weight` for the head, `<name>.untied` otherwise — and `user` is pointed at the
 /// copy, so in-place edits of the returned weight change no other node.

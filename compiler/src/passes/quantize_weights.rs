@@ -28,7 +28,14 @@ pub struct QuantizeWeights;
 struct Plan {
     bits: u8,
     gptq: bool,
+    /// The weight is the vocabulary table (embedding and/or head): finer 4-bit groups.
+    table: bool,
 }
+
+/// 4-bit group size of vocabulary tables. Every token's logit and embedding depends on its own
+/// row alone, so rows get finer groups than the 128 of the block linears: measured on
+/// mamba2-tiny W4A16, per-row (128) groups cost +4.9% perplexity.
+const TABLE_GROUP: usize = 32;
 
 impl Pass for QuantizeWeights {
     fn name(&self) -> &'static str {
@@ -41,9 +48,12 @@ impl Pass for QuantizeWeights {
         let rtn_only: Vec<ValueId> = layers.iter().filter_map(|b| b.x_proj).collect();
         let always_8bit: Vec<ValueId> = layers.iter().filter_map(|b| b.dt_proj).collect();
         let linears: Vec<ValueId> = program.graph.values().into_iter().filter(|v| matches!(program.graph.node(*v).op, Op::Linear { .. } | Op::LmHead { .. })).collect();
+        // Heads are vocabulary tables (finer groups); a tied one is quantized once, for both uses.
+        let heads: Vec<ValueId> = linears.iter().copied().filter(|v| matches!(program.graph.node(*v).op, Op::LmHead { .. })).collect();
         let plan_of = |v: &ValueId| {
             let b = if always_8bit.contains(v) { 8 } else { bits };
-            Plan { bits: b, gptq: cx.gptq && b == 4 && !rtn_only.contains(v) && !always_8bit.contains(v) }
+            let table = heads.contains(v);
+            Plan { bits: b, gptq: cx.gptq && b == 4 && !rtn_only.contains(v) && !always_8bit.contains(v), table }
         };
 
         // GPTQ needs XᵀX of each such linear's (already fake-quantized) input.
@@ -76,7 +86,13 @@ impl Pass for QuantizeWeights {
         }
         for v in program.graph.values() {
             if let Op::Embedding { table } = program.graph.node(v).op {
-                let (qt, scales, group) = quantized(program, &mut done, table, Plan { bits, gptq: false }, None)?;
+                // A tied table was already quantized for the head (GPTQ fits the logits, which
+                // matter more than the embedding rows): reuse it.
+                let reuse = done.iter().find(|((w, p), _)| *w == table && p.bits == bits).map(|(_, hit)| *hit);
+                let (qt, scales, group) = match reuse {
+                    Some(hit) => hit,
+                    None => quantized(program, &mut done, table, Plan { bits, gptq: false, table: true }, None)?,
+                };
                 let tokens = program.graph.inputs(v)[0];
                 let q = program.graph.add(Op::QEmbedding { table: qt, scales, group }, &[tokens])?;
                 program.graph.replace_uses(v, q);
@@ -118,7 +134,7 @@ fn quantized(
     }
     let decl = program.graph.weight(weight).clone();
     let (out_dim, in_dim) = (decl.shape[0], decl.shape[1]);
-    let group = group_size(plan.bits, in_dim);
+    let group = if plan.table && plan.bits == 4 && in_dim % TABLE_GROUP == 0 { TABLE_GROUP } else { group_size(plan.bits, in_dim) };
     let values = program.values(weight);
     let q: QuantizedWeight = match (plan.gptq, hessian) {
         (true, Some((h, rows))) => quantize_gptq(values, out_dim, in_dim, plan.bits, group, h, rows, PERCDAMP)

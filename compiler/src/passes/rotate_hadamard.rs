@@ -15,9 +15,12 @@
 //!
 //! In between sit RMSNorms, which must be weightless: n(x·T) = n(x)·T since T preserves ‖x‖ (and
 //! so the mean square the norm divides by). Run [`super::fold_norms::FoldNorms`] first; a norm on
-//! the residual that still has a weight is a [`CompileError::Structure`]. A head tied to the
-//! embedding table is untied first (a private copy `lm_head.weight`): the rotated tied table would
-//! still be a valid head (E·T), but one rule for both passes is simpler to reason about.
+//! the residual that still has a weight is a [`CompileError::Structure`] — with one exception: a
+//! head tied to the embedding table stays tied, because untying stores a second vocab × d table
+//! (a third of a small model's 4-bit artifact). Its final norm keeps its weight and is wrapped in
+//! two online transforms: hadamard → rms_norm(weight) → hadamard → lm_head(E·T). The first brings
+//! the stream back to the original basis for the weighted norm; the second pairs with the rotated
+//! table: (h·T)·(E·T)ᵀ = h·Eᵀ. Two d_model-wide transforms per token cost next to nothing.
 //!
 //! **Online transform** (`online: true`, Quamba2's one online Hadamard per block). A `hadamard`
 //! node is inserted between the block's gate output (Mamba2: gated RMSNorm; Mamba1: y·silu(z)) and
@@ -81,6 +84,11 @@ fn rotate_residual(program: &mut Program) -> Result<(), CompileError> {
     let blocks = blocks(g)?;
     let residuals: BTreeSet<ValueId> = std::iter::once(ends.embedding).chain(blocks.iter().map(|b| b.residual_out)).collect();
 
+    let table = match g.node(ends.embedding).op {
+        Op::Embedding { table } if is_float(g.weight(table).dtype) => table,
+        ref other => return Err(structure(format!("expected a float embedding at {}, found `{}`", ends.embedding, other.name()))),
+    };
+    let tied_head = matches!(g.node(ends.lm_head).op, Op::LmHead { weight } if weight == table);
     // Check every use of the stream first, so a refused graph is left untouched.
     let mut readers = BTreeSet::new();
     for &r in &residuals {
@@ -92,6 +100,7 @@ fn rotate_residual(program: &mut Program) -> Result<(), CompileError> {
                 continue; // the next residual add
             }
             match g.node(user).op {
+                Op::RmsNorm { .. } if tied_head && user == ends.norm_f => continue,
                 Op::RmsNorm { weight: None, .. } => {}
                 Op::RmsNorm { weight: Some(w), .. } => {
                     return Err(structure(format!(
@@ -100,7 +109,9 @@ fn rotate_residual(program: &mut Program) -> Result<(), CompileError> {
                         g.weight(w).name
                     )))
                 }
-                ref other => return Err(structure(format!("residual value {r} is read by `{}` at {user}, expected rms_norm or the residual add", other.name()))),
+                ref other => {
+                    return Err(structure(format!("residual value {r} is read by `{}` at {user}, expected rms_norm or the residual add", other.name())))
+                }
             }
             if g.outputs().contains(&user) {
                 return Err(structure(format!("normed residual {user} is a graph output")));
@@ -123,27 +134,32 @@ fn rotate_residual(program: &mut Program) -> Result<(), CompileError> {
             return Err(structure(format!("out_proj {out_proj} of layer {} has users other than the residual add", b.layer)));
         }
         if let Op::Linear { weight, bias } = g.node(out_proj).op {
-            let float_bias = bias.map_or(true, |b| is_float(g.weight(b).dtype));
+            let float_bias = bias.iter().all(|b| is_float(g.weight(*b).dtype));
             if !is_float(g.weight(weight).dtype) || !float_bias {
                 return Err(structure(format!("out_proj {out_proj} of layer {} is not a float linear", b.layer)));
             }
         }
     }
-    let table = match g.node(ends.embedding).op {
-        Op::Embedding { table } if is_float(g.weight(table).dtype) => table,
-        ref other => return Err(structure(format!("expected a float embedding at {}, found `{}`", ends.embedding, other.name()))),
-    };
+    // The table may also be the head: tied (kept, see the module doc) or untied below.
+    let is_head = |v: &ValueId| *v == ends.lm_head && tied_head;
+    if let Some(v) = g.values().into_iter().find(|v| *v != ends.embedding && !readers.contains(v) && !is_head(v) && g.node(*v).op.weights().contains(&table)) {
+        return Err(structure(format!("embedding table {table} is also read by `{}` at {v}", g.node(v).op.name())));
+    }
 
     // Readers: W' = W·T (each row). Untie first, so a tied head and the table rotate separately.
     for &reader in &readers {
         let w = private_weight(program, reader)?;
         transform_rows(program, w)?;
     }
-    // The embedding: e' = e·T.
-    if shared_with_others(program, ends.embedding, table) {
-        return Err(structure(format!("embedding table {table} is also read by another node")));
-    }
+    // The embedding: e' = e·T (the table is private to it now).
     transform_rows(program, table)?;
+    if tied_head {
+        let stream = program.graph.inputs(ends.norm_f)[0];
+        let back = program.graph.add(Op::Hadamard, &[stream])?;
+        program.graph.set_input(ends.norm_f, 0, back);
+        let forward = program.graph.add(Op::Hadamard, &[ends.norm_f])?;
+        program.graph.set_input(ends.lm_head, 0, forward);
+    }
     // Writers: W' = T·W (each column), b' = b·T.
     for b in &blocks {
         let w = private_weight(program, b.out_proj)?;

@@ -17,7 +17,7 @@
 //! - `U` is computed in `f64` without forming `H⁻¹`: with `P` the index-reversal permutation and
 //!   `P·H·P = L·Lᵀ` (lower Cholesky), `U = P·L⁻¹·P` is upper triangular with a positive diagonal
 //!   and `UᵀU = H⁻¹`, so by uniqueness it is exactly the factor that "Cholesky, invert, Cholesky
-//!   again" gives, at a third of the cost and with one factorization that can fail.
+//!   again" gives, at about half the cost and with a single factorization that can fail.
 //! - Columns are processed in blocks of 128 with the lazy batch update of the paper (§4, "Lazy
 //!   Batch-Updates"). The column sweep (working weights, errors, updates) runs in `f32` like the
 //!   reference; only the factorization is `f64`.
@@ -39,7 +39,7 @@ use super::{check_args, grid, group_scale, quantize_value, QuantizedWeight};
 /// Columns per lazy-batch block.
 const BLOCK: usize = 128;
 /// Largest number of output rows one parallel task quantizes.
-const MAX_ROWS_PER_TASK: usize = 16;
+const MAX_ROWS_PER_TASK: usize = 64;
 /// Damping retries at 10×, 100×, 1000× after the first attempt.
 const DAMP_RETRIES: u32 = 3;
 
@@ -67,7 +67,10 @@ pub fn quantize_gptq(
     check_args(w.len(), out_dim, in_dim, bits, group).map_err(|e| format!("quantize_gptq: {e}"))?;
     let n = in_dim;
     if hessian.len() != n * n {
-        return Err(format!("quantize_gptq: Hessian has {} values, expected {n}×{n}", hessian.len()));
+        return Err(format!(
+            "quantize_gptq: Hessian has {} values, expected {n}×{n}",
+            hessian.len()
+        ));
     }
     if rows == 0 {
         return Err("quantize_gptq: Hessian summed over 0 calibration rows".into());
@@ -95,7 +98,11 @@ pub fn quantize_gptq(
     let mut last_fail = 0;
     for attempt in 0..=DAMP_RETRIES {
         // A zero percdamp has nothing to multiply: retry from 1e-4.
-        let p = if attempt == 0 { percdamp } else { percdamp.max(1e-4) * 10f64.powi(attempt as i32) };
+        let p = if attempt == 0 {
+            percdamp
+        } else {
+            percdamp.max(1e-4) * 10f64.powi(attempt as i32)
+        };
         match upper_cholesky_of_inverse(&h, n, p * mean_diag) {
             Ok(f) => {
                 u = Some(f);
@@ -112,13 +119,15 @@ pub fn quantize_gptq(
         )
     })?;
 
-    // The column sweep runs in f32, like the reference (U is exact to f32 precision).
+    // The column sweep runs in f32, like the reference (U rounded to f32).
     let u: Vec<f32> = u.into_par_iter().map(|v| v as f32).collect();
     let (qmin, qmax) = grid(bits);
     let ng = n / group;
     let mut q = vec![0.0f32; out_dim * n];
     let mut scales = vec![0.0f32; out_dim * ng];
-    let per_task = out_dim.div_ceil(rayon::current_num_threads() * 4).clamp(1, MAX_ROWS_PER_TASK);
+    let per_task = out_dim
+        .div_ceil(rayon::current_num_threads() * 4)
+        .clamp(1, MAX_ROWS_PER_TASK);
     q.par_chunks_mut(per_task * n)
         .zip(scales.par_chunks_mut(per_task * ng))
         .zip(w.par_chunks(per_task * n))
@@ -144,7 +153,9 @@ pub fn quantize_gptq(
                             flushed = k;
                         }
                         for r in 0..m {
-                            let max_abs = wk[r * n + col..r * n + gend].iter().fold(0.0f32, |mx, v| mx.max(v.abs()));
+                            let max_abs = wk[r * n + col..r * n + gend]
+                                .iter()
+                                .fold(0.0f32, |mx, v| mx.max(v.abs()));
                             let s = group_scale(max_abs, bits);
                             cur_s[r] = s;
                             sc[r * ng + col / group] = s;
@@ -175,13 +186,28 @@ pub fn quantize_gptq(
              the Hessian is probably ill-conditioned (try a larger percdamp)"
         ));
     }
-    Ok(QuantizedWeight { bits, group, q, scales })
+    Ok(QuantizedWeight {
+        bits,
+        group,
+        q,
+        scales,
+    })
 }
 
 /// `W[:, i2..] −= Err[:, from..to] · U[i1+from..i1+to, i2..]` for the `m` rows of a chunk:
 /// 4 rows × 8 columns of accumulators in registers, the `U` slab reused from L1 across row groups.
 #[allow(clippy::too_many_arguments)]
-fn lazy_update(wk: &mut [f32], err: &[f32], u: &[f32], n: usize, m: usize, i1: usize, i2: usize, from: usize, to: usize) {
+fn lazy_update(
+    wk: &mut [f32],
+    err: &[f32],
+    u: &[f32],
+    n: usize,
+    m: usize,
+    i1: usize,
+    i2: usize,
+    from: usize,
+    to: usize,
+) {
     if from >= to || i2 >= n {
         return;
     }
@@ -191,8 +217,15 @@ fn lazy_update(wk: &mut [f32], err: &[f32], u: &[f32], n: usize, m: usize, i1: u
         while r0 + 4 <= m {
             let mut acc = [[0.0f32; 8]; 4];
             for k in from..to {
-                let ur: &[f32; 8] = u[(i1 + k) * n + c0..(i1 + k) * n + c0 + 8].try_into().unwrap();
-                let e = [err[r0 * BLOCK + k], err[(r0 + 1) * BLOCK + k], err[(r0 + 2) * BLOCK + k], err[(r0 + 3) * BLOCK + k]];
+                let ur: &[f32; 8] = u[(i1 + k) * n + c0..(i1 + k) * n + c0 + 8]
+                    .try_into()
+                    .unwrap();
+                let e = [
+                    err[r0 * BLOCK + k],
+                    err[(r0 + 1) * BLOCK + k],
+                    err[(r0 + 2) * BLOCK + k],
+                    err[(r0 + 3) * BLOCK + k],
+                ];
                 for rr in 0..4 {
                     for t in 0..8 {
                         acc[rr][t] += e[rr] * ur[t];
@@ -200,7 +233,10 @@ fn lazy_update(wk: &mut [f32], err: &[f32], u: &[f32], n: usize, m: usize, i1: u
                 }
             }
             for (rr, a) in acc.iter().enumerate() {
-                for (wv, av) in wk[(r0 + rr) * n + c0..(r0 + rr) * n + c0 + 8].iter_mut().zip(a) {
+                for (wv, av) in wk[(r0 + rr) * n + c0..(r0 + rr) * n + c0 + 8]
+                    .iter_mut()
+                    .zip(a)
+                {
                     *wv -= av;
                 }
             }
@@ -209,7 +245,9 @@ fn lazy_update(wk: &mut [f32], err: &[f32], u: &[f32], n: usize, m: usize, i1: u
         for r in r0..m {
             let mut acc = [0.0f32; 8];
             for k in from..to {
-                let ur: &[f32; 8] = u[(i1 + k) * n + c0..(i1 + k) * n + c0 + 8].try_into().unwrap();
+                let ur: &[f32; 8] = u[(i1 + k) * n + c0..(i1 + k) * n + c0 + 8]
+                    .try_into()
+                    .unwrap();
                 let e = err[r * BLOCK + k];
                 for t in 0..8 {
                     acc[t] += e * ur[t];
@@ -224,7 +262,11 @@ fn lazy_update(wk: &mut [f32], err: &[f32], u: &[f32], n: usize, m: usize, i1: u
         for k in from..to {
             let e = err[r * BLOCK + k];
             let ur = (i1 + k) * n;
-            axpy(&mut wk[r * n + c_vec..(r + 1) * n], -e, &u[ur + c_vec..ur + n]);
+            axpy(
+                &mut wk[r * n + c_vec..(r + 1) * n],
+                -e,
+                &u[ur + c_vec..ur + n],
+            );
         }
     }
 }
@@ -243,7 +285,10 @@ pub(crate) fn upper_cholesky_of_inverse(h: &[f64], n: usize, damp: f64) -> Resul
     });
     cholesky_lower_in_place(&mut a, n).map_err(|j| n - 1 - j)?;
     // L⁻¹ by column groups: groups[g][(i - k0)·INV_COLS + c] = (L⁻¹)[i][k0 + c], k0 = g·INV_COLS.
-    let groups: Vec<Vec<f64>> = (0..n.div_ceil(INV_COLS)).into_par_iter().map(|g| lower_inverse_columns(&a, n, g * INV_COLS)).collect();
+    let groups: Vec<Vec<f64>> = (0..n.div_ceil(INV_COLS))
+        .into_par_iter()
+        .map(|g| lower_inverse_columns(&a, n, g * INV_COLS))
+        .collect();
     // U[p][q] = (L⁻¹)[n-1-p][n-1-q] for q ≥ p.
     let mut u = vec![0.0f64; n * n];
     u.par_chunks_mut(n).enumerate().for_each(|(p, row)| {
@@ -290,17 +335,25 @@ fn cholesky_lower_in_place(a: &mut [f64], n: usize) -> Result<(), usize> {
                 }
             }
             let pt = &pt;
-            a[j0 * n..].par_chunks_mut(CHOL_ROWS * n).enumerate().for_each(|(bi, rows)| {
-                let base = j0 + bi * CHOL_ROWS;
-                for t0 in (0..j0).step_by(CHOL_KC) {
-                    let t1 = (t0 + CHOL_KC).min(j0);
-                    for (ri, row) in rows.chunks_mut(n).enumerate() {
-                        let jmax = nb.min(base + ri - j0 + 1);
-                        let (left, right) = row.split_at_mut(j0);
-                        panel_update(&left[t0..t1], &pt[t0 * nbp..t1 * nbp], nbp, &mut right[..jmax]);
+            a[j0 * n..]
+                .par_chunks_mut(CHOL_ROWS * n)
+                .enumerate()
+                .for_each(|(bi, rows)| {
+                    let base = j0 + bi * CHOL_ROWS;
+                    for t0 in (0..j0).step_by(CHOL_KC) {
+                        let t1 = (t0 + CHOL_KC).min(j0);
+                        for (ri, row) in rows.chunks_mut(n).enumerate() {
+                            let jmax = nb.min(base + ri - j0 + 1);
+                            let (left, right) = row.split_at_mut(j0);
+                            panel_update(
+                                &left[t0..t1],
+                                &pt[t0 * nbp..t1 * nbp],
+                                nbp,
+                                &mut right[..jmax],
+                            );
+                        }
                     }
-                }
-            });
+                });
         }
         // 2. The diagonal block, row by row.
         for i in j0..j1 {
@@ -323,12 +376,16 @@ fn cholesky_lower_in_place(a: &mut [f64], n: usize) -> Result<(), usize> {
                 diag.extend_from_slice(&a[(j0 + jj) * n + j0..(j0 + jj) * n + j1]);
             }
             let diag = &diag;
-            a[j1 * n..].par_chunks_mut(n).with_min_len(16).for_each(|row| {
-                for jj in 0..nb {
-                    let j = j0 + jj;
-                    row[j] = (row[j] - dot(&row[j0..j], &diag[jj * nb..jj * nb + jj])) / diag[jj * nb + jj];
-                }
-            });
+            a[j1 * n..]
+                .par_chunks_mut(n)
+                .with_min_len(16)
+                .for_each(|row| {
+                    for jj in 0..nb {
+                        let j = j0 + jj;
+                        row[j] = (row[j] - dot(&row[j0..j], &diag[jj * nb..jj * nb + jj]))
+                            / diag[jj * nb + jj];
+                    }
+                });
         }
     }
     Ok(())
@@ -370,7 +427,9 @@ fn lower_inverse_columns(a: &[f64], n: usize, k0: usize) -> Vec<f64> {
             }
             let mut acc = [0.0f64; 8];
             for (t, &l) in li[k0..i].iter().enumerate() {
-                let p: &[f64; 8] = prev[t * INV_COLS + cb..t * INV_COLS + cb + 8].try_into().unwrap();
+                let p: &[f64; 8] = prev[t * INV_COLS + cb..t * INV_COLS + cb + 8]
+                    .try_into()
+                    .unwrap();
                 for c in 0..8 {
                     acc[c] += l * p[c];
                 }
@@ -415,6 +474,7 @@ fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 mod tests {
     use super::super::testutil::{correlated_x, gram, output_error, random_weight, Rng};
     use super::super::{group_size, quantize_rtn};
@@ -422,7 +482,16 @@ mod tests {
 
     /// Unblocked GPTQ straight from the paper's Algorithm 1 (every update applied immediately,
     /// explicit `H⁻¹` via Gauss–Jordan and a plain Cholesky of it), for cross-checking.
-    fn naive_gptq(w: &[f32], out_dim: usize, n: usize, bits: u8, group: usize, xtx: &[f64], rows: usize, percdamp: f64) -> QuantizedWeight {
+    fn naive_gptq(
+        w: &[f32],
+        out_dim: usize,
+        n: usize,
+        bits: u8,
+        group: usize,
+        xtx: &[f64],
+        rows: usize,
+        percdamp: f64,
+    ) -> QuantizedWeight {
         let mut h: Vec<f64> = xtx.iter().map(|v| v * 2.0 / rows as f64).collect();
         let mut wk: Vec<f64> = w.iter().map(|&v| v as f64).collect();
         for i in 0..n {
@@ -465,7 +534,8 @@ mod tests {
             let d: f64 = inv[i * n + i] - (0..i).map(|k| u[k * n + i] * u[k * n + i]).sum::<f64>();
             u[i * n + i] = d.sqrt();
             for j in i + 1..n {
-                let s: f64 = inv[i * n + j] - (0..i).map(|k| u[k * n + i] * u[k * n + j]).sum::<f64>();
+                let s: f64 =
+                    inv[i * n + j] - (0..i).map(|k| u[k * n + i] * u[k * n + j]).sum::<f64>();
                 u[i * n + j] = s / u[i * n + i];
             }
         }
@@ -478,7 +548,9 @@ mod tests {
             let mut s = 0.0;
             for i in 0..n {
                 if i % group == 0 {
-                    let mx = row[i..i + group].iter().fold(0.0f32, |m, &v| m.max((v as f32).abs()));
+                    let mx = row[i..i + group]
+                        .iter()
+                        .fold(0.0f32, |m, &v| m.max((v as f32).abs()));
                     s = group_scale(mx, bits);
                     scales[r * ng + i / group] = s;
                 }
@@ -490,7 +562,12 @@ mod tests {
                 }
             }
         }
-        QuantizedWeight { bits, group, q, scales }
+        QuantizedWeight {
+            bits,
+            group,
+            q,
+            scales,
+        }
     }
 
     fn spd(rng: &mut Rng, n: usize) -> Vec<f64> {
@@ -544,7 +621,10 @@ mod tests {
             let rtn = quantize_rtn(&w, out_dim, in_dim, bits, group);
             let gptq = quantize_gptq(&w, out_dim, in_dim, bits, group, &xtx, rows, 0.01).unwrap();
             let (lo, hi) = grid(bits);
-            assert!(gptq.q.iter().all(|&v| v.fract() == 0.0 && v >= lo && v <= hi));
+            assert!(gptq
+                .q
+                .iter()
+                .all(|&v| v.fract() == 0.0 && v >= lo && v <= hi));
             assert_eq!(gptq.scales.len(), out_dim * in_dim / group);
             let e_rtn = output_error(&w, &rtn.dequantize(in_dim), &xtx, out_dim, in_dim);
             let e_gptq = output_error(&w, &gptq.dequantize(in_dim), &xtx, out_dim, in_dim);
@@ -552,7 +632,10 @@ mod tests {
                 "W{bits} [{out_dim}×{in_dim}] group {group}: ‖XWᵀ−XŴᵀ‖_F RTN {e_rtn:.5}  GPTQ {e_gptq:.5}  ({:.1}% lower)",
                 100.0 * (1.0 - e_gptq / e_rtn)
             );
-            assert!(e_gptq <= 0.9 * e_rtn, "W{bits} in={in_dim}: GPTQ {e_gptq} not ≥10% below RTN {e_rtn}");
+            assert!(
+                e_gptq <= 0.9 * e_rtn,
+                "W{bits} in={in_dim}: GPTQ {e_gptq} not ≥10% below RTN {e_rtn}"
+            );
         }
     }
 
@@ -562,7 +645,13 @@ mod tests {
     fn matches_unblocked_reference() {
         let mut rng = Rng::new(3);
         let (rows, out_dim) = (600, 40);
-        for &(bits, in_dim, group) in &[(4u8, 256usize, 128usize), (4, 384, 96), (4, 300, 300), (8, 200, 200), (4, 256, 64)] {
+        for &(bits, in_dim, group) in &[
+            (4u8, 256usize, 128usize),
+            (4, 384, 96),
+            (4, 300, 300),
+            (8, 200, 200),
+            (4, 256, 64),
+        ] {
             let mut x = correlated_x(&mut rng, rows, in_dim);
             for r in 0..rows {
                 x[r * in_dim + 7] = 0.0;
@@ -572,13 +661,23 @@ mod tests {
             let fast = quantize_gptq(&w, out_dim, in_dim, bits, group, &xtx, rows, 0.01).unwrap();
             let slow = naive_gptq(&w, out_dim, in_dim, bits, group, &xtx, rows, 0.01);
             let diff = fast.q.iter().zip(&slow.q).filter(|(a, b)| a != b).count();
-            assert!(diff * 1000 <= fast.q.len(), "{diff} of {} values differ (bits {bits}, in {in_dim}, group {group})", fast.q.len());
+            assert!(
+                diff * 1000 <= fast.q.len(),
+                "{diff} of {} values differ (bits {bits}, in {in_dim}, group {group})",
+                fast.q.len()
+            );
             for (a, b) in fast.scales.iter().zip(&slow.scales) {
-                assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-6), "scale {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4 * a.abs().max(1e-6),
+                    "scale {a} vs {b}"
+                );
             }
             let e_fast = output_error(&w, &fast.dequantize(in_dim), &xtx, out_dim, in_dim);
             let e_slow = output_error(&w, &slow.dequantize(in_dim), &xtx, out_dim, in_dim);
-            assert!((e_fast - e_slow).abs() <= 0.01 * e_slow, "{e_fast} vs {e_slow}");
+            assert!(
+                (e_fast - e_slow).abs() <= 0.01 * e_slow,
+                "{e_fast} vs {e_slow}"
+            );
         }
     }
 
@@ -597,8 +696,14 @@ mod tests {
                 diag[i * in_dim + i] = 0.1 + rng.uniform() * 10.0;
             }
             let rtn = quantize_rtn(&w, out_dim, in_dim, bits, group);
-            assert_eq!(quantize_gptq(&w, out_dim, in_dim, bits, group, &ident, 2, 0.01).unwrap(), rtn);
-            assert_eq!(quantize_gptq(&w, out_dim, in_dim, bits, group, &diag, 1000, 0.01).unwrap(), rtn);
+            assert_eq!(
+                quantize_gptq(&w, out_dim, in_dim, bits, group, &ident, 2, 0.01).unwrap(),
+                rtn
+            );
+            assert_eq!(
+                quantize_gptq(&w, out_dim, in_dim, bits, group, &diag, 1000, 0.01).unwrap(),
+                rtn
+            );
         }
     }
 
@@ -630,7 +735,17 @@ mod tests {
         let e_gptq = output_error(&w, &g.dequantize(in_dim), &xtx, out_dim, in_dim);
         assert!(e_gptq < e_rtn);
         // All-zero weight with an all-zero Hessian: every input is dead, everything is 0.
-        let z = quantize_gptq(&vec![0.0; 4 * 128], 4, 128, 4, 128, &vec![0.0; 128 * 128], 10, 0.01).unwrap();
+        let z = quantize_gptq(
+            &vec![0.0; 4 * 128],
+            4,
+            128,
+            4,
+            128,
+            &vec![0.0; 128 * 128],
+            10,
+            0.01,
+        )
+        .unwrap();
         assert!(z.q.iter().all(|&v| v == 0.0));
         assert!(z.scales.iter().all(|&s| s == super::super::SCALE_FLOOR));
     }
@@ -660,8 +775,8 @@ mod tests {
         assert!(quantize_gptq(&w, 4, 8, 3, 8, &neg, 10, 0.01).is_err()); // bits
         assert!(quantize_gptq(&w, 4, 8, 4, 8, &neg[..63], 10, 0.01).is_err()); // Hessian shape
         assert!(quantize_gptq(&w, 4, 8, 4, 8, &neg, 0, 0.01).is_err()); // rows
-        // Indefinite but fixed by the 10× retry: diag 1, a coupling of 1.05 → eigenvalue −0.05;
-        // percdamp 0.01 is not enough, 0.1 is.
+                                                                        // Indefinite but fixed by the 10× retry: diag 1, a coupling of 1.05 → eigenvalue −0.05;
+                                                                        // percdamp 0.01 is not enough, 0.1 is.
         let h = vec![1.0, 1.05, 1.05, 1.0];
         assert!(quantize_gptq(&[0.3, -0.2], 1, 2, 8, 2, &h, 2, 0.01).is_ok());
     }

@@ -53,11 +53,23 @@ impl QuantizedWeight {
     /// # Panics
     /// If `in_dim` is inconsistent with `q`, `group` or `scales`.
     pub fn dequantize(&self, in_dim: usize) -> Vec<f32> {
-        assert!(in_dim > 0 && self.q.len() % in_dim == 0, "q has {} values, not a multiple of in={in_dim}", self.q.len());
-        assert!(self.group > 0 && in_dim % self.group == 0, "group {} does not divide in={in_dim}", self.group);
+        assert!(
+            in_dim > 0 && self.q.len() % in_dim == 0,
+            "q has {} values, not a multiple of in={in_dim}",
+            self.q.len()
+        );
+        assert!(
+            self.group > 0 && in_dim % self.group == 0,
+            "group {} does not divide in={in_dim}",
+            self.group
+        );
         let out_dim = self.q.len() / in_dim;
         let ng = in_dim / self.group;
-        assert_eq!(self.scales.len(), out_dim * ng, "scales must be [out, in/group]");
+        assert_eq!(
+            self.scales.len(),
+            out_dim * ng,
+            "scales must be [out, in/group]"
+        );
         let mut w = Vec::with_capacity(self.q.len());
         for r in 0..out_dim {
             for c in 0..in_dim {
@@ -114,7 +126,13 @@ pub(crate) fn quantize_value(w: f32, s: f32, qmin: f32, qmax: f32) -> f32 {
 }
 
 /// Checks shapes shared by both quantizers.
-pub(crate) fn check_args(w_len: usize, out_dim: usize, in_dim: usize, bits: u8, group: usize) -> Result<(), String> {
+pub(crate) fn check_args(
+    w_len: usize,
+    out_dim: usize,
+    in_dim: usize,
+    bits: u8,
+    group: usize,
+) -> Result<(), String> {
     if bits != 4 && bits != 8 {
         return Err(format!("unsupported weight bit width {bits} (4 or 8)"));
     }
@@ -122,7 +140,9 @@ pub(crate) fn check_args(w_len: usize, out_dim: usize, in_dim: usize, bits: u8, 
         return Err(format!("empty weight [{out_dim}, {in_dim}]"));
     }
     if w_len != out_dim * in_dim {
-        return Err(format!("weight has {w_len} values, expected {out_dim}×{in_dim}"));
+        return Err(format!(
+            "weight has {w_len} values, expected {out_dim}×{in_dim}"
+        ));
     }
     if group == 0 || in_dim % group != 0 {
         return Err(format!("group size {group} does not divide in={in_dim}"));
@@ -211,7 +231,9 @@ pub(crate) mod testutil {
         let total: f64 = (0..out_dim)
             .into_par_iter()
             .map(|r| {
-                let d: Vec<f64> = (0..in_dim).map(|c| (w[r * in_dim + c] - wq[r * in_dim + c]) as f64).collect();
+                let d: Vec<f64> = (0..in_dim)
+                    .map(|c| (w[r * in_dim + c] - wq[r * in_dim + c]) as f64)
+                    .collect();
                 let mut t = 0.0;
                 for i in 0..in_dim {
                     let hi = &xtx[i * in_dim..(i + 1) * in_dim];
@@ -225,7 +247,10 @@ pub(crate) mod testutil {
     }
 
     pub fn random_weight(rng: &mut Rng, out_dim: usize, in_dim: usize) -> Vec<f32> {
-        rng.normals(out_dim * in_dim).into_iter().map(|v| (v * 0.05) as f32).collect()
+        rng.normals(out_dim * in_dim)
+            .into_iter()
+            .map(|v| (v * 0.05) as f32)
+            .collect()
     }
 }
 
@@ -263,8 +288,16 @@ mod tests {
 
     #[test]
     fn dequantize_layout() {
-        let qw = QuantizedWeight { bits: 4, group: 2, q: vec![1.0, -2.0, 3.0, 4.0, 0.0, 7.0, -8.0, 1.0], scales: vec![0.5, 2.0, 1.0, 0.25] };
-        assert_eq!(qw.dequantize(4), vec![0.5, -1.0, 6.0, 8.0, 0.0, 7.0, -2.0, 0.25]);
+        let qw = QuantizedWeight {
+            bits: 4,
+            group: 2,
+            q: vec![1.0, -2.0, 3.0, 4.0, 0.0, 7.0, -8.0, 1.0],
+            scales: vec![0.5, 2.0, 1.0, 0.25],
+        };
+        assert_eq!(
+            qw.dequantize(4),
+            vec![0.5, -1.0, 6.0, 8.0, 0.0, 7.0, -2.0, 0.25]
+        );
         assert_eq!(qw.out_dim(4), 2);
     }
 }

@@ -12,7 +12,13 @@ use super::{check_args, grid, group_scale, quantize_value, QuantizedWeight};
 ///
 /// # Panics
 /// If `bits` is not 4 or 8, `w.len() != out·in`, or `group` does not divide `in`.
-pub fn quantize_rtn(w: &[f32], out_dim: usize, in_dim: usize, bits: u8, group: usize) -> QuantizedWeight {
+pub fn quantize_rtn(
+    w: &[f32],
+    out_dim: usize,
+    in_dim: usize,
+    bits: u8,
+    group: usize,
+) -> QuantizedWeight {
     if let Err(e) = check_args(w.len(), out_dim, in_dim, bits, group) {
         panic!("quantize_rtn: {e}");
     }
@@ -25,7 +31,11 @@ pub fn quantize_rtn(w: &[f32], out_dim: usize, in_dim: usize, bits: u8, group: u
         .zip(w.par_chunks(in_dim))
         .with_min_len(8)
         .for_each(|((qrow, srow), wrow)| {
-            for ((qg, s_out), wg) in qrow.chunks_mut(group).zip(srow.iter_mut()).zip(wrow.chunks(group)) {
+            for ((qg, s_out), wg) in qrow
+                .chunks_mut(group)
+                .zip(srow.iter_mut())
+                .zip(wrow.chunks(group))
+            {
                 let max_abs = wg.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let s = group_scale(max_abs, bits);
                 *s_out = s;
@@ -34,10 +44,16 @@ pub fn quantize_rtn(w: &[f32], out_dim: usize, in_dim: usize, bits: u8, group: u
                 }
             }
         });
-    QuantizedWeight { bits, group, q, scales }
+    QuantizedWeight {
+        bits,
+        group,
+        q,
+        scales,
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::super::testutil::{random_weight, Rng};
     use super::super::{group_size, SCALE_FLOOR};
@@ -86,7 +102,10 @@ mod tests {
         let qw = quantize_rtn(&w, out_dim, in_dim, 8, in_dim);
         assert_eq!(qw.scales, scales.to_vec());
         assert_eq!(qw.dequantize(in_dim), w);
-        assert!(qw.q.iter().all(|&v| v.fract() == 0.0 && (-127.0..=127.0).contains(&v)));
+        assert!(qw
+            .q
+            .iter()
+            .all(|&v| v.fract() == 0.0 && (-127.0..=127.0).contains(&v)));
     }
 
     #[test]
@@ -101,7 +120,11 @@ mod tests {
             let qw = quantize_rtn(&w, out_dim, in_dim, bits, group);
             assert_eq!(qw.group, group);
             assert_eq!(qw.scales.len(), out_dim * (in_dim / group));
-            let (lo, hi) = if bits == 4 { (-8.0, 7.0) } else { (-128.0, 127.0) };
+            let (lo, hi) = if bits == 4 {
+                (-8.0, 7.0)
+            } else {
+                (-128.0, 127.0)
+            };
             assert!(qw.q.iter().all(|&v| v.fract() == 0.0 && v >= lo && v <= hi));
             let dq = qw.dequantize(in_dim);
             let ng = in_dim / group;
@@ -109,7 +132,11 @@ mod tests {
                 for c in 0..in_dim {
                     let s = qw.scales[r * ng + c / group];
                     let e = (w[r * in_dim + c] - dq[r * in_dim + c]).abs();
-                    assert!(e <= s * 0.5 * (1.0 + 1e-5), "bits {bits}: |err| {e} > s/2 = {}", s / 2.0);
+                    assert!(
+                        e <= s * 0.5 * (1.0 + 1e-5),
+                        "bits {bits}: |err| {e} > s/2 = {}",
+                        s / 2.0
+                    );
                 }
             }
             // The row/group maximum maps to the top of the grid (7 for 4-bit after clipping 7.5, 127 for 8-bit).
