@@ -55,8 +55,11 @@ def section(rows, args) -> str:
         "`causal_conv1d` CUDA kernels do not exist there (it logs the fallback for `selective_scan_fn`, "
         "`mamba_chunk_scan_combined`, `causal_conv1d_fn`, ...). `mambapy` is not installed, so Mamba1 "
         "prefill uses the sequential scan loop. Both engines compute FP32 (f16/bf16 weights upcast at load).",
-        f"- Busiest background CPU load seen just before a run: {busy}% (the script waits for <15% "
-        "before each run; numbers taken above that are unreliable on a 2-core machine).",
+        "- Background CPU load just before each run (the script waits up to QUIET_WAIT s for <15%; "
+        "on a 2-core machine, numbers taken under load are unreliable, torch's OpenMP worst of all): "
+        + ", ".join(f"{os.path.basename(r['model'].rstrip('/'))}/{r['engine']} {r.get('cpu_busy_before_pct', '?')}%"
+                    for r in rows)
+        + (" — **measured under load**" if busy > 15 else ""),
         "",
         "Commands (MODEL_DIR = each model dir):",
         "",

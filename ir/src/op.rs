@@ -79,9 +79,9 @@ pub enum Op {
     /// largest power of two dividing n (still orthonormal, so a folded inverse keeps the function).
     Hadamard,
     /// Static symmetric int8 quantization: q = clamp(round_half_even(x / scale[c]), −128, 127),
-    /// `scale` `[width]` f32 (one value repeated for per-tensor scales). f32 → i8.
+    /// `scale` f32 `[width]` (per channel) or `[1]` (per tensor). f32 → i8.
     Quantize { scale: WeightId },
-    /// x = q · scale[c]. i8 → f32.
+    /// x = q · scale[c], `scale` as for `quantize`. i8 → f32.
     Dequantize { scale: WeightId },
     /// Linear layer with quantized weights: `weight` i8 or i4 `[out, in]` holding integers,
     /// `scales` f32 `[out, in/group]`. With `act_scale` the operand is i8 and products are exact
@@ -498,12 +498,12 @@ impl Op {
             Op::Hadamard => Ok(seq(seq_f32(0)?)),
             Op::Quantize { scale } => {
                 let w = seq_f32(0)?;
-                expect_shape(*scale, &[w], "quantize scale")?;
+                scale_vector(weights, *scale, w, "quantize")?;
                 Ok(TensorType::sequence(DType::I8, w))
             }
             Op::Dequantize { scale } => {
                 let w = seq_of(inputs[0], DType::I8)?;
-                expect_shape(*scale, &[w], "dequantize scale")?;
+                scale_vector(weights, *scale, w, "dequantize")?;
                 Ok(seq(w))
             }
             Op::QLinear { weight, scales, bias, group, act_scale } => {
@@ -545,8 +545,17 @@ fn quantized_table(weights: &[WeightDecl], table: WeightId, scales: WeightId, ro
         return Err(format!("{op} group {group} does not divide the input width {cols}"));
     }
     let s = weights.get(scales.index()).ok_or_else(|| format!("weight {scales} is not declared"))?;
-    if s.shape != [rows, cols / group] || s.dtype != DType::F32 {
-        return Err(format!("{op} scales {scales} are {}{:?}, expected f32[{rows}, {}]", s.dtype, s.shape, cols / group));
+    if s.shape != [rows, cols / group] || !matches!(s.dtype, DType::F32 | DType::F16) {
+        return Err(format!("{op} scales {scales} are {}{:?}, expected f32 or f16 [{rows}, {}]", s.dtype, s.shape, cols / group));
+    }
+    Ok(())
+}
+
+/// Checks a quantization scale: f32 `[width]` or `[1]`.
+fn scale_vector(weights: &[WeightDecl], scale: WeightId, width: usize, op: &str) -> Result<(), String> {
+    let s = weights.get(scale.index()).ok_or_else(|| format!("weight {scale} is not declared"))?;
+    if s.dtype != DType::F32 || (s.shape != [width] && s.shape != [1]) {
+        return Err(format!("{op} scale {scale} is {}{:?}, expected f32[{width}] or f32[1]", s.dtype, s.shape));
     }
     Ok(())
 }

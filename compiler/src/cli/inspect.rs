@@ -27,7 +27,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         if a.json {
             println!("{}", serde_json::json!({"path": dir.display().to_string(), "target": header.target, "family": header.family,
                 "format_version": header.format_version, "compiler_version": header.compiler_version,
-                "bytes": runtime::artifact::file_size(&header), "weights": header.weights.len(), "kernel_plan": header.kernel_plan}));
+                "bytes": runtime::artifact::file_size(&header), "weight_bytes": header.weights.iter().map(|w| w.bytes).sum::<u64>(), "weights": header.weights.len(), "kernel_plan": header.kernel_plan}));
         } else {
             println!("{}", runtime::artifact::describe(&header));
         }

@@ -83,12 +83,11 @@ pub fn calibrate_points(program: &Program, points: &[QuantPoint], cx: &PassConte
     calibrate(program, &cx.calib, &requests, cx.progress, "calibrating activations")
 }
 
-/// The per-channel scale vector of a point.
+/// The scales of a point: one value (`[1]`) for per-tensor rules, one per channel for grouped ones.
 pub fn scales_for(rule: &ScaleRule, stats: &Stats) -> Vec<f32> {
-    let width = stats.channel_absmax.len();
     match rule {
-        ScaleRule::AbsMax => vec![stats.absmax.max(MIN_ABSMAX) / 127.0; width],
-        ScaleRule::Percentile(_) => vec![stats.percentile.unwrap_or(stats.absmax).max(MIN_ABSMAX) / 127.0; width],
+        ScaleRule::AbsMax => vec![stats.absmax.max(MIN_ABSMAX) / 127.0],
+        ScaleRule::Percentile(_) => vec![stats.percentile.unwrap_or(stats.absmax).max(MIN_ABSMAX) / 127.0],
         ScaleRule::Grouped { group_of } => {
             let groups = group_of.iter().copied().max().map_or(0, |m| m + 1);
             let mut absmax = vec![0.0f32; groups];

@@ -101,6 +101,7 @@ impl Pass for QuantizeWeights {
         }
         bar.finish_and_clear();
         program.graph.remove_dead();
+        store_float_parameters_in_f16(program);
         let map = program.graph.compact_weights();
         program.weights.compact(&map);
         Ok(())
@@ -143,7 +144,33 @@ fn quantized(
     };
     let dtype = if plan.bits == 4 { DType::I4 } else { DType::I8 };
     let qw = program.add_weight(format!("{}.q{}", decl.name, plan.bits), dtype, decl.shape.clone(), q.q);
-    let scales = program.add_weight(format!("{}.scales", decl.name), DType::F32, vec![out_dim, in_dim / group], q.scales);
+    // Scales are stored in f16, as the kernels read them; rounding them after quantizing moves
+    // each dequantized value by at most 2⁻¹¹ of itself.
+    let scales_f16: Vec<f32> = q.scales.iter().map(|s| half::f16::from_f32(*s).to_f32()).collect();
+    let scales = program.add_weight(format!("{}.scales", decl.name), DType::F16, vec![out_dim, in_dim / group], scales_f16);
     done.insert((weight, plan), (qw, scales, group));
     Ok((qw, scales, group))
+}
+
+/// The float parameters that remain (conv weights and biases, norm weights, A_log, D, dt_bias)
+/// are stored in f16, as a 16-bit deployment keeps them (Quamba2 §3.2); their values are rounded
+/// to f16 here so the executor computes with exactly what the artifact stores. Activation scales
+/// stay f32: the kernels multiply by them in f32.
+fn store_float_parameters_in_f16(program: &mut Program) {
+    let mut targets: Vec<WeightId> = Vec::new();
+    for v in program.graph.values() {
+        match program.graph.node(v).op {
+            Op::Quantize { .. } | Op::Dequantize { .. } => {}
+            ref op => targets.extend(op.weights().into_iter().filter(|w| program.graph.weight(*w).dtype == DType::F32)),
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    for w in targets {
+        let rounded: Vec<f32> = program.values(w).iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+        if rounded.iter().all(|v| v.is_finite()) {
+            program.set_values(w, rounded);
+            program.graph.weight_mut(w).dtype = DType::F16;
+        }
+    }
 }

@@ -247,8 +247,8 @@ impl Executor {
                 crate::hadamard::hadamard_rows(&mut out, width);
                 out
             }
-            Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, w(*scale)))),
-            Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, w(*scale)),
+            Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, &quant::channel_scales(w(*scale), width)))),
+            Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, &quant::channel_scales(w(*scale), width)),
             Op::QLinear { weight, scales, bias, group, act_scale } => match act_scale {
                 // Many rows go through the exact-integer f32 GEMM; decode rows through the int8 dot.
                 Some(s) if rows > 4 => quant::qlinear_i8_gemm(&inputs[0].ints, rows, inputs[0].width, w(*weight), width, w(*scales), *group, *s, bias.map(w)),

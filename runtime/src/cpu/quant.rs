@@ -3,6 +3,15 @@
 
 use rayon::prelude::*;
 
+/// A per-tensor (`[1]`) scale repeated over `width` channels, or the per-channel one as is.
+pub fn channel_scales(scale: &[f32], width: usize) -> std::borrow::Cow<'_, [f32]> {
+    if scale.len() == 1 && width != 1 {
+        std::borrow::Cow::Owned(vec![scale[0]; width])
+    } else {
+        std::borrow::Cow::Borrowed(scale)
+    }
+}
+
 /// q = clamp(round_half_even(x / scale[c]), −128, 127) over rows of `scale.len()` channels.
 pub fn quantize(x: &[f32], scale: &[f32]) -> Vec<i8> {
     let width = scale.len();
