@@ -118,7 +118,7 @@ pub enum CheckpointError {
         found: Vec<usize>,
     },
     /// A tensor is stored in a dtype we do not load (only f32, f16, bf16 weights are accepted).
-    #[error("{path}: tensor `{name}` has dtype {dtype}, expected f32, f16 or bf16")]
+    #[error("{path}: tensor `{name}` has dtype {dtype}, which this model cannot use (weights must be f32, f16 or bf16)")]
     DType {
         /// The file.
         path: PathBuf,
