@@ -126,8 +126,7 @@ fn check_tensors(dir: &Path, cfg: &ModelConfig, tensors: &mut BTreeMap<String, R
         if &t.shape != shape {
             return Err(CheckpointError::Shape { path: dir.to_path_buf(), name: name.clone(), expected: shape.clone(), found: t.shape.clone() });
         }
-        let values = t.to_f32().ok_or_else(|| CheckpointError::DType { path: dir.to_path_buf(), name: name.clone(), dtype: t.dtype.to_string() })?;
-        let count = values.iter().filter(|v| !v.is_finite()).count();
+        let count = t.count_non_finite().ok_or_else(|| CheckpointError::DType { path: dir.to_path_buf(), name: name.clone(), dtype: t.dtype.to_string() })?;
         if count > 0 {
             return Err(CheckpointError::NonFinite { path: dir.to_path_buf(), name: name.clone(), count });
         }

@@ -40,11 +40,21 @@ impl RawTensor {
 
     /// The values widened to f32 (exact for f16 and bf16). Integer tensors are refused.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
+        Some(self.f32_values()?.collect())
+    }
+
+    /// How many values are NaN or infinite, counted without materialising an f32 copy.
+    pub fn count_non_finite(&self) -> Option<usize> {
+        Some(self.f32_values()?.filter(|v| !v.is_finite()).count())
+    }
+
+    /// The values, decoded lazily from the stored bytes; None for integer tensors.
+    fn f32_values(&self) -> Option<Box<dyn Iterator<Item = f32> + '_>> {
         let d = &self.data;
         Some(match self.dtype {
-            DType::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            DType::F16 => d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            DType::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            DType::F32 => Box::new(d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            DType::F16 => Box::new(d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            DType::BF16 => Box::new(d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
             DType::I64 | DType::I32 | DType::I8 | DType::I4 => return None,
         })
     }

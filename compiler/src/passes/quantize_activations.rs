@@ -41,12 +41,12 @@ pub struct QuantPoint {
 pub fn quant_points(program: &Program, cx: &PassContext) -> Result<Vec<QuantPoint>, CompileError> {
     let g = &program.graph;
     let mut points = Vec::new();
+    // A rule an earlier pass chose for a value wins over the recipe's default.
     let rule = |v: ValueId, default: ScaleRule| cx.scale_rules.get(&v).cloned().unwrap_or(default);
     for b in blocks(g)? {
         let l = Some(b.layer);
-        let mut push = |value: ValueId, rule: ScaleRule, role: &'static str| points.push(QuantPoint { layer: l, value, rule, role });
-        push(g.inputs(b.in_proj)[0], rule(g.inputs(b.in_proj)[0], ScaleRule::AbsMax), "in_proj.input");
-        let conv_in = g.inputs(b.conv)[0];
+        let mut push = |value: ValueId, default: ScaleRule, role: &'static str| points.push(QuantPoint { layer: l, value, rule: rule(value, default), role });
+        push(g.inputs(b.in_proj)[0], ScaleRule::AbsMax, "in_proj.input");
         let conv_rule = match (&g.node(b.ssm).op, cx.method) {
             (Op::Ssd { heads, head_dim, groups, d_state, .. }, Method::Quamba1 | Method::Quamba2) => {
                 let (x, bc) = (heads * head_dim, groups * d_state);
@@ -54,20 +54,19 @@ pub fn quant_points(program: &Program, cx: &PassContext) -> Result<Vec<QuantPoin
             }
             _ => ScaleRule::AbsMax,
         };
-        push(conv_in, rule(conv_in, conv_rule), "conv.input");
-        push(b.x, rule(b.x, ScaleRule::AbsMax), "ssm.x");
+        push(g.inputs(b.conv)[0], conv_rule, "conv.input");
+        push(b.x, ScaleRule::AbsMax, "ssm.x");
         match b.x_proj {
             // Mamba1: dt_low, B and C come out of x_proj together and share its output scale.
-            Some(x_proj) => push(x_proj, rule(x_proj, ScaleRule::AbsMax), "x_proj.output"),
+            Some(x_proj) => push(x_proj, ScaleRule::AbsMax, "x_proj.output"),
             None => {
-                push(b.b, rule(b.b, ScaleRule::AbsMax), "ssm.b");
-                push(b.c, rule(b.c, ScaleRule::AbsMax), "ssm.c");
+                push(b.b, ScaleRule::AbsMax, "ssm.b");
+                push(b.c, ScaleRule::AbsMax, "ssm.c");
             }
         }
-        push(b.dt, rule(b.dt, ScaleRule::AbsMax), "ssm.dt");
-        push(b.z, rule(b.z, ScaleRule::AbsMax), "gate.z");
-        let out_in = g.inputs(b.out_proj)[0];
-        push(out_in, rule(out_in, ScaleRule::AbsMax), "out_proj.input");
+        push(b.dt, ScaleRule::AbsMax, "ssm.dt");
+        push(b.z, ScaleRule::AbsMax, "gate.z");
+        push(g.inputs(b.out_proj)[0], ScaleRule::AbsMax, "out_proj.input");
     }
     let head_in = g.inputs(ends(g)?.lm_head)[0];
     points.push(QuantPoint { layer: None, value: head_in, rule: rule(head_in, ScaleRule::AbsMax), role: "lm_head.input" });

@@ -77,7 +77,6 @@ pub fn matmul_nt_strided(x: &[f32], x_stride: usize, w: &[f32], w_stride: usize,
     assert!(rows == 0 || x.len() >= (rows - 1) * x_stride + k, "x is too short for its shape");
     assert!(out_dim == 0 || w.len() >= (out_dim - 1) * w_stride + k, "w is too short for its shape");
     assert_eq!(out.len(), rows * out_dim, "out has the wrong length");
-    let (x, in_dim, weight) = (x, x_stride, w);
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the asserts above guarantee every element the strides address is inside its
@@ -97,8 +96,8 @@ pub fn matmul_nt_strided(x: &[f32], x_stride: usize, w: &[f32], w_stride: usize,
             false,
             x.as_ptr(),
             1,
-            in_dim as isize,
-            weight.as_ptr(),
+            x_stride as isize,
+            w.as_ptr(),
             w_stride as isize,
             1,
             0.0,

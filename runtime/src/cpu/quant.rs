@@ -94,30 +94,27 @@ pub fn qlinear_i8_gemm(x: &[i8], rows: usize, in_dim: usize, w_ints: &[f32], out
     let groups = in_dim / group;
     let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
     let mut out = vec![0.0f32; rows * out_dim];
+    // `part` holds one group's exact integer products; `acc` sums the blocks of a wider group.
     let mut part = vec![0.0f32; rows * out_dim];
     let mut acc = vec![0i64; if group > EXACT_F32_K { rows * out_dim } else { 0 }];
     for g in 0..groups {
         let g0 = g * group;
-        let exact: Vec<f32> = if group <= EXACT_F32_K {
+        if group <= EXACT_F32_K {
             super::linear::matmul_nt_strided(&xf[g0..], in_dim, &w_ints[g0..], in_dim, rows, out_dim, group, &mut part);
-            std::mem::take(&mut part)
         } else {
-            acc.iter_mut().for_each(|a| *a = 0);
-            let mut k0 = 0;
-            while k0 < group {
+            acc.fill(0);
+            for k0 in (0..group).step_by(EXACT_F32_K) {
                 let k = EXACT_F32_K.min(group - k0);
                 super::linear::matmul_nt_strided(&xf[g0 + k0..], in_dim, &w_ints[g0 + k0..], in_dim, rows, out_dim, k, &mut part);
                 acc.iter_mut().zip(&part).for_each(|(a, p)| *a += *p as i64);
-                k0 += k;
             }
-            acc.iter().map(|a| *a as i32 as f32).collect()
-        };
-        out.par_chunks_mut(out_dim).zip(exact.par_chunks(out_dim)).for_each(|(o, p)| {
+            part.iter_mut().zip(&acc).for_each(|(p, a)| *p = *a as i32 as f32);
+        }
+        out.par_chunks_mut(out_dim).zip(part.par_chunks(out_dim)).for_each(|(o, p)| {
             for (j, (dst, v)) in o.iter_mut().zip(p).enumerate() {
                 *dst += scales[j * groups + g] * v;
             }
         });
-        part = if exact.len() == rows * out_dim { exact } else { vec![0.0; rows * out_dim] };
     }
     out.par_chunks_mut(out_dim).for_each(|o| {
         for (j, dst) in o.iter_mut().enumerate() {
