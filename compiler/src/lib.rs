@@ -19,6 +19,7 @@ pub mod passes;
 pub mod pipeline;
 pub mod program;
 pub mod quant;
+pub mod synth;
 pub mod target;
 
 use std::path::PathBuf;

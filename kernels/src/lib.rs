@@ -1,1 +1,3 @@
-//! Kernel generators. Empty until the CPU (cranelift) and CUDA backends land; see issues 4 and 5.
+//! Kernel generators for quamba's compiled plans: CUDA source and launch plans ([`cuda`]).
+
+pub mod cuda;

@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod cpu;
+pub mod cuda;
 pub mod generate;
 pub mod hadamard;
 pub mod perplexity;

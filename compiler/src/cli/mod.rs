@@ -2,9 +2,11 @@
 
 mod bench;
 mod compile;
+mod cuda;
 mod eval;
 mod inspect;
 mod run;
+mod synth;
 
 use std::path::PathBuf;
 
@@ -44,6 +46,14 @@ enum Command {
     ///
     /// Example: quambac bench ../shared/models/mamba2-small --prompt-len 512 --decode-tokens 64 --json
     Bench(bench::BenchArgs),
+    /// Run on the GPU: `check` against the CPU executor, `bench` time to first token and per token.
+    ///
+    /// Example: quambac cuda check model.qmb && quambac cuda bench model.qmb --batches 1,16
+    Cuda(cuda::CudaArgs),
+    /// Write a random-weight checkpoint at a public model's shapes, for timing only.
+    ///
+    /// Example: quambac synth --like mamba2-2.7b -o /tmp/mamba2-2.7b
+    Synth(synth::SynthArgs),
 }
 
 /// Runs a parsed command line.
@@ -57,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Cuda(a) => cuda::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
 

@@ -155,6 +155,16 @@ impl Executor {
         &self.graph
     }
 
+    /// The verified graph being executed (what other backends plan from).
+    pub fn verified_graph(&self) -> &VerifiedGraph {
+        &self.graph
+    }
+
+    /// The weight data, as the graph's weight table orders it.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
     /// Rows of the logits (the head's vocabulary, padding included).
     pub fn vocab(&self) -> usize {
         self.vocab

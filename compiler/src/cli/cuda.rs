@@ -1,0 +1,309 @@
+//! `quambac cuda`: run a model on the GPU — check it against the CPU executor, or time it.
+//!
+//! A checkpoint directory runs as our FP16 baseline (f16 weights, f32 activations between
+//! kernels); an artifact runs its quantized graph. The CPU side of `check` is the FP32 executor
+//! for a directory and the integer reference executor for an artifact.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use runtime::cuda::CudaExecutor;
+
+/// Arguments of `quambac cuda`.
+#[derive(clap::Args, Debug)]
+pub struct CudaArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Logits and greedy tokens on the GPU vs the CPU executor; fails beyond the tolerance.
+    ///
+    /// Example: quambac cuda check model.qmb --json
+    Check(CheckArgs),
+    /// Time to first token, time per output token at several batch sizes, GPU memory.
+    ///
+    /// Example: quambac cuda bench synth-2.7b --prompt-len 1024 --batches 1,16 --json
+    Bench(BenchArgs),
+    /// Write the model's generated CUDA source and, where NVRTC is available, its PTX.
+    ///
+    /// Example: quambac cuda source model.qmb -o kernels.cu --arch sm_87
+    Source(SourceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SourceArgs {
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
+    model: Option<PathBuf>,
+    /// Where to write the CUDA source; the PTX goes beside it with the extension .ptx.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also compile to PTX for this architecture with NVRTC (sm_90 H100, sm_87 Orin, sm_86 A5000).
+    #[arg(long)]
+    arch: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
+    model: Option<PathBuf>,
+    /// Sequences in the logits comparison.
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Positions per sequence.
+    #[arg(long, default_value_t = 64)]
+    seq: usize,
+    /// Greedy tokens to compare.
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
+    /// Largest allowed max|Δlogit| / max|logit| (default: 1e-2 for a checkpoint's FP16 run,
+    /// 5e-2 for an artifact, whose int8 roundings may flip where the CPU rounded the other way).
+    #[arg(long)]
+    tolerance: Option<f32>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Checkpoint directory or .qmb artifact.
+    model: Option<PathBuf>,
+    /// Prompt length for time to first token.
+    #[arg(long, default_value_t = 1024)]
+    prompt_len: usize,
+    /// Batch sizes for time per output token.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batches: Vec<usize>,
+    /// Decode steps timed per batch size.
+    #[arg(long, default_value_t = 128)]
+    decode_tokens: usize,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Also print the time of every kernel of one decode step and of one prefill (no graph).
+    #[arg(long)]
+    profile: bool,
+    /// A name for the configuration in the output (default: the model's kind).
+    #[arg(long)]
+    label: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: CudaArgs) -> anyhow::Result<()> {
+    match a.action {
+        Action::Check(c) => check(c),
+        Action::Bench(b) => bench(b),
+        Action::Source(s) => source(s),
+    }
+}
+
+fn source(a: SourceArgs) -> anyhow::Result<()> {
+    let dir = super::model_dir(a.model);
+    let model = super::open(&dir)?;
+    let plan = kernels::cuda::plan(model.executor.verified_graph()).context("planning the CUDA kernels")?;
+    std::fs::write(&a.output, &plan.source).with_context(|| format!("writing {}", a.output.display()))?;
+    eprintln!("{}: {} launches, {} entry points", a.output.display(), plan.launches.len(), plan.generated_source().matches("extern \"C\"").count());
+    if let Some(arch) = a.arch {
+        let arch: &'static str = match arch.as_str() {
+            "sm_80" => "sm_80",
+            "sm_86" => "sm_86",
+            "sm_87" => "sm_87",
+            "sm_89" => "sm_89",
+            "sm_90" => "sm_90",
+            other => bail!("unknown architecture {other}: expected sm_80, sm_86, sm_87, sm_89 or sm_90"),
+        };
+        let ptx = runtime::cuda::compile_ptx(&plan.source, arch)?;
+        let path = a.output.with_extension("ptx");
+        std::fs::write(&path, ptx).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("{}: PTX for {arch}", path.display());
+    }
+    Ok(())
+}
+
+fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize, max_steps: usize) -> anyhow::Result<CudaExecutor> {
+    let exec = &model.executor;
+    let plan = kernels::cuda::plan(exec.verified_graph()).context("planning the CUDA kernels")?;
+    CudaExecutor::new(exec.verified_graph(), exec.weights(), plan, None, max_batch, max_rows, max_steps).context("loading the model on the GPU")
+}
+
+/// Deterministic token ids for a check: the embedded sample text if the model has a
+/// tokenizer, else a fixed pseudo-random sequence.
+fn sample_tokens(model: &compiler::model::FpModel, count: usize) -> anyhow::Result<Vec<i64>> {
+    let vocab = model.config.vocab_size as i64;
+    if let Some(tok) = &model.tokenizer {
+        let text = include_str!("../../../assets/text/sample.txt");
+        let ids = tok.encode(text)?;
+        if ids.len() >= count {
+            return Ok(ids[..count].to_vec());
+        }
+    }
+    Ok((0..count as i64).map(|i| (i * 7919 + 13) % vocab).collect())
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<()> {
+    if a.batch == 0 || a.seq == 0 {
+        bail!("--batch and --seq must be positive");
+    }
+    let dir = super::model_dir(a.model);
+    let model = super::open(&dir)?;
+    let quantized = dir.is_file();
+    let tolerance = a.tolerance.unwrap_or(if quantized { 5e-2 } else { 1e-2 });
+    let tokens = sample_tokens(&model, a.batch * a.seq)?;
+    let mut gpu = open_gpu(&model, a.batch.max(1), a.batch * a.seq, a.steps + 1)?;
+
+    let cpu_logits = model.executor.forward(&mut model.executor.new_state(a.batch), &tokens)?;
+    let gpu_logits = gpu.forward(&tokens, a.batch, false)?;
+    let max_ref = cpu_logits.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_diff = cpu_logits.data.iter().zip(&gpu_logits.data).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let mean_diff = cpu_logits.data.iter().zip(&gpu_logits.data).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / cpu_logits.data.len() as f64;
+    let rows = a.batch * a.seq;
+    let argmax_agree = (0..rows)
+        .filter(|r| {
+            let (b, t) = (r / a.seq, r % a.seq);
+            runtime::sampling::argmax(cpu_logits.row(b, t)) == runtime::sampling::argmax(gpu_logits.row(b, t))
+        })
+        .count();
+
+    // Greedy generation: CPU token by token vs the GPU's prefill + graph-replayed decode.
+    let prompt = &tokens[..a.seq.min(16)];
+    let mut state = model.executor.new_state(1);
+    let mut logits = model.executor.forward(&mut state, prompt)?;
+    let mut cpu_tokens = Vec::with_capacity(a.steps + 1);
+    for _ in 0..=a.steps {
+        let next = runtime::sampling::argmax(logits.row(0, logits.seq - 1)) as i64;
+        cpu_tokens.push(next);
+        logits = model.executor.forward(&mut state, &[next])?;
+    }
+    let gpu_tokens = gpu.generate_greedy(prompt, 1, a.steps)?;
+    let agree_prefix = cpu_tokens.iter().zip(&gpu_tokens).take_while(|(x, y)| x == y).count();
+
+    let rel = max_diff / max_ref.max(1e-12);
+    let passed = rel <= tolerance;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"model": dir.display().to_string(), "kind": model.kind, "device": gpu.device_name(),
+                "max_abs_logit": max_ref, "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "relative": rel,
+                "tolerance": tolerance, "argmax_agreement": argmax_agree as f64 / rows as f64,
+                "greedy_tokens": cpu_tokens.len(), "greedy_matching_prefix": agree_prefix, "passed": passed})
+        );
+    } else {
+        println!(
+            "{} [{}] on {}: max|Δ| {max_diff:.3e} of max|logit| {max_ref:.3} (rel {rel:.2e}, tol {tolerance:.0e}), mean|Δ| {mean_diff:.2e}, argmax agree {argmax_agree}/{rows}, greedy {agree_prefix}/{} identical",
+            dir.display(),
+            model.kind,
+            gpu.device_name(),
+            cpu_tokens.len()
+        );
+    }
+    if !passed {
+        bail!("GPU logits differ from the CPU executor by {rel:.2e} of the logit range, above the tolerance {tolerance:.0e}");
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    if a.prompt_len == 0 || a.decode_tokens == 0 || a.batches.is_empty() {
+        bail!("--prompt-len, --decode-tokens and --batches must be positive");
+    }
+    let dir = super::model_dir(a.model);
+    let load_start = Instant::now();
+    let model = super::open(&dir)?;
+    let max_batch = *a.batches.iter().max().unwrap_or(&1);
+    let max_rows = a.prompt_len.max(16 * max_batch);
+    let mut gpu = open_gpu(&model, max_batch, max_rows, a.decode_tokens + 1)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let vocab = model.config.vocab_size as i64;
+    let prompt: Vec<i64> = (0..a.prompt_len as i64).map(|i| (i * 7919 + 13) % vocab).collect();
+    let reps = a.repeats.max(1);
+
+    // Time to first token: prefill of the whole prompt and the greedy pick of the first token.
+    let mut ttft = Vec::with_capacity(reps);
+    for i in 0..reps + 1 {
+        gpu.reset()?;
+        gpu.synchronize()?;
+        let start = gpu.record_event()?;
+        gpu.prefill_to_device(&prompt, 1)?;
+        let end = gpu.record_event()?;
+        end.synchronize()?;
+        if i > 0 {
+            ttft.push(start.elapsed_ms(&end)? as f64);
+        }
+    }
+    // Time per output token: graph-replayed decode steps after a short prompt.
+    let mut tpot = Vec::new();
+    for &batch in &a.batches {
+        let short: Vec<i64> = (0..16 * batch as i64).map(|i| (i * 131 + 7) % vocab).collect();
+        let mut per_token = Vec::with_capacity(reps);
+        for i in 0..reps + 1 {
+            gpu.reset()?;
+            gpu.prefill_to_device(&short, batch)?;
+            gpu.decode_steps(batch, 1)?; // captures this batch size's graph on first use
+            let start = gpu.record_event()?;
+            gpu.decode_steps(batch, a.decode_tokens - 1)?;
+            let end = gpu.record_event()?;
+            end.synchronize()?;
+            if i > 0 {
+                per_token.push(start.elapsed_ms(&end)? as f64 / (a.decode_tokens - 1).max(1) as f64);
+            }
+        }
+        tpot.push((batch, median(per_token)));
+    }
+    if a.profile {
+        for (what, tokens, batch) in [("prefill", &prompt[..], 1usize), ("decode", &prompt[..1], 1)] {
+            gpu.reset()?;
+            let times = gpu.profile(tokens, batch)?;
+            let mut by_kernel: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+            for (_, kernel, ms) in &times {
+                let family = kernel.split('_').next().unwrap_or(kernel).to_string();
+                let e = by_kernel.entry(family).or_default();
+                e.0 += 1;
+                e.1 += ms;
+            }
+            let total: f64 = times.iter().map(|t| t.2).sum();
+            eprintln!("profile {what} ({} tokens): {total:.3} ms in {} launches", tokens.len(), times.len());
+            for (k, (n, ms)) in by_kernel {
+                eprintln!("  {k:<10} {n:>4} launches {ms:>9.3} ms ({:.1}%)", 100.0 * ms / total);
+            }
+        }
+    }
+    let mem = gpu.memory();
+    let bandwidth = gpu.copy_bandwidth()?;
+    // The floor of a decode step: every weight byte read once at the copy bandwidth.
+    let floor_ms = mem.weights as f64 / bandwidth * 1e3;
+    let label = a.label.unwrap_or_else(|| model.kind.clone());
+    let ttft_ms = median(ttft);
+    if a.json {
+        let tpot_json: serde_json::Map<String, serde_json::Value> = tpot.iter().map(|(b, ms)| (b.to_string(), serde_json::json!(ms))).collect();
+        println!(
+            "{}",
+            serde_json::json!({"engine": "quamba-cuda", "label": label, "model": dir.display().to_string(), "kind": model.kind,
+                "device": gpu.device_name(), "prompt_len": a.prompt_len, "ttft_ms": ttft_ms, "tpot_ms": tpot_json,
+                "weights_bytes": mem.weights, "activation_bytes": mem.activations, "state_bytes": mem.states,
+                "gpu_bytes": mem.weights + mem.activations + mem.states, "load_s": load_s,
+                "copy_bandwidth_gbs": bandwidth / 1e9, "weight_floor_ms": floor_ms})
+        );
+    } else {
+        let per = tpot.iter().map(|(b, ms)| format!("batch {b}: {ms:.3} ms/token")).collect::<Vec<_>>().join(", ");
+        println!(
+            "{label} on {}: TTFT({} tokens) {ttft_ms:.2} ms; {per}; weights {:.1} MB, activations {:.1} MB, states {:.1} MB; floor {floor_ms:.3} ms/token at {:.0} GB/s",
+            gpu.device_name(),
+            a.prompt_len,
+            mem.weights as f64 / 1e6,
+            mem.activations as f64 / 1e6,
+            mem.states as f64 / 1e6,
+            bandwidth / 1e9
+        );
+    }
+    Ok(())
+}

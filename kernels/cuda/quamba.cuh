@@ -1,0 +1,658 @@
+// quamba CUDA kernel library.
+//
+// Device templates that the generator (kernels/src/cuda/codegen.rs) instantiates with a model's
+// dimensions as compile-time constants, behind one `extern "C"` entry point per kernel of the plan.
+// Self-contained on purpose: NVRTC compiles it with no CUDA headers, so halves are handled as raw
+// 16-bit patterns through PTX conversions and the tensor cores through `mma.sync`.
+//
+// Numerics follow the CPU integer reference executor (runtime/src/cpu): quantization divides,
+// rounds half to even and saturates to [-128, 127]; int8 x int8 products are summed exactly per
+// weight group in int32 and scaled once per group.
+
+typedef long long i64;
+typedef unsigned int u32;
+typedef signed char i8;
+typedef unsigned short f16bits;
+
+#define QDEV __device__ __forceinline__
+
+namespace quamba {
+
+// An f32 operand: a row-major view (a split is a column offset plus the parent's row stride),
+// optionally fake-quantized on load (a quantize -> dequantize pair folded into its consumer).
+struct Opnd {
+    const float* p;
+    int stride;
+    const float* scale;  // null: no fake quantization
+    int scale_vec;       // 1: one scale per column; 0: one per tensor
+};
+
+QDEV float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+QDEV float silu_f(float x) { return x / (1.f + expf(-x)); }
+QDEV i8 quantize_one(float x, float s) {
+    float q = rintf(x / s);
+    q = fminf(fmaxf(q, -128.f), 127.f);
+    return (i8)(int)q;
+}
+QDEV float fake_quant(float x, float s) { return (float)quantize_one(x, s) * s; }
+
+QDEV float ld(const Opnd& o, i64 row, int col) {
+    float v = o.p[row * o.stride + col];
+    if (o.scale) v = fake_quant(v, o.scale[o.scale_vec ? col : 0]);
+    return v;
+}
+
+QDEV float h2f(f16bits h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+// Two floats as an f16x2 register: `lo` in the low half (the lower-indexed element).
+QDEV u32 pack_half2(float lo, float hi) {
+    u32 d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+QDEV float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Sum over the block; every thread gets the result. `scratch` holds 32 floats.
+QDEV float block_sum(float v, float* scratch) {
+    v = warp_sum(v);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float t = lane < warps ? scratch[lane] : 0.f;
+    return warp_sum(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed weight layouts for mma.sync. A weight [N, K] is cut into tiles of 8 rows (one mma's n)
+// and chunks of CH k; chunk (nt, c) is 32 lanes x 16 bytes, lane = 4*g + t holding exactly the B
+// fragments that lane needs for the chunk's k-steps, so a warp loads a chunk with one coalesced
+// 16-byte load per lane. K is zero-padded to a whole chunk and N to a whole tile.
+//   kind 0: f16 weights, m16n8k16, CH 32  (2 k-steps: words {b0,b1,b0,b1})
+//   kind 1: int4 weights for f16 mma, CH 128 (8 k-steps; word j holds k-steps 2j and 2j+1 as
+//           nibbles {b0 lo, b1 lo, b0' lo, b1' lo, b0 hi, b1 hi, b0' hi, b1' hi})
+//   kind 2: int8 weights, m16n8k32, CH 64 (2 k-steps: words {b0,b1,b0,b1})
+//   kind 3: int4 weights for int8 mma, CH 128 (4 k-steps; word j: low nibbles b0, high b1)
+template <int KIND> struct Layout;
+template <> struct Layout<0> { static const int CH = 32, KSTEP = 16; };
+template <> struct Layout<1> { static const int CH = 128, KSTEP = 16; };
+template <> struct Layout<2> { static const int CH = 64, KSTEP = 32; };
+template <> struct Layout<3> { static const int CH = 128, KSTEP = 32; };
+
+// The byte offset of element (n, k) of a packed weight with KC chunks per tile, and for int4
+// which nibble (0 low, 1 high); for kind 0 the offset is of a 16-bit half.
+template <int KIND> QDEV i64 packed_offset(int n, int k, int KC, int* nibble) {
+    int nt = n >> 3, g = n & 7;
+    const int CH = Layout<KIND>::CH;
+    int c = k / CH, kk = k % CH;
+    i64 base = ((i64)nt * KC + c) * 32;
+    if (KIND == 0) {
+        int ks = kk >> 4, r = kk & 15, half = r >> 3, t = (r & 7) >> 1, e = r & 1;
+        return ((base + g * 4 + t) * 8) + (ks * 2 + half) * 2 + e;  // in halves
+    } else if (KIND == 1) {
+        int ks = kk >> 4, j = ks >> 1, odd = ks & 1, r = kk & 15, half = r >> 3, t = (r & 7) >> 1, e = r & 1;
+        int nib = odd * 2 + half + e * 4;
+        *nibble = nib & 1;
+        return (base + g * 4 + t) * 16 + j * 4 + (nib >> 1);
+    } else if (KIND == 2) {
+        int ks = kk >> 5, r = kk & 31, half = r >> 4, t = (r & 15) >> 2, b = r & 3;
+        return (base + g * 4 + t) * 16 + (ks * 2 + half) * 4 + b;
+    } else {
+        int j = kk >> 5, r = kk & 31, half = r >> 4, t = (r & 15) >> 2, b = r & 3;
+        *nibble = half;
+        return (base + g * 4 + t) * 16 + j * 4 + b;
+    }
+}
+
+// The integer (or f16 value) of element (n, k).
+template <int KIND> QDEV float packed_at(const void* w, int n, int k, int KC) {
+    int nibble = 0;
+    i64 off = packed_offset<KIND>(n, k, KC, &nibble);
+    if (KIND == 0) return h2f(((const f16bits*)w)[off]);
+    if (KIND == 2) return (float)((const i8*)w)[off];
+    int byte = ((const unsigned char*)w)[off];
+    int v = nibble ? (byte >> 4) : (byte & 15);
+    return (float)(v >= 8 ? v - 16 : v);
+}
+
+// Sign-extends the low nibble of each byte of `w` to a full byte.
+QDEV u32 sext_nibbles(u32 w) {
+    u32 lo = w & 0x0F0F0F0Fu;
+    return lo | ((lo & 0x08080808u) * 0x1Eu);
+}
+
+// Two int4 nibbles (bits 4s and 4s+16 of `w`) as an f16x2 of their integer values.
+QDEV u32 nibbles_to_half2(u32 w, int s) {
+    u32 x = (((w >> (4 * s)) & 0x000F000Fu) ^ 0x00080008u) | 0x64006400u;  // 1024 + (v + 8)
+    u32 d;
+    asm("sub.f16x2 %0, %1, %2;" : "=r"(d) : "r"(x), "r"(0x64086408u));     // - 1032
+    return d;
+}
+
+QDEV void mma_s8(int* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+QDEV void mma_f16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The B fragments of k-step `s` (within a chunk) from a lane's 16-byte chunk slice.
+template <int KIND> QDEV void b_frag(const uint4& v, int s, u32& b0, u32& b1) {
+    u32 w[4] = {v.x, v.y, v.z, v.w};
+    if (KIND == 0 || KIND == 2) {
+        b0 = w[2 * s];
+        b1 = w[2 * s + 1];
+    } else if (KIND == 3) {
+        b0 = sext_nibbles(w[s]);
+        b1 = sext_nibbles(w[s] >> 4);
+    } else {
+        u32 word = w[s >> 1];
+        int o = (s & 1) * 2;
+        b0 = nibbles_to_half2(word, o);
+        b1 = nibbles_to_half2(word, o + 1);
+    }
+}
+
+// The A fragments of rows m0+g and m0+g+8 at k-offset kb (one k-step).
+template <int KIND, bool VEC> QDEV void a_frag(const void* A, int lda, int M, int m0, int kb, int K, u32* a) {
+    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int r0 = m0 + g, r1 = m0 + g + 8;
+    if (KIND >= 2) {
+        const i8* X = (const i8*)A;
+        a[0] = r0 < M ? *(const u32*)(X + (i64)r0 * lda + kb + t * 4) : 0u;
+        a[1] = r1 < M ? *(const u32*)(X + (i64)r1 * lda + kb + t * 4) : 0u;
+        a[2] = r0 < M ? *(const u32*)(X + (i64)r0 * lda + kb + 16 + t * 4) : 0u;
+        a[3] = r1 < M ? *(const u32*)(X + (i64)r1 * lda + kb + 16 + t * 4) : 0u;
+    } else {
+        const float* X = (const float*)A;
+        int k0 = kb + t * 2, k1 = kb + 8 + t * 2;
+        float v[8];
+        if (VEC) {
+            // Pairs at or past K read the view's neighbours: zero them so no stray value
+            // (an f16 overflow, say) can meet a zero weight as inf * 0.
+            if (k0 >= K) { r0 = M; r1 = M; }
+            float2 p;
+            p = r0 < M ? *(const float2*)(X + (i64)r0 * lda + k0) : make_float2(0.f, 0.f); v[0] = p.x; v[1] = p.y;
+            p = r1 < M ? *(const float2*)(X + (i64)r1 * lda + k0) : make_float2(0.f, 0.f); v[2] = p.x; v[3] = p.y;
+            if (k1 >= K) { r0 = M; r1 = M; }
+            p = r0 < M ? *(const float2*)(X + (i64)r0 * lda + k1) : make_float2(0.f, 0.f); v[4] = p.x; v[5] = p.y;
+            p = r1 < M ? *(const float2*)(X + (i64)r1 * lda + k1) : make_float2(0.f, 0.f); v[6] = p.x; v[7] = p.y;
+        } else {
+            // Unaligned views: element by element, zero beyond K (a view's neighbours are not ours).
+            int ks[4] = {k0, k0, k1, k1};
+            int rs[4] = {r0, r1, r0, r1};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                bool ok = rs[i] < M;
+                v[2 * i] = ok && ks[i] < K ? X[(i64)rs[i] * lda + ks[i]] : 0.f;
+                v[2 * i + 1] = ok && ks[i] + 1 < K ? X[(i64)rs[i] * lda + ks[i] + 1] : 0.f;
+            }
+        }
+        a[0] = pack_half2(v[0], v[1]);
+        a[1] = pack_half2(v[2], v[3]);
+        a[2] = pack_half2(v[4], v[5]);
+        a[3] = pack_half2(v[6], v[7]);
+    }
+}
+
+// out[m, n] = act_scale * sum_g scale[n, g] * sum_{k in g} A[m, k] W[n, k] + bias[n] (+ resid[m, n]).
+//
+// A block is WN x WK warps; each warp owns MT x NT mma tiles (16 MT rows, 8 NT columns) over
+// 1/WK of the k-chunks, and the WK partial sums meet in shared memory. Decode (few rows) uses
+// WK > 1 so that enough warps stream the weights; prefill uses WN > 1 and MT > 1 for reuse.
+// Partial sums are kept per weight group (int32 for int8 activations, exact) and folded into
+// the f32 accumulator with the group's scale when the group ends.
+template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int WK, bool VEC>
+QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
+               const float* resid, int ldr, float* out, int ldo, int M) {
+    typedef Layout<KIND> L;
+    const int KC = (K + L::CH - 1) / L::CH;
+    const int STEPS = L::CH / L::KSTEP;
+    const int NG = (K + GROUP - 1) / GROUP;
+    const bool INT = KIND >= 2;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int wn = warp % WN, wk = warp / WN;
+    int g = lane >> 2, t = lane & 3;
+    int m_base = blockIdx.y * (16 * MT);
+    int nt_base = (blockIdx.x * WN + wn) * NT;  // first 8-row tile of this warp
+    float acc[MT][NT][4];
+    int pi[MT][NT][4];
+    float pf[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) { acc[i][j][e] = 0.f; pi[i][j][e] = 0; pf[i][j][e] = 0.f; }
+
+    int c_begin = (KC * wk) / WK, c_end = (KC * (wk + 1)) / WK;
+    int cur_group = -1;
+    const int N_TILES = (N + 7) / 8;
+    auto flush = [&](int grp) {
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int n0 = (nt_base + j) * 8 + t * 2;
+            float s0 = 1.f, s1 = 1.f;
+            if (scales && nt_base + j < N_TILES) { s0 = scales[(i64)n0 * NG + grp]; s1 = scales[(i64)(n0 + 1) * NG + grp]; }
+#pragma unroll
+            for (int i = 0; i < MT; i++) {
+                if (INT) {
+                    acc[i][j][0] += s0 * (float)pi[i][j][0]; acc[i][j][1] += s1 * (float)pi[i][j][1];
+                    acc[i][j][2] += s0 * (float)pi[i][j][2]; acc[i][j][3] += s1 * (float)pi[i][j][3];
+                } else {
+                    acc[i][j][0] += s0 * pf[i][j][0]; acc[i][j][1] += s1 * pf[i][j][1];
+                    acc[i][j][2] += s0 * pf[i][j][2]; acc[i][j][3] += s1 * pf[i][j][3];
+                }
+#pragma unroll
+                for (int e = 0; e < 4; e++) { pi[i][j][e] = 0; pf[i][j][e] = 0.f; }
+            }
+        }
+    };
+    for (int c = c_begin; c < c_end; c++) {
+        uint4 wv[NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int nt = nt_base + j;
+            wv[j] = nt < N_TILES ? W[((i64)nt * KC + c) * 32 + lane] : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int s = 0; s < STEPS; s++) {
+            int kb = c * L::CH + s * L::KSTEP;
+            int grp = kb / GROUP;
+            if (grp != cur_group) {
+                if (cur_group >= 0) flush(cur_group);
+                cur_group = grp;
+            }
+            u32 a[MT][4];
+#pragma unroll
+            for (int i = 0; i < MT; i++) a_frag<KIND, VEC>(A, lda, M, m_base + 16 * i, kb, K, a[i]);
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                u32 b0, b1;
+                b_frag<KIND>(wv[j], s, b0, b1);
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    if (INT) mma_s8(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                    else mma_f16(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                }
+            }
+        }
+    }
+    if (cur_group >= 0) flush(cur_group);
+
+    if (WK > 1) {
+        // Partial sums of the k-split warps meet in shared memory, in a fixed order.
+        extern __shared__ float red[];
+        const int PER = MT * NT * 4;
+        float* mine = red + ((wk * WN + wn) * 32 + lane) * PER;
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) mine[(i * NT + j) * 4 + e] = acc[i][j][e];
+        __syncthreads();
+        if (wk != 0) return;
+        for (int w = 1; w < WK; w++) {
+            const float* other = red + ((w * WN + wn) * 32 + lane) * PER;
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) acc[i][j][e] += other[(i * NT + j) * 4 + e];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int m = m_base + 16 * i + g + (e >= 2 ? 8 : 0);
+                int n = (nt_base + j) * 8 + t * 2 + (e & 1);
+                if (m < M && n < N) {
+                    float v = acc[i][j][e] * act_scale + (bias ? bias[n] : 0.f);
+                    if (resid) v = resid[(i64)m * ldr + n] + v;
+                    out[(i64)m * ldo + n] = v;
+                }
+            }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row kernels: one block per row, the row staged in shared memory through a chain of stages.
+
+template <int W> QDEV void row_load(float* row, const Opnd& x, i64 r) {
+    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] = ld(x, r, i);
+    __syncthreads();
+}
+
+// Plain RMSNorm of the whole row, optionally times a weight.
+template <int W> QDEV void row_rms_norm(float* row, const float* weight, float eps, float* scratch) {
+    float s = 0.f;
+    for (int i = threadIdx.x; i < W; i += blockDim.x) s += row[i] * row[i];
+    float inv = rsqrtf(block_sum(s, scratch) / (float)W + eps);
+    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] = row[i] * inv * (weight ? weight[i] : 1.f);
+    __syncthreads();
+}
+
+// mamba_ssm's gated norm: y * silu(z), normalised per group of W / G, times the weight.
+template <int W, int G> QDEV void row_gated_norm(float* row, const Opnd& z, i64 r, const float* weight, float eps, float* scratch) {
+    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] = row[i] * silu_f(ld(z, r, i));
+    __syncthreads();
+    const int GS = W / G;
+    for (int grp = 0; grp < G; grp++) {
+        float s = 0.f;
+        for (int i = threadIdx.x; i < GS; i += blockDim.x) s += row[grp * GS + i] * row[grp * GS + i];
+        float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+        for (int i = threadIdx.x; i < GS; i += blockDim.x) row[grp * GS + i] = row[grp * GS + i] * inv;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] *= weight[i];
+    __syncthreads();
+}
+
+// Orthonormal block-diagonal Walsh-Hadamard transform: blocks of the largest power of two
+// dividing W, each scaled by 1/sqrt(block).
+template <int W> QDEV void row_hadamard(float* row) {
+    const int B = W & (-W);
+    for (int h = 1; h < B; h <<= 1) {
+        for (int i = threadIdx.x; i < W / 2; i += blockDim.x) {
+            int blk = i / (B / 2), j = i % (B / 2);
+            int lo = blk * B + (j / h) * 2 * h + (j % h);
+            float a = row[lo], b = row[lo + h];
+            row[lo] = a + b;
+            row[lo + h] = a - b;
+        }
+        __syncthreads();
+    }
+    const float norm = rsqrtf((float)B);
+    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] *= norm;
+    __syncthreads();
+}
+
+template <int W> QDEV void row_store(const float* row, float* out, i64 r) {
+    for (int i = threadIdx.x; i < W; i += blockDim.x) out[r * W + i] = row[i];
+}
+
+template <int W> QDEV void row_quantize(const float* row, const float* scale, int scale_vec, i8* out, int stride, i64 r) {
+    for (int i = threadIdx.x; i < W; i += blockDim.x) out[r * stride + i] = quantize_one(row[i], scale[scale_vec ? i : 0]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Embedding lookups: one block per row; tokens were range-checked by the host or come from argmax.
+
+template <int D> QDEV void embed_f32(const i64* tokens, const float* table, float* out, i64 r) {
+    i64 tok = tokens[r];
+    for (int i = threadIdx.x; i < D; i += blockDim.x) out[r * D + i] = table[tok * D + i];
+}
+
+template <int KIND, int D, int GROUP> QDEV void embed_packed(const i64* tokens, const void* table, const float* scales, float* out, i64 r) {
+    const int KC = (D + Layout<KIND>::CH - 1) / Layout<KIND>::CH;
+    const int NG = (D + GROUP - 1) / GROUP;
+    int tok = (int)tokens[r];
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = packed_at<KIND>(table, tok, i, KC);
+        out[r * D + i] = scales ? v * scales[(i64)tok * NG + i / GROUP] : v;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise kernels over [rows, W].
+
+template <int W, int OP> QDEV void elementwise(Opnd a, Opnd b, float* out, i64 rows) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * W) return;
+    i64 r = i / W;
+    int c = (int)(i % W);
+    float x = ld(a, r, c), v;
+    if (OP == 0) v = silu_f(x);
+    else if (OP == 1) v = softplus_f(x);
+    else if (OP == 2) v = x * ld(b, r, c);
+    else if (OP == 3) v = x + ld(b, r, c);
+    else if (OP == 4) v = x * silu_f(ld(b, r, c));  // Mamba1's gate
+    else v = x;                                     // OP 5: materialize a fake-quantized view
+    out[i] = v;
+}
+
+template <int W> QDEV void quantize_rows(Opnd a, const float* scale, int scale_vec, i8* out, int stride, i64 rows) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * W) return;
+    i64 r = i / W;
+    int c = (int)(i % W);
+    out[r * stride + c] = quantize_one(ld(a, r, c), scale[scale_vec ? c : 0]);
+}
+
+template <int W> QDEV void dequantize_rows(const i8* q, int stride, const float* scale, int scale_vec, float* out, i64 rows) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * W) return;
+    i64 r = i / W;
+    int c = (int)(i % W);
+    out[i] = (float)q[r * stride + c] * scale[scale_vec ? c : 0];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise causal conv1d (+ optional SiLU). One thread per (sequence, channel, chunk of CT
+// positions), so prefill is parallel in time as well; each chunk reads its KW-1 inputs of history
+// from the sequence or, for the first chunk, from the state (the last KW-1 inputs, oldest first).
+// With UPDATE the kernel also writes the new state; that is only race-free when each sequence
+// is one chunk (decode), so prefill calls conv_state afterwards instead.
+
+template <int C, int KW, int CT, bool SILU, bool UPDATE>
+QDEV void causal_conv1d(Opnd x, const float* weight, const float* bias, float* state, float* out, int batch, int seq) {
+    i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    int chunks = (seq + CT - 1) / CT;
+    if (idx >= (i64)batch * C * chunks) return;
+    int c = (int)(idx % C);
+    int chunk = (int)((idx / C) % chunks);
+    int b = (int)(idx / ((i64)C * chunks));
+    int t0 = chunk * CT;
+    float w[KW], hist[KW];
+#pragma unroll
+    for (int k = 0; k < KW; k++) w[k] = weight[c * KW + k];
+    float* st = state + (i64)b * (KW - 1) * C;
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) {
+        int t = t0 - (KW - 1) + k;  // position of history slot k
+        hist[k] = t >= 0 ? ld(x, (i64)b * seq + t, c) : st[(KW - 1 + t) * C + c];
+    }
+    float bv = bias ? bias[c] : 0.f;
+    int t_end = min(seq, t0 + CT);
+    const int TB = 8;  // inputs of TB steps are loaded before use, so their latencies overlap
+    for (int tb = t0; tb < t_end; tb += TB) {
+        float xin[TB];
+#pragma unroll
+        for (int j = 0; j < TB; j++) xin[j] = tb + j < t_end ? ld(x, (i64)b * seq + tb + j, c) : 0.f;
+#pragma unroll
+        for (int j = 0; j < TB; j++) {
+            if (tb + j >= t_end) break;
+            hist[KW - 1] = xin[j];
+            float acc = bv;
+#pragma unroll
+            for (int k = 0; k < KW; k++) acc += w[k] * hist[k];
+            out[((i64)b * seq + tb + j) * C + c] = SILU ? silu_f(acc) : acc;
+#pragma unroll
+            for (int k = 0; k < KW - 1; k++) hist[k] = hist[k + 1];
+        }
+    }
+    if (UPDATE && chunks == 1) {
+#pragma unroll
+        for (int k = 0; k < KW - 1; k++) st[k * C + c] = hist[k];
+    }
+}
+
+// The conv state after a prefill: the last KW-1 inputs of [old state ++ sequence].
+template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, int seq) {
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= batch * C) return;
+    int b = idx / C, c = idx % C;
+    float* st = state + (i64)b * (KW - 1) * C;
+    float next[KW - 1];
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) {
+        int t = seq + k - (KW - 1);  // position in the sequence; negative: still in the old state
+        next[k] = t >= 0 ? ld(x, (i64)b * seq + t, c) : st[(KW - 1 + t) * C + c];
+    }
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) st[k * C + c] = next[k];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mamba2 SSD as a recurrence. A block holds PB state rows (p) of one (sequence, head), LANES
+// threads per row with N / LANES states each (state n = i * LANES + lane, so shared-memory reads
+// are consecutive across lanes). Every TB steps the block stages Δ, x and the group's B and C in
+// shared memory, fake-quantizing each element once for the whole block rather than once per
+// thread. State layout as on the CPU: [batch][head][p][n].
+
+template <int H, int P, int G, int N, int LANES, int PB>
+QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
+                   float dt_min, float dt_max, float* state, float* out, int batch, int seq) {
+    const int PER = N / LANES, TB = 8, BPH = P / PB;
+    __shared__ float sB[TB][N], sC[TB][N], sX[TB][PB], sDelta[TB], sDecay[TB];
+    int blk = blockIdx.x;
+    int pb = blk % BPH, h = (blk / BPH) % H, b = blk / (BPH * H);
+    if (b >= batch) return;
+    int pl = threadIdx.x / LANES, sub = threadIdx.x % LANES, p = pb * PB + pl;
+    int grp = h / (H / G);
+    float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
+    float* st = state + (((i64)b * H + h) * P + p) * N;
+    float s[PER];
+#pragma unroll
+    for (int i = 0; i < PER; i++) s[i] = st[i * LANES + sub];
+    for (int t0 = 0; t0 < seq; t0 += TB) {
+        for (int i = threadIdx.x; i < TB * N; i += blockDim.x) {
+            int j = i / N, n = i % N;
+            i64 r = (i64)b * seq + min(t0 + j, seq - 1);
+            sB[j][n] = ld(Bm, r, grp * N + n);
+            sC[j][n] = ld(Cm, r, grp * N + n);
+        }
+        for (int i = threadIdx.x; i < TB * PB; i += blockDim.x) {
+            int j = i / PB, q = i % PB;
+            sX[j][q] = ld(x, (i64)b * seq + min(t0 + j, seq - 1), h * P + pb * PB + q);
+        }
+        if (threadIdx.x < TB) {
+            int j = threadIdx.x;
+            float delta = fminf(fmaxf(softplus_f(ld(dt, (i64)b * seq + min(t0 + j, seq - 1), h) + bias), dt_min), dt_max);
+            sDelta[j] = delta;
+            sDecay[j] = expf(delta * A);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < TB; j++) {
+            if (t0 + j >= seq) break;
+            float xv = sX[j][pl], dx = sDelta[j] * xv, decay = sDecay[j], y = 0.f;
+#pragma unroll
+            for (int i = 0; i < PER; i++) {
+                s[i] = decay * s[i] + dx * sB[j][i * LANES + sub];
+                y += sC[j][i * LANES + sub] * s[i];
+            }
+#pragma unroll
+            for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+            if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+}
+
+// Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
+// with N / LANES states each; the sequence's B and C are staged in shared memory every TB steps
+// (fake-quantized once per block).
+template <int DI, int N, int LANES, int CB>
+QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, float* state, float* out,
+                         int batch, int seq) {
+    const int PER = N / LANES, TB = 8, BPS = DI / CB;
+    __shared__ float sB[TB][N], sC[TB][N];
+    int blk = blockIdx.x;
+    int cb = blk % BPS, b = blk / BPS;
+    if (b >= batch) return;
+    int cl = threadIdx.x / LANES, sub = threadIdx.x % LANES, d = cb * CB + cl;
+    float A[PER], s[PER];
+    float* st = state + ((i64)b * DI + d) * N;
+#pragma unroll
+    for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = st[i * LANES + sub]; }
+    float D = dvec[d];
+    for (int t0 = 0; t0 < seq; t0 += TB) {
+        for (int i = threadIdx.x; i < TB * N; i += blockDim.x) {
+            int j = i / N, n = i % N;
+            i64 r = (i64)b * seq + min(t0 + j, seq - 1);
+            sB[j][n] = ld(Bm, r, n);
+            sC[j][n] = ld(Cm, r, n);
+        }
+        float dts[TB], xs[TB];
+#pragma unroll
+        for (int j = 0; j < TB; j++) {
+            i64 r = (i64)b * seq + min(t0 + j, seq - 1);
+            dts[j] = ld(dt, r, d);
+            xs[j] = ld(x, r, d);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < TB; j++) {
+            if (t0 + j >= seq) break;
+            float delta = softplus_f(dts[j]), y = 0.f;
+#pragma unroll
+            for (int i = 0; i < PER; i++) {
+                s[i] = expf(delta * A[i]) * s[i] + delta * sB[j][i * LANES + sub] * xs[j];
+                y += sC[j][i * LANES + sub] * s[i];
+            }
+#pragma unroll
+            for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+            if (sub == 0) out[((i64)b * seq + t0 + j) * DI + d] = y + D * xs[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Greedy decoding on the device: the argmax of row r*row_step + row_off of the logits becomes
+// the next input token of sequence r; the step's tokens are also appended to `history`.
+template <int V> QDEV void argmax_rows(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {
+    __shared__ float best_v[32];
+    __shared__ int best_i[32];
+    int r = blockIdx.x;
+    const float* row = logits + ((i64)r * row_step + row_off) * V;
+    float bv = -3.4e38f;
+    int bi = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        if (v > bv) { bv = v; bi = i; }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+            if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) { bv = best_v[w]; bi = best_i[w]; }
+        next[r] = bi;
+        if (history) history[(i64)(*step) * batch + r] = bi;
+    }
+}
+
+}  // namespace quamba
+
+// Advances the step counter of on-device greedy decoding (one thread; after every argmax).
+extern "C" __global__ void quamba_advance_step(int* step) { *step += 1; }

@@ -1,0 +1,621 @@
+//! Turns a verified graph into a [`CudaPlan`]: fusion decisions, generated entry points, buffers.
+//!
+//! Fusions, all local and all exact rewrites of what the CPU executor computes:
+//! - `split` is a view (column offset + parent stride), never a copy;
+//! - `quantize → dequantize` is a fake-quantizing load in the consumer (no int8 round trip);
+//! - chains of row ops (`rms_norm`, `gated_rms_norm`, `hadamard`, ending in a `quantize` that only
+//!   feeds quantized linears) run in one block per row with the row in shared memory;
+//! - `causal_conv1d → silu` is one kernel; `x · silu(z)` is one kernel;
+//! - a linear whose only user is a residual `add` adds the residual in its epilogue.
+//!
+//! Everything else is one kernel per op. Every kernel is instantiated with the model's
+//! dimensions as template constants in a generated `extern "C"` entry point.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ir::{Activation, DType, Graph, Op, ValueId, VerifiedGraph, WeightId};
+
+use super::codegen::{self, GemmShape};
+use super::plan::*;
+use super::PlanError;
+
+/// Where a value lives on the device.
+#[derive(Clone, Debug)]
+enum Repr {
+    Tokens,
+    F32(View),
+    /// Stored int8 rows; `source` is the f32 view it quantized, when that view is still readable.
+    I8 { buffer: BufferId, stride: usize, source: Option<View> },
+    /// A quantize consumed only through dequantize: nothing is stored.
+    VirtualQuantize { source: View, scale: usize, per_column: bool },
+    /// An activation folded into its only user (a `mul`).
+    DeferredSilu(View),
+}
+
+#[derive(Clone, Debug)]
+struct View {
+    buffer: BufferId,
+    col: usize,
+    stride: usize,
+    fq: Option<(usize, bool)>,
+}
+
+impl View {
+    fn operand(&self) -> Arg {
+        Arg::Operand(Operand { buffer: self.buffer, col: self.col, stride: self.stride, scale: self.fq.map(|f| f.0), scale_per_column: self.fq.is_some_and(|f| f.1) })
+    }
+}
+
+struct Builder<'g> {
+    g: &'g Graph,
+    name: HashMap<ValueId, usize>,
+    repr: HashMap<ValueId, Repr>,
+    fused: HashSet<ValueId>,
+    buffers: Vec<(usize, bool)>,
+    launches: Vec<Launch>,
+    /// Entry-point source by name, in first-use order.
+    entries: BTreeMap<usize, (String, String)>,
+    entry_by_body: HashMap<String, String>,
+    weights: Vec<WeightUpload>,
+    gemm_kind: HashMap<WeightId, u8>,
+    states: Vec<usize>,
+}
+
+/// Builds the plan of `graph`.
+pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
+    let g: &Graph = graph;
+    let order = g.topo_order().ok_or_else(|| PlanError::Unsupported("the graph has a cycle".into()))?;
+    let name = order.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let mut b = Builder {
+        g,
+        name,
+        repr: HashMap::new(),
+        fused: HashSet::new(),
+        buffers: Vec::new(),
+        launches: Vec::new(),
+        entries: BTreeMap::new(),
+        entry_by_body: HashMap::new(),
+        weights: vec![WeightUpload::Unused; g.weights().len()],
+        gemm_kind: HashMap::new(),
+        states: Vec::new(),
+    };
+    b.choose_gemm_layouts(&order)?;
+    for v in &order {
+        if !b.fused.contains(v) && !b.repr.contains_key(v) {
+            b.lower(*v)?;
+        }
+    }
+    let outputs = g.outputs();
+    let [out] = outputs else { return Err(PlanError::Unsupported(format!("the CUDA backend runs graphs with one output, this one has {}", outputs.len()))) };
+    let vocab = g.node(*out).ty.width().unwrap_or(0);
+    let logits = match b.repr.get(out) {
+        Some(Repr::F32(v)) if v.col == 0 && v.stride == vocab && v.fq.is_none() => v.buffer,
+        _ => return Err(PlanError::Unsupported("the graph output is not a plain f32 buffer".into())),
+    };
+    let (buffers, slots) = assign_slots(&b.buffers, &b.launches, logits);
+    let entries: Vec<String> = b.entries.into_values().map(|(_, src)| src).collect();
+    let source = codegen::source(&entries, vocab);
+    Ok(CudaPlan { source, weights: b.weights, buffers, slots, states: b.states, launches: b.launches, logits, vocab })
+}
+
+fn round_up(x: usize, m: usize) -> usize {
+    x.div_ceil(m) * m
+}
+
+impl Builder<'_> {
+    fn unsupported<T>(&self, v: ValueId, what: &str) -> Result<T, PlanError> {
+        Err(PlanError::Unsupported(format!("%{} ({}): {what}", self.name[&v], self.g.node(v).op.name())))
+    }
+
+    fn width(&self, v: ValueId) -> usize {
+        self.g.node(v).ty.width().unwrap_or(0)
+    }
+
+    /// Layout of every matrix a tensor-core product reads, decided before any lookup uses it.
+    fn choose_gemm_layouts(&mut self, order: &[ValueId]) -> Result<(), PlanError> {
+        for v in order {
+            let (weight, kind) = match &self.g.node(*v).op {
+                Op::Linear { weight, .. } | Op::LmHead { weight } => (*weight, 0u8),
+                Op::QLinear { weight, act_scale, .. } => {
+                    let kind = match (self.g.weight(*weight).dtype, act_scale) {
+                        (DType::I8, Some(_)) => 2,
+                        (DType::I4, Some(_)) => 3,
+                        (DType::I4, None) => 1,
+                        // int8 weight-only (Mamba1's dt_proj): its integers are exact in f16.
+                        (DType::I8, None) => 0,
+                        (dtype, _) => return self.unsupported(*v, &format!("no kernel for {} weights with these activations", dtype.name())),
+                    };
+                    (*weight, kind)
+                }
+                _ => continue,
+            };
+            if let Some(previous) = self.gemm_kind.insert(weight, kind) {
+                if previous != kind {
+                    return self.unsupported(*v, "a weight is read by products of two different layouts");
+                }
+            }
+            let shape = &self.g.weight(weight).shape;
+            self.weights[weight.index()] = WeightUpload::Packed { kind, n: shape[0], k: shape[1] };
+        }
+        Ok(())
+    }
+
+    fn use_f32(&mut self, w: WeightId, len: usize) -> Arg {
+        let len = len.max(self.g.weight(w).shape.iter().product());
+        match &mut self.weights[w.index()] {
+            WeightUpload::F32 { len: l } => *l = (*l).max(len),
+            slot => *slot = WeightUpload::F32 { len },
+        }
+        Arg::Weight(w.index())
+    }
+
+    fn opt_f32(&mut self, w: Option<WeightId>) -> Arg {
+        match w {
+            Some(w) => self.use_f32(w, 0),
+            None => Arg::Null,
+        }
+    }
+
+    fn new_buffer(&mut self, row_bytes: usize, int8: bool) -> BufferId {
+        self.buffers.push((row_bytes, int8));
+        self.buffers.len() - 1
+    }
+
+    fn f32_out(&mut self, v: ValueId) -> View {
+        let w = self.width(v);
+        View { buffer: self.new_buffer(w * 4, false), col: 0, stride: w, fq: None }
+    }
+
+    /// The entry point named for `body`, created on first use.
+    fn entry(&mut self, prefix: &str, body: String) -> String {
+        if let Some(name) = self.entry_by_body.get(&body) {
+            return name.clone();
+        }
+        let name = format!("{prefix}_{}", self.entries.len());
+        let src = body.replace("ENTRY", &name);
+        self.entries.insert(self.entries.len(), (name.clone(), src));
+        self.entry_by_body.insert(body, name.clone());
+        name
+    }
+
+    fn push(&mut self, v: ValueId, kernel: Kernel, large: Option<Kernel>, args: Vec<Arg>) {
+        let head = self.g.outputs().contains(&v);
+        self.launches.push(Launch { kernel, large, then_large: None, args, head, value: format!("%{}", self.name[&v]) });
+    }
+
+    /// The f32 view of `v`, materializing a fake-quantized or deferred value if `plain` is required.
+    fn view(&mut self, v: ValueId) -> Result<View, PlanError> {
+        match self.repr.get(&v).cloned() {
+            Some(Repr::F32(view)) => Ok(view),
+            Some(Repr::DeferredSilu(src)) => {
+                let out = self.f32_out(v);
+                self.elementwise(v, 0, &src, None, &out);
+                self.repr.insert(v, Repr::F32(out.clone()));
+                Ok(out)
+            }
+            _ => self.unsupported(v, "expected an f32 value here"),
+        }
+    }
+
+    fn plain_view(&mut self, v: ValueId) -> Result<View, PlanError> {
+        let view = self.view(v)?;
+        if view.fq.is_none() {
+            return Ok(view);
+        }
+        let out = View { buffer: self.new_buffer(self.width(v) * 4, false), col: 0, stride: self.width(v), fq: None };
+        self.elementwise(v, 5, &view, None, &out);
+        Ok(out)
+    }
+
+    fn elementwise(&mut self, v: ValueId, op: u8, a: &View, b: Option<&View>, out: &View) {
+        let w = self.width(v);
+        let name = self.entry("ew", codegen::elementwise(w, op));
+        let b_arg = b.map_or(Arg::Operand(Operand { buffer: a.buffer, col: 0, stride: 0, scale: None, scale_per_column: false }), View::operand);
+        let kernel = Kernel { name, grid: Grid::Elements { width: w }, block: 256, shared_bytes: 0 };
+        self.push(v, kernel, None, vec![a.operand(), b_arg, Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Rows]);
+    }
+
+    fn lower(&mut self, v: ValueId) -> Result<(), PlanError> {
+        let node = self.g.node(v).clone();
+        let inputs = self.g.inputs(v);
+        let users = self.g.users(v);
+        let width = self.width(v);
+        match node.op {
+            Op::Tokens => {
+                self.repr.insert(v, Repr::Tokens);
+            }
+            Op::Embedding { table } | Op::QEmbedding { table, .. } => {
+                let (scales, group) = match node.op {
+                    Op::QEmbedding { scales, group, .. } => (Some(scales), group),
+                    _ => (None, width),
+                };
+                let decl = self.g.weight(table);
+                let kind = match self.gemm_kind.get(&table) {
+                    Some(k) => *k,
+                    None => match decl.dtype {
+                        DType::I8 => 2,
+                        DType::I4 => 3,
+                        _ => 0,
+                    },
+                };
+                let shape = decl.shape.clone();
+                self.weights[table.index()] = WeightUpload::Packed { kind, n: shape[0], k: shape[1] };
+                let scales = self.opt_f32(scales);
+                let out = self.f32_out(v);
+                let name = self.entry("embed", codegen::embed(kind, width, group));
+                let kernel = Kernel { name, grid: Grid::Rows, block: 128, shared_bytes: 0 };
+                self.push(v, kernel, None, vec![Arg::Tokens, Arg::Weight(table.index()), scales, Arg::Buffer { buffer: out.buffer, offset: 0 }]);
+                self.repr.insert(v, Repr::F32(out));
+            }
+            Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } | Op::Hadamard => self.row_chain(v)?,
+            Op::Quantize { scale } => {
+                let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
+                let scale_arg = self.use_f32(scale, 0);
+                let source = self.view(inputs[0])?;
+                if users.iter().all(|u| matches!(self.g.node(*u).op, Op::Dequantize { .. })) {
+                    if source.fq.is_some() {
+                        return self.unsupported(v, "quantizing an already fake-quantized value");
+                    }
+                    self.repr.insert(v, Repr::VirtualQuantize { source, scale: scale.index(), per_column });
+                    return Ok(());
+                }
+                let stride = round_up(width, 16);
+                let buffer = self.new_buffer(stride, true);
+                let name = self.entry("quantize", codegen::quantize(width));
+                let kernel = Kernel { name, grid: Grid::Elements { width }, block: 256, shared_bytes: 0 };
+                let args = vec![source.operand(), scale_arg, Arg::I32(per_column as i32), Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32), Arg::Rows];
+                self.push(v, kernel, None, args);
+                let source = source.fq.is_none().then_some(source);
+                self.repr.insert(v, Repr::I8 { buffer, stride, source });
+            }
+            Op::Dequantize { scale } => {
+                let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
+                match self.repr.get(&inputs[0]).cloned() {
+                    Some(Repr::VirtualQuantize { source, scale, per_column }) => {
+                        self.repr.insert(v, Repr::F32(View { fq: Some((scale, per_column)), ..source }));
+                    }
+                    // Dequantizing stored int8 is a fake-quantizing read of what was quantized.
+                    Some(Repr::I8 { source: Some(source), .. }) => {
+                        self.use_f32(scale, 0);
+                        self.repr.insert(v, Repr::F32(View { fq: Some((scale.index(), per_column)), ..source }));
+                    }
+                    Some(Repr::I8 { buffer, stride, source: None }) => {
+                        let scale_arg = self.use_f32(scale, 0);
+                        let out = self.f32_out(v);
+                        let name = self.entry("dequantize", codegen::dequantize(width));
+                        let kernel = Kernel { name, grid: Grid::Elements { width }, block: 256, shared_bytes: 0 };
+                        let args = vec![Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32), scale_arg, Arg::I32(per_column as i32), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Rows];
+                        self.push(v, kernel, None, args);
+                        self.repr.insert(v, Repr::F32(out));
+                    }
+                    _ => return self.unsupported(v, "dequantize of a value that is not int8"),
+                }
+            }
+            Op::Split { start, .. } => {
+                let view = self.view(inputs[0])?;
+                if view.fq.is_some_and(|f| f.1) {
+                    let plain = self.plain_view(inputs[0])?;
+                    self.repr.insert(v, Repr::F32(View { col: plain.col + start, ..plain }));
+                } else {
+                    self.repr.insert(v, Repr::F32(View { col: view.col + start, ..view }));
+                }
+            }
+            Op::CausalConv1d { weight, bias } => {
+                let x = self.view(inputs[0])?;
+                let kw = self.g.weight(weight).shape[2];
+                let silu_user = match users.as_slice() {
+                    [u] if matches!(self.g.node(*u).op, Op::Activation { kind: Activation::Silu }) => Some(*u),
+                    _ => None,
+                };
+                let result = silu_user.unwrap_or(v);
+                let w_arg = self.use_f32(weight, 0);
+                let b_arg = self.opt_f32(bias);
+                self.states.push((kw - 1) * width);
+                let state = self.states.len() - 1;
+                let out = self.f32_out(v);
+                let silu = silu_user.is_some();
+                let step_name = self.entry("conv", codegen::conv(width, kw, silu, true));
+                let seq_name = self.entry("conv", codegen::conv(width, kw, silu, false));
+                let state_name = self.entry("conv_state", codegen::conv_state(width, kw));
+                let grid = Grid::Chunks { per_position: width, chunk: codegen::CONV_CHUNK };
+                let small = Kernel { name: step_name, grid: grid.clone(), block: 128, shared_bytes: 0 };
+                let large = Kernel { name: seq_name, grid, block: 128, shared_bytes: 0 };
+                let then = Kernel { name: state_name, grid: Grid::PerSequence { per_sequence: width }, block: 128, shared_bytes: 0 };
+                let args = vec![x.operand(), w_arg, b_arg, Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                let then_args = vec![x.operand(), Arg::State(state), Arg::Batch, Arg::Seq];
+                self.push(result, small, Some(large), args);
+                self.launches.last_mut().expect("just pushed").then_large = Some((then, then_args));
+                if let Some(u) = silu_user {
+                    self.fused.insert(v);
+                    self.repr.insert(u, Repr::F32(out));
+                } else {
+                    self.repr.insert(v, Repr::F32(out));
+                }
+            }
+            Op::Activation { kind } => {
+                let x = self.view(inputs[0])?;
+                let gate_of_mul = kind == Activation::Silu && users.len() == 1 && matches!(self.g.node(users[0]).op, Op::Mul);
+                if gate_of_mul {
+                    self.repr.insert(v, Repr::DeferredSilu(x));
+                    return Ok(());
+                }
+                let out = self.f32_out(v);
+                self.elementwise(v, if kind == Activation::Silu { 0 } else { 1 }, &x, None, &out);
+                self.repr.insert(v, Repr::F32(out));
+            }
+            Op::Mul | Op::Add => {
+                let deferred = |b: &Self, x: ValueId| match b.repr.get(&x) {
+                    Some(Repr::DeferredSilu(z)) => Some(z.clone()),
+                    _ => None,
+                };
+                let out = self.f32_out(v);
+                if matches!(node.op, Op::Mul) {
+                    if let Some(z) = deferred(self, inputs[1]) {
+                        let a = self.view(inputs[0])?;
+                        self.elementwise(v, 4, &a, Some(&z), &out);
+                    } else if let Some(z) = deferred(self, inputs[0]) {
+                        let a = self.view(inputs[1])?;
+                        self.elementwise(v, 4, &a, Some(&z), &out);
+                    } else {
+                        let (a, bv) = (self.view(inputs[0])?, self.view(inputs[1])?);
+                        self.elementwise(v, 2, &a, Some(&bv), &out);
+                    }
+                } else {
+                    let (a, bv) = (self.view(inputs[0])?, self.view(inputs[1])?);
+                    self.elementwise(v, 3, &a, Some(&bv), &out);
+                }
+                self.repr.insert(v, Repr::F32(out));
+            }
+            Op::Linear { weight, bias } => self.gemm(v, weight, None, bias, None, 1.0)?,
+            Op::LmHead { weight } => self.gemm(v, weight, None, None, None, 1.0)?,
+            Op::QLinear { weight, scales, bias, group, act_scale } => self.gemm(v, weight, Some(scales), bias, Some(group), act_scale.unwrap_or(1.0))?,
+            Op::SelectiveScan { a_log, d } => {
+                let (x, dt, bm, cm) = (self.view(inputs[0])?, self.view(inputs[1])?, self.view(inputs[2])?, self.view(inputs[3])?);
+                let n = self.width(inputs[2]);
+                let lanes = scan_lanes(n);
+                self.states.push(width * n);
+                let state = self.states.len() - 1;
+                let (a_arg, d_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0));
+                let out = self.f32_out(v);
+                let channels_per_block = largest_divisor_at_most(width, 128 / lanes);
+                let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block));
+                let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: width * lanes }, block: (channels_per_block * lanes) as u32, shared_bytes: 0 };
+                let args = vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                self.push(v, kernel, None, args);
+                self.repr.insert(v, Repr::F32(out));
+            }
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, dt_min, dt_max, .. } => {
+                let (x, dt, bm, cm) = (self.view(inputs[0])?, self.view(inputs[1])?, self.view(inputs[2])?, self.view(inputs[3])?);
+                let lanes = scan_lanes(d_state);
+                self.states.push(heads * head_dim * d_state);
+                let state = self.states.len() - 1;
+                let (a_arg, d_arg, bias_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0), self.use_f32(dt_bias, 0));
+                let out = self.f32_out(v);
+                let rows_per_block = largest_divisor_at_most(head_dim, 256 / lanes);
+                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block));
+                let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows_per_block * lanes) as u32, shared_bytes: 0 };
+                let args = vec![
+                    x.operand(),
+                    dt.operand(),
+                    bm.operand(),
+                    cm.operand(),
+                    a_arg,
+                    d_arg,
+                    bias_arg,
+                    Arg::F32(dt_min),
+                    Arg::F32(dt_max),
+                    Arg::State(state),
+                    Arg::Buffer { buffer: out.buffer, offset: 0 },
+                    Arg::Batch,
+                    Arg::Seq,
+                ];
+                self.push(v, kernel, None, args);
+                self.repr.insert(v, Repr::F32(out));
+            }
+        }
+        Ok(())
+    }
+
+    /// A chain of row ops starting at `start`, extended while each value has a single row-op
+    /// user, ending in a quantize when that quantize only feeds integer products.
+    fn row_chain(&mut self, start: ValueId) -> Result<(), PlanError> {
+        let width = self.width(start);
+        let inputs = self.g.inputs(start);
+        let x = self.view(inputs[0])?;
+        let mut z = None;
+        let mut weights: Vec<Arg> = Vec::new();
+        let mut stages: Vec<String> = Vec::new();
+        let mut quantize = None;
+        let mut cur = start;
+        loop {
+            let node = self.g.node(cur).clone();
+            match node.op {
+                Op::RmsNorm { weight, eps } => {
+                    stages.push(codegen::stage_rms_norm(width, weights.len(), weight.is_some(), eps));
+                    let w = self.opt_f32(weight);
+                    weights.push(w);
+                }
+                Op::GatedRmsNorm { weight, groups, eps } => {
+                    z = Some(self.view(self.g.inputs(cur)[1])?);
+                    stages.push(codegen::stage_gated_norm(width, groups, weights.len(), eps));
+                    let w = self.use_f32(weight, 0);
+                    weights.push(w);
+                }
+                Op::Hadamard => stages.push(codegen::stage_hadamard(width)),
+                Op::Quantize { scale } => {
+                    quantize = Some(scale);
+                    break;
+                }
+                _ => unreachable!("only row ops enter a chain"),
+            }
+            let users = self.g.users(cur);
+            let [next] = users.as_slice() else { break };
+            let extend = match self.g.node(*next).op {
+                Op::Hadamard => true,
+                Op::RmsNorm { .. } => weights.len() < 3,
+                Op::Quantize { .. } => self.g.users(*next).iter().all(|u| matches!(self.g.node(*u).op, Op::QLinear { act_scale: Some(_), .. })),
+                _ => false,
+            };
+            if !extend || self.g.outputs().contains(&cur) {
+                break;
+            }
+            self.fused.insert(cur);
+            cur = *next;
+        }
+        while weights.len() < 3 {
+            weights.push(Arg::Null);
+        }
+        let null_operand = Arg::Operand(Operand { buffer: x.buffer, col: 0, stride: 0, scale: None, scale_per_column: false });
+        let mut args = vec![x.operand(), z.as_ref().map_or(null_operand, View::operand)];
+        args.extend(weights);
+        match quantize {
+            Some(scale) => {
+                let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
+                let stride = round_up(width, 16);
+                let buffer = self.new_buffer(stride, true);
+                stages.push(codegen::stage_quantize(width));
+                let scale_arg = self.use_f32(scale, 0);
+                args.extend([scale_arg, Arg::I32(per_column as i32), Arg::Null, Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32)]);
+                self.repr.insert(cur, Repr::I8 { buffer, stride, source: None });
+            }
+            None => {
+                let out = self.f32_out(cur);
+                stages.push(codegen::stage_store(width));
+                args.extend([Arg::Null, Arg::I32(0), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Null, Arg::I32(0)]);
+                self.repr.insert(cur, Repr::F32(out));
+            }
+        }
+        let name = self.entry("rows", codegen::row_chain(width, &stages));
+        let block = if width >= 2048 { 512 } else { 256 };
+        let kernel = Kernel { name, grid: Grid::Rows, block, shared_bytes: 0 };
+        self.push(cur, kernel, None, args);
+        Ok(())
+    }
+
+    fn gemm(&mut self, v: ValueId, weight: WeightId, scales: Option<WeightId>, bias: Option<WeightId>, group: Option<usize>, act_scale: f32) -> Result<(), PlanError> {
+        let kind = self.gemm_kind[&weight];
+        let shape = self.g.weight(weight).shape.clone();
+        let (n, k) = (shape[0], shape[1]);
+        let group = group.unwrap_or(k);
+        let input = self.g.inputs(v)[0];
+        let (a_arg, lda, vec) = if kind >= 2 {
+            match self.repr.get(&input) {
+                Some(Repr::I8 { buffer, stride, .. }) => (Arg::Buffer { buffer: *buffer, offset: 0 }, *stride, true),
+                _ => return self.unsupported(v, "an integer product needs an int8 input"),
+            }
+        } else {
+            let view = self.plain_view(input)?;
+            (Arg::Buffer { buffer: view.buffer, offset: view.col * 4 }, view.stride, view.col % 2 == 0 && view.stride % 2 == 0)
+        };
+        let n_pad = round_up(n, 8);
+        let scales_arg = match scales {
+            Some(s) => self.use_f32(s, n_pad * k.div_ceil(group)),
+            None => Arg::Null,
+        };
+        let bias_arg = self.opt_f32(bias);
+        // A residual add that is this product's only user joins the epilogue.
+        let users = self.g.users(v);
+        let mut result = v;
+        let mut resid = (Arg::Null, 0usize);
+        if let [add] = users.as_slice() {
+            if matches!(self.g.node(*add).op, Op::Add) && !self.g.outputs().contains(&v) {
+                let ins = self.g.inputs(*add);
+                let other = if ins[0] == v { ins[1] } else { ins[0] };
+                if other != v {
+                    if let Some(Repr::F32(r)) = self.repr.get(&other) {
+                        if r.fq.is_none() {
+                            resid = (Arg::Buffer { buffer: r.buffer, offset: r.col * 4 }, r.stride);
+                            result = *add;
+                        }
+                    }
+                }
+            }
+        }
+        let out = View { buffer: self.new_buffer(n * 4, false), col: 0, stride: n, fq: None };
+        let shape = GemmShape { kind, k, n, group, vec };
+        let decode = codegen::GemmConfig::DECODE;
+        let prefill = codegen::GemmConfig::PREFILL;
+        let small_name = self.entry("gemm", codegen::gemm(&shape, &decode));
+        let large_name = self.entry("gemm", codegen::gemm(&shape, &prefill));
+        let small = Kernel { name: small_name, grid: decode.grid(n), block: decode.threads(), shared_bytes: decode.shared_bytes() };
+        let large = Kernel { name: large_name, grid: prefill.grid(n), block: prefill.threads(), shared_bytes: prefill.shared_bytes() };
+        let args = vec![
+            a_arg,
+            Arg::Stride(lda as i32),
+            Arg::Weight(weight.index()),
+            scales_arg,
+            Arg::F32(act_scale),
+            bias_arg,
+            resid.0,
+            Arg::I32(resid.1 as i32),
+            Arg::Buffer { buffer: out.buffer, offset: 0 },
+            Arg::I32(n as i32),
+            Arg::Rows,
+        ];
+        self.push(result, small, Some(large), args);
+        if result != v {
+            self.fused.insert(v);
+        }
+        self.repr.insert(result, Repr::F32(out));
+        Ok(())
+    }
+}
+
+/// The largest divisor of `n` that is at most `cap` (at least 1).
+fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
+    (1..=cap.max(1).min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+}
+
+/// Threads sharing one state row of `n` states: about four states each, a power of two ≤ 32.
+fn scan_lanes(n: usize) -> usize {
+    let mut lanes = 1;
+    while lanes * 2 <= 32 && n % (lanes * 2) == 0 && n / (lanes * 2) >= 4 {
+        lanes *= 2;
+    }
+    lanes
+}
+
+/// Maps buffers onto slots: a buffer takes a free slot of its dtype once every launch that
+/// reads the slot's previous buffer has run (never the launch that writes it), growing the slot
+/// if needed. The logits buffer is never reused.
+fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId) -> (Vec<Buffer>, Vec<Slot>) {
+    let mut first = vec![usize::MAX; buffers.len()];
+    let mut last = vec![0usize; buffers.len()];
+    for (i, launch) in launches.iter().enumerate() {
+        let then_args = launch.then_large.iter().flat_map(|(_, a)| a.iter());
+        for arg in launch.args.iter().chain(then_args) {
+            let b = match arg {
+                Arg::Buffer { buffer, .. } => *buffer,
+                Arg::Operand(o) if o.stride > 0 => o.buffer,
+                _ => continue,
+            };
+            first[b] = first[b].min(i);
+            last[b] = last[b].max(i);
+        }
+    }
+    last[logits] = usize::MAX;
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut slot_dtype: Vec<bool> = Vec::new();
+    let mut busy_until: Vec<usize> = Vec::new();
+    let mut out: Vec<Buffer> = buffers.iter().map(|(row_bytes, int8)| Buffer { row_bytes: *row_bytes, slot: usize::MAX, int8: *int8 }).collect();
+    let mut by_first: Vec<usize> = (0..buffers.len()).filter(|b| first[*b] != usize::MAX).collect();
+    by_first.sort_by_key(|b| (first[*b], *b));
+    for b in by_first {
+        let (row_bytes, int8) = buffers[b];
+        let free = (0..slots.len()).filter(|s| slot_dtype[*s] == int8 && busy_until[*s] < first[b]);
+        let pick = free.min_by_key(|s| (slots[*s].row_bytes < row_bytes, slots[*s].row_bytes.abs_diff(row_bytes)));
+        let s = match pick {
+            Some(s) => s,
+            None => {
+                slots.push(Slot { row_bytes: 0 });
+                slot_dtype.push(int8);
+                busy_until.push(0);
+                slots.len() - 1
+            }
+        };
+        slots[s].row_bytes = slots[s].row_bytes.max(row_bytes);
+        busy_until[s] = last[b];
+        out[b].slot = s;
+    }
+    (out, slots)
+}

@@ -1,0 +1,174 @@
+//! CUDA source generation: one `extern "C"` entry point per distinct kernel of a plan, each
+//! instantiating a `quamba.cuh` template with the model's dimensions as constants (so loops over
+//! widths, heads and states unroll and index arithmetic folds). `ENTRY` is replaced by the name.
+
+use super::plan::Grid;
+
+/// The hand-written kernel library the entry points instantiate.
+pub const LIBRARY: &str = include_str!("../../cuda/quamba.cuh");
+
+/// The full source: library, then the generated entry points, then the greedy-decoding argmax.
+pub fn source(entries: &[String], vocab: usize) -> String {
+    let mut s = String::with_capacity(LIBRARY.len() + entries.len() * 400);
+    s.push_str(LIBRARY);
+    s.push_str("\n// ---- generated for this model ----\n");
+    s.push_str(&generated(entries, vocab));
+    s
+}
+
+/// The generated part alone (what the snapshot tests pin).
+pub fn generated(entries: &[String], vocab: usize) -> String {
+    let mut s = String::new();
+    for e in entries {
+        s.push_str(e);
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "extern \"C\" __global__ void __launch_bounds__(256) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
+    ));
+    s
+}
+
+/// A literal for an f32 constant.
+fn lit(x: f32) -> String {
+    format!("{x:?}f")
+}
+
+pub fn embed(kind: u8, width: usize, group: usize) -> String {
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(const i64* tokens, const void* table, const float* scales, float* out) {{\n    quamba::embed_packed<{kind}, {width}, {group}>(tokens, table, scales, out, blockIdx.x);\n}}\n"
+    )
+}
+
+pub fn elementwise(width: usize, op: u8) -> String {
+    let what = ["silu", "softplus", "mul", "add", "mul_silu", "copy"][op as usize];
+    format!(
+        "// {what}\nextern \"C\" __global__ void __launch_bounds__(256) ENTRY(quamba::Opnd a, quamba::Opnd b, float* out, int rows) {{\n    quamba::elementwise<{width}, {op}>(a, b, out, rows);\n}}\n"
+    )
+}
+
+pub fn quantize(width: usize) -> String {
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__(256) ENTRY(quamba::Opnd a, const float* scale, int scale_vec, i8* out, int stride, int rows) {{\n    quamba::quantize_rows<{width}>(a, scale, scale_vec, out, stride, rows);\n}}\n"
+    )
+}
+
+pub fn dequantize(width: usize) -> String {
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__(256) ENTRY(const i8* q, int stride, const float* scale, int scale_vec, float* out, int rows) {{\n    quamba::dequantize_rows<{width}>(q, stride, scale, scale_vec, out, rows);\n}}\n"
+    )
+}
+
+/// Positions per thread of the sequence conv kernel.
+pub const CONV_CHUNK: usize = 64;
+
+pub fn conv(channels: usize, taps: usize, silu: bool, update: bool) -> String {
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(quamba::Opnd x, const float* weight, const float* bias, float* state, float* out, int batch, int seq) {{\n    quamba::causal_conv1d<{channels}, {taps}, {CONV_CHUNK}, {silu}, {update}>(x, weight, bias, state, out, batch, seq);\n}}\n"
+    )
+}
+
+pub fn conv_state(channels: usize, taps: usize) -> String {
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(quamba::Opnd x, float* state, int batch, int seq) {{\n    quamba::conv_state<{channels}, {taps}>(x, state, batch, seq);\n}}\n"
+    )
+}
+
+pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize) -> String {
+    let threads = lanes * channels_per_block;
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
+    )
+}
+
+pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize) -> String {
+    let threads = lanes * rows_per_block;
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq);\n}}\n"
+    )
+}
+
+pub fn stage_rms_norm(width: usize, weight_index: usize, has_weight: bool, eps: f32) -> String {
+    let w = if has_weight { format!("w{weight_index}") } else { "nullptr".into() };
+    format!("quamba::row_rms_norm<{width}>(row, {w}, {}, scratch);", lit(eps))
+}
+
+pub fn stage_gated_norm(width: usize, groups: usize, weight_index: usize, eps: f32) -> String {
+    format!("quamba::row_gated_norm<{width}, {groups}>(row, z, r, w{weight_index}, {}, scratch);", lit(eps))
+}
+
+pub fn stage_hadamard(width: usize) -> String {
+    format!("quamba::row_hadamard<{width}>(row);")
+}
+
+pub fn stage_quantize(width: usize) -> String {
+    format!("quamba::row_quantize<{width}>(row, qscale, qvec, out_q, q_stride, r);")
+}
+
+pub fn stage_store(width: usize) -> String {
+    format!("quamba::row_store<{width}>(row, out_f, r);")
+}
+
+/// One block per row: load, the stages in order, store.
+pub fn row_chain(width: usize, stages: &[String]) -> String {
+    let mut s = format!(
+        "extern \"C\" __global__ void ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    __shared__ float row[{width}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    quamba::row_load<{width}>(row, x, r);\n"
+    );
+    for st in stages {
+        s.push_str("    ");
+        s.push_str(st);
+        s.push('\n');
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// The shape of a matrix product.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmShape {
+    pub kind: u8,
+    pub k: usize,
+    pub n: usize,
+    pub group: usize,
+    pub vec: bool,
+}
+
+/// Warp tiling of a matrix product (see `quamba::gemm`).
+#[derive(Clone, Copy, Debug)]
+pub struct GemmConfig {
+    pub mt: usize,
+    pub nt: usize,
+    pub wn: usize,
+    pub wk: usize,
+}
+
+impl GemmConfig {
+    /// Few rows: one 16-row tile, every warp of the block streams a quarter of k for 8 columns.
+    pub const DECODE: GemmConfig = GemmConfig { mt: 1, nt: 1, wn: 1, wk: 4 };
+    /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns.
+    pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1 };
+
+    pub fn threads(&self) -> u32 {
+        (self.wn * self.wk * 32) as u32
+    }
+
+    pub fn shared_bytes(&self) -> u32 {
+        if self.wk > 1 {
+            (self.wk * self.wn * 32 * self.mt * self.nt * 4 * 4) as u32
+        } else {
+            0
+        }
+    }
+
+    pub fn grid(&self, n: usize) -> Grid {
+        Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn * self.nt), rows_per_block: 16 * self.mt }
+    }
+}
+
+pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
+    let threads = c.threads();
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, s.vec
+    )
+}

@@ -1,0 +1,194 @@
+//! The CUDA kernel plan: what the runtime needs to run a verified graph on a GPU, as data.
+//!
+//! The plan is the contract between the generator (this crate, no CUDA needed) and the runtime's
+//! CUDA backend (cudarc): the generated source, how each weight is laid out on the device, the
+//! activation buffers with their lifetimes already folded into shared slots, the recurrent state
+//! buffers, and the launches in order with their arguments named symbolically. The runtime only
+//! resolves names to device pointers and grid sizes to the call's row count.
+
+use serde::{Deserialize, Serialize};
+
+/// A complete plan for one graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CudaPlan {
+    /// The CUDA C++ source: the kernel library followed by the generated entry points.
+    pub source: String,
+    /// How each graph weight (by weight-table index) goes to the device.
+    pub weights: Vec<WeightUpload>,
+    /// Activation buffers, each mapped onto a slot.
+    pub buffers: Vec<Buffer>,
+    /// Device slots: bytes per row of the largest buffer sharing each.
+    pub slots: Vec<Slot>,
+    /// Recurrent state buffers: f32 values per sequence.
+    pub states: Vec<usize>,
+    /// Kernel launches in execution order.
+    pub launches: Vec<Launch>,
+    /// The buffer holding the logits and its row width (the padded vocabulary).
+    pub logits: BufferId,
+    /// Rows of the head (the padded vocabulary).
+    pub vocab: usize,
+}
+
+/// Index into [`CudaPlan::buffers`].
+pub type BufferId = usize;
+
+/// How one weight is stored on the device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WeightUpload {
+    /// Not read by any kernel.
+    Unused,
+    /// f32 values, zero-padded to `len` values.
+    F32 {
+        /// Values after padding.
+        len: usize,
+    },
+    /// A `[n, k]` matrix in a tensor-core layout (see [`crate::cuda::pack`]).
+    Packed {
+        /// The layout kind (0 f16, 1 int4 for f16 mma, 2 int8, 3 int4 for int8 mma).
+        kind: u8,
+        /// Rows.
+        n: usize,
+        /// Columns.
+        k: usize,
+    },
+}
+
+/// One activation buffer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buffer {
+    /// Bytes per row (a row is one token of one sequence).
+    pub row_bytes: usize,
+    /// The slot it lives in.
+    pub slot: usize,
+    /// Whether it holds int8 (else f32); int8 and f32 buffers never share a slot, so stale bytes
+    /// read past a row's end are always finite floats or integers.
+    pub int8: bool,
+}
+
+/// A device allocation shared by buffers with disjoint lifetimes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// Bytes per row.
+    pub row_bytes: usize,
+}
+
+/// The grid of a launch as a function of the call's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Grid {
+    /// One block per row.
+    Rows,
+    /// One block per sequence.
+    Sequences,
+    /// One thread per (row, column) of `width` columns.
+    Elements {
+        /// Columns.
+        width: usize,
+    },
+    /// `per_position` threads for every `chunk` positions (rounded up) of each sequence.
+    Chunks {
+        /// Threads per chunk of positions.
+        per_position: usize,
+        /// Positions per chunk.
+        chunk: usize,
+    },
+    /// `per_sequence` threads for each sequence.
+    PerSequence {
+        /// Threads per sequence.
+        per_sequence: usize,
+    },
+    /// A matrix product: `n_blocks` column blocks times row blocks of `rows_per_block`.
+    Gemm {
+        /// Blocks along the output columns.
+        n_blocks: usize,
+        /// Rows per block.
+        rows_per_block: usize,
+    },
+}
+
+/// A kernel entry point with its launch shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kernel {
+    /// The `extern "C"` name in the source.
+    pub name: String,
+    /// The grid rule.
+    pub grid: Grid,
+    /// Threads per block.
+    pub block: u32,
+    /// Dynamic shared memory in bytes.
+    pub shared_bytes: u32,
+}
+
+/// One launch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// The kernel used when the call has at most [`SMALL_ROWS`] rows (decode).
+    pub kernel: Kernel,
+    /// The kernel used for more rows (prefill), if different.
+    pub large: Option<Kernel>,
+    /// A second launch that follows `large` (prefill only), with its own arguments.
+    pub then_large: Option<(Kernel, Vec<Arg>)>,
+    /// Arguments in the entry point's parameter order.
+    pub args: Vec<Arg>,
+    /// Whether this launch computes the logits (it may then run on the last position only).
+    pub head: bool,
+    /// The graph value it computes, in the IR text form's numbering (for error messages).
+    pub value: String,
+}
+
+/// Calls with at most this many rows use a launch's decode kernel.
+pub const SMALL_ROWS: usize = 16;
+
+/// A kernel argument, resolved by the runtime.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Arg {
+    /// Device pointer into a buffer, `offset` bytes into each row's start (column offset).
+    Buffer {
+        /// The buffer.
+        buffer: BufferId,
+        /// Byte offset.
+        offset: usize,
+    },
+    /// Device pointer to a weight.
+    Weight(usize),
+    /// Device pointer to a state buffer.
+    State(usize),
+    /// A null pointer.
+    Null,
+    /// The token ids of the call (i64).
+    Tokens,
+    /// The next-token buffer of on-device greedy decoding (i64 per sequence).
+    NextTokens,
+    /// The token history of on-device greedy decoding (i64 [steps, batch]).
+    History,
+    /// The step counter of on-device greedy decoding (i32).
+    Step,
+    /// An i32 constant.
+    I32(i32),
+    /// An f32 constant.
+    F32(f32),
+    /// The row count of the call (`batch · seq`; `batch` for a head launch on the last position).
+    Rows,
+    /// Sequences in the call.
+    Batch,
+    /// Positions per sequence in the call.
+    Seq,
+    /// A row stride in elements (`stride · seq` for a head launch on the last position).
+    Stride(i32),
+    /// An f32 operand view, optionally fake-quantized on load (`quamba::Opnd`).
+    Operand(Operand),
+}
+
+/// An f32 view of a buffer: rows of `stride` values starting `col` values in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Operand {
+    /// The buffer.
+    pub buffer: BufferId,
+    /// First column.
+    pub col: usize,
+    /// Values per row of the buffer.
+    pub stride: usize,
+    /// Fake-quantization scale weight, if the view is a quantize → dequantize pair.
+    pub scale: Option<usize>,
+    /// Whether that scale is per column (else per tensor).
+    pub scale_per_column: bool,
+}

@@ -1,0 +1,63 @@
+//! Compiling generated CUDA source to PTX with NVRTC, cached on disk by content.
+
+use std::path::PathBuf;
+
+use super::CudaError;
+
+/// The NVRTC architecture name for a compute capability.
+pub fn arch_name(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (9, _) => "sm_90",
+        (8, 9) => "sm_89",
+        (8, 7) => "sm_87",
+        (8, 6) => "sm_86",
+        (8, _) => "sm_80",
+        (10, _) => "sm_100",
+        (12, _) => "sm_120",
+        _ => "sm_80",
+    }
+}
+
+/// Compiles `source` for `arch` (e.g. `sm_90`) to PTX text.
+pub fn compile_ptx(source: &str, arch: &'static str) -> Result<String, CudaError> {
+    let options = cudarc::nvrtc::CompileOptions { arch: Some(arch), options: vec!["-std=c++17".into()], ..Default::default() };
+    match cudarc::nvrtc::compile_ptx_with_opts(source, options) {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(CudaError::Compile { arch: arch.into(), log: log.to_string_lossy().into_owned() }),
+        Err(e) => Err(CudaError::Compile { arch: arch.into(), log: format!("{e:?}") }),
+    }
+}
+
+/// Where the PTX of `source` for `arch` is cached: `$QUAMBA_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/quamba`, else `~/.cache/quamba`, then `kernels/<hash>-<arch>.ptx`.
+pub fn ptx_cache_path(source: &str, arch: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("QUAMBA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("quamba")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("quamba")))?;
+    Some(root.join("kernels").join(format!("{:016x}-{arch}.ptx", fnv1a(source.as_bytes()))))
+}
+
+/// The PTX for `source`: from the cache when present, else compiled and cached (best effort).
+pub(super) fn cached_ptx(source: &str, arch: &'static str) -> Result<String, CudaError> {
+    let path = ptx_cache_path(source, arch);
+    if let Some(text) = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        return Ok(text);
+    }
+    let ptx = compile_ptx(source, arch)?;
+    if let Some(p) = path {
+        if let Some(dir) = p.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // A unique temporary name then a rename, so concurrent loaders never read half a file.
+        let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &ptx).is_ok() {
+            let _ = std::fs::rename(&tmp, &p);
+        }
+    }
+    Ok(ptx)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}

@@ -1,0 +1,489 @@
+//! The executor: device memory, launches, CUDA-graph decode.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use ir::VerifiedGraph;
+use kernels::cuda::{pack, Arg, CudaPlan, Grid, Kernel, WeightUpload, SMALL_ROWS};
+
+use super::compile::{arch_name, cached_ptx};
+use super::CudaError;
+use crate::{Logits, Weights};
+
+/// `quamba::Opnd` as the kernels see it (same field order, C layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct OperandRepr {
+    p: u64,
+    stride: i32,
+    scale: u64,
+    scale_vec: i32,
+}
+
+// SAFETY: a plain C struct of integers matching `quamba::Opnd` field for field (pointers as u64,
+// the same natural alignment and padding under repr(C)), passed by value as a kernel parameter.
+unsafe impl DeviceRepr for OperandRepr {}
+
+/// A resolved kernel argument.
+enum ArgValue {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+    Operand(OperandRepr),
+}
+
+/// Device memory held by an executor, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Weights in their kernel layouts.
+    pub weights: usize,
+    /// Activation slots (for the largest call) and the token buffers.
+    pub activations: usize,
+    /// Recurrent states for the largest batch.
+    pub states: usize,
+}
+
+/// Runs a CUDA plan on one GPU. Holds the recurrent state of up to `max_batch` sequences.
+pub struct CudaExecutor {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    functions: HashMap<String, CudaFunction>,
+    plan: CudaPlan,
+    weights: Vec<Option<CudaSlice<u8>>>,
+    slots: Vec<CudaSlice<u8>>,
+    states: Vec<CudaSlice<f32>>,
+    tokens: CudaSlice<i64>,
+    next_tokens: CudaSlice<i64>,
+    history: CudaSlice<i64>,
+    step: CudaSlice<i32>,
+    max_batch: usize,
+    max_rows: usize,
+    max_steps: usize,
+    table_rows: usize,
+    graphs: HashMap<usize, CudaGraph>,
+    memory: MemoryReport,
+}
+
+impl CudaExecutor {
+    /// Uploads `weights` for `plan` (built from `graph`) on GPU 0, compiling the plan's source
+    /// unless `ptx` for this GPU's architecture is given. Calls may then have up to `max_batch`
+    /// sequences and `max_rows` rows (sequences × positions); greedy decoding up to `max_steps`.
+    pub fn new(graph: &VerifiedGraph, weights: &Weights, plan: CudaPlan, ptx: Option<&str>, max_batch: usize, max_rows: usize, max_steps: usize) -> Result<CudaExecutor, CudaError> {
+        weights.check_against(graph).map_err(|e| CudaError::Input(e.to_string()))?;
+        let ctx = CudaContext::new(0).map_err(|e| CudaError::Device(format!("no usable CUDA GPU 0 ({e:?})")))?;
+        // SAFETY: this executor orders all work on its one stream itself and never shares buffers
+        // across streams, so cudarc's per-buffer event tracking is not needed; it would also put
+        // event records into captured CUDA graphs.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let (major, minor) = ctx.compute_capability()?;
+        let arch = arch_name(major, minor);
+        let ptx = match ptx {
+            Some(p) => p.to_string(),
+            None => cached_ptx(&plan.source, arch)?,
+        };
+        let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
+        let mut functions = HashMap::new();
+        for launch in &plan.launches {
+            for k in std::iter::once(&launch.kernel).chain(launch.large.as_ref()) {
+                if !functions.contains_key(&k.name) {
+                    functions.insert(k.name.clone(), module.load_function(&k.name)?);
+                }
+            }
+        }
+        for name in ["quamba_argmax", "quamba_advance_step"] {
+            functions.insert(name.into(), module.load_function(name)?);
+        }
+
+        let mut memory = MemoryReport::default();
+        let mut device_weights = Vec::with_capacity(plan.weights.len());
+        let mut table_rows = usize::MAX;
+        for (i, upload) in plan.weights.iter().enumerate() {
+            let data = &weights.get(ir::WeightId::new(i)).values;
+            let bytes: Vec<u8> = match upload {
+                WeightUpload::Unused => {
+                    device_weights.push(None);
+                    continue;
+                }
+                WeightUpload::F32 { len } => {
+                    let mut v: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    v.resize(len * 4, 0);
+                    v
+                }
+                WeightUpload::Packed { kind, n, k } => pack::pack(*kind, data, *n, *k),
+            };
+            if let WeightUpload::Packed { n, .. } = upload {
+                table_rows = table_rows.min(*n);
+            }
+            memory.weights += bytes.len();
+            device_weights.push(Some(stream.clone_htod(&bytes)?));
+        }
+        // Lookups are bounded by the smallest packed table that an embedding reads; a tighter
+        // bound per table is checked below from the graph.
+        table_rows = embedding_rows(graph).unwrap_or(table_rows);
+
+        const SLACK: usize = 4096; // products read whole k-chunks past a row's last column
+        let mut slots = Vec::with_capacity(plan.slots.len());
+        for s in &plan.slots {
+            let bytes = max_rows * s.row_bytes + SLACK;
+            memory.activations += bytes;
+            slots.push(stream.alloc_zeros::<u8>(bytes)?);
+        }
+        let mut states = Vec::with_capacity(plan.states.len());
+        for per_sequence in &plan.states {
+            memory.states += per_sequence * max_batch * 4;
+            states.push(stream.alloc_zeros::<f32>(per_sequence * max_batch)?);
+        }
+        let tokens = stream.alloc_zeros::<i64>(max_rows)?;
+        let next_tokens = stream.alloc_zeros::<i64>(max_batch)?;
+        let history = stream.alloc_zeros::<i64>(max_batch * max_steps.max(1))?;
+        let step = stream.alloc_zeros::<i32>(1)?;
+        memory.activations += (max_rows + max_batch * (max_steps.max(1) + 1)) * 8;
+        stream.synchronize()?;
+        Ok(CudaExecutor {
+            ctx,
+            stream,
+            _module: module,
+            functions,
+            plan,
+            weights: device_weights,
+            slots,
+            states,
+            tokens,
+            next_tokens,
+            history,
+            step,
+            max_batch,
+            max_rows,
+            max_steps,
+            table_rows,
+            graphs: HashMap::new(),
+            memory,
+        })
+    }
+
+    /// The GPU's name.
+    pub fn device_name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    /// Device memory this executor holds.
+    pub fn memory(&self) -> MemoryReport {
+        self.memory
+    }
+
+    /// Rows of the logits (the padded vocabulary).
+    pub fn vocab(&self) -> usize {
+        self.plan.vocab
+    }
+
+    /// Forgets every sequence: zero conv and SSM states.
+    pub fn reset(&mut self) -> Result<(), CudaError> {
+        for s in &mut self.states {
+            self.stream.memset_zeros(s)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` (`[batch, seq]`) from the current state; returns the logits of every
+    /// position, or of the last position of each sequence when `last_only`.
+    pub fn forward(&mut self, tokens: &[i64], batch: usize, last_only: bool) -> Result<Logits, CudaError> {
+        let seq = self.check_call(tokens, batch)?;
+        self.stream.memcpy_htod(tokens, &mut self.tokens)?;
+        let tokens_ptr = self.ptr_tokens();
+        self.run(batch, seq, last_only, tokens_ptr)?;
+        let out_rows = if last_only { batch } else { batch * seq };
+        let vocab = self.plan.vocab;
+        let mut data = vec![0.0f32; out_rows * vocab];
+        let slot = &self.slots[self.plan.buffers[self.plan.logits].slot];
+        let view = slot.slice(0..out_rows * vocab * 4);
+        let mut bytes = vec![0u8; out_rows * vocab * 4];
+        self.stream.memcpy_dtoh(&view, &mut bytes)?;
+        self.stream.synchronize()?;
+        for (d, b) in data.iter_mut().zip(bytes.chunks_exact(4)) {
+            *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(Logits { batch, seq: if last_only { 1 } else { seq }, vocab, data })
+    }
+
+    /// Greedy generation on the device: prefill `prompt` (`[batch, seq]`), then `steps` decode
+    /// steps replayed from a captured CUDA graph. Returns the generated tokens `[steps+1, batch]`
+    /// (the first from the prefill's logits). The state is reset first.
+    pub fn generate_greedy(&mut self, prompt: &[i64], batch: usize, steps: usize) -> Result<Vec<i64>, CudaError> {
+        if steps + 1 > self.max_steps {
+            return Err(CudaError::Input(format!("{} tokens asked, this executor records at most {}", steps + 1, self.max_steps)));
+        }
+        self.reset()?;
+        self.prefill_to_device(prompt, batch)?;
+        self.decode_steps(batch, steps)?;
+        let mut out = vec![0i64; (steps + 1) * batch];
+        let view = self.history.slice(0..(steps + 1) * batch);
+        self.stream.memcpy_dtoh(&view, &mut out)?;
+        self.stream.synchronize()?;
+        Ok(out)
+    }
+
+    /// Prefills `prompt` and puts each sequence's greedy next token on the device (step 0 of
+    /// the history). Does not synchronize.
+    pub fn prefill_to_device(&mut self, prompt: &[i64], batch: usize) -> Result<(), CudaError> {
+        let seq = self.check_call(prompt, batch)?;
+        self.stream.memcpy_htod(prompt, &mut self.tokens)?;
+        self.stream.memset_zeros(&mut self.step)?;
+        let tokens_ptr = self.ptr_tokens();
+        self.run(batch, seq, true, tokens_ptr)?;
+        self.argmax(batch)
+    }
+
+    /// `steps` greedy decode steps of `batch` sequences from the device's next tokens, through
+    /// this batch size's captured graph (captured on first use). Does not synchronize.
+    pub fn decode_steps(&mut self, batch: usize, steps: usize) -> Result<(), CudaError> {
+        if !self.graphs.contains_key(&batch) {
+            // Capture records launches without running them: the state is untouched.
+            self.stream.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+            let next = self.ptr(&self.next_tokens);
+            let captured = self.run(batch, 1, true, next).and_then(|_| self.argmax(batch));
+            let graph = self.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
+            captured?;
+            let graph = graph.ok_or_else(|| CudaError::Device("stream capture produced no graph".into()))?;
+            self.graphs.insert(batch, graph);
+        }
+        let graph = &self.graphs[&batch];
+        for _ in 0..steps {
+            graph.launch()?;
+        }
+        Ok(())
+    }
+
+    /// Device-to-device copy bandwidth in bytes per second, counting bytes read and written
+    /// (the memory floor of a step that streams the weights once is weight bytes / this).
+    pub fn copy_bandwidth(&self) -> Result<f64, CudaError> {
+        const BYTES: usize = 1 << 30;
+        let src = self.stream.alloc_zeros::<u8>(BYTES)?;
+        let mut dst = self.stream.alloc_zeros::<u8>(BYTES)?;
+        self.stream.memcpy_dtod(&src, &mut dst)?; // warm-up
+        let start = self.record_event()?;
+        const REPEATS: usize = 10;
+        for _ in 0..REPEATS {
+            self.stream.memcpy_dtod(&src, &mut dst)?;
+        }
+        let end = self.record_event()?;
+        end.synchronize()?;
+        let seconds = start.elapsed_ms(&end)? as f64 / 1e3;
+        Ok((2 * BYTES * REPEATS) as f64 / seconds)
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// A timing event recorded now on the executor's stream.
+    pub fn record_event(&self) -> Result<cudarc::driver::CudaEvent, CudaError> {
+        let e = self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+        e.record(&self.stream)?;
+        Ok(e)
+    }
+
+    fn check_call(&self, tokens: &[i64], batch: usize) -> Result<usize, CudaError> {
+        if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
+            return Err(CudaError::Input(format!("{} tokens cannot be split into {batch} equal non-empty sequences", tokens.len())));
+        }
+        if batch > self.max_batch || tokens.len() > self.max_rows {
+            return Err(CudaError::Input(format!(
+                "a call of {batch} sequences and {} rows exceeds this executor's limits ({} sequences, {} rows)",
+                tokens.len(),
+                self.max_batch,
+                self.max_rows
+            )));
+        }
+        if let Some(t) = tokens.iter().find(|t| **t < 0 || **t as usize >= self.table_rows) {
+            return Err(CudaError::Input(format!("token id {t} is outside the vocabulary (0..{})", self.table_rows)));
+        }
+        Ok(tokens.len() / batch)
+    }
+
+    fn ptr<T>(&self, slice: &CudaSlice<T>) -> u64 {
+        slice.device_ptr(&self.stream).0
+    }
+
+    fn ptr_tokens(&self) -> u64 {
+        self.ptr(&self.tokens)
+    }
+
+    fn argmax(&mut self, batch: usize) -> Result<(), CudaError> {
+        let logits = self.ptr(&self.slots[self.plan.buffers[self.plan.logits].slot]);
+        let (next, history, step) = (self.ptr(&self.next_tokens), self.ptr(&self.history), self.ptr(&self.step));
+        let args = [ArgValue::Ptr(logits), ArgValue::I32(1), ArgValue::I32(0), ArgValue::Ptr(next), ArgValue::Ptr(history), ArgValue::Ptr(step), ArgValue::I32(batch as i32)];
+        let cfg = LaunchConfig { grid_dim: (batch as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        self.launch("quamba_argmax", cfg, &args)?;
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        self.launch("quamba_advance_step", cfg, &[ArgValue::Ptr(step)])
+    }
+
+    /// Times every launch of one `[batch, seq]` call separately (events between launches, no
+    /// graph): `(value, kernel, milliseconds)` in plan order. Advances the state like a call.
+    pub fn profile(&mut self, tokens: &[i64], batch: usize) -> Result<Vec<(String, String, f64)>, CudaError> {
+        let seq = self.check_call(tokens, batch)?;
+        self.stream.memcpy_htod(tokens, &mut self.tokens)?;
+        let tokens_ptr = self.ptr_tokens();
+        let mut events = vec![self.record_event()?];
+        let mut names = Vec::new();
+        self.run_with(batch, seq, true, tokens_ptr, &mut |exec, launch, kernel| {
+            events.push(exec.record_event()?);
+            names.push((launch.to_string(), kernel.to_string()));
+            Ok(())
+        })?;
+        self.stream.synchronize()?;
+        let mut out = Vec::with_capacity(names.len());
+        for (i, (value, kernel)) in names.into_iter().enumerate() {
+            out.push((value, kernel, events[i].elapsed_ms(&events[i + 1])? as f64));
+        }
+        Ok(out)
+    }
+
+    /// Queues every launch of the plan for a `[batch, seq]` call.
+    fn run(&self, batch: usize, seq: usize, last_only: bool, tokens: u64) -> Result<(), CudaError> {
+        self.run_with(batch, seq, last_only, tokens, &mut |_, _, _| Ok(()))
+    }
+
+    /// [`Self::run`], calling `after` (executor, value, kernel name) after queueing each launch.
+    fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut dyn FnMut(&Self, &str, &str) -> Result<(), CudaError>) -> Result<(), CudaError> {
+        let rows = batch * seq;
+        let slot_ptrs: Vec<u64> = self.slots.iter().map(|s| self.ptr(s)).collect();
+        let weight_ptrs: Vec<u64> = self.weights.iter().map(|w| w.as_ref().map_or(0, |w| self.ptr(w))).collect();
+        let state_ptrs: Vec<u64> = self.states.iter().map(|s| self.ptr(s)).collect();
+        let buffer_ptr = |b: usize| slot_ptrs[self.plan.buffers[b].slot];
+        // A profiling aid: QUAMBA_CUDA_SKIP=rows,conv leaves out launches of those kernel families,
+        // so that a step's time with and without them shows their in-graph cost. Results are wrong.
+        let skip: Vec<String> = std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
+        for launch in &self.plan.launches {
+            if skip.iter().any(|k| !k.is_empty() && launch.kernel.name.starts_with(k.as_str())) {
+                continue;
+            }
+            // On the last position only, the head reads row seq-1 of each sequence: its input
+            // pointer moves to that row and its row stride spans a whole sequence.
+            let head = launch.head && last_only;
+            let call_rows = if head { batch } else { rows };
+            let large = call_rows > SMALL_ROWS;
+            let kernel: &Kernel = if large { launch.large.as_ref().unwrap_or(&launch.kernel) } else { &launch.kernel };
+            let values = self.resolve(&launch.args, head, seq, batch, call_rows, tokens, &buffer_ptr, &weight_ptrs, &state_ptrs);
+            self.launch(&kernel.name, self.config(kernel, call_rows, batch, seq), &values)
+                .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", kernel.name, launch.value)))?;
+            after(self, &launch.value, &kernel.name)?;
+            if let (true, Some((then, args))) = (large, &launch.then_large) {
+                let values = self.resolve(args, false, seq, batch, call_rows, tokens, &buffer_ptr, &weight_ptrs, &state_ptrs);
+                self.launch(&then.name, self.config(then, call_rows, batch, seq), &values)
+                    .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", then.name, launch.value)))?;
+                after(self, &launch.value, &then.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self, kernel: &Kernel, rows: usize, batch: usize, seq: usize) -> LaunchConfig {
+        let block = kernel.block as usize;
+        let grid = match &kernel.grid {
+            Grid::Rows => (rows, 1),
+            Grid::Sequences => (batch, 1),
+            Grid::Elements { width } => ((rows * width).div_ceil(block), 1),
+            Grid::Chunks { per_position, chunk } => ((batch * per_position * seq.div_ceil(*chunk)).div_ceil(block), 1),
+            Grid::PerSequence { per_sequence } => ((batch * per_sequence).div_ceil(block), 1),
+            Grid::Gemm { n_blocks, rows_per_block } => (*n_blocks, rows.div_ceil(*rows_per_block)),
+        };
+        LaunchConfig { grid_dim: (grid.0 as u32, grid.1 as u32, 1), block_dim: (kernel.block, 1, 1), shared_mem_bytes: kernel.shared_bytes }
+    }
+
+    /// Device values of a launch's arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn resolve(
+        &self,
+        args: &[Arg],
+        head: bool,
+        seq: usize,
+        batch: usize,
+        rows: usize,
+        tokens: u64,
+        buffer_ptr: &dyn Fn(usize) -> u64,
+        weight_ptrs: &[u64],
+        state_ptrs: &[u64],
+    ) -> Vec<ArgValue> {
+        let mut first_buffer = true;
+        args.iter()
+            .map(|arg| match arg {
+                Arg::Stride(s) => ArgValue::I32(if head { s * seq as i32 } else { *s }),
+                Arg::Buffer { buffer, offset } => {
+                    let mut p = buffer_ptr(*buffer) + *offset as u64;
+                    if head && first_buffer {
+                        // A head's input pointer is followed by its row stride.
+                        let elem = if self.plan.buffers[*buffer].int8 { 1 } else { 4 };
+                        let stride = match args.get(1) {
+                            Some(Arg::Stride(s)) => *s as usize,
+                            _ => 0,
+                        };
+                        p += ((seq - 1) * stride * elem) as u64;
+                    }
+                    first_buffer = false;
+                    ArgValue::Ptr(p)
+                }
+                Arg::Weight(w) => ArgValue::Ptr(weight_ptrs[*w]),
+                Arg::State(s) => ArgValue::Ptr(state_ptrs[*s]),
+                Arg::Null => ArgValue::Ptr(0),
+                Arg::Tokens => ArgValue::Ptr(tokens),
+                Arg::NextTokens => ArgValue::Ptr(self.ptr(&self.next_tokens)),
+                Arg::History => ArgValue::Ptr(self.ptr(&self.history)),
+                Arg::Step => ArgValue::Ptr(self.ptr(&self.step)),
+                Arg::I32(v) => ArgValue::I32(*v),
+                Arg::F32(v) => ArgValue::F32(*v),
+                Arg::Rows => ArgValue::I32(rows as i32),
+                Arg::Batch => ArgValue::I32(batch as i32),
+                Arg::Seq => ArgValue::I32(seq as i32),
+                Arg::Operand(o) => ArgValue::Operand(OperandRepr {
+                    p: if o.stride == 0 { 0 } else { buffer_ptr(o.buffer) + (o.col * 4) as u64 },
+                    stride: o.stride as i32,
+                    scale: o.scale.map_or(0, |w| weight_ptrs[w]),
+                    scale_vec: o.scale_per_column as i32,
+                }),
+            })
+            .collect()
+    }
+
+    fn launch(&self, name: &str, cfg: LaunchConfig, values: &[ArgValue]) -> Result<(), CudaError> {
+        let f = self.functions.get(name).ok_or_else(|| CudaError::Device(format!("kernel {name} is not in the module")))?;
+        let mut builder = self.stream.launch_builder(f);
+        for v in values {
+            match v {
+                ArgValue::Ptr(p) => builder.arg(p),
+                ArgValue::I32(x) => builder.arg(x),
+                ArgValue::F32(x) => builder.arg(x),
+                ArgValue::Operand(o) => builder.arg(o),
+            };
+        }
+        // SAFETY: the argument list follows the entry point's parameter list as generated by
+        // kernels::cuda::codegen from the same plan (pointers as u64, ints as i32, floats as f32,
+        // operands as the C-layout struct). Every pointer is a live allocation of this executor,
+        // sized for `max_rows`/`max_batch`, which `check_call` enforces, plus slack for reads
+        // past a row's end; grids never exceed the rows of the call.
+        unsafe { builder.launch(cfg) }?;
+        Ok(())
+    }
+}
+
+/// Rows of the tables embeddings read (the valid token ids).
+fn embedding_rows(graph: &VerifiedGraph) -> Option<usize> {
+    graph
+        .values()
+        .into_iter()
+        .filter_map(|v| match graph.node(v).op {
+            ir::Op::Embedding { table } | ir::Op::QEmbedding { table, .. } => Some(graph.weight(table).shape[0]),
+            _ => None,
+        })
+        .min()
+}
+
+impl std::fmt::Debug for CudaExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaExecutor").field("launches", &self.plan.launches.len()).field("memory", &self.memory).field("max_batch", &self.max_batch).finish()
+    }
+}

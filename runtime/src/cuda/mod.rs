@@ -1,0 +1,42 @@
+//! The CUDA backend: runs a [`kernels::cuda::CudaPlan`] through cudarc.
+//!
+//! cudarc loads the driver and NVRTC at run time, so building this crate needs no CUDA; on a
+//! machine without a GPU, [`CudaExecutor::new`] returns an error instead of failing to link.
+//! Weights are uploaded once in the plan's layouts; every activation buffer and state is
+//! allocated when the executor is made, for the largest call it accepts, so no call allocates.
+//! A decode step of a given batch size is captured once as a CUDA graph and replayed per token,
+//! with greedy decoding done on the device (the argmax feeds the next step's embedding).
+
+mod compile;
+mod device;
+
+pub use compile::{compile_ptx, ptx_cache_path};
+pub use device::{CudaExecutor, MemoryReport};
+
+/// Errors of the CUDA backend.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    /// No usable GPU or driver.
+    #[error("CUDA device: {0}")]
+    Device(String),
+    /// NVRTC could not compile the generated source.
+    #[error("compiling the generated CUDA source ({arch}): {log}")]
+    Compile {
+        /// The target architecture.
+        arch: String,
+        /// NVRTC's log.
+        log: String,
+    },
+    /// The graph has no CUDA plan.
+    #[error(transparent)]
+    Plan(#[from] kernels::cuda::PlanError),
+    /// A call's inputs do not fit this executor.
+    #[error("input: {0}")]
+    Input(String),
+}
+
+impl From<cudarc::driver::DriverError> for CudaError {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        CudaError::Device(format!("{e:?}"))
+    }
+}

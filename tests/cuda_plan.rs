@@ -1,0 +1,98 @@
+//! The CUDA plan of the embedded mamba2-tiny, FP and quantized: the generated source is pinned
+//! (insta), and the buffer plan is checked to never hand a live buffer's slot to another.
+
+use std::collections::HashMap;
+
+use compiler::checkpoint::load_checkpoint;
+use compiler::compile::{compile, CompileOptions};
+use compiler::program::Program;
+use compiler::target::{Method, Target};
+use kernels::cuda::{plan, Arg, CudaPlan, WeightUpload};
+use runtime::tokenizer::Tokenizer;
+
+fn program(target: Option<&str>) -> Program {
+    let dir = compiler::model::default_model_dir();
+    let ckpt = load_checkpoint(&dir).unwrap();
+    let Some(target) = target else { return Program::from_checkpoint(&ckpt).unwrap() };
+    let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let opts = CompileOptions {
+        target: target.parse::<Target>().unwrap(),
+        method: Method::Quamba2,
+        calib_text: std::fs::read_to_string(dir.join("../text/calib.txt")).unwrap(),
+        calib_source: "calib.txt".into(),
+        calib_samples: 2,
+        calib_len: 64,
+        valid_text: None,
+        gptq: false,
+        emit_ir: None,
+        progress: false,
+    };
+    compile(&ckpt, &tok, &opts).unwrap()
+}
+
+fn plan_of(target: Option<&str>) -> CudaPlan {
+    let p = program(target);
+    plan(p.executor().unwrap().verified_graph()).unwrap()
+}
+
+/// Walks the launches in order: every buffer a launch reads must still own its slot (no later
+/// buffer was placed there in between), and buffers of one slot share its dtype.
+fn assert_slots_sound(p: &CudaPlan) {
+    let mut owner: HashMap<usize, usize> = HashMap::new();
+    for (i, launch) in p.launches.iter().enumerate() {
+        let bufs: Vec<usize> = launch
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                Arg::Buffer { buffer, .. } => Some(*buffer),
+                Arg::Operand(o) if o.stride > 0 => Some(o.buffer),
+                _ => None,
+            })
+            .collect();
+        // The output is the last buffer argument of every generated entry point except products,
+        // whose output precedes `ldo` and `M`; find writes as the buffers seen for the first time.
+        for b in &bufs {
+            let slot = p.buffers[*b].slot;
+            match owner.get(&slot) {
+                Some(o) if o == b => {}
+                _ => {
+                    // First sight of this buffer: it must be written here, not read.
+                    assert!(!owner.values().any(|x| x == b), "launch {i} ({}) reads buffer {b} after its slot was reused", launch.value);
+                    owner.insert(slot, *b);
+                }
+            }
+        }
+    }
+    for b in &p.buffers {
+        if b.slot != usize::MAX {
+            let same: Vec<bool> = p.buffers.iter().filter(|x| x.slot == b.slot).map(|x| x.int8).collect();
+            assert!(same.iter().all(|x| *x == b.int8), "slot {} mixes int8 and f32 buffers", b.slot);
+        }
+    }
+}
+
+#[test]
+fn fp16_plan_is_pinned_and_sound() {
+    let p = plan_of(None);
+    assert_slots_sound(&p);
+    assert!(p.launches.last().unwrap().head, "the last launch computes the logits");
+    assert!(p.weights.iter().any(|w| matches!(w, WeightUpload::Packed { kind: 0, .. })), "FP weights go to the f16 layout");
+    insta::assert_snapshot!("mamba2_tiny_fp16_launches", p.describe());
+    insta::assert_snapshot!("mamba2_tiny_fp16_source", p.generated_source());
+}
+
+#[test]
+fn quantized_plans_are_pinned_and_sound() {
+    for (target, kinds) in [("h100-w8a8", vec![2u8]), ("h100-w4a8", vec![3]), ("h100-w4a16", vec![1])] {
+        let p = plan_of(Some(target));
+        assert_slots_sound(&p);
+        for k in kinds {
+            assert!(p.weights.iter().any(|w| matches!(w, WeightUpload::Packed { kind, .. } if *kind == k)), "{target} uses layout {k}");
+        }
+        // Per layer: norm+quantize, in_proj, conv, ssd, gated-norm+hadamard+quantize, out_proj+residual.
+        let per_layer = p.launches.iter().filter(|l| l.kernel.name.starts_with("ssd")).count();
+        assert_eq!(per_layer, 4, "{target}: one SSD launch per layer");
+        insta::assert_snapshot!(format!("mamba2_tiny_{target}_launches"), p.describe());
+        insta::assert_snapshot!(format!("mamba2_tiny_{target}_source"), p.generated_source());
+    }
+}
