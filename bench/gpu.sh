@@ -17,19 +17,24 @@ here=$(dirname "$0")
 for like in "$@"; do
   dir=$WORK/$like
   [ -f "$dir/model.safetensors" ] || "$Q" synth --like "$like" -o "$dir" || exit 1
+  # The CPU compiles run while the GPU times the FP16 baseline and the peer.
+  pids=()
   for t in $CONFIGS; do
-    [ -f "$WORK/$like-$t.qmb" ] || "$Q" compile "$dir" --target "h100-$t" --no-gptq --calib-samples 2 --calib-len 128 \
-      -o "$WORK/$like-$t.qmb" >"$OUT/compile-$like-$t.log" 2>&1 &
+    if [ ! -f "$WORK/$like-$t.qmb" ]; then
+      "$Q" compile "$dir" --target "h100-$t" --no-gptq --calib-samples 2 --calib-len 128 \
+        -o "$WORK/$like-$t.qmb" >"$OUT/compile-$like-$t.log" 2>&1 &
+      pids+=($!)
+    fi
   done
-  wait
   # shellcheck disable=SC2086
   "$Q" cuda bench "$dir" --label "$like fp16" --json $BENCH_ARGS | tee -a "$OUT/gpu.jsonl"
+  if [ -z "${SKIP_PEER:-}" ]; then
+    python3 "$here/gpu_transformers.py" "$dir" --label "$like transformers-fp16" 2>"$OUT/peer-$like.log" | tee -a "$OUT/gpu.jsonl"
+  fi
+  for pid in "${pids[@]}"; do wait "$pid"; done
   for t in $CONFIGS; do
     # shellcheck disable=SC2086
     "$Q" cuda bench "$WORK/$like-$t.qmb" --label "$like $t" --json $BENCH_ARGS | tee -a "$OUT/gpu.jsonl"
   done
-  if [ -z "${SKIP_PEER:-}" ]; then
-    python3 "$here/gpu_transformers.py" "$dir" --label "$like transformers-fp16" | tee -a "$OUT/gpu.jsonl"
-  fi
 done
 python3 "$here/gpu_report.py" "$OUT/gpu.jsonl"

@@ -87,7 +87,7 @@ impl CudaExecutor {
         let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
         let mut functions = HashMap::new();
         for launch in &plan.launches {
-            for k in std::iter::once(&launch.kernel).chain(launch.large.as_ref()) {
+            for k in std::iter::once(&launch.kernel).chain(launch.large.as_ref()).chain(launch.then_large.as_ref().map(|t| &t.0)) {
                 if !functions.contains_key(&k.name) {
                     functions.insert(k.name.clone(), module.load_function(&k.name)?);
                 }
