@@ -262,12 +262,20 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
             }
         }
     };
+    // The next chunk's weights are loaded while this one's products run.
+    uint4 wnext[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        int nt = nt_base + j;
+        wnext[j] = nt < N_TILES && c_begin < c_end ? W[((i64)nt * KC + c_begin) * 32 + lane] : make_uint4(0, 0, 0, 0);
+    }
     for (int c = c_begin; c < c_end; c++) {
         uint4 wv[NT];
 #pragma unroll
         for (int j = 0; j < NT; j++) {
+            wv[j] = wnext[j];
             int nt = nt_base + j;
-            wv[j] = nt < N_TILES ? W[((i64)nt * KC + c) * 32 + lane] : make_uint4(0, 0, 0, 0);
+            if (c + 1 < c_end) wnext[j] = nt < N_TILES ? W[((i64)nt * KC + c + 1) * 32 + lane] : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int s = 0; s < STEPS; s++) {
@@ -336,42 +344,55 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
 // ---------------------------------------------------------------------------------------------
 // Row kernels: one block per row, the row staged in shared memory through a chain of stages.
 
-template <int W> QDEV void row_load(float* row, const Opnd& x, i64 r) {
-    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] = ld(x, r, i);
+// T is the block size: every loop below has a compile-time trip count and unrolls, so a
+// thread's global loads are all in flight at once (a decode step runs one block per row, where
+// serial load latency would dominate).
+
+template <int W, int T> QDEV void row_load(float* row, const Opnd& x, i64 r) {
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) row[i] = ld(x, r, i);
     __syncthreads();
 }
 
 // Plain RMSNorm of the whole row, optionally times a weight.
-template <int W> QDEV void row_rms_norm(float* row, const float* weight, float eps, float* scratch) {
+template <int W, int T> QDEV void row_rms_norm(float* row, const float* weight, float eps, float* scratch) {
     float s = 0.f;
-    for (int i = threadIdx.x; i < W; i += blockDim.x) s += row[i] * row[i];
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) s += row[i] * row[i];
     float inv = rsqrtf(block_sum(s, scratch) / (float)W + eps);
-    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] = row[i] * inv * (weight ? weight[i] : 1.f);
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) row[i] = row[i] * inv * (weight ? weight[i] : 1.f);
     __syncthreads();
 }
 
 // mamba_ssm's gated norm: y * silu(z), normalised per group of W / G, times the weight.
-template <int W, int G> QDEV void row_gated_norm(float* row, const Opnd& z, i64 r, const float* weight, float eps, float* scratch) {
-    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] = row[i] * silu_f(ld(z, r, i));
+template <int W, int G, int T> QDEV void row_gated_norm(float* row, const Opnd& z, i64 r, const float* weight, float eps, float* scratch) {
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) row[i] = row[i] * silu_f(ld(z, r, i));
     __syncthreads();
     const int GS = W / G;
     for (int grp = 0; grp < G; grp++) {
         float s = 0.f;
-        for (int i = threadIdx.x; i < GS; i += blockDim.x) s += row[grp * GS + i] * row[grp * GS + i];
+#pragma unroll
+        for (int i = threadIdx.x; i < GS; i += T) s += row[grp * GS + i] * row[grp * GS + i];
         float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
-        for (int i = threadIdx.x; i < GS; i += blockDim.x) row[grp * GS + i] = row[grp * GS + i] * inv;
+#pragma unroll
+        for (int i = threadIdx.x; i < GS; i += T) row[grp * GS + i] = row[grp * GS + i] * inv;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] *= weight[i];
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) row[i] *= weight[i];
     __syncthreads();
 }
 
 // Orthonormal block-diagonal Walsh-Hadamard transform: blocks of the largest power of two
 // dividing W, each scaled by 1/sqrt(block).
-template <int W> QDEV void row_hadamard(float* row) {
+template <int W, int T> QDEV void row_hadamard(float* row) {
     const int B = W & (-W);
+#pragma unroll
     for (int h = 1; h < B; h <<= 1) {
-        for (int i = threadIdx.x; i < W / 2; i += blockDim.x) {
+#pragma unroll
+        for (int i = threadIdx.x; i < W / 2; i += T) {
             int blk = i / (B / 2), j = i % (B / 2);
             int lo = blk * B + (j / h) * 2 * h + (j % h);
             float a = row[lo], b = row[lo + h];
@@ -381,16 +402,19 @@ template <int W> QDEV void row_hadamard(float* row) {
         __syncthreads();
     }
     const float norm = rsqrtf((float)B);
-    for (int i = threadIdx.x; i < W; i += blockDim.x) row[i] *= norm;
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) row[i] *= norm;
     __syncthreads();
 }
 
-template <int W> QDEV void row_store(const float* row, float* out, i64 r) {
-    for (int i = threadIdx.x; i < W; i += blockDim.x) out[r * W + i] = row[i];
+template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r) {
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) out[r * W + i] = row[i];
 }
 
-template <int W> QDEV void row_quantize(const float* row, const float* scale, int scale_vec, i8* out, int stride, i64 r) {
-    for (int i = threadIdx.x; i < W; i += blockDim.x) out[r * stride + i] = quantize_one(row[i], scale[scale_vec ? i : 0]);
+template <int W, int T> QDEV void row_quantize(const float* row, const float* scale, int scale_vec, i8* out, int stride, i64 r) {
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) out[r * stride + i] = quantize_one(row[i], scale[scale_vec ? i : 0]);
 }
 
 // ---------------------------------------------------------------------------------------------

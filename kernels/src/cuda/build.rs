@@ -486,7 +486,7 @@ impl Builder<'_> {
             }
         }
         let name = self.entry("rows", codegen::row_chain(width, &stages));
-        let block = if width >= 2048 { 512 } else { 256 };
+        let block = codegen::row_threads(width) as u32;
         let kernel = Kernel { name, grid: Grid::Rows, block, shared_bytes: 0 };
         self.push(cur, kernel, None, args);
         Ok(())
@@ -566,10 +566,11 @@ fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
     (1..=cap.max(1).min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
 }
 
-/// Threads sharing one state row of `n` states: about four states each, a power of two ≤ 32.
+/// Threads sharing one state row of `n` states: about sixteen states each (fewer lanes means
+/// fewer shuffles per step for the output's reduction), a power of two ≤ 32.
 fn scan_lanes(n: usize) -> usize {
     let mut lanes = 1;
-    while lanes * 2 <= 32 && n % (lanes * 2) == 0 && n / (lanes * 2) >= 4 {
+    while lanes * 2 <= 32 && n % (lanes * 2) == 0 && n / (lanes * 2) >= 16 {
         lanes *= 2;
     }
     lanes

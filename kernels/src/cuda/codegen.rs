@@ -90,29 +90,39 @@ pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: 
 
 pub fn stage_rms_norm(width: usize, weight_index: usize, has_weight: bool, eps: f32) -> String {
     let w = if has_weight { format!("w{weight_index}") } else { "nullptr".into() };
-    format!("quamba::row_rms_norm<{width}>(row, {w}, {}, scratch);", lit(eps))
+    format!("quamba::row_rms_norm<{width}, T>(row, {w}, {}, scratch);", lit(eps))
 }
 
 pub fn stage_gated_norm(width: usize, groups: usize, weight_index: usize, eps: f32) -> String {
-    format!("quamba::row_gated_norm<{width}, {groups}>(row, z, r, w{weight_index}, {}, scratch);", lit(eps))
+    format!("quamba::row_gated_norm<{width}, {groups}, T>(row, z, r, w{weight_index}, {}, scratch);", lit(eps))
 }
 
 pub fn stage_hadamard(width: usize) -> String {
-    format!("quamba::row_hadamard<{width}>(row);")
+    format!("quamba::row_hadamard<{width}, T>(row);")
 }
 
 pub fn stage_quantize(width: usize) -> String {
-    format!("quamba::row_quantize<{width}>(row, qscale, qvec, out_q, q_stride, r);")
+    format!("quamba::row_quantize<{width}, T>(row, qscale, qvec, out_q, q_stride, r);")
 }
 
 pub fn stage_store(width: usize) -> String {
-    format!("quamba::row_store<{width}>(row, out_f, r);")
+    format!("quamba::row_store<{width}, T>(row, out_f, r);")
+}
+
+/// Threads of a row kernel: enough that each thread holds a few values.
+pub fn row_threads(width: usize) -> usize {
+    match width {
+        w if w >= 4096 => 1024,
+        w if w >= 1024 => 512,
+        _ => 256,
+    }
 }
 
 /// One block per row: load, the stages in order, store.
 pub fn row_chain(width: usize, stages: &[String]) -> String {
+    let threads = row_threads(width);
     let mut s = format!(
-        "extern \"C\" __global__ void ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    __shared__ float row[{width}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    quamba::row_load<{width}>(row, x, r);\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    constexpr int T = {threads};\n    __shared__ float row[{width}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    quamba::row_load<{width}, T>(row, x, r);\n"
     );
     for st in stages {
         s.push_str("    ");
