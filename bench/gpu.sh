@@ -28,10 +28,11 @@ for like in "$@"; do
   done
   # shellcheck disable=SC2086
   "$Q" cuda bench "$dir" --label "$like fp16" --json $BENCH_ARGS | tee -a "$OUT/gpu.jsonl"
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  # The peer is host-bound (eager PyTorch): time it with the CPUs idle.
   if [ -z "${SKIP_PEER:-}" ]; then
     python3 "$here/gpu_transformers.py" "$dir" --label "$like transformers-fp16" 2>"$OUT/peer-$like.log" | tee -a "$OUT/gpu.jsonl"
   fi
-  for pid in "${pids[@]}"; do wait "$pid"; done
   for t in $CONFIGS; do
     # shellcheck disable=SC2086
     "$Q" cuda bench "$WORK/$like-$t.qmb" --label "$like $t" --json $BENCH_ARGS | tee -a "$OUT/gpu.jsonl"

@@ -655,6 +655,7 @@ template <int V> QDEV void argmax_rows(const float* logits, int row_step, int ro
     const float* row = logits + ((i64)r * row_step + row_off) * V;
     float bv = -3.4e38f;
     int bi = 0;
+#pragma unroll 8
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         float v = row[i];
         if (v > bv) { bv = v; bi = i; }

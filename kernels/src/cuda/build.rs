@@ -533,7 +533,7 @@ impl Builder<'_> {
         }
         let out = View { buffer: self.new_buffer(n * 4, false), col: 0, stride: n, fq: None };
         let shape = GemmShape { kind, k, n, group, vec };
-        let decode = codegen::GemmConfig::DECODE;
+        let decode = codegen::GemmConfig::decode(kind, k);
         let prefill = codegen::GemmConfig::PREFILL;
         let small_name = self.entry("gemm", codegen::gemm(&shape, &decode));
         let large_name = self.entry("gemm", codegen::gemm(&shape, &prefill));

@@ -24,7 +24,7 @@ pub fn generated(entries: &[String], vocab: usize) -> String {
         s.push('\n');
     }
     s.push_str(&format!(
-        "extern \"C\" __global__ void __launch_bounds__(256) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(1024) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
     ));
     s
 }
@@ -153,8 +153,12 @@ pub struct GemmConfig {
 }
 
 impl GemmConfig {
-    /// Few rows: one 16-row tile, every warp of the block streams a quarter of k for 8 columns.
-    pub const DECODE: GemmConfig = GemmConfig { mt: 1, nt: 1, wn: 1, wk: 4 };
+    /// Few rows: one 16-row tile; the block's warps split k for 8 columns, about three chunks
+    /// each, so that each warp waits on few dependent loads (a decode step is latency-bound).
+    pub fn decode(kind: u8, k: usize) -> GemmConfig {
+        let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
+        GemmConfig { mt: 1, nt: 1, wn: 1, wk: chunks.div_ceil(3).clamp(1, 16) }
+    }
     /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns.
     pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1 };
 

@@ -316,7 +316,7 @@ impl CudaExecutor {
         let logits = self.ptr(&self.slots[self.plan.buffers[self.plan.logits].slot]);
         let (next, history, step) = (self.ptr(&self.next_tokens), self.ptr(&self.history), self.ptr(&self.step));
         let args = [ArgValue::Ptr(logits), ArgValue::I32(1), ArgValue::I32(0), ArgValue::Ptr(next), ArgValue::Ptr(history), ArgValue::Ptr(step), ArgValue::I32(batch as i32)];
-        let cfg = LaunchConfig { grid_dim: (batch as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim: (batch as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
         self.launch("quamba_argmax", cfg, &args)?;
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         self.launch("quamba_advance_step", cfg, &[ArgValue::Ptr(step)])
