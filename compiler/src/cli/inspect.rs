@@ -23,7 +23,7 @@ pub struct InspectArgs {
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let dir = super::model_dir(a.model);
     if dir.is_file() {
-        let header = runtime::artifact::read_header(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let header = compiler::artifact::read_header(&dir).with_context(|| format!("reading {}", dir.display()))?;
         if a.json {
             println!("{}", serde_json::json!({"path": dir.display().to_string(), "target": header.target, "family": header.family,
                 "format_version": header.format_version, "compiler_version": header.compiler_version,

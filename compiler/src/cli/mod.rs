@@ -69,3 +69,13 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
 fn open(dir: &std::path::Path) -> anyhow::Result<compiler::model::FpModel> {
     compiler::model::FpModel::open(dir).with_context(|| format!("loading model {}", dir.display()))
 }
+
+/// An argument as UTF-8, or an error naming the argument and the first bad byte (clap's own
+/// message for a `String` argument names neither).
+fn utf8_arg(name: &str, arg: std::ffi::OsString) -> anyhow::Result<String> {
+    arg.into_string().map_err(|raw| {
+        let bytes = raw.as_encoded_bytes();
+        let valid = std::str::from_utf8(bytes).err().map_or(bytes.len(), |e| e.valid_up_to());
+        anyhow::anyhow!("{name} is not valid UTF-8 (byte {valid})")
+    })
+}
