@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod cpu;
 pub mod generate;
 pub mod hadamard;
+pub mod model;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
