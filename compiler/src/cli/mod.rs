@@ -4,6 +4,7 @@ mod bench;
 mod compile;
 mod eval;
 mod inspect;
+mod plot;
 mod run;
 
 use std::path::PathBuf;
@@ -78,4 +79,9 @@ fn utf8_arg(name: &str, arg: std::ffi::OsString) -> anyhow::Result<String> {
         let valid = std::str::from_utf8(bytes).err().map_or(bytes.len(), |e| e.valid_up_to());
         anyhow::anyhow!("{name} is not valid UTF-8 (byte {valid})")
     })
+}
+
+/// The repository's sample of the training corpus, the default calibration text.
+fn default_calibration_text() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/text/calib.txt")
 }
