@@ -1,5 +1,5 @@
 //! What each fuzz target in `fuzz/` does with its input, as plain functions, so that the test
-//! suite can replay crash inputs outside libFuzzer (`tests/fuzz_regressions.rs` runs every file
+//! suite can replay crash inputs outside libFuzzer (`compiler/tests/fuzz_regressions.rs` runs every file
 //! under `fuzz/regressions/` and `fuzz/seeds/` through them).
 //!
 //! Each function feeds untrusted bytes to a loader and, when the loader accepts them, goes on

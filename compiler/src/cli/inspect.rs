@@ -14,7 +14,7 @@ use ir::Family;
 /// Arguments of `quambac inspect`.
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// Checkpoint directory (default: the embedded mamba2-tiny).
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
     model: Option<PathBuf>,
     /// Also print the lowered IR in its text form.
     #[arg(long)]

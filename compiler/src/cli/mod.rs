@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 /// quambac — compile Mamba checkpoints with the Quamba2 method and run them.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = QUICK_START)]
 pub struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
@@ -23,27 +23,62 @@ pub struct Cli {
     command: Command,
 }
 
+const QUICK_START: &str = "\
+MODEL is a checkpoint directory (transformers safetensors or state-spaces pytorch_model.bin) or a
+compiled .qmb artifact; it defaults to the embedded mamba2-tiny.
+
+Examples:
+  quambac compile --target cpu-w4a8 -o model.qmb     # quantize the embedded model
+  quambac run model.qmb --prompt \"ROMEO:\"            # generate with the artifact
+  quambac eval model.qmb --text assets/text/sample.txt --json
+  quambac inspect ../shared/models/mamba2-small --plot plots/
+
+Run `quambac help COMMAND` for each command's options and examples.";
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Quantize a checkpoint with the Quamba2 method and write an artifact.
     ///
-    /// Example: quambac compile ../shared/models/mamba2-small --target orin-w4a8 -o model.qmb
+    /// Examples:
+    ///   quambac compile --target cpu-w4a8 -o model.qmb
+    ///   quambac compile ../shared/models/mamba2-small --target orin-w4a8 -o small.qmb
+    ///   quambac compile MODEL --target h100-w4ax --calib corpus.txt --calib-samples 64 -o model.qmb
+    ///   quambac compile MODEL --method naive --target cpu-w8a8 --emit-ir ir/ -o naive.qmb
+    #[command(verbatim_doc_comment)]
     Compile(compile::CompileArgs),
     /// Generate text from a prompt, streaming tokens as they come.
     ///
-    /// Example: quambac run ../shared/models/mamba1-small --prompt "KING HENRY:" --max-tokens 64
+    /// Examples:
+    ///   quambac run model.qmb --prompt "ROMEO:"
+    ///   quambac run ../shared/models/mamba1-small --prompt "KING HENRY:" --max-tokens 64
+    ///   quambac run model.qmb --prompt "To be" --temperature 0.8 --top-p 0.95 --seed 7
+    #[command(verbatim_doc_comment)]
     Run(run::RunArgs),
     /// Perplexity of a text file: 512-token windows, first token of each window is context only.
     ///
-    /// Example: quambac eval ../shared/models/mamba2-small --text ../shared/corpus/test.txt
+    /// Examples:
+    ///   quambac eval model.qmb --text assets/text/sample.txt
+    ///   quambac eval ../shared/models/mamba2-small --text ../shared/corpus/test.txt --limit 20 --json
+    #[command(verbatim_doc_comment)]
     Eval(eval::EvalArgs),
-    /// Describe a model: family, dimensions, parameter count, storage dtypes; --ir prints the graph.
+    /// Describe a model: family, dimensions, parameters, storage dtypes (checkpoint) or target, sizes, kernel plan (artifact).
     ///
-    /// Example: quambac inspect ../shared/models/mamba1-tiny-ss
+    /// With --plot, also measure why the method works on this model: per-channel activation
+    /// ranges before and after the Quamba2 passes, and each layer's quantization error.
+    ///
+    /// Examples:
+    ///   quambac inspect ../shared/models/mamba1-tiny-ss
+    ///   quambac inspect model.qmb --json
+    ///   quambac inspect ../shared/models/mamba2-small --plot plots/ --plot-target orin-w4a8
+    ///   quambac inspect --ir
+    #[command(verbatim_doc_comment)]
     Inspect(inspect::InspectArgs),
     /// Measure prefill and decode speed (tokens/s) of the FP32 CPU executor.
     ///
-    /// Example: quambac bench ../shared/models/mamba2-small --prompt-len 512 --decode-tokens 64 --json
+    /// Examples:
+    ///   quambac bench
+    ///   quambac --threads 4 bench ../shared/models/mamba2-small --prompt-len 512 --decode-tokens 64 --json
+    #[command(verbatim_doc_comment)]
     Bench(bench::BenchArgs),
 }
 

@@ -10,7 +10,7 @@ use runtime::sampling::{Sampler, SamplingConfig};
 /// Arguments of `quambac run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Checkpoint directory (default: the embedded mamba2-tiny).
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
     model: Option<PathBuf>,
     /// The prompt text (must be valid UTF-8).
     #[arg(long, short)]
