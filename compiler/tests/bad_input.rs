@@ -349,7 +349,8 @@ fn an_output_that_cannot_be_written_leaves_the_old_one_intact() {
     let out = dir.path().join("model.qmb");
     let old = b"the previous artifact, which must survive".repeat(3);
     std::fs::write(&out, &old).unwrap();
-    assert_fails_with(compile_with_file_size_limit(&out), &["model.qmb", "File too large"]);
+    let err = assert_fails_with(compile_with_file_size_limit(&out), &["model.qmb", "File too large"]);
+    assert_eq!(err.matches("File too large").count(), 1, "the cause is repeated: {err}");
     assert_eq!(std::fs::read(&out).unwrap(), old, "the old output changed");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["model.qmb"], "a temporary file was left behind");

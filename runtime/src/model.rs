@@ -73,6 +73,12 @@ struct EmbeddedConfig {
     vocab_size: usize,
 }
 
+// What the doc below promises: one model shared by threads.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+};
+
 /// A loaded artifact: executor, tokenizer and vocabulary. Immutable and `Sync`, so one model
 /// can serve many conversations (one [`State`] each) from several threads.
 pub struct Model {
