@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ir::ValueId;
+use ir::{Op, ValueId};
 use runtime::tokenizer::Tokenizer;
 
 use crate::calibrate::{calibrate, CalibrationSet, Request};
@@ -16,19 +16,30 @@ use crate::program::Program;
 use crate::target::Method;
 use crate::CompileError;
 
-/// Per-channel max |activation| of one layer, in the order each program stores the channels.
+/// One activation's per-channel max |x| over the calibration windows, in the float model and
+/// after the float rewrites (in the order each program stores the channels), with the range
+/// int8 quantization gives each channel (127 × its scale), naive and Quamba2.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ChannelRanges {
+    /// The float checkpoint.
+    pub before: Vec<f32>,
+    /// After the float rewrites.
+    pub after: Vec<f32>,
+    /// Naive quantization's int8 range per channel (`None` when the target keeps it in 16 bits).
+    pub int8_range_naive: Option<Vec<f32>>,
+    /// Quamba2's int8 range per channel, in the rewritten channel order.
+    pub int8_range_quamba2: Option<Vec<f32>>,
+}
+
+/// The activations of one layer that 8-bit quantization reads.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LayerRanges {
     /// Layer index.
     pub layer: usize,
-    /// SSM input x of the float checkpoint.
-    pub ssm_input_before: Vec<f32>,
-    /// SSM input x after the float rewrites (Mamba2: heads sorted and clustered).
-    pub ssm_input_after: Vec<f32>,
-    /// out_proj input of the float checkpoint.
-    pub out_proj_input_before: Vec<f32>,
-    /// out_proj input after the float rewrites (behind the online Hadamard transform).
-    pub out_proj_input_after: Vec<f32>,
+    /// SSM input x (Mamba2: heads sorted and clustered by the rewrites).
+    pub ssm_input: ChannelRanges,
+    /// out_proj input (after the rewrites: behind the online Hadamard transform).
+    pub out_proj_input: ChannelRanges,
 }
 
 /// Relative error ‖q − f‖² / ‖f‖² of each layer's output (the residual stream leaving the block;
@@ -69,12 +80,21 @@ pub fn diagnose(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions)
 
     let before = channel_ranges(&float, &calib)?;
     let after = channel_ranges(&rewritten, &calib)?;
-    let ranges = before
-        .into_iter()
-        .zip(after)
-        .enumerate()
-        .map(|(layer, ((x_b, o_b), (x_a, o_a)))| LayerRanges { layer, ssm_input_before: x_b, ssm_input_after: x_a, out_proj_input_before: o_b, out_proj_input_after: o_a })
-        .collect();
+    let (float_blocks, rewritten_blocks) = (blocks(&float.graph)?, blocks(&rewritten.graph)?);
+    let mut ranges = Vec::new();
+    for (layer, ((x_b, o_b), (x_a, o_a))) in before.into_iter().zip(after).enumerate() {
+        let (fb, rb) = (&float_blocks[layer], &rewritten_blocks[layer]);
+        ranges.push(LayerRanges {
+            layer,
+            ssm_input: ChannelRanges { before: x_b, after: x_a, int8_range_naive: int8_range(&naive, fb.x), int8_range_quamba2: int8_range(&quamba2, rb.x) },
+            out_proj_input: ChannelRanges {
+                before: o_b,
+                after: o_a,
+                int8_range_naive: int8_range(&naive, out_proj_input(fb)),
+                int8_range_quamba2: int8_range(&quamba2, out_proj_input(rb)),
+            },
+        });
+    }
     let q2_err = layer_errors(&rewritten, &quamba2, &calib)?;
     let naive_err = layer_errors(&float, &naive, &calib)?;
     let errors = q2_err.into_iter().zip(naive_err).enumerate().map(|(layer, (quamba2, naive))| LayerError { layer, quamba2, naive }).collect();
@@ -84,6 +104,28 @@ pub fn diagnose(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions)
 /// The value out_proj reads: the online Hadamard's output when the rotation inserted one.
 fn out_proj_input(b: &Block) -> ValueId {
     b.online_hadamard.unwrap_or(b.gate)
+}
+
+/// 127 × the scale of the `quantize` that reads `v` in `quantized`, per channel: `v` is the id
+/// of the value in the float program the quantizing passes started from (they keep ids). `None`
+/// when nothing quantizes `v` (16-bit activations).
+fn int8_range(quantized: &Program, v: ValueId) -> Option<Vec<f32>> {
+    let g = &quantized.graph;
+    if !g.contains(v) {
+        return None;
+    }
+    let width = g.node(v).ty.width()?;
+    g.users(v).into_iter().find_map(|u| match g.node(u).op {
+        Op::Quantize { scale } => {
+            let scales = quantized.values(scale);
+            match scales.len() {
+                1 => Some(vec![127.0 * scales[0]; width]),
+                n if n == width => Some(scales.iter().map(|s| 127.0 * s).collect()),
+                _ => None,
+            }
+        }
+        _ => None,
+    })
 }
 
 /// Per layer, the per-channel max |x| of the SSM input and of the out_proj input.

@@ -44,10 +44,13 @@ fn inspect_plot_draws_why_the_method_works() {
     let info = json(&["inspect", "--json", "--plot", plots.to_str().unwrap(), "--plot-samples", "2"]);
     let files: Vec<&str> = info["plots"]["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
     assert_eq!(files.len(), 3, "{info}");
-    for (file, title) in files.iter().zip(["SSM input x", "out_proj input", "relative error of each layer"]) {
+    let titles = ["SSM input x", "out_proj input", "relative error of each layer"];
+    let legends = ["Quamba2 int8 range", "naive int8 range", "Quamba2"];
+    for ((file, title), legend) in files.iter().zip(titles).zip(legends) {
         let svg = std::fs::read_to_string(file).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{file} is not a complete SVG");
         assert!(svg.contains(title) && svg.contains("mamba2-tiny"), "{file} lacks its title");
+        assert!(svg.contains(legend), "{file} lacks `{legend}`");
     }
     let errors = info["plots"]["layer_error"].as_array().unwrap();
     assert_eq!(errors.len(), 4);

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use compiler::diagnose::{Diagnosis, LayerRanges};
+use compiler::diagnose::{ChannelRanges, Diagnosis, LayerRanges};
 use plotters::prelude::*;
 
 const BEFORE: RGBColor = RGBColor(200, 60, 40);
 const AFTER: RGBColor = RGBColor(30, 100, 200);
+const INT8_RANGE: RGBColor = RGBColor(20, 20, 20);
 
 /// Writes every picture into `dir` (created if needed) and returns their paths.
 pub fn write_plots(diagnosis: &Diagnosis, model_name: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -16,9 +17,9 @@ pub fn write_plots(diagnosis: &Diagnosis, model_name: &str, dir: &Path) -> anyho
     let layers = shown_layers(&diagnosis.ranges);
     let title = |what: &str| format!("{model_name}: per-channel max |{what}| over {} calibration windows", diagnosis.windows);
     let ssm = dir.join("ssm_input_ranges.svg");
-    draw_ranges(&ssm, &title("SSM input x"), &layers, |r| (&r.ssm_input_before, &r.ssm_input_after)).with_context(|| format!("drawing {}", ssm.display()))?;
+    draw_ranges(&ssm, &title("SSM input x"), &layers, |r| &r.ssm_input).with_context(|| format!("drawing {}", ssm.display()))?;
     let out_proj = dir.join("out_proj_input_ranges.svg");
-    draw_ranges(&out_proj, &title("out_proj input"), &layers, |r| (&r.out_proj_input_before, &r.out_proj_input_after))
+    draw_ranges(&out_proj, &title("out_proj input"), &layers, |r| &r.out_proj_input)
         .with_context(|| format!("drawing {}", out_proj.display()))?;
     let mut written = vec![ssm, out_proj];
     let path = dir.join("layer_error.svg");
@@ -40,28 +41,41 @@ fn shown_layers(ranges: &[LayerRanges]) -> Vec<&LayerRanges> {
 
 type DrawResult = anyhow::Result<()>;
 
-/// One row per layer: before (left) and after (right) on the same y scale, so the change in
-/// range, which sets the 8-bit step, can be read directly.
-fn draw_ranges(path: &Path, title: &str, layers: &[&LayerRanges], pick: impl Fn(&LayerRanges) -> (&Vec<f32>, &Vec<f32>)) -> DrawResult {
+/// One row per layer: before (left) and after (right) on the same y scale, each with the int8
+/// range its recipe gives every channel (black): the closer the range hugs the data, the finer the
+/// 8-bit step; where it lies below the data, values are clipped.
+fn draw_ranges(path: &Path, title: &str, layers: &[&LayerRanges], pick: impl Fn(&LayerRanges) -> &ChannelRanges) -> DrawResult {
     let root = SVGBackend::new(path, (1200, 80 + 260 * layers.len() as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let body = root.titled(title, ("sans-serif", 22))?;
     let rows = body.split_evenly((layers.len(), 2));
     for (row, layer) in layers.iter().enumerate() {
-        let (before, after) = pick(layer);
-        let y_max = before.iter().chain(after).copied().fold(0.0f32, f32::max).max(1e-6) * 1.05;
-        for (col, (values, label, color)) in [(before, "before the passes", BEFORE), (after, "after the passes", AFTER)].into_iter().enumerate() {
+        let ranges = pick(layer);
+        let panels = [
+            (&ranges.before, &ranges.int8_range_naive, "float model", "naive", BEFORE),
+            (&ranges.after, &ranges.int8_range_quamba2, "after the passes", "Quamba2", AFTER),
+        ];
+        let highest = panels.iter().flat_map(|(values, range, ..)| values.iter().chain(range.iter().flatten())).copied().fold(0.0f32, f32::max);
+        let y_max = highest.max(1e-6) * 1.05;
+        for (col, (values, range, label, recipe, color)) in panels.into_iter().enumerate() {
             let max = values.iter().copied().fold(0.0f32, f32::max);
             let mean = values.iter().sum::<f32>() / values.len().max(1) as f32;
-            let caption = format!("layer {} {label}: max {max:.3}, max/mean {:.1}", layer.layer, max / mean.max(1e-12));
+            let mut caption = format!("layer {} {label}: max {max:.2}, max/mean {:.1}", layer.layer, max / mean.max(1e-12));
+            if let Some(r) = range {
+                let widest = r.iter().copied().fold(0.0f32, f32::max);
+                caption += &format!("; black: {recipe} int8 range (≤ {widest:.2})");
+            }
             let mut chart = ChartBuilder::on(&rows[row * 2 + col])
-                .caption(caption, ("sans-serif", 15))
+                .caption(caption, ("sans-serif", 14))
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(55)
                 .build_cartesian_2d(0..values.len().max(1), 0f32..y_max)?;
             chart.configure_mesh().x_desc("channel").y_desc("max |x|").light_line_style(WHITE.mix(0.0)).draw()?;
             chart.draw_series(LineSeries::new(values.iter().enumerate().map(|(c, v)| (c, *v)), color.stroke_width(1)))?;
+            if let Some(r) = range {
+                chart.draw_series(LineSeries::new(r.iter().enumerate().map(|(c, v)| (c, *v)), INT8_RANGE.stroke_width(2)))?;
+            }
         }
     }
     root.present()?;
