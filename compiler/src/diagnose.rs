@@ -128,8 +128,11 @@ fn int8_range(quantized: &Program, v: ValueId) -> Option<Vec<f32>> {
     })
 }
 
+/// Per-channel max |x| of (the SSM input, the out_proj input) of one layer.
+type LayerMaxima = (Vec<f32>, Vec<f32>);
+
 /// Per layer, the per-channel max |x| of the SSM input and of the out_proj input.
-fn channel_ranges(program: &Program, calib: &CalibrationSet) -> Result<Vec<(Vec<f32>, Vec<f32>)>, CompileError> {
+fn channel_ranges(program: &Program, calib: &CalibrationSet) -> Result<Vec<LayerMaxima>, CompileError> {
     let layers = blocks(&program.graph)?;
     let requests: HashMap<ValueId, Request> = layers.iter().flat_map(|b| [(b.x, Request::default()), (out_proj_input(b), Request::default())]).collect();
     let mut stats = calibrate(program, calib, &requests, false, "ranges")?;

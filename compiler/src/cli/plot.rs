@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use compiler::diagnose::{ChannelRanges, Diagnosis, LayerRanges};
+use compiler::diagnose::{ChannelRanges, Diagnosis, LayerError, LayerRanges};
 use plotters::prelude::*;
 
 const BEFORE: RGBColor = RGBColor(200, 60, 40);
@@ -104,8 +104,8 @@ fn draw_errors(path: &Path, diagnosis: &Diagnosis, model_name: &str) -> DrawResu
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()?;
-    let series: [(&str, RGBColor, fn(&compiler::diagnose::LayerError) -> f64); 2] =
-        [("naive (per-tensor min-max, RTN)", BEFORE, |e| e.naive), ("Quamba2", AFTER, |e| e.quamba2)];
+    type Pick = fn(&LayerError) -> f64;
+    let series: [(&str, RGBColor, Pick); 2] = [("naive (per-tensor min-max, RTN)", BEFORE, |e| e.naive), ("Quamba2", AFTER, |e| e.quamba2)];
     for (label, color, value) in series {
         let points: Vec<(f64, f64)> = diagnosis.errors.iter().map(|e| (e.layer as f64, value(e).max(lo))).collect();
         chart
