@@ -95,19 +95,21 @@ fn draw_errors(path: &Path, diagnosis: &Diagnosis, model_name: &str) -> DrawResu
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), (lo..hi).log_scale())?;
+        // log10 on a linear axis: plotters' log axis labels only the top decade of a narrow range.
+        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo.log10()..hi.log10())?;
     chart
         .configure_mesh()
         .x_desc("layer")
         .y_desc("‖q − f‖² / ‖f‖²")
         .x_labels(n.min(24))
+        .y_labels(12)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .y_label_formatter(&|y| format!("{:.1e}", 10f64.powf(*y)))
         .draw()?;
     type Pick = fn(&LayerError) -> f64;
     let series: [(&str, RGBColor, Pick); 2] = [("naive (per-tensor min-max, RTN)", BEFORE, |e| e.naive), ("Quamba2", AFTER, |e| e.quamba2)];
     for (label, color, value) in series {
-        let points: Vec<(f64, f64)> = diagnosis.errors.iter().map(|e| (e.layer as f64, value(e).max(lo))).collect();
+        let points: Vec<(f64, f64)> = diagnosis.errors.iter().map(|e| (e.layer as f64, value(e).max(lo).log10())).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(label)
