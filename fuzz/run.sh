@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes quamba's loaders of untrusted files for a bounded time: each target (the restricted
-# unpickler, the safetensors + config.json loader, the .qmb artifact reader) runs for
+# unpickler, the pytorch_model.bin reader, the safetensors + config.json loader, the .qmb
+# artifact reader) runs for
 # SECONDS_PER_TARGET seconds (default 60), starting from the small real files in seeds/<target>/
 # plus whatever earlier runs kept in corpus/<target>/.
 #
@@ -20,7 +21,7 @@ cd "$(dirname "$0")"
 seconds_per_target=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(pickle checkpoint artifact)
+[ ${#targets[@]} -eq 0 ] && targets=(pickle torch_zip checkpoint artifact)
 
 if ! command -v cargo-fuzz >/dev/null; then
     echo "cargo-fuzz is not installed: cargo install cargo-fuzz" >&2

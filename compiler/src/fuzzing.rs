@@ -17,6 +17,13 @@ pub fn pickle(data: &[u8]) -> bool {
     crate::checkpoint::pickle::read_state_dict(data, Path::new("fuzz/data.pkl")).is_ok()
 }
 
+/// The `pytorch_model.bin` reader (zip archive, unpickler, storages and strided views) on a
+/// file holding `data`.
+pub fn torch_zip(data: &[u8]) -> bool {
+    let path = scratch_dir().join("pytorch_model.bin");
+    std::fs::write(&path, data).is_ok() && crate::checkpoint::torch_zip::read_torch_zip(&path).is_ok()
+}
+
 /// Splits a checkpoint input: a little-endian `u16` length `n`, `n` bytes of `config.json`,
 /// then `model.safetensors`. `None` when the input is too short to hold the length.
 pub fn split_checkpoint_input(data: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -26,8 +33,7 @@ pub fn split_checkpoint_input(data: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// The transformers checkpoint loader (config + safetensors) on files written from `data`,
-/// then lowering and a short forward pass of whatever loads. Not reentrant: one scratch
-/// directory per process.
+/// then lowering and a short forward pass of whatever loads.
 pub fn checkpoint(data: &[u8]) -> bool {
     let Some((config, safetensors)) = split_checkpoint_input(data) else { return false };
     let dir = scratch_dir();
@@ -62,9 +68,11 @@ fn run_a_few_tokens(graph: ir::Graph, weights: runtime::Weights) -> bool {
     exec.forward(&mut state, &[0, 1 % vocab]).is_ok() && exec.forward(&mut state, &[2 % vocab]).is_ok()
 }
 
-/// One directory per fuzzing process, reused across inputs.
-fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("quamba-fuzz-{}", std::process::id()));
+/// The directory the file-based targets write their inputs to: one per thread (tests replay
+/// inputs on several), reused across inputs; the caller removes it when done.
+pub fn scratch_dir() -> PathBuf {
+    let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let dir = std::env::temp_dir().join(format!("quamba-fuzz-{}-{thread}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     dir
 }

@@ -12,8 +12,17 @@ fn files(dir: &str) -> Vec<PathBuf> {
 }
 
 type Target = fn(&[u8]) -> bool;
-const TARGETS: [(&str, Target); 3] =
-    [("pickle", compiler::fuzzing::pickle), ("checkpoint", compiler::fuzzing::checkpoint), ("artifact", compiler::fuzzing::artifact)];
+const TARGETS: [(&str, Target); 4] = [
+    ("pickle", compiler::fuzzing::pickle),
+    ("torch_zip", compiler::fuzzing::torch_zip),
+    ("checkpoint", compiler::fuzzing::checkpoint),
+    ("artifact", compiler::fuzzing::artifact),
+];
+
+/// Removes the scratch directory `compiler::fuzzing` made for this thread.
+fn remove_scratch_dir() {
+    let _ = std::fs::remove_dir_all(compiler::fuzzing::scratch_dir());
+}
 
 #[test]
 fn crash_inputs_found_by_fuzzing_are_handled() {
@@ -27,6 +36,7 @@ fn crash_inputs_found_by_fuzzing_are_handled() {
         }
     }
     assert!(replayed > 0, "fuzz/regressions/ is empty or missing");
+    remove_scratch_dir();
 }
 
 #[test]
@@ -38,4 +48,5 @@ fn fuzz_seeds_are_valid_inputs() {
             assert!(run(&std::fs::read(&path).unwrap()), "{} does not load: a stale seed (regenerate it)", path.display());
         }
     }
+    remove_scratch_dir();
 }
