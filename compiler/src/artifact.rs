@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use ir::{Op, VerifiedGraph};
-use runtime::artifact::{read_artifact, write_artifact, ArtifactError, ArtifactMeta};
+use runtime::artifact::{read_artifact, write_artifact, ArtifactError, ArtifactHeader, ArtifactMeta};
 use runtime::tokenizer::Tokenizer;
 use runtime::Executor;
 
@@ -69,9 +69,30 @@ pub struct LoadedArtifact {
     pub tokenizer: Option<Tokenizer>,
 }
 
+/// Reads an artifact's header (for `quambac inspect`) and checks that its target is one this
+/// compiler knows.
+pub fn read_header(path: &Path) -> Result<ArtifactHeader, CompileError> {
+    let header = runtime::artifact::read_header(path).map_err(CompileError::Artifact)?;
+    known_target(path, &header.target)?;
+    Ok(header)
+}
+
+/// The artifact's target, refused when this compiler does not know it: the checksum only proves
+/// the bytes are the writer's, and a newer writer may target hardware this version cannot plan.
+fn known_target(path: &Path, target: &str) -> Result<Target, CompileError> {
+    target.parse::<Target>().map_err(|_| {
+        CompileError::Artifact(ArtifactError::Target {
+            path: path.to_path_buf(),
+            found: target.to_string(),
+            expected: "a target this quambac knows (cpu|orin|a5000|h100 - w8a8|w4a8|w4a16|w4ax)".to_string(),
+        })
+    })
+}
+
 /// Opens an artifact; `expected_target`, if given, must match.
 pub fn open(path: &Path, expected_target: Option<&str>) -> Result<LoadedArtifact, CompileError> {
     let art = read_artifact(path, expected_target).map_err(CompileError::Artifact)?;
+    known_target(path, &art.header.target)?;
     let corrupt = |detail: String| CompileError::Artifact(ArtifactError::Corrupt { path: path.to_path_buf(), detail });
     let info: ModelInfo = serde_json::from_str(&art.header.model_config_json).map_err(|e| corrupt(format!("model description: {e}")))?;
     let graph = VerifiedGraph::new(art.graph).map_err(|e| corrupt(format!("graph fails verification: {e}")))?;

@@ -41,6 +41,22 @@ pub struct CompileOptions {
 
 /// Runs the recipe's passes over the lowered checkpoint.
 pub fn compile(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions) -> Result<Program, CompileError> {
+    run_recipe(ckpt, tokenizer, opts, |_| true)
+}
+
+/// Runs only the recipe's float rewrites, the passes before the first quantizing one
+/// ([`pipeline::is_quantizing`]): the program computes the same function as the checkpoint, in
+/// the basis and channel order the quantizers will see.
+pub fn transform_float(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions) -> Result<Program, CompileError> {
+    let mut quantizing_seen = false;
+    run_recipe(ckpt, tokenizer, opts, |pass| {
+        quantizing_seen |= pipeline::is_quantizing(pass);
+        !quantizing_seen
+    })
+}
+
+/// Runs the recipe's passes for which `keep` is true, in order.
+fn run_recipe(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions, mut keep: impl FnMut(&dyn Pass) -> bool) -> Result<Program, CompileError> {
     let mut program = Program::from_checkpoint(ckpt)?;
     let calib = CalibrationSet::from_text(tokenizer, &opts.calib_text, opts.calib_samples, opts.calib_len, &opts.calib_source)?;
     let valid = match &opts.valid_text {
@@ -59,7 +75,7 @@ pub fn compile(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions) 
         progress: opts.progress,
     };
     let passes = pipeline::passes(opts.method, opts.target.precision, program.config.family);
-    let refs: Vec<&dyn Pass> = passes.iter().map(|p| p.as_ref()).collect();
+    let refs: Vec<&dyn Pass> = passes.iter().map(|p| p.as_ref()).filter(|p| keep(*p)).collect();
     run_passes(&mut program, &refs, &mut cx, opts.emit_ir.as_deref())?;
     Ok(program)
 }

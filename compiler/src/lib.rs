@@ -13,6 +13,8 @@ pub mod artifact;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod compile;
+pub mod diagnose;
+pub mod fuzzing;
 pub mod lower;
 pub mod model;
 pub mod passes;

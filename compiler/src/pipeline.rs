@@ -29,6 +29,12 @@ use crate::target::{Method, Precision};
 /// Share of layers W4AX keeps at 16-bit activations.
 pub const W4AX_A16_FRACTION: f32 = 0.25;
 
+/// Whether `pass` changes what the program computes (a precision choice or quantization). The
+/// passes before the first such one are float rewrites that keep the model's function.
+pub fn is_quantizing(pass: &dyn Pass) -> bool {
+    matches!(pass.name(), "choose_activation_bits" | "quantize_activations" | "quantize_weights")
+}
+
 /// The passes for a recipe, in order.
 pub fn passes(method: Method, precision: Precision, family: Family) -> Vec<Box<dyn Pass>> {
     let a8 = precision.quantizes_activations();

@@ -82,9 +82,9 @@ fn parse_weight(rest: &str, next_index: usize) -> Result<WeightDecl, String> {
         return Err(format!("weights must be numbered in order: expected @{next_index}, got {id}"));
     }
     let rest = rest.trim();
-    let close = rest[1..].find('"').map(|i| i + 1).filter(|_| rest.starts_with('"')).ok_or("weight name must be quoted")?;
-    let name = rest[1..close].to_string();
-    let (dtype, dims) = split_type(rest[close + 1..].trim())?;
+    let (name, after) = rest.strip_prefix('"').and_then(|quoted| quoted.split_once('"')).ok_or("weight name must be quoted")?;
+    let name = name.to_string();
+    let (dtype, dims) = split_type(after.trim())?;
     let shape = dims
         .iter()
         .map(|d| d.parse::<usize>().map_err(|_| format!("weight dimension `{d}` is not a number")))

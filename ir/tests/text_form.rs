@@ -83,6 +83,11 @@ fn parser_reports_line_and_problem() {
         ("quamba-ir 1 mamba2\n%0 = tokens : i64[B, L]\n%1 = add %0 %0 color=3 : f32[B, L, 4]\nreturn %1", "no attribute `color`"),
         ("quamba-ir 1 mamba2\n%0 = tokens : q7[B, L]\nreturn %0", "unknown dtype `q7`"),
         ("quamba-ir 1 mamba2\nweight @1 \"w\" f32[2]\nreturn", "numbered in order"),
+        // Found by fuzzing (fuzz/regressions/artifact/): a multi-byte character or nothing where
+        // the opening quote belongs used to panic on a string slice.
+        ("quamba-ir 1 mamba2\nweight @0 \u{6dd}w\" f32[2]\nreturn", "must be quoted"),
+        ("quamba-ir 1 mamba2\nweight @0 \nreturn", "expected `weight @N"),
+        ("quamba-ir 1 mamba2\nweight @0 \"w f32[2]\nreturn", "must be quoted"),
         ("quamba-ir 1 mamba2\n%0 = tokens : i64[B, L]", "missing `return`"),
     ];
     for (text, want) in cases {

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod generate;
 pub mod hadamard;
+pub mod model;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;

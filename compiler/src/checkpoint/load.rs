@@ -44,22 +44,26 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint, CheckpointError> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a checkpoint directory (expected config.json and weights inside)"),
         });
     }
-    let (layout, raw) = if let Some(src) = safetensors_file::transformers_source(dir) {
-        let tensors = if src.ends_with(safetensors_file::INDEX_FILE) {
-            safetensors_file::read_sharded(&src)?
-        } else {
-            safetensors_file::read_safetensors(&src)?
-        };
-        (Layout::Transformers, tensors)
-    } else if dir.join(TORCH_FILE).is_file() {
-        (Layout::StateSpaces, torch_zip::read_torch_zip(&dir.join(TORCH_FILE))?)
-    } else {
-        return Err(CheckpointError::Format {
-            path: dir.to_path_buf(),
-            detail: format!("no weights found: expected {}, {} or {TORCH_FILE}", safetensors_file::SINGLE_FILE, safetensors_file::INDEX_FILE),
-        });
+    // The config is read before the weights: it is small, and a wrong config is the likelier
+    // mistake, so it is reported without first reading (or failing on) gigabytes of tensors.
+    let torch_file = dir.join(TORCH_FILE);
+    let source = safetensors_file::transformers_source(dir);
+    let layout = match &source {
+        Some(_) => Layout::Transformers,
+        None if torch_file.is_file() => Layout::StateSpaces,
+        None => {
+            return Err(CheckpointError::Format {
+                path: dir.to_path_buf(),
+                detail: format!("no weights found: expected {}, {} or {TORCH_FILE}", safetensors_file::SINGLE_FILE, safetensors_file::INDEX_FILE),
+            })
+        }
     };
     let config = ModelConfig::read(dir, layout)?;
+    let raw = match source {
+        Some(src) if src.ends_with(safetensors_file::INDEX_FILE) => safetensors_file::read_sharded(&src)?,
+        Some(src) => safetensors_file::read_safetensors(&src)?,
+        None => torch_zip::read_torch_zip(&torch_file)?,
+    };
     let mut tensors = BTreeMap::new();
     for (name, t) in raw {
         let name = normalise_name(&name);

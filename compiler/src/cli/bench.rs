@@ -8,7 +8,7 @@ use anyhow::bail;
 /// Arguments of `quambac bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Checkpoint directory (default: the embedded mamba2-tiny).
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
     model: Option<PathBuf>,
     /// Prompt length for the prefill measurement.
     #[arg(long, default_value_t = 512)]

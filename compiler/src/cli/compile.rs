@@ -66,7 +66,7 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
     let ckpt = load_checkpoint(&dir).with_context(|| format!("loading model {}", dir.display()))?;
     let tok_path = ckpt.tokenizer_path().with_context(|| format!("{} has no tokenizer.json (needed to tokenize calibration text)", dir.display()))?;
     let tokenizer = Tokenizer::from_file(&tok_path)?;
-    let calib_path = a.calib.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/text/calib.txt"));
+    let calib_path = a.calib.unwrap_or_else(super::default_calibration_text);
     // About 8 bytes per token is generous for English BPE text; 16 extra windows feed W4AX.
     let budget = (a.calib_samples + 16) * a.calib_len * 8;
     let calib_text = read_text(&calib_path, budget)?;

@@ -9,7 +9,7 @@ use runtime::perplexity::{score_windows, windows, NllSum};
 /// Arguments of `quambac eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Checkpoint directory (default: the embedded mamba2-tiny).
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
     model: Option<PathBuf>,
     /// The text file to score.
     #[arg(long)]

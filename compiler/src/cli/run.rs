@@ -10,11 +10,11 @@ use runtime::sampling::{Sampler, SamplingConfig};
 /// Arguments of `quambac run`.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Checkpoint directory (default: the embedded mamba2-tiny).
+    /// Checkpoint directory or .qmb artifact (default: the embedded mamba2-tiny).
     model: Option<PathBuf>,
-    /// The prompt text.
+    /// The prompt text (must be valid UTF-8).
     #[arg(long, short)]
-    prompt: String,
+    prompt: std::ffi::OsString,
     /// Tokens to generate.
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
@@ -36,17 +36,18 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     if !a.temperature.is_finite() || a.temperature < 0.0 {
         bail!("--temperature must be a non-negative number, got {}", a.temperature);
     }
+    let prompt_text = super::utf8_arg("--prompt", a.prompt)?;
     let dir = super::model_dir(a.model);
     let model = super::open(&dir)?;
     let tok = model.tokenizer.as_ref().with_context(|| format!("{} has no tokenizer.json", dir.display()))?;
-    let prompt = tok.encode(&a.prompt)?;
+    let prompt = tok.encode(&prompt_text)?;
     if prompt.is_empty() {
         bail!("the prompt encodes to no tokens");
     }
     let mut sampler = Sampler::new(SamplingConfig { temperature: a.temperature, top_p: a.top_p, seed: a.seed });
     let mut state = model.executor.new_state(1);
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", a.prompt)?;
+    write!(out, "{prompt_text}")?;
     out.flush()?;
     // Decode the growing suffix so multi-byte characters split across tokens print correctly.
     let mut generated: Vec<i64> = Vec::new();
