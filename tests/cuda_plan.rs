@@ -96,3 +96,26 @@ fn quantized_plans_are_pinned_and_sound() {
         insta::assert_snapshot!(format!("mamba2_tiny_{target}_source"), p.generated_source());
     }
 }
+
+/// The generated source compiles with NVRTC for the H100 (sm_90), Jetson Orin (sm_87) and A5000
+/// (sm_86), every planned entry point is in the PTX, and no kernel spills to local memory.
+/// Needs libnvrtc (CI installs it from PyPI, `.ci/run`); elsewhere it is skipped unless
+/// QUAMBA_REQUIRE_NVRTC=1.
+#[test]
+fn generated_source_compiles_for_every_target_gpu() {
+    let plans = [plan_of(None), plan_of(Some("orin-w4a8")), plan_of(Some("a5000-w8a8")), plan_of(Some("h100-w4a16"))];
+    for (p, arch) in plans.iter().zip(["sm_90", "sm_87", "sm_86", "sm_90"]) {
+        if !runtime::cuda::nvrtc_available() {
+            assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+            eprintln!("skipped: no libnvrtc on this machine");
+            return;
+        }
+        let ptx = runtime::cuda::compile_ptx(&p.source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        for l in &p.launches {
+            for k in std::iter::once(&l.kernel).chain(l.large.as_ref()).chain(l.then_large.as_ref().map(|t| &t.0)) {
+                assert!(ptx.contains(&format!(".entry {}(", k.name)), "{arch}: {} missing from the PTX", k.name);
+            }
+        }
+        assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: a kernel spills to local memory");
+    }
+}

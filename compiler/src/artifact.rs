@@ -23,6 +23,49 @@ pub struct ModelInfo {
     pub method: Method,
     /// The model's `tokenizer.json`, so `quambac run model.qmb` needs nothing else.
     pub tokenizer_json: Option<String>,
+    /// For GPU targets: the generated kernels compiled ahead of time, when NVRTC was available.
+    #[serde(default)]
+    pub cuda: Option<CudaCode>,
+}
+
+/// PTX of a GPU artifact's generated CUDA source.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CudaCode {
+    /// The architecture it was compiled for (`sm_90`, `sm_87`, `sm_86`).
+    pub arch: String,
+    /// A hash of the source it was compiled from: a runtime that plans a different source (another
+    /// quamba version) compiles its own instead of trusting this PTX.
+    pub source_hash: u64,
+    /// The PTX text.
+    pub ptx: String,
+}
+
+/// The NVRTC architecture of a target device, or None for the CPU.
+pub fn cuda_arch(device: crate::target::Device) -> Option<&'static str> {
+    use crate::target::Device;
+    match device {
+        Device::Cpu => None,
+        Device::Orin => Some("sm_87"),
+        Device::A5000 => Some("sm_86"),
+        Device::H100 => Some("sm_90"),
+    }
+}
+
+/// For a GPU target: the CUDA launches as the kernel plan, and their PTX when NVRTC is available
+/// (otherwise the runtime compiles the source when it loads the artifact). A graph the CUDA
+/// backend cannot run is an error here rather than on the device.
+fn cuda_plan(program: &Program, target: Target) -> Result<Option<(Vec<String>, Option<CudaCode>)>, CompileError> {
+    let Some(arch) = cuda_arch(target.device) else { return Ok(None) };
+    let graph = VerifiedGraph::new(program.graph.clone())?;
+    let plan = kernels::cuda::plan(&graph).map_err(|e| CompileError::Structure(e.to_string()))?;
+    let launches = plan.launches.iter().map(|l| format!("{} {}", l.value, l.kernel.name)).collect();
+    let code = if runtime::cuda::nvrtc_available() {
+        let ptx = runtime::cuda::compile_ptx(&plan.source, arch).map_err(|e| CompileError::Structure(e.to_string()))?;
+        Some(CudaCode { arch: arch.to_string(), source_hash: runtime::cuda::source_hash(&plan.source), ptx })
+    } else {
+        None
+    };
+    Ok(Some((launches, code)))
 }
 
 /// The kernel each op runs as, in execution order (the CPU and CUDA backends refine this plan).
@@ -47,12 +90,16 @@ pub fn kernel_plan(program: &Program) -> Vec<String> {
 
 /// Writes `program` as an artifact at `path` (atomically). Returns the bytes written.
 pub fn write(path: &Path, program: &Program, target: Target, method: Method, tokenizer_json: Option<String>) -> Result<u64, CompileError> {
-    let info = ModelInfo { config: program.config.clone(), method, tokenizer_json };
+    let (plan, cuda) = match cuda_plan(program, target)? {
+        Some((launches, code)) => (launches, code),
+        None => (kernel_plan(program), None),
+    };
+    let info = ModelInfo { config: program.config.clone(), method, tokenizer_json, cuda };
     let meta = ArtifactMeta {
         compiler_version: env!("CARGO_PKG_VERSION").to_string(),
         target: target.to_string(),
         model_config_json: serde_json::to_string(&info).map_err(|e| CompileError::Structure(format!("serialising the model config: {e}")))?,
-        kernel_plan: kernel_plan(program),
+        kernel_plan: plan,
     };
     write_artifact(path, &meta, &program.graph, &program.weights).map_err(CompileError::Artifact)
 }

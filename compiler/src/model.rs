@@ -25,6 +25,8 @@ pub struct FpModel {
     pub tokenizer: Option<Tokenizer>,
     /// What was opened, for messages: "checkpoint (f32)" or the artifact's target.
     pub kind: String,
+    /// A GPU artifact's kernels compiled ahead of time.
+    pub cuda: Option<crate::artifact::CudaCode>,
 }
 
 /// Why a model could not be opened.
@@ -52,12 +54,12 @@ impl FpModel {
     pub fn open(path: &Path) -> Result<FpModel, OpenError> {
         if path.is_file() {
             let art = crate::artifact::open(path, None)?;
-            return Ok(FpModel { config: art.info.config, executor: art.executor, tokenizer: art.tokenizer, kind: format!("artifact {}", art.target) });
+            return Ok(FpModel { config: art.info.config, executor: art.executor, tokenizer: art.tokenizer, kind: format!("artifact {}", art.target), cuda: art.info.cuda });
         }
         let ckpt = load_checkpoint(path)?;
         let (graph, weights) = lower(&ckpt)?;
         let executor = Executor::new(VerifiedGraph::new(graph)?, weights)?;
         let tokenizer = ckpt.tokenizer_path().map(|p| Tokenizer::from_file(&p)).transpose()?;
-        Ok(FpModel { config: ckpt.config, executor, tokenizer, kind: "checkpoint (f32)".into() })
+        Ok(FpModel { config: ckpt.config, executor, tokenizer, kind: "checkpoint (f32)".into(), cuda: None })
     }
 }

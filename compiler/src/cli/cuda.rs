@@ -128,7 +128,8 @@ fn source(a: SourceArgs) -> anyhow::Result<()> {
 fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize, max_steps: usize) -> anyhow::Result<CudaExecutor> {
     let exec = &model.executor;
     let plan = kernels::cuda::plan(exec.verified_graph()).context("planning the CUDA kernels")?;
-    CudaExecutor::new(exec.verified_graph(), exec.weights(), plan, None, max_batch, max_rows, max_steps).context("loading the model on the GPU")
+    let ahead = model.cuda.as_ref().map(|c| (c.arch.as_str(), c.source_hash, c.ptx.as_str()));
+    CudaExecutor::new(exec.verified_graph(), exec.weights(), plan, ahead, max_batch, max_rows, max_steps).context("loading the model on the GPU")
 }
 
 /// Deterministic token ids for a check: the embedded sample text if the model has a

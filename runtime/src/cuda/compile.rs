@@ -18,8 +18,18 @@ pub fn arch_name(major: i32, minor: i32) -> &'static str {
     }
 }
 
+/// Whether NVRTC's library can be loaded (cudarc panics on first use when it cannot).
+pub fn nvrtc_available() -> bool {
+    // SAFETY: only tries to open the library by its candidate names (libloading::Library::new)
+    // and drops it; no symbol is called.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
 /// Compiles `source` for `arch` (e.g. `sm_90`) to PTX text.
 pub fn compile_ptx(source: &str, arch: &'static str) -> Result<String, CudaError> {
+    if !nvrtc_available() {
+        return Err(CudaError::NvrtcMissing);
+    }
     let options = cudarc::nvrtc::CompileOptions { arch: Some(arch), options: vec!["-std=c++17".into()], ..Default::default() };
     match cudarc::nvrtc::compile_ptx_with_opts(source, options) {
         Ok(ptx) => Ok(ptx.to_src()),
@@ -56,6 +66,11 @@ pub(super) fn cached_ptx(source: &str, arch: &'static str) -> Result<String, Cud
         }
     }
     Ok(ptx)
+}
+
+/// The content hash used to key compiled PTX to its source.
+pub fn source_hash(source: &str) -> u64 {
+    fnv1a(source.as_bytes())
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {

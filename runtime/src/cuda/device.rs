@@ -68,10 +68,17 @@ pub struct CudaExecutor {
 
 impl CudaExecutor {
     /// Uploads `weights` for `plan` (built from `graph`) on GPU 0, compiling the plan's source
-    /// unless `ptx` for this GPU's architecture is given. Calls may then have up to `max_batch`
+    /// unless `ptx` — `(arch, source hash, PTX)` compiled ahead of time — was compiled from this
+    /// very source for an architecture this GPU runs (its own, or an older one: PTX is JIT-compiled
+    /// forward). Calls may then have up to `max_batch`
     /// sequences and `max_rows` rows (sequences × positions); greedy decoding up to `max_steps`.
-    pub fn new(graph: &VerifiedGraph, weights: &Weights, plan: CudaPlan, ptx: Option<&str>, max_batch: usize, max_rows: usize, max_steps: usize) -> Result<CudaExecutor, CudaError> {
+    pub fn new(graph: &VerifiedGraph, weights: &Weights, plan: CudaPlan, ptx: Option<(&str, u64, &str)>, max_batch: usize, max_rows: usize, max_steps: usize) -> Result<CudaExecutor, CudaError> {
         weights.check_against(graph).map_err(|e| CudaError::Input(e.to_string()))?;
+        // SAFETY: only tries to open the driver library by its candidate names and drops it;
+        // cudarc would panic on first use where it is missing.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CudaError::Device("the NVIDIA driver library (libcuda.so) was not found".into()));
+        }
         let ctx = CudaContext::new(0).map_err(|e| CudaError::Device(format!("no usable CUDA GPU 0 ({e:?})")))?;
         // SAFETY: this executor orders all work on its one stream itself and never shares buffers
         // across streams, so cudarc's per-buffer event tracking is not needed; it would also put
@@ -80,9 +87,10 @@ impl CudaExecutor {
         let stream = ctx.new_stream()?;
         let (major, minor) = ctx.compute_capability()?;
         let arch = arch_name(major, minor);
+        let own = super::compile::source_hash(&plan.source);
         let ptx = match ptx {
-            Some(p) => p.to_string(),
-            None => cached_ptx(&plan.source, arch)?,
+            Some((ahead_arch, hash, p)) if hash == own && ahead_arch <= arch && ahead_arch.len() == arch.len() => p.to_string(),
+            _ => cached_ptx(&plan.source, arch)?,
         };
         let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
         let mut functions = HashMap::new();

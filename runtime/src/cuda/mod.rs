@@ -10,7 +10,7 @@
 mod compile;
 mod device;
 
-pub use compile::{compile_ptx, ptx_cache_path};
+pub use compile::{compile_ptx, nvrtc_available, ptx_cache_path, source_hash};
 pub use device::{CudaExecutor, MemoryReport};
 
 /// Errors of the CUDA backend.
@@ -19,6 +19,9 @@ pub enum CudaError {
     /// No usable GPU or driver.
     #[error("CUDA device: {0}")]
     Device(String),
+    /// NVRTC's library (libnvrtc) was not found.
+    #[error("NVRTC (libnvrtc.so) was not found: install the CUDA toolkit or put its lib64 on LD_LIBRARY_PATH")]
+    NvrtcMissing,
     /// NVRTC could not compile the generated source.
     #[error("compiling the generated CUDA source ({arch}): {log}")]
     Compile {
