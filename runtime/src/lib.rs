@@ -8,12 +8,13 @@ pub mod artifact;
 pub mod cpu;
 pub mod generate;
 pub mod hadamard;
+pub mod jit;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use cpu::{Executor, Logits, State};
+pub use cpu::{Executor, Logits, QLinearBackend, State};
 pub use weights::{WeightData, Weights};
 
 /// Runtime errors.
