@@ -178,6 +178,11 @@ impl Executor {
         &self.graph
     }
 
+    /// How many layers run on generated kernels (0 on the reference backend).
+    pub fn generated_kernel_count(&self) -> usize {
+        self.jit_qlinear.len()
+    }
+
     /// Rows of the logits (the head's vocabulary, padding included).
     pub fn vocab(&self) -> usize {
         self.vocab
