@@ -41,8 +41,8 @@ fn the_dot_product_becomes_one_instruction_where_the_host_has_one() {
     assert!(asm.contains("ret"), "{asm}");
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avxvnni") || (std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl")) {
-        // 2 halves of a packed block × (4 + 1) row bodies.
-        assert_eq!(asm.matches("vpdpbusd").count(), 10, "{asm}");
+        // A group of 128 is 4 packed vectors (unrolled) × 2 halves, in the 4-row and the 1-row body.
+        assert_eq!(asm.matches("vpdpbusd").count(), 4 * 2 * (4 + 1), "{asm}");
     }
     let f = build_qlinear(&spec, sysv_64()).unwrap();
     assert_eq!(f.dfg.value_type(f.dfg.block_params(f.layout.entry_block().unwrap())[10]), types::F32);

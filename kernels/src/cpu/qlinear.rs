@@ -222,6 +222,10 @@ fn emit_rows(b: &mut FunctionBuilder, spec: &QLinearSpec, a: &Args, o: Value, m:
     }
 }
 
+/// Most weight vectors loaded per inner-loop iteration: the loop body is unrolled this far, with
+/// constant address offsets, and alternates two accumulators per row to hide the dot latency.
+const MAX_UNROLL: usize = 8;
+
 /// Σ_{k∈g} (x[r, k] + 128) · w[o, k] as i32, for each row pointer in `x_rows`.
 fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_row: Value, x_rows: &[Value], g: Value) -> Vec<Value> {
     let group_w_bytes = (spec.group * spec.row_bytes() / spec.in_dim) as i64;
@@ -233,45 +237,59 @@ fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_row: Value, x_
     let x_group: Vec<Value> = x_rows.iter().map(|x| b.ins().iadd(*x, x_off)).collect();
     let zero = b.ins().iconst(types::I32, 0);
     let zero_vec = b.ins().splat(types::I32X4, zero);
-    let accs: Vec<_> = x_group
+    let accs: Vec<[_; 2]> = x_group
         .iter()
         .map(|_| {
-            let v = b.declare_var(types::I32X4);
-            b.def_var(v, zero_vec);
-            v
+            [(); 2].map(|_| {
+                let v = b.declare_var(types::I32X4);
+                b.def_var(v, zero_vec);
+                v
+            })
         })
         .collect();
-    // Inputs per loop step: 16 int8 weights (one vector), or 32 int4 weights (one packed vector).
-    let step_inputs = if spec.weight_bits == 8 { 16 } else { 32 };
-    let steps = (spec.group / step_inputs) as i64;
-    let c_start = b.ins().iconst(types::I64, 0);
-    let c_end = b.ins().iconst(types::I64, steps);
-    counted_loop(b, c_start, c_end, 1, &mut |b, c| {
-        let w_addr = {
-            let off = b.ins().imul_imm_s(c, 16);
-            b.ins().iadd(w_group, off)
-        };
-        let x_step_off = b.ins().imul_imm_s(c, step_inputs as i64);
-        let packed = b.ins().load(types::I8X16, mem(), w_addr, 0);
-        let weight_vectors = if spec.weight_bits == 8 { vec![packed] } else { unpack_int4(b, packed) };
-        for (x, acc) in x_group.iter().zip(&accs) {
-            let x_addr = b.ins().iadd(*x, x_step_off);
-            let mut sum = b.use_var(*acc);
-            for (half, w) in weight_vectors.iter().enumerate() {
-                let xv = b.ins().load(types::I8X16, mem(), x_addr, 16 * half as i32);
-                sum = dot_accumulate(b, *w, xv, sum);
+    // Each weight vector (16 bytes) covers 16 int8 or 32 int4 inputs.
+    let inputs_per_vector = if spec.weight_bits == 8 { 16 } else { 32 };
+    let vectors = spec.group / inputs_per_vector;
+    let unroll = (1..=MAX_UNROLL.min(vectors)).rev().find(|u| vectors % u == 0).unwrap_or(1);
+    let body = |b: &mut FunctionBuilder, w_at: Value, x_at: &[Value]| {
+        for u in 0..unroll {
+            let packed = b.ins().load(types::I8X16, mem(), w_at, 16 * u as i32);
+            let weight_vectors = if spec.weight_bits == 8 { vec![packed] } else { unpack_int4(b, packed) };
+            for (x, acc) in x_at.iter().zip(&accs) {
+                for (half, w) in weight_vectors.iter().enumerate() {
+                    let xv = b.ins().load(types::I8X16, mem(), *x, (inputs_per_vector * u + 16 * half) as i32);
+                    let which = acc[(u + half) % 2];
+                    let old = b.use_var(which);
+                    let new = dot_accumulate(b, *w, xv, old);
+                    b.def_var(which, new);
+                }
             }
-            b.def_var(*acc, sum);
         }
-    });
+    };
+    if vectors == unroll {
+        if vectors > 0 {
+            body(b, w_group, &x_group);
+        }
+    } else {
+        let start = b.ins().iconst(types::I64, 0);
+        let end = b.ins().iconst(types::I64, (vectors * 16) as i64);
+        counted_loop(b, start, end, (unroll * 16) as i64, &mut |b, w_byte| {
+            let w_at = b.ins().iadd(w_group, w_byte);
+            let x_byte = b.ins().imul_imm_s(w_byte, (inputs_per_vector / 16) as i64);
+            let x_at: Vec<Value> = x_group.iter().map(|x| b.ins().iadd(*x, x_byte)).collect();
+            body(b, w_at, &x_at);
+        });
+    }
     // 8-bit groups whose length is not a multiple of 16 end with scalar products.
-    let tail_start = (steps as usize * step_inputs) as i32;
+    let tail_start = (vectors * inputs_per_vector) as i32;
     let w_tail: Vec<Value> = (tail_start..spec.group as i32).map(|k| b.ins().sload8(types::I32, mem(), w_group, k)).collect();
     x_group
         .iter()
         .zip(&accs)
-        .map(|(x, acc)| {
-            let v = b.use_var(*acc);
+        .map(|(x, [acc0, acc1])| {
+            let a0 = b.use_var(*acc0);
+            let a1 = b.use_var(*acc1);
+            let v = b.ins().iadd(a0, a1);
             let mut dot = b.ins().extractlane(v, 0);
             for lane in 1..4 {
                 let l = b.ins().extractlane(v, lane);
