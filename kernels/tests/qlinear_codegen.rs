@@ -47,3 +47,9 @@ fn the_dot_product_becomes_one_instruction_where_the_host_has_one() {
     let f = build_qlinear(&spec, sysv_64()).unwrap();
     assert_eq!(f.dfg.value_type(f.dfg.block_params(f.layout.entry_block().unwrap())[10]), types::F32);
 }
+
+#[test]
+fn quantize_kernel_clif_with_a_scalar_tail() {
+    let func = kernels::cpu::build_quantize(&kernels::cpu::QuantizeSpec { width: 19, per_channel: true }, sysv_64()).unwrap();
+    insta::assert_snapshot!("quantize_i8_w19_per_channel", func.display().to_string());
+}

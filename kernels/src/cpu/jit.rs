@@ -10,6 +10,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::qlinear::{build_qlinear, QLinearSpec};
+use super::quantize::{build_quantize, QuantizeSpec};
 use super::KernelError;
 
 /// The finalized machine code of one quantized-linear kernel.
@@ -21,10 +22,20 @@ pub struct QLinearCode {
     pub address: usize,
 }
 
+/// The finalized machine code of one quantize kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantizeCode {
+    /// The shape it was specialised to.
+    pub spec: QuantizeSpec,
+    /// Address of its first instruction; valid while the [`CpuJit`] that made it lives.
+    pub address: usize,
+}
+
 /// A JIT for the host: one executable-memory arena, one kernel per distinct shape.
 pub struct CpuJit {
     module: JITModule,
     qlinear: HashMap<QLinearSpec, QLinearCode>,
+    quantize: HashMap<QuantizeSpec, QuantizeCode>,
 }
 
 impl CpuJit {
@@ -39,7 +50,7 @@ impl CpuJit {
             .finish(settings::Flags::new(flags))
             .map_err(|e| KernelError::Isa(e.to_string()))?;
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        Ok(CpuJit { module, qlinear: HashMap::new() })
+        Ok(CpuJit { module, qlinear: HashMap::new(), quantize: HashMap::new() })
     }
 
     /// The host's target triple, e.g. `x86_64-unknown-linux-gnu`.
@@ -53,14 +64,30 @@ impl CpuJit {
             return Ok(*code);
         }
         let func = build_qlinear(&spec, self.module.isa().frontend_config())?;
-        let codegen = |e: cranelift_module::ModuleError| KernelError::Codegen(format!("{}: {e:?}", spec.symbol()));
-        let id = self.module.declare_function(&spec.symbol(), Linkage::Local, &func.signature).map_err(codegen)?;
+        let code = QLinearCode { spec, address: self.define(&spec.symbol(), func)? };
+        self.qlinear.insert(spec, code);
+        Ok(code)
+    }
+
+    /// The quantize kernel for `spec`, compiled on first request.
+    pub fn quantize(&mut self, spec: QuantizeSpec) -> Result<QuantizeCode, KernelError> {
+        if let Some(code) = self.quantize.get(&spec) {
+            return Ok(*code);
+        }
+        let func = build_quantize(&spec, self.module.isa().frontend_config())?;
+        let code = QuantizeCode { spec, address: self.define(&spec.symbol(), func)? };
+        self.quantize.insert(spec, code);
+        Ok(code)
+    }
+
+    /// Compiles `func` under `symbol` and returns the address of its finalized code.
+    fn define(&mut self, symbol: &str, func: cranelift_codegen::ir::Function) -> Result<usize, KernelError> {
+        let codegen = |e: cranelift_module::ModuleError| KernelError::Codegen(format!("{symbol}: {e:?}"));
+        let id = self.module.declare_function(symbol, Linkage::Local, &func.signature).map_err(codegen)?;
         let mut ctx = self.module.make_context();
         ctx.func = func;
         self.module.define_function(id, &mut ctx).map_err(codegen)?;
         self.module.finalize_definitions().map_err(codegen)?;
-        let code = QLinearCode { spec, address: self.module.get_finalized_function(id) as usize };
-        self.qlinear.insert(spec, code);
-        Ok(code)
+        Ok(self.module.get_finalized_function(id) as usize)
     }
 }

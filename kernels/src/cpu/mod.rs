@@ -14,6 +14,7 @@
 //!
 //! - [`qlinear`]: the CLIF of the quantized linear layer (int8 and int4 weights × int8
 //!   activations), one function for decode (GEMV) and prefill (GEMM, four rows per weight load);
+//! - [`quantize`]: static int8 quantization of f32 activations (per tensor or per channel);
 //! - [`pack`]: the weight layout those functions read, built once at load;
 //! - [`jit`]: compiles CLIF for the host and hands back code addresses. Calling them is the
 //!   runtime's business (`runtime::jit`), the only place with `unsafe`.
@@ -24,10 +25,12 @@
 pub mod jit;
 pub mod pack;
 pub mod qlinear;
+pub mod quantize;
 
-pub use jit::{CpuJit, QLinearCode};
+pub use jit::{CpuJit, QLinearCode, QuantizeCode};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
 pub use qlinear::{build_qlinear, QLinearSpec};
+pub use quantize::{build_quantize, QuantizeSpec};
 
 /// Errors of the CPU code generator.
 #[derive(Debug, thiserror::Error)]

@@ -126,7 +126,7 @@ fn mem() -> MemFlagsData {
 }
 
 /// `for i in (start..end).step_by(step) { body(i) }` (signed compare); returns `i` at exit.
-fn counted_loop(b: &mut FunctionBuilder, start: Value, end: Value, step: i64, body: &mut dyn FnMut(&mut FunctionBuilder, Value)) -> Value {
+pub(super) fn counted_loop(b: &mut FunctionBuilder, start: Value, end: Value, step: i64, body: &mut dyn FnMut(&mut FunctionBuilder, Value)) -> Value {
     let header = b.create_block();
     let body_block = b.create_block();
     let exit = b.create_block();

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use ir::{Activation, Graph, Op, ValueId, VerifiedGraph};
 
-use crate::jit::{HostJit, JitQLinear};
+use crate::jit::{HostJit, JitQLinear, JitQuantize};
 use crate::{RuntimeError, WeightData, Weights};
 
 pub use linear::dot;
@@ -99,6 +99,8 @@ pub struct Executor {
     dequantized: HashMap<ir::WeightId, Vec<f32>>,
     /// Generated kernels of the int8-activation linears, by node.
     jit_qlinear: HashMap<ValueId, JitQLinear>,
+    /// Generated kernels of the activation quantizations, by node.
+    jit_quantize: HashMap<ValueId, JitQuantize>,
     schedule: Vec<Step>,
     output_slot: usize,
     vocab: usize,
@@ -152,9 +154,9 @@ impl Executor {
                 schedule[i].frees.push(s);
             }
         }
-        let jit_qlinear = match backend {
-            QLinearBackend::Jit => jit_qlinears(&graph, &order, &mut weights),
-            QLinearBackend::Reference => HashMap::new(),
+        let (jit_qlinear, jit_quantize) = match backend {
+            QLinearBackend::Jit => jit_kernels(&graph, &order, &mut weights),
+            QLinearBackend::Reference => (HashMap::new(), HashMap::new()),
         };
         let mut int_weights = HashMap::new();
         let mut dequantized = HashMap::new();
@@ -170,7 +172,7 @@ impl Executor {
                 _ => {}
             }
         }
-        Ok(Executor { graph, weights, int_weights, dequantized, jit_qlinear, schedule, output_slot, vocab })
+        Ok(Executor { graph, weights, int_weights, dequantized, jit_qlinear, jit_quantize, schedule, output_slot, vocab })
     }
 
     /// The graph being executed.
@@ -178,9 +180,9 @@ impl Executor {
         &self.graph
     }
 
-    /// How many layers run on generated kernels (0 on the reference backend).
+    /// How many ops run on generated kernels (0 on the reference backend).
     pub fn generated_kernel_count(&self) -> usize {
-        self.jit_qlinear.len()
+        self.jit_qlinear.len() + self.jit_quantize.len()
     }
 
     /// Rows of the logits (the head's vocabulary, padding included).
@@ -276,6 +278,7 @@ impl Executor {
                 crate::hadamard::hadamard_rows(&mut out, width);
                 out
             }
+            Op::Quantize { .. } if self.jit_quantize.contains_key(&value) => return Ok(Out::I8(self.jit_quantize[&value].forward(&inputs[0].data)?)),
             Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, &quant::channel_scales(w(*scale), width)))),
             Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, &quant::channel_scales(w(*scale), width)),
             Op::QLinear { .. } if self.jit_qlinear.contains_key(&value) => self.jit_qlinear[&value].forward(&inputs[0].ints, rows)?,
@@ -329,12 +332,22 @@ impl Executor {
     }
 }
 
-/// Generates kernels for the int8-activation linears of `graph` whose shapes have one, and drops
-/// the f32 copies of weights that nothing else reads (the packed kernel weights replace them).
-fn jit_qlinears(graph: &Graph, order: &[ValueId], weights: &mut Weights) -> HashMap<ValueId, JitQLinear> {
+/// Generated kernels for the int8-activation linears and the quantizations of `graph` whose
+/// shapes have one; drops the f32 copies of weights that nothing else reads (the packed kernel
+/// weights replace them).
+fn jit_kernels(graph: &Graph, order: &[ValueId], weights: &mut Weights) -> (HashMap<ValueId, JitQLinear>, HashMap<ValueId, JitQuantize>) {
     let mut kernels = HashMap::new();
-    // No code generator for this host (unknown ISA): every layer stays on the reference.
-    let Ok(jit) = HostJit::new() else { return kernels };
+    let mut quantizers = HashMap::new();
+    // No code generator for this host (unknown ISA): every op stays on the reference.
+    let Ok(jit) = HostJit::new() else { return (kernels, quantizers) };
+    for v in order {
+        if let Op::Quantize { scale } = graph.node(*v).op {
+            let width = graph.node(*v).ty.width().unwrap_or(0);
+            if let Ok(kernel) = JitQuantize::new(&jit, width, &weights.get(scale).values) {
+                quantizers.insert(*v, kernel);
+            }
+        }
+    }
     for v in order {
         let Op::QLinear { weight, scales, bias, group, act_scale: Some(act_scale) } = graph.node(*v).op else { continue };
         let decl = graph.weight(weight);
@@ -361,7 +374,7 @@ fn jit_qlinears(graph: &Graph, order: &[ValueId], weights: &mut Weights) -> Hash
             }
         }
     }
-    kernels
+    (kernels, quantizers)
 }
 
 /// Looks up each token's row of `table` (rows of `width`), mapping it through `row_fn`.
