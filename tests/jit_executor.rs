@@ -10,7 +10,7 @@ use compiler::compile::{compile, CompileOptions};
 use compiler::target::{Method, Target};
 use ir::VerifiedGraph;
 use runtime::tokenizer::Tokenizer;
-use runtime::{Executor, QLinearBackend};
+use runtime::{Executor, KernelBackend};
 
 fn compiled(target: &str) -> compiler::program::Program {
     let dir = compiler::model::default_model_dir();
@@ -33,11 +33,11 @@ fn compiled(target: &str) -> compiler::program::Program {
     compile(&ckpt, &tok, &opts).unwrap()
 }
 
-fn logits_on(program: &compiler::program::Program, backend: QLinearBackend) -> Vec<f32> {
-    let exec = Executor::with_qlinear_backend(VerifiedGraph::new(program.graph.clone()).unwrap(), program.weights.clone(), backend).unwrap();
+fn logits_on(program: &compiler::program::Program, backend: KernelBackend) -> Vec<f32> {
+    let exec = Executor::with_kernel_backend(VerifiedGraph::new(program.graph.clone()).unwrap(), program.weights.clone(), backend).unwrap();
     let generated = |v: &ir::ValueId| matches!(program.graph.node(*v).op, ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. });
     let kernel_ops = program.graph.values().iter().filter(|v| generated(v)).count();
-    let expected = if backend == QLinearBackend::Jit { kernel_ops } else { 0 };
+    let expected = if backend == KernelBackend::Jit { kernel_ops } else { 0 };
     assert!(kernel_ops > 0);
     assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear and quantize of the model has a generated kernel");
     let mut state = exec.new_state(2);
@@ -53,8 +53,8 @@ fn logits_on(program: &compiler::program::Program, backend: QLinearBackend) -> V
 fn quantized_models_on_generated_kernels_match_the_integer_reference_bit_for_bit() {
     for target in ["cpu-w8a8", "cpu-w4a8"] {
         let program = compiled(target);
-        let jit = logits_on(&program, QLinearBackend::Jit);
-        let reference = logits_on(&program, QLinearBackend::Reference);
+        let jit = logits_on(&program, KernelBackend::Jit);
+        let reference = logits_on(&program, KernelBackend::Reference);
         assert_eq!(jit.len(), reference.len());
         let first_diff = jit.iter().zip(&reference).position(|(a, b)| a.to_bits() != b.to_bits());
         assert_eq!(first_diff, None, "{target}: logits differ at {first_diff:?}");

@@ -14,7 +14,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use cpu::{Executor, Logits, QLinearBackend, State};
+pub use cpu::{Executor, Logits, KernelBackend, State};
 pub use weights::{WeightData, Weights};
 
 /// Runtime errors.

@@ -79,10 +79,10 @@ struct Step {
     frees: Vec<usize>,
 }
 
-/// What runs the int8-activation `qlinear` layers.
+/// What runs the integer ops: int8-activation `qlinear` layers and `quantize`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QLinearBackend {
-    /// Native kernels generated for this CPU at load ([`crate::jit`]); a layer whose shape has no
+pub enum KernelBackend {
+    /// Native kernels generated for this CPU at load ([`crate::jit`]); an op whose shape has no
     /// generated kernel uses the reference. The integer weights' f32 copies are dropped once packed.
     Jit,
     /// The integer reference kernels of [`quant`] (the oracle).
@@ -121,13 +121,13 @@ enum Out {
 
 impl Executor {
     /// Prepares `graph` for execution with `weights` (one entry per declared weight), quantized
-    /// linears on generated kernels where the host supports them.
+    /// linears and quantizations on kernels generated for the host where it supports them.
     pub fn new(graph: VerifiedGraph, weights: Weights) -> Result<Executor, RuntimeError> {
-        Executor::with_qlinear_backend(graph, weights, QLinearBackend::Jit)
+        Executor::with_kernel_backend(graph, weights, KernelBackend::Jit)
     }
 
-    /// Like [`Executor::new`], choosing what runs the quantized linears.
-    pub fn with_qlinear_backend(graph: VerifiedGraph, mut weights: Weights, backend: QLinearBackend) -> Result<Executor, RuntimeError> {
+    /// Like [`Executor::new`], choosing what runs the integer ops.
+    pub fn with_kernel_backend(graph: VerifiedGraph, mut weights: Weights, backend: KernelBackend) -> Result<Executor, RuntimeError> {
         weights.check_against(&graph)?;
         let order = graph.topo_order().ok_or_else(|| RuntimeError::Input("verified graph has a cycle".into()))?;
         let slot: HashMap<ValueId, usize> = order.iter().enumerate().map(|(i, v)| (*v, i)).collect();
@@ -155,8 +155,8 @@ impl Executor {
             }
         }
         let (jit_qlinear, jit_quantize) = match backend {
-            QLinearBackend::Jit => jit_kernels(&graph, &order, &mut weights),
-            QLinearBackend::Reference => (HashMap::new(), HashMap::new()),
+            KernelBackend::Jit => jit_kernels(&graph, &order, &mut weights),
+            KernelBackend::Reference => (HashMap::new(), HashMap::new()),
         };
         let mut int_weights = HashMap::new();
         let mut dequantized = HashMap::new();
