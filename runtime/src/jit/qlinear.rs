@@ -18,6 +18,9 @@ const ROW_SPLIT_MIN_ROWS: usize = 8;
 const ROWS_PER_TASK: usize = 16;
 /// Fewest output features per decode task.
 const MIN_COLUMNS_PER_TASK: usize = 32;
+/// Below this many multiply-adds a call runs on the calling thread: waking the pool costs more
+/// than it saves (small mamba1 projections, x_proj / dt_proj, at decode).
+const MIN_PARALLEL_MACS: usize = 1 << 18;
 
 /// `out = act_scale · (x · Wᵀ per scaled group) + bias` on int8 activations.
 pub struct JitQLinear {
@@ -58,7 +61,9 @@ impl JitQLinear {
         // The kernel multiplies unsigned activations (see kernels::cpu::pack): x + 128.
         let x_unsigned: Vec<u8> = x.iter().map(|v| *v as u8 ^ 0x80).collect();
         let mut out = vec![0.0f32; rows * out_dim];
-        if rows < ROW_SPLIT_MIN_ROWS {
+        if rows * in_dim * out_dim < MIN_PARALLEL_MACS {
+            self.run(&x_unsigned, rows, 0..out_dim, &mut out, out_dim);
+        } else if rows < ROW_SPLIT_MIN_ROWS {
             let tasks = rayon::current_num_threads() * 4;
             let columns = out_dim.div_ceil(tasks).max(MIN_COLUMNS_PER_TASK);
             for (x_row, out_row) in x_unsigned.chunks_exact(in_dim).zip(out.chunks_exact_mut(out_dim)) {

@@ -41,6 +41,11 @@ impl JitQuantize {
             return Err(RuntimeError::Input(format!("{} values are not rows of {width}", x.len())));
         }
         let mut out = vec![0i8; x.len()];
+        if x.len() <= ROWS_PER_TASK * width {
+            // One task (decode): run it here rather than wake the pool for it.
+            self.run(x, &mut out);
+            return Ok(out);
+        }
         out.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).for_each(|(q, x)| self.run(x, q));
         Ok(out)
     }
