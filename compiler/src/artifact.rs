@@ -138,12 +138,18 @@ fn known_target(path: &Path, target: &str) -> Result<Target, CompileError> {
 
 /// Opens an artifact; `expected_target`, if given, must match.
 pub fn open(path: &Path, expected_target: Option<&str>) -> Result<LoadedArtifact, CompileError> {
+    open_with(path, expected_target, runtime::KernelBackend::Jit)
+}
+
+/// [`open`], choosing what runs the integer ops on the CPU. The reference backend keeps every
+/// weight's data in the executor (other backends, such as CUDA, upload from it).
+pub fn open_with(path: &Path, expected_target: Option<&str>, backend: runtime::KernelBackend) -> Result<LoadedArtifact, CompileError> {
     let art = read_artifact(path, expected_target).map_err(CompileError::Artifact)?;
     known_target(path, &art.header.target)?;
     let corrupt = |detail: String| CompileError::Artifact(ArtifactError::Corrupt { path: path.to_path_buf(), detail });
     let info: ModelInfo = serde_json::from_str(&art.header.model_config_json).map_err(|e| corrupt(format!("model description: {e}")))?;
     let graph = VerifiedGraph::new(art.graph).map_err(|e| corrupt(format!("graph fails verification: {e}")))?;
-    let executor = Executor::new(graph, art.weights)?;
+    let executor = Executor::with_kernel_backend(graph, art.weights, backend)?;
     let tokenizer = match &info.tokenizer_json {
         Some(json) => Some(Tokenizer::from_json(json, &path.display().to_string())?),
         None => None,

@@ -52,8 +52,13 @@ pub enum OpenError {
 impl FpModel {
     /// Opens a checkpoint directory (either layout) or, when `path` is a file, a `.qmb` artifact.
     pub fn open(path: &Path) -> Result<FpModel, OpenError> {
+        FpModel::open_with(path, runtime::KernelBackend::Jit)
+    }
+
+    /// [`FpModel::open`], choosing what runs the integer ops of an artifact on the CPU.
+    pub fn open_with(path: &Path, backend: runtime::KernelBackend) -> Result<FpModel, OpenError> {
         if path.is_file() {
-            let art = crate::artifact::open(path, None)?;
+            let art = crate::artifact::open_with(path, None, backend)?;
             return Ok(FpModel { config: art.info.config, executor: art.executor, tokenizer: art.tokenizer, kind: format!("artifact {}", art.target), cuda: art.info.cuda });
         }
         let ckpt = load_checkpoint(path)?;

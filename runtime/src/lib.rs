@@ -10,12 +10,13 @@ pub mod cuda;
 pub mod generate;
 pub mod hadamard;
 pub mod model;
+pub mod jit;
 pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;
 pub mod weights;
 
-pub use cpu::{Executor, Logits, State};
+pub use cpu::{Executor, Logits, KernelBackend, State};
 pub use weights::{WeightData, Weights};
 
 /// Runtime errors.

@@ -104,7 +104,7 @@ pub fn run(a: CudaArgs) -> anyhow::Result<()> {
 
 fn source(a: SourceArgs) -> anyhow::Result<()> {
     let dir = super::model_dir(a.model);
-    let model = super::open(&dir)?;
+    let model = open_reference(&dir)?;
     let plan = kernels::cuda::plan(model.executor.verified_graph()).context("planning the CUDA kernels")?;
     std::fs::write(&a.output, &plan.source).with_context(|| format!("writing {}", a.output.display()))?;
     eprintln!("{}: {} launches, {} entry points", a.output.display(), plan.launches.len(), plan.generated_source().matches("extern \"C\"").count());
@@ -123,6 +123,12 @@ fn source(a: SourceArgs) -> anyhow::Result<()> {
         eprintln!("{}: PTX for {arch}", path.display());
     }
     Ok(())
+}
+
+/// The model with every weight's data kept (the reference integer backend), which the GPU
+/// uploads from and checks against.
+fn open_reference(dir: &std::path::Path) -> anyhow::Result<compiler::model::FpModel> {
+    compiler::model::FpModel::open_with(dir, runtime::KernelBackend::Reference).with_context(|| format!("loading model {}", dir.display()))
 }
 
 fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize, max_steps: usize) -> anyhow::Result<CudaExecutor> {
@@ -151,7 +157,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
         bail!("--batch and --seq must be positive");
     }
     let dir = super::model_dir(a.model);
-    let model = super::open(&dir)?;
+    let model = open_reference(&dir)?;
     let quantized = dir.is_file();
     let tolerance = a.tolerance.unwrap_or(if quantized { 5e-2 } else { 1e-2 });
     let tokens = sample_tokens(&model, a.batch * a.seq)?;
@@ -219,7 +225,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let dir = super::model_dir(a.model);
     let load_start = Instant::now();
-    let model = super::open(&dir)?;
+    let model = open_reference(&dir)?;
     let max_batch = *a.batches.iter().max().unwrap_or(&1);
     let max_rows = a.prompt_len.max(16 * max_batch);
     let mut gpu = open_gpu(&model, max_batch, max_rows, a.decode_tokens + 1)?;

@@ -11,11 +11,12 @@ pub mod quant;
 mod scan;
 mod ssd;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ir::{Activation, Graph, Op, ValueId, VerifiedGraph};
 
-use crate::{RuntimeError, Weights};
+use crate::jit::{HostJit, JitQLinear, JitQuantize};
+use crate::{RuntimeError, WeightData, Weights};
 
 pub use linear::dot;
 
@@ -78,6 +79,16 @@ struct Step {
     frees: Vec<usize>,
 }
 
+/// What runs the integer ops: int8-activation `qlinear` layers and `quantize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelBackend {
+    /// Native kernels generated for this CPU at load ([`crate::jit`]); an op whose shape has no
+    /// generated kernel uses the reference. The integer weights' f32 copies are dropped once packed.
+    Jit,
+    /// The integer reference kernels of [`quant`] (the oracle).
+    Reference,
+}
+
 /// Executes a verified graph on the CPU in f32.
 pub struct Executor {
     graph: VerifiedGraph,
@@ -86,6 +97,10 @@ pub struct Executor {
     int_weights: HashMap<ir::WeightId, Vec<i8>>,
     /// Weight-only quantized linears (f32 operand) see their weights dequantized once.
     dequantized: HashMap<ir::WeightId, Vec<f32>>,
+    /// Generated kernels of the int8-activation linears, by node.
+    jit_qlinear: HashMap<ValueId, JitQLinear>,
+    /// Generated kernels of the activation quantizations, by node.
+    jit_quantize: HashMap<ValueId, JitQuantize>,
     schedule: Vec<Step>,
     output_slot: usize,
     vocab: usize,
@@ -105,8 +120,14 @@ enum Out {
 }
 
 impl Executor {
-    /// Prepares `graph` for execution with `weights` (one entry per declared weight).
+    /// Prepares `graph` for execution with `weights` (one entry per declared weight), quantized
+    /// linears and quantizations on kernels generated for the host where it supports them.
     pub fn new(graph: VerifiedGraph, weights: Weights) -> Result<Executor, RuntimeError> {
+        Executor::with_kernel_backend(graph, weights, KernelBackend::Jit)
+    }
+
+    /// Like [`Executor::new`], choosing what runs the integer ops.
+    pub fn with_kernel_backend(graph: VerifiedGraph, mut weights: Weights, backend: KernelBackend) -> Result<Executor, RuntimeError> {
         weights.check_against(&graph)?;
         let order = graph.topo_order().ok_or_else(|| RuntimeError::Input("verified graph has a cycle".into()))?;
         let slot: HashMap<ValueId, usize> = order.iter().enumerate().map(|(i, v)| (*v, i)).collect();
@@ -133,9 +154,13 @@ impl Executor {
                 schedule[i].frees.push(s);
             }
         }
+        let (jit_qlinear, jit_quantize) = match backend {
+            KernelBackend::Jit => jit_kernels(&graph, &order, &mut weights),
+            KernelBackend::Reference => (HashMap::new(), HashMap::new()),
+        };
         let mut int_weights = HashMap::new();
         let mut dequantized = HashMap::new();
-        for v in &order {
+        for v in order.iter().filter(|v| !jit_qlinear.contains_key(v)) {
             match graph.node(*v).op {
                 Op::QLinear { weight, scales, group, act_scale: None, .. } => {
                     let in_dim = graph.weight(weight).shape[1];
@@ -147,7 +172,7 @@ impl Executor {
                 _ => {}
             }
         }
-        Ok(Executor { graph, weights, int_weights, dequantized, schedule, output_slot, vocab })
+        Ok(Executor { graph, weights, int_weights, dequantized, jit_qlinear, jit_quantize, schedule, output_slot, vocab })
     }
 
     /// The graph being executed.
@@ -163,6 +188,11 @@ impl Executor {
     /// The weight data, as the graph's weight table orders it.
     pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// How many ops run on generated kernels (0 on the reference backend).
+    pub fn generated_kernel_count(&self) -> usize {
+        self.jit_qlinear.len() + self.jit_quantize.len()
     }
 
     /// Rows of the logits (the head's vocabulary, padding included).
@@ -208,7 +238,7 @@ impl Executor {
             let inputs: Vec<&Act> = step.inputs.iter().map(|&s| slots[s].as_ref().expect("operands are computed before use")).collect();
             let node = self.graph.node(step.value);
             let width = node.ty.width().unwrap_or(0);
-            let act = match self.run_op(&node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))? {
+            let act = match self.run_op(step.value, &node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))? {
                 Out::F32(data) => Act { width, data, ints: Vec::new() },
                 Out::I8(ints) => Act { width, data: Vec::new(), ints },
             };
@@ -228,6 +258,7 @@ impl Executor {
     #[allow(clippy::too_many_arguments)]
     fn run_op(
         &self,
+        value: ValueId,
         op: &Op,
         inputs: &[&Act],
         tokens: &[i64],
@@ -257,8 +288,10 @@ impl Executor {
                 crate::hadamard::hadamard_rows(&mut out, width);
                 out
             }
+            Op::Quantize { .. } if self.jit_quantize.contains_key(&value) => return Ok(Out::I8(self.jit_quantize[&value].forward(&inputs[0].data)?)),
             Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, &quant::channel_scales(w(*scale), width)))),
             Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, &quant::channel_scales(w(*scale), width)),
+            Op::QLinear { .. } if self.jit_qlinear.contains_key(&value) => self.jit_qlinear[&value].forward(&inputs[0].ints, rows)?,
             Op::QLinear { weight, scales, bias, group, act_scale } => match act_scale {
                 // Many rows go through the exact-integer f32 GEMM; decode rows through the int8 dot.
                 Some(s) if rows > 4 => quant::qlinear_i8_gemm(&inputs[0].ints, rows, inputs[0].width, w(*weight), width, w(*scales), *group, *s, bias.map(w)),
@@ -307,6 +340,51 @@ impl Executor {
             Op::GatedRmsNorm { weight, groups, eps } => norm::gated_rms_norm(&inputs[0].data, &inputs[1].data, width, w(*weight), *groups, *eps),
         }))
     }
+}
+
+/// Generated kernels for the int8-activation linears and the quantizations of `graph` whose
+/// shapes have one; drops the f32 copies of weights that nothing else reads (the packed kernel
+/// weights replace them).
+fn jit_kernels(graph: &Graph, order: &[ValueId], weights: &mut Weights) -> (HashMap<ValueId, JitQLinear>, HashMap<ValueId, JitQuantize>) {
+    let mut kernels = HashMap::new();
+    let mut quantizers = HashMap::new();
+    // No code generator for this host (unknown ISA): every op stays on the reference.
+    let Ok(jit) = HostJit::new() else { return (kernels, quantizers) };
+    for v in order {
+        if let Op::Quantize { scale } = graph.node(*v).op {
+            let width = graph.node(*v).ty.width().unwrap_or(0);
+            if let Ok(kernel) = JitQuantize::new(&jit, width, &weights.get(scale).values) {
+                quantizers.insert(*v, kernel);
+            }
+        }
+    }
+    for v in order {
+        let Op::QLinear { weight, scales, bias, group, act_scale: Some(act_scale) } = graph.node(*v).op else { continue };
+        let decl = graph.weight(weight);
+        let weight_bits = if decl.dtype == ir::DType::I4 { 4 } else { 8 };
+        let spec = kernels::cpu::QLinearSpec { in_dim: decl.shape[1], group, weight_bits };
+        let ints: Vec<i8> = weights.get(weight).values.iter().map(|q| *q as i8).collect();
+        let bias = bias.map(|b| weights.get(b).values.as_slice());
+        // An unsupported shape keeps the reference kernel for this layer.
+        if let Ok(kernel) = JitQLinear::new(&jit, spec, &ints, decl.shape[0], &weights.get(scales).values, bias, act_scale) {
+            kernels.insert(*v, kernel);
+        }
+    }
+    let still_read: HashSet<ir::WeightId> = order
+        .iter()
+        .flat_map(|v| match graph.node(*v).op {
+            Op::QLinear { weight, .. } if kernels.contains_key(v) => graph.node(*v).op.weights().into_iter().filter(|w| *w != weight).collect(),
+            ref op => op.weights(),
+        })
+        .collect();
+    for v in kernels.keys() {
+        if let Op::QLinear { weight, .. } = graph.node(*v).op {
+            if !still_read.contains(&weight) {
+                weights.set(weight, WeightData { shape: graph.weight(weight).shape.clone(), values: Vec::new() });
+            }
+        }
+    }
+    (kernels, quantizers)
 }
 
 /// Looks up each token's row of `table` (rows of `width`), mapping it through `row_fn`.

@@ -1,0 +1,93 @@
+//! Compiles generated CLIF for the host CPU into executable memory (cranelift-jit).
+//!
+//! This module only produces code addresses; turning one into a callable function is `unsafe`
+//! and happens in the runtime (`runtime::jit`), next to the checks that make the call sound.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+use super::qlinear::{build_qlinear, QLinearSpec};
+use super::quantize::{build_quantize, QuantizeSpec};
+use super::KernelError;
+
+/// The finalized machine code of one quantized-linear kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QLinearCode {
+    /// The shape it was specialised to.
+    pub spec: QLinearSpec,
+    /// Address of its first instruction; valid while the [`CpuJit`] that made it lives.
+    pub address: usize,
+}
+
+/// The finalized machine code of one quantize kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantizeCode {
+    /// The shape it was specialised to.
+    pub spec: QuantizeSpec,
+    /// Address of its first instruction; valid while the [`CpuJit`] that made it lives.
+    pub address: usize,
+}
+
+/// A JIT for the host: one executable-memory arena, one kernel per distinct shape.
+pub struct CpuJit {
+    module: JITModule,
+    qlinear: HashMap<QLinearSpec, QLinearCode>,
+    quantize: HashMap<QuantizeSpec, QuantizeCode>,
+}
+
+impl CpuJit {
+    /// A JIT for the CPU this process runs on, with every SIMD extension it reports.
+    pub fn for_host() -> Result<CpuJit, KernelError> {
+        let mut flags = settings::builder();
+        for (name, value) in [("opt_level", "speed"), ("is_pic", "false")] {
+            flags.set(name, value).map_err(|e| KernelError::Isa(format!("{name}={value}: {e}")))?;
+        }
+        let isa = cranelift_native::builder()
+            .map_err(|e| KernelError::Isa(e.to_string()))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| KernelError::Isa(e.to_string()))?;
+        let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        Ok(CpuJit { module, qlinear: HashMap::new(), quantize: HashMap::new() })
+    }
+
+    /// The host's target triple, e.g. `x86_64-unknown-linux-gnu`.
+    pub fn triple(&self) -> String {
+        self.module.isa().triple().to_string()
+    }
+
+    /// The kernel for `spec`, compiled on first request.
+    pub fn qlinear(&mut self, spec: QLinearSpec) -> Result<QLinearCode, KernelError> {
+        if let Some(code) = self.qlinear.get(&spec) {
+            return Ok(*code);
+        }
+        let func = build_qlinear(&spec, self.module.isa().frontend_config())?;
+        let code = QLinearCode { spec, address: self.define(&spec.symbol(), func)? };
+        self.qlinear.insert(spec, code);
+        Ok(code)
+    }
+
+    /// The quantize kernel for `spec`, compiled on first request.
+    pub fn quantize(&mut self, spec: QuantizeSpec) -> Result<QuantizeCode, KernelError> {
+        if let Some(code) = self.quantize.get(&spec) {
+            return Ok(*code);
+        }
+        let func = build_quantize(&spec, self.module.isa().frontend_config())?;
+        let code = QuantizeCode { spec, address: self.define(&spec.symbol(), func)? };
+        self.quantize.insert(spec, code);
+        Ok(code)
+    }
+
+    /// Compiles `func` under `symbol` and returns the address of its finalized code.
+    fn define(&mut self, symbol: &str, func: cranelift_codegen::ir::Function) -> Result<usize, KernelError> {
+        let codegen = |e: cranelift_module::ModuleError| KernelError::Codegen(format!("{symbol}: {e:?}"));
+        let id = self.module.declare_function(symbol, Linkage::Local, &func.signature).map_err(codegen)?;
+        let mut ctx = self.module.make_context();
+        ctx.func = func;
+        self.module.define_function(id, &mut ctx).map_err(codegen)?;
+        self.module.finalize_definitions().map_err(codegen)?;
+        Ok(self.module.get_finalized_function(id) as usize)
+    }
+}

@@ -1,0 +1,47 @@
+//! CPU kernels generated with cranelift, specialised to a model's dimensions.
+//!
+//! # Generated when the runtime loads an artifact (JIT), not shipped in it
+//!
+//! The artifact stays machine-independent: the same `.qmb` runs on x86-64 (CI, desktops) and
+//! aarch64 (Orin, Raspberry Pi), and on each the code is generated for the CPU actually present
+//! (`cranelift_native` enables AVX-512 VNNI / AVX-VNNI on x86-64 and DotProd / I8MM on aarch64
+//! when the host has them, which an ahead-of-time artifact would have to guess). Generating a
+//! kernel takes a few milliseconds at most (runtime/tests/jit_qlinear.rs generates, runs and checks
+//! 17 kernels in about 0.1 s), and a model has only a handful of distinct shapes. Shipping machine code would also make loading an artifact equivalent to running
+//! arbitrary code from it; with a JIT the artifact holds only data.
+//!
+//! # What is here
+//!
+//! - [`qlinear`]: the CLIF of the quantized linear layer (int8 and int4 weights × int8
+//!   activations), one function for decode (GEMV) and prefill (GEMM, four rows per weight load);
+//! - [`quantize`]: static int8 quantization of f32 activations (per tensor or per channel);
+//! - [`pack`]: the weight layout those functions read, built once at load;
+//! - [`jit`]: compiles CLIF for the host and hands back code addresses. Calling them is the
+//!   runtime's business (`runtime::jit`), the only place with `unsafe`.
+//!
+//! The integer reference executor (`runtime::cpu::quant`) is the oracle: every generated kernel
+//! is tested to be bit-identical to it.
+
+pub mod jit;
+pub mod pack;
+pub mod qlinear;
+pub mod quantize;
+
+pub use jit::{CpuJit, QLinearCode, QuantizeCode};
+pub use pack::{pack_qlinear_weights, PackedQLinear};
+pub use qlinear::{build_qlinear, QLinearSpec};
+pub use quantize::{build_quantize, QuantizeSpec};
+
+/// Errors of the CPU code generator.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The shape has no generated kernel (a limit: the caller falls back to the reference).
+    #[error("unsupported kernel shape: {0}")]
+    Unsupported(String),
+    /// The host ISA could not be set up (a limit of the machine).
+    #[error("host ISA: {0}")]
+    Isa(String),
+    /// Cranelift rejected or failed to compile a function (a bug in the generator).
+    #[error("codegen: {0}")]
+    Codegen(String),
+}

@@ -1,0 +1,111 @@
+//! CLIF of static int8 quantization: `q[m, c] = clamp(round_half_even(x[m, c] / scale[c]), −128, 127)`
+//! over rows of `width` channels, with one scale per channel or one for the whole tensor.
+//!
+//! Sixteen values per step: four `f32x4` divisions (a true division, as the reference does, not a
+//! multiplication by the reciprocal, which rounds differently), `nearest` (ties to even),
+//! saturating conversion to i32 (NaN → 0, like Rust's `as`), and two saturating narrowings to i8.
+//! The last `width % 16` channels of a row go one at a time through the same operations. The
+//! result is bit-identical to `runtime::cpu::quant::quantize`.
+//!
+//! Signature: `fn(x: *const f32, scales: *const f32, out: *mut i8, rows: i64)`.
+
+use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
+use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+use super::qlinear::counted_loop;
+use super::KernelError;
+
+/// The dimensions a quantize kernel is specialised to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QuantizeSpec {
+    /// Channels per row.
+    pub width: usize,
+    /// One scale per channel (`scales` has `width` values) or one for all (`scales` has 1).
+    pub per_channel: bool,
+}
+
+impl QuantizeSpec {
+    /// The symbol the kernel is defined under.
+    pub fn symbol(&self) -> String {
+        format!("quantize_i8_w{}_{}", self.width, if self.per_channel { "per_channel" } else { "per_tensor" })
+    }
+}
+
+fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Builds the kernel's CLIF (deterministic: the golden files snapshot it).
+pub fn build_quantize(spec: &QuantizeSpec, target: TargetFrontendConfig) -> Result<Function, KernelError> {
+    if spec.width == 0 || spec.width > i32::MAX as usize / 4 {
+        return Err(KernelError::Unsupported(format!("{spec:?}")));
+    }
+    let mut sig = Signature::new(target.default_call_conv);
+    sig.params.extend([AbiParam::new(types::I64); 4]);
+    let mut func = Function::with_name_signature(UserFuncName::testcase(spec.symbol()), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let (x, scales, out, rows) = (p[0], p[1], p[2], p[3]);
+    let tensor_scale = (!spec.per_channel).then(|| b.ins().load(types::F32, mem(), scales, 0));
+    let tensor_scale_vec = tensor_scale.map(|s| b.ins().splat(types::F32X4, s));
+    let zero = b.ins().iconst(types::I64, 0);
+    let width = spec.width as i64;
+    counted_loop(&mut b, zero, rows, 1, &mut |b, m| {
+        let x_row = {
+            let off = b.ins().imul_imm_s(m, width * 4);
+            b.ins().iadd(x, off)
+        };
+        let out_row = {
+            let off = b.ins().imul_imm_s(m, width);
+            b.ins().iadd(out, off)
+        };
+        let vector_end = (spec.width / 16 * 16) as i64;
+        let start = b.ins().iconst(types::I64, 0);
+        let end = b.ins().iconst(types::I64, vector_end);
+        counted_loop(b, start, end, 16, &mut |b, c| {
+            let x_at = {
+                let off = b.ins().imul_imm_s(c, 4);
+                b.ins().iadd(x_row, off)
+            };
+            let scale_at = {
+                let off = b.ins().imul_imm_s(c, 4);
+                b.ins().iadd(scales, off)
+            };
+            let ints: Vec<Value> = (0..4)
+                .map(|i| {
+                    let v = b.ins().load(types::F32X4, mem(), x_at, 16 * i);
+                    let s = tensor_scale_vec.unwrap_or_else(|| b.ins().load(types::F32X4, mem(), scale_at, 16 * i));
+                    let q = b.ins().fdiv(v, s);
+                    let r = b.ins().nearest(q);
+                    b.ins().fcvt_to_sint_sat(types::I32X4, r)
+                })
+                .collect();
+            let low = b.ins().snarrow(ints[0], ints[1]);
+            let high = b.ins().snarrow(ints[2], ints[3]);
+            let bytes = b.ins().snarrow(low, high);
+            let out_at = b.ins().iadd(out_row, c);
+            b.ins().store(mem(), bytes, out_at, 0);
+        });
+        for c in vector_end as i32..spec.width as i32 {
+            let v = b.ins().load(types::F32, mem(), x_row, 4 * c);
+            let s = tensor_scale.unwrap_or_else(|| b.ins().load(types::F32, mem(), scales, 4 * c));
+            let q = b.ins().fdiv(v, s);
+            let r = b.ins().nearest(q);
+            let i = b.ins().fcvt_to_sint_sat(types::I32, r);
+            let lo = b.ins().iconst(types::I32, -128);
+            let hi = b.ins().iconst(types::I32, 127);
+            let i = b.ins().smax(i, lo);
+            let i = b.ins().smin(i, hi);
+            b.ins().istore8(mem(), i, out_row, c);
+        }
+    });
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+    b.finalize(target);
+    Ok(func)
+}
