@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use compiler::checkpoint::load_checkpoint;
 use compiler::compile::{compile, CompileOptions};
 use compiler::program::Program;
-use compiler::target::{Method, Target};
+use compiler::target::Target;
 use kernels::cuda::{plan, Arg, CudaPlan, WeightUpload};
 use runtime::tokenizer::Tokenizer;
 
@@ -15,18 +15,7 @@ fn program(target: Option<&str>) -> Program {
     let ckpt = load_checkpoint(&dir).unwrap();
     let Some(target) = target else { return Program::from_checkpoint(&ckpt).unwrap() };
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let opts = CompileOptions {
-        target: target.parse::<Target>().unwrap(),
-        method: Method::Quamba2,
-        calib_text: std::fs::read_to_string(dir.join("../text/calib.txt")).unwrap(),
-        calib_source: "calib.txt".into(),
-        calib_samples: 2,
-        calib_len: 64,
-        valid_text: None,
-        gptq: false,
-        emit_ir: None,
-        progress: false,
-    };
+    let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(dir.join("../text/calib.txt")).unwrap(), "calib.txt") };
     compile(&ckpt, &tok, &opts).unwrap()
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use compiler::checkpoint::load_checkpoint;
 use compiler::compile::{compile, CompileOptions};
-use compiler::target::{Method, Target};
+use compiler::target::Target;
 use ir::VerifiedGraph;
 use runtime::tokenizer::Tokenizer;
 use runtime::{Executor, KernelBackend};
@@ -17,19 +17,7 @@ fn compiled(target: &str) -> compiler::program::Program {
     let ckpt = load_checkpoint(&dir).unwrap();
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let calib = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/text/calib.txt");
-    let opts = CompileOptions {
-        target: target.parse::<Target>().unwrap(),
-        method: Method::Quamba2,
-        calib_text: std::fs::read_to_string(calib).unwrap(),
-        calib_source: "calib.txt".into(),
-        calib_samples: 4,
-        calib_len: 128,
-        valid_text: None,
-        // GPTQ only changes the weight values, not the kernels' work.
-        gptq: false,
-        emit_ir: None,
-        progress: false,
-    };
+    let opts = CompileOptions { calib_samples: 4, calib_len: 128, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(calib).unwrap(), "calib.txt") };
     compile(&ckpt, &tok, &opts).unwrap()
 }
 

@@ -17,18 +17,7 @@ fn compiled(target: &str, method: Method) -> Program {
     let dir = compiler::model::default_model_dir();
     let ckpt = load_checkpoint(&dir).unwrap();
     let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let opts = CompileOptions {
-        target: target.parse::<Target>().unwrap(),
-        method,
-        calib_text: std::fs::read_to_string(assets().join("text/calib.txt")).unwrap(),
-        calib_source: "calib.txt".into(),
-        calib_samples: 8,
-        calib_len: 256,
-        valid_text: None,
-        gptq: true,
-        emit_ir: None,
-        progress: false,
-    };
+    let opts = CompileOptions { method, calib_samples: 8, calib_len: 256, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(assets().join("text/calib.txt")).unwrap(), "calib.txt") };
     compile(&ckpt, &tok, &opts).unwrap()
 }
 

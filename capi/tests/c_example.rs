@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use compiler::compile::{compile, CompileOptions};
-use compiler::target::{Method, Target};
+use compiler::target::Target;
 use runtime::model::Model;
 use runtime::sampling::{Sampler, SamplingConfig};
 
@@ -17,18 +17,7 @@ fn compile_tiny(out: &Path) {
     let tok_path = ckpt.tokenizer_path().unwrap();
     let tokenizer = runtime::tokenizer::Tokenizer::from_file(&tok_path).unwrap();
     let calib_text = std::fs::read_to_string(dir.join("../text/calib.txt")).unwrap();
-    let opts = CompileOptions {
-        target: "cpu-w8a8".parse::<Target>().unwrap(),
-        method: Method::Quamba2,
-        calib_text: calib_text[..20_000].to_string(),
-        calib_source: "calib.txt".into(),
-        calib_samples: 2,
-        calib_len: 64,
-        valid_text: None,
-        gptq: false,
-        emit_ir: None,
-        progress: false,
-    };
+    let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new("cpu-w8a8".parse::<Target>().unwrap(), calib_text[..20_000].to_string(), "calib.txt") };
     let program = compile(&ckpt, &tokenizer, &opts).unwrap();
     let json = std::fs::read_to_string(&tok_path).unwrap();
     compiler::artifact::write(out, &program, opts.target, opts.method, Some(json)).unwrap();

@@ -39,6 +39,26 @@ pub struct CompileOptions {
     pub progress: bool,
 }
 
+impl CompileOptions {
+    /// `quambac compile`'s defaults for `target`, calibrating on `calib_text` (named `source` in
+    /// messages): Quamba2, 32 windows of 512 tokens, GPTQ, no progress bars. Change fields with
+    /// struct update syntax.
+    pub fn new(target: Target, calib_text: String, source: &str) -> CompileOptions {
+        CompileOptions {
+            target,
+            method: Method::Quamba2,
+            calib_text,
+            calib_source: source.to_string(),
+            calib_samples: 32,
+            calib_len: 512,
+            valid_text: None,
+            gptq: true,
+            emit_ir: None,
+            progress: false,
+        }
+    }
+}
+
 /// Runs the recipe's passes over the lowered checkpoint.
 pub fn compile(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions) -> Result<Program, CompileError> {
     run_recipe(ckpt, tokenizer, opts, |_| true)

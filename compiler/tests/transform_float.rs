@@ -4,7 +4,7 @@
 
 use compiler::compile::{transform_float, CompileOptions};
 use compiler::program::Program;
-use compiler::target::{Method, Target};
+use compiler::target::Target;
 use ir::Op;
 
 #[test]
@@ -13,18 +13,7 @@ fn float_rewrites_keep_the_function_and_quantize_nothing() {
     let ckpt = compiler::checkpoint::load_checkpoint(&dir).unwrap();
     let tokenizer = runtime::tokenizer::Tokenizer::from_file(&ckpt.tokenizer_path().unwrap()).unwrap();
     let calib_text = std::fs::read_to_string(dir.join("../text/calib.txt")).unwrap();
-    let opts = CompileOptions {
-        target: "cpu-w4a8".parse::<Target>().unwrap(),
-        method: Method::Quamba2,
-        calib_text: calib_text[..20_000].to_string(),
-        calib_source: "calib.txt".into(),
-        calib_samples: 2,
-        calib_len: 64,
-        valid_text: None,
-        gptq: true,
-        emit_ir: None,
-        progress: false,
-    };
+    let opts = CompileOptions { calib_samples: 2, calib_len: 64, ..CompileOptions::new("cpu-w4a8".parse::<Target>().unwrap(), calib_text[..20_000].to_string(), "calib.txt") };
     let rewritten = transform_float(&ckpt, &tokenizer, &opts).unwrap();
     let float = Program::from_checkpoint(&ckpt).unwrap();
 
