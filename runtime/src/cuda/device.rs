@@ -61,6 +61,8 @@ pub struct CudaExecutor {
     max_batch: usize,
     max_rows: usize,
     max_steps: usize,
+    /// Tokens in the device history since the last prefill (bounds the history writes).
+    recorded: usize,
     table_rows: usize,
     graphs: HashMap<usize, CudaGraph>,
     memory: MemoryReport,
@@ -166,6 +168,7 @@ impl CudaExecutor {
             max_batch,
             max_rows,
             max_steps,
+            recorded: 0,
             table_rows,
             graphs: HashMap::new(),
             memory,
@@ -241,12 +244,24 @@ impl CudaExecutor {
         self.stream.memset_zeros(&mut self.step)?;
         let tokens_ptr = self.ptr_tokens();
         self.run(batch, seq, true, tokens_ptr)?;
-        self.argmax(batch)
+        self.argmax(batch)?;
+        self.recorded = 1;
+        Ok(())
     }
 
     /// `steps` greedy decode steps of `batch` sequences from the device's next tokens, through
     /// this batch size's captured graph (captured on first use). Does not synchronize.
     pub fn decode_steps(&mut self, batch: usize, steps: usize) -> Result<(), CudaError> {
+        if batch == 0 || batch > self.max_batch {
+            return Err(CudaError::Input(format!("a decode step of {batch} sequences: this executor holds 1 to {}", self.max_batch)));
+        }
+        if self.recorded == 0 || self.recorded + steps > self.max_steps {
+            return Err(CudaError::Input(format!(
+                "{steps} more decode steps after {} recorded tokens exceed this executor's {} (prefill first; reset the history with another prefill)",
+                self.recorded, self.max_steps
+            )));
+        }
+        self.recorded += steps;
         if !self.graphs.contains_key(&batch) {
             // Capture records launches without running them: the state is untouched.
             self.stream.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
