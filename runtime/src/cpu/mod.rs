@@ -222,6 +222,12 @@ impl Executor {
     /// Runs `tokens` (`[state.batch(), seq]`, row-major) through the model, continuing from
     /// `state`, and returns the logits of every position.
     pub fn forward(&self, state: &mut State, tokens: &[i64]) -> Result<Logits, RuntimeError> {
+        // Run the whole call on a pool worker: a parallel op started from a worker runs its first
+        // part in place and lets idle workers steal the rest, while one started from outside the
+        // pool is injected and waited for — a thread hand-off per op, which dominated decode.
+        if rayon::current_thread_index().is_none() {
+            return rayon::scope(|_| self.forward_observed(state, tokens, &mut |_, _, _| {}));
+        }
         self.forward_observed(state, tokens, &mut |_, _, _| {})
     }
 
