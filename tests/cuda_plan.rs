@@ -33,7 +33,7 @@ fn assert_slots_sound(p: &CudaPlan) {
             .args
             .iter()
             .filter_map(|a| match a {
-                Arg::Buffer { buffer, .. } => Some(*buffer),
+                Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => Some(*buffer),
                 Arg::Operand(o) if o.stride > 0 => Some(o.buffer),
                 _ => None,
             })

@@ -31,9 +31,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let dir = super::model_dir(a.model);
     let model = super::open(&dir)?;
     let exec = &model.executor;
-    let vocab = model.config.vocab_size as i64;
-    // A fixed pseudo-random prompt: speed does not depend on the token values.
-    let prompt: Vec<i64> = (0..a.prompt_len as i64).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt = super::synthetic_tokens(a.prompt_len, model.config.vocab_size);
     let mut best_prefill = f64::INFINITY;
     for _ in 0..a.repeats.max(1) {
         let mut state = exec.new_state(1);

@@ -141,7 +141,6 @@ fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize,
 /// Deterministic token ids for a check: the embedded sample text if the model has a
 /// tokenizer, else a fixed pseudo-random sequence.
 fn sample_tokens(model: &compiler::model::FpModel, count: usize) -> anyhow::Result<Vec<i64>> {
-    let vocab = model.config.vocab_size as i64;
     if let Some(tok) = &model.tokenizer {
         let text = include_str!("../../../assets/text/sample.txt");
         let ids = tok.encode(text)?;
@@ -149,7 +148,7 @@ fn sample_tokens(model: &compiler::model::FpModel, count: usize) -> anyhow::Resu
             return Ok(ids[..count].to_vec());
         }
     }
-    Ok((0..count as i64).map(|i| (i * 7919 + 13) % vocab).collect())
+    Ok(super::synthetic_tokens(count, model.config.vocab_size))
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<()> {
@@ -231,7 +230,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let mut gpu = open_gpu(&model, max_batch, max_rows, a.decode_tokens + 1)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let vocab = model.config.vocab_size as i64;
-    let prompt: Vec<i64> = (0..a.prompt_len as i64).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt = super::synthetic_tokens(a.prompt_len, model.config.vocab_size);
     let reps = a.repeats.max(1);
 
     // Time to first token: prefill of the whole prompt and the greedy pick of the first token.

@@ -210,7 +210,7 @@ impl Builder<'_> {
     fn elementwise(&mut self, v: ValueId, op: u8, a: &View, b: Option<&View>, out: &View) {
         let w = self.width(v);
         let name = self.entry("ew", codegen::elementwise(w, op));
-        let b_arg = b.map_or(Arg::Operand(Operand { buffer: a.buffer, col: 0, stride: 0, scale: None, scale_per_column: false }), View::operand);
+        let b_arg = b.map_or_else(Arg::absent_operand, View::operand);
         let kernel = Kernel { name, grid: Grid::Elements { width: w }, block: 256, shared_bytes: 0 };
         self.push(v, kernel, None, vec![a.operand(), b_arg, Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Rows]);
     }
@@ -465,8 +465,7 @@ impl Builder<'_> {
         while weights.len() < 3 {
             weights.push(Arg::Null);
         }
-        let null_operand = Arg::Operand(Operand { buffer: x.buffer, col: 0, stride: 0, scale: None, scale_per_column: false });
-        let mut args = vec![x.operand(), z.as_ref().map_or(null_operand, View::operand)];
+        let mut args = vec![x.operand(), z.as_ref().map_or_else(Arg::absent_operand, View::operand)];
         args.extend(weights);
         match quantize {
             Some(scale) => {
@@ -500,12 +499,12 @@ impl Builder<'_> {
         let input = self.g.inputs(v)[0];
         let (a_arg, lda, vec) = if kind >= 2 {
             match self.repr.get(&input) {
-                Some(Repr::I8 { buffer, stride, .. }) => (Arg::Buffer { buffer: *buffer, offset: 0 }, *stride, true),
+                Some(Repr::I8 { buffer, stride, .. }) => (Arg::RowsInput { buffer: *buffer, offset: 0, row_bytes: *stride }, *stride, true),
                 _ => return self.unsupported(v, "an integer product needs an int8 input"),
             }
         } else {
             let view = self.plain_view(input)?;
-            (Arg::Buffer { buffer: view.buffer, offset: view.col * 4 }, view.stride, view.col % 2 == 0 && view.stride % 2 == 0)
+            (Arg::RowsInput { buffer: view.buffer, offset: view.col * 4, row_bytes: view.stride * 4 }, view.stride, view.col % 2 == 0 && view.stride % 2 == 0)
         };
         let n_pad = round_up(n, 8);
         let scales_arg = match scales {
@@ -586,7 +585,7 @@ fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId
         let then_args = launch.then_large.iter().flat_map(|(_, a)| a.iter());
         for arg in launch.args.iter().chain(then_args) {
             let b = match arg {
-                Arg::Buffer { buffer, .. } => *buffer,
+                Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => *buffer,
                 Arg::Operand(o) if o.stride > 0 => o.buffer,
                 _ => continue,
             };

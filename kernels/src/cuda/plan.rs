@@ -148,6 +148,17 @@ pub enum Arg {
         /// Byte offset.
         offset: usize,
     },
+    /// A product's input rows: a device pointer into a buffer like [`Arg::Buffer`]; when the call
+    /// computes the last position only, it moves to row `seq - 1` of each sequence (the row
+    /// stride is then an [`Arg::Stride`] spanning whole sequences).
+    RowsInput {
+        /// The buffer.
+        buffer: BufferId,
+        /// Byte offset.
+        offset: usize,
+        /// Bytes per row of the view.
+        row_bytes: usize,
+    },
     /// Device pointer to a weight.
     Weight(usize),
     /// Device pointer to a state buffer.
@@ -176,6 +187,13 @@ pub enum Arg {
     Stride(i32),
     /// An f32 operand view, optionally fake-quantized on load (`quamba::Opnd`).
     Operand(Operand),
+}
+
+impl Arg {
+    /// An operand a kernel does not read (a null pointer: stride 0).
+    pub fn absent_operand() -> Arg {
+        Arg::Operand(Operand { buffer: 0, col: 0, stride: 0, scale: None, scale_per_column: false })
+    }
 }
 
 /// An f32 view of a buffer: rows of `stride` values starting `col` values in.

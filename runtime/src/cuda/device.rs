@@ -51,7 +51,8 @@ pub struct CudaExecutor {
     _module: Arc<CudaModule>,
     functions: HashMap<String, CudaFunction>,
     plan: CudaPlan,
-    weights: Vec<Option<CudaSlice<u8>>>,
+    /// Owns the weight allocations that `weight_ptrs` point into.
+    _weights: Vec<Option<CudaSlice<u8>>>,
     slots: Vec<CudaSlice<u8>>,
     states: Vec<CudaSlice<f32>>,
     tokens: CudaSlice<i64>,
@@ -66,6 +67,11 @@ pub struct CudaExecutor {
     table_rows: usize,
     graphs: HashMap<usize, CudaGraph>,
     memory: MemoryReport,
+    /// Device addresses of the slots, weights (0: not uploaded) and states, fixed for the
+    /// executor's life: resolved once, not per call.
+    slot_ptrs: Vec<u64>,
+    weight_ptrs: Vec<u64>,
+    state_ptrs: Vec<u64>,
 }
 
 impl CudaExecutor {
@@ -109,7 +115,6 @@ impl CudaExecutor {
 
         let mut memory = MemoryReport::default();
         let mut device_weights = Vec::with_capacity(plan.weights.len());
-        let mut table_rows = usize::MAX;
         for (i, upload) in plan.weights.iter().enumerate() {
             let data = &weights.get(ir::WeightId::new(i)).values;
             let bytes: Vec<u8> = match upload {
@@ -124,15 +129,11 @@ impl CudaExecutor {
                 }
                 WeightUpload::Packed { kind, n, k } => pack::pack(*kind, data, *n, *k),
             };
-            if let WeightUpload::Packed { n, .. } = upload {
-                table_rows = table_rows.min(*n);
-            }
             memory.weights += bytes.len();
             device_weights.push(Some(stream.clone_htod(&bytes)?));
         }
-        // Lookups are bounded by the smallest packed table that an embedding reads; a tighter
-        // bound per table is checked below from the graph.
-        table_rows = embedding_rows(graph).unwrap_or(table_rows);
+        // Valid token ids: the rows of the tables embeddings read (none: every id is refused).
+        let table_rows = embedding_rows(graph).unwrap_or(0);
 
         const SLACK: usize = 4096; // products read whole k-chunks past a row's last column
         let mut slots = Vec::with_capacity(plan.slots.len());
@@ -152,13 +153,16 @@ impl CudaExecutor {
         let step = stream.alloc_zeros::<i32>(1)?;
         memory.activations += (max_rows + max_batch * (max_steps.max(1) + 1)) * 8;
         stream.synchronize()?;
+        let slot_ptrs = slots.iter().map(|x| x.device_ptr(&stream).0).collect();
+        let weight_ptrs = device_weights.iter().map(|w| w.as_ref().map_or(0, |w| w.device_ptr(&stream).0)).collect();
+        let state_ptrs = states.iter().map(|x| x.device_ptr(&stream).0).collect();
         Ok(CudaExecutor {
             ctx,
             stream,
             _module: module,
             functions,
             plan,
-            weights: device_weights,
+            _weights: device_weights,
             slots,
             states,
             tokens,
@@ -172,6 +176,9 @@ impl CudaExecutor {
             table_rows,
             graphs: HashMap::new(),
             memory,
+            slot_ptrs,
+            weight_ptrs,
+            state_ptrs,
         })
     }
 
@@ -336,7 +343,7 @@ impl CudaExecutor {
     }
 
     fn argmax(&mut self, batch: usize) -> Result<(), CudaError> {
-        let logits = self.ptr(&self.slots[self.plan.buffers[self.plan.logits].slot]);
+        let logits = self.buffer_ptr(self.plan.logits);
         let (next, history, step) = (self.ptr(&self.next_tokens), self.ptr(&self.history), self.ptr(&self.step));
         let args = [ArgValue::Ptr(logits), ArgValue::I32(1), ArgValue::I32(0), ArgValue::Ptr(next), ArgValue::Ptr(history), ArgValue::Ptr(step), ArgValue::I32(batch as i32)];
         let cfg = LaunchConfig { grid_dim: (batch as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
@@ -374,10 +381,6 @@ impl CudaExecutor {
     /// [`Self::run`], calling `after` (executor, value, kernel name) after queueing each launch.
     fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut dyn FnMut(&Self, &str, &str) -> Result<(), CudaError>) -> Result<(), CudaError> {
         let rows = batch * seq;
-        let slot_ptrs: Vec<u64> = self.slots.iter().map(|s| self.ptr(s)).collect();
-        let weight_ptrs: Vec<u64> = self.weights.iter().map(|w| w.as_ref().map_or(0, |w| self.ptr(w))).collect();
-        let state_ptrs: Vec<u64> = self.states.iter().map(|s| self.ptr(s)).collect();
-        let buffer_ptr = |b: usize| slot_ptrs[self.plan.buffers[b].slot];
         // A profiling aid: QUAMBA_CUDA_SKIP=rows,conv leaves out launches of those kernel families,
         // so that a step's time with and without them shows their in-graph cost. Results are wrong.
         let skip: Vec<String> = std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
@@ -391,12 +394,12 @@ impl CudaExecutor {
             let call_rows = if head { batch } else { rows };
             let large = call_rows > SMALL_ROWS;
             let kernel: &Kernel = if large { launch.large.as_ref().unwrap_or(&launch.kernel) } else { &launch.kernel };
-            let values = self.resolve(&launch.args, head, seq, batch, call_rows, tokens, &buffer_ptr, &weight_ptrs, &state_ptrs);
+            let values = self.resolve(&launch.args, head, seq, batch, call_rows, tokens);
             self.launch(&kernel.name, self.config(kernel, call_rows, batch, seq), &values)
                 .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", kernel.name, launch.value)))?;
             after(self, &launch.value, &kernel.name)?;
             if let (true, Some((then, args))) = (large, &launch.then_large) {
-                let values = self.resolve(args, false, seq, batch, call_rows, tokens, &buffer_ptr, &weight_ptrs, &state_ptrs);
+                let values = self.resolve(args, false, seq, batch, call_rows, tokens);
                 self.launch(&then.name, self.config(then, call_rows, batch, seq), &values)
                     .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", then.name, launch.value)))?;
                 after(self, &launch.value, &then.name)?;
@@ -418,37 +421,22 @@ impl CudaExecutor {
         LaunchConfig { grid_dim: (grid.0 as u32, grid.1 as u32, 1), block_dim: (kernel.block, 1, 1), shared_mem_bytes: kernel.shared_bytes }
     }
 
+    /// The device address of a buffer (its slot's).
+    fn buffer_ptr(&self, buffer: usize) -> u64 {
+        self.slot_ptrs[self.plan.buffers[buffer].slot]
+    }
+
     /// Device values of a launch's arguments.
-    #[allow(clippy::too_many_arguments)]
-    fn resolve(
-        &self,
-        args: &[Arg],
-        head: bool,
-        seq: usize,
-        batch: usize,
-        rows: usize,
-        tokens: u64,
-        buffer_ptr: &dyn Fn(usize) -> u64,
-        weight_ptrs: &[u64],
-        state_ptrs: &[u64],
-    ) -> Vec<ArgValue> {
-        let mut first_buffer = true;
+    fn resolve(&self, args: &[Arg], head: bool, seq: usize, batch: usize, rows: usize, tokens: u64) -> Vec<ArgValue> {
+        let (weight_ptrs, state_ptrs) = (&self.weight_ptrs, &self.state_ptrs);
         args.iter()
             .map(|arg| match arg {
                 Arg::Stride(s) => ArgValue::I32(if head { s * seq as i32 } else { *s }),
-                Arg::Buffer { buffer, offset } => {
-                    let mut p = buffer_ptr(*buffer) + *offset as u64;
-                    if head && first_buffer {
-                        // A head's input pointer is followed by its row stride.
-                        let elem = if self.plan.buffers[*buffer].int8 { 1 } else { 4 };
-                        let stride = match args.get(1) {
-                            Some(Arg::Stride(s)) => *s as usize,
-                            _ => 0,
-                        };
-                        p += ((seq - 1) * stride * elem) as u64;
-                    }
-                    first_buffer = false;
-                    ArgValue::Ptr(p)
+                Arg::Buffer { buffer, offset } => ArgValue::Ptr(self.buffer_ptr(*buffer) + *offset as u64),
+                // On the last position only, the head reads row seq-1 of each sequence.
+                Arg::RowsInput { buffer, offset, row_bytes } => {
+                    let last_row = if head { (seq - 1) * row_bytes } else { 0 };
+                    ArgValue::Ptr(self.buffer_ptr(*buffer) + (*offset + last_row) as u64)
                 }
                 Arg::Weight(w) => ArgValue::Ptr(weight_ptrs[*w]),
                 Arg::State(s) => ArgValue::Ptr(state_ptrs[*s]),
@@ -463,7 +451,7 @@ impl CudaExecutor {
                 Arg::Batch => ArgValue::I32(batch as i32),
                 Arg::Seq => ArgValue::I32(seq as i32),
                 Arg::Operand(o) => ArgValue::Operand(OperandRepr {
-                    p: if o.stride == 0 { 0 } else { buffer_ptr(o.buffer) + (o.col * 4) as u64 },
+                    p: if o.stride == 0 { 0 } else { self.buffer_ptr(o.buffer) + (o.col * 4) as u64 },
                     stride: o.stride as i32,
                     scale: o.scale.map_or(0, |w| weight_ptrs[w]),
                     scale_vec: o.scale_per_column as i32,
