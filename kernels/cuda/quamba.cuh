@@ -71,6 +71,30 @@ QDEV float block_sum(float v, float* scratch) {
     return warp_sum(t);
 }
 
+// Programmatic dependent launch (sm_90 and later). Every kernel first waits until the kernel
+// before it in the stream has completed and its writes are visible, then lets the next kernel's
+// blocks be scheduled: the next launch's setup, and a product's weight loads (weights are never
+// written), overlap this kernel instead of following it. Since each kernel waits before touching
+// any activation or state, and a kernel completes only after its own wait returned, every read
+// and write still happens in stream order. On older GPUs the runtime launches without the
+// attribute and these compile to nothing.
+QDEV void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+QDEV void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// The prologue of every entry point that has nothing to load before its inputs are ready.
+QDEV void pdl_enter() {
+    pdl_wait();
+    pdl_launch_dependents();
+}
+QDEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // ---------------------------------------------------------------------------------------------
 // Packed weight layouts for mma.sync. A weight [N, K] is cut into tiles of 8 rows (one mma's n)
 // and chunks of CH k; chunk (nt, c) is 32 lanes x 16 bytes, lane = 4*g + t holding exactly the B
@@ -216,7 +240,7 @@ template <int KIND, bool VEC> QDEV void a_frag(const void* A, int lda, int M, in
 // WK > 1 so that enough warps stream the weights; prefill uses WN > 1 and MT > 1 for reuse.
 // Partial sums are kept per weight group (int32 for int8 activations, exact) and folded into
 // the f32 accumulator with the group's scale when the group ends.
-template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int WK, bool VEC>
+template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int WK, int DEPTH, bool VEC>
 QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                const float* resid, int ldr, float* out, int ldo, int M) {
     typedef Layout<KIND> L;
@@ -242,12 +266,22 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
     int c_begin = (KC * wk) / WK, c_end = (KC * (wk + 1)) / WK;
     int cur_group = -1;
     const int N_TILES = (N + 7) / 8;
-    auto flush = [&](int grp) {
+    // The scales of the current group, loaded when the group starts (not when it is folded in,
+    // where the load's latency would stall the warp once per group).
+    float gs[NT][2];
+    auto load_scales = [&](int grp) {
 #pragma unroll
         for (int j = 0; j < NT; j++) {
             int n0 = (nt_base + j) * 8 + t * 2;
-            float s0 = 1.f, s1 = 1.f;
-            if (scales && nt_base + j < N_TILES) { s0 = scales[(i64)n0 * NG + grp]; s1 = scales[(i64)(n0 + 1) * NG + grp]; }
+            bool ok = scales && nt_base + j < N_TILES;
+            gs[j][0] = ok ? scales[(i64)n0 * NG + grp] : 1.f;
+            gs[j][1] = ok ? scales[(i64)(n0 + 1) * NG + grp] : 1.f;
+        }
+    };
+    auto flush = [&]() {
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            float s0 = gs[j][0], s1 = gs[j][1];
 #pragma unroll
             for (int i = 0; i < MT; i++) {
                 if (INT) {
@@ -262,45 +296,66 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
             }
         }
     };
-    // The next chunk's weights are loaded while this one's products run.
-    uint4 wnext[NT];
+    if (c_begin < c_end) {
+        cur_group = (c_begin * L::CH) / GROUP;
+        load_scales(cur_group);
+    }
+    // Weights stream through a ring of DEPTH chunks per warp: chunk c + DEPTH is requested when
+    // chunk c is consumed, so DEPTH loads are in flight per lane (a decode step has few rows and
+    // is bound by how many weight bytes are in flight). The first DEPTH chunks are requested, and
+    // the next few prefetched into L2, before waiting for the previous kernel.
+    auto load_chunk = [&](int c, uint4* w) {
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int nt = nt_base + j;
+            w[j] = nt < N_TILES && c < c_end ? W[((i64)nt * KC + c) * 32 + lane] : make_uint4(0, 0, 0, 0);
+        }
+    };
+    uint4 ring[DEPTH][NT];
+#pragma unroll
+    for (int d = 0; d < DEPTH; d++) load_chunk(c_begin + d, ring[d]);
 #pragma unroll
     for (int j = 0; j < NT; j++) {
         int nt = nt_base + j;
-        wnext[j] = nt < N_TILES && c_begin < c_end ? W[((i64)nt * KC + c_begin) * 32 + lane] : make_uint4(0, 0, 0, 0);
+        if (nt < N_TILES && (lane & 7) == 0)
+            for (int c = c_begin + DEPTH; c < c_end && c < c_begin + DEPTH + 4; c++) prefetch_l2(&W[((i64)nt * KC + c) * 32 + lane]);
     }
-    for (int c = c_begin; c < c_end; c++) {
-        uint4 wv[NT];
+    pdl_enter();
+    for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            wv[j] = wnext[j];
-            int nt = nt_base + j;
-            if (c + 1 < c_end) wnext[j] = nt < N_TILES ? W[((i64)nt * KC + c + 1) * 32 + lane] : make_uint4(0, 0, 0, 0);
-        }
+        for (int d = 0; d < DEPTH; d++) {
+            const int c = c0 + d;
+            if (c >= c_end) break;
+            uint4 wv[NT];
 #pragma unroll
-        for (int s = 0; s < STEPS; s++) {
-            int kb = c * L::CH + s * L::KSTEP;
-            int grp = kb / GROUP;
-            if (grp != cur_group) {
-                if (cur_group >= 0) flush(cur_group);
-                cur_group = grp;
-            }
-            u32 a[MT][4];
+            for (int j = 0; j < NT; j++) wv[j] = ring[d][j];
+            if (c + DEPTH < c_end) load_chunk(c + DEPTH, ring[d]);
 #pragma unroll
-            for (int i = 0; i < MT; i++) a_frag<KIND, VEC>(A, lda, M, m_base + 16 * i, kb, K, a[i]);
+            for (int s = 0; s < STEPS; s++) {
+                int kb = c * L::CH + s * L::KSTEP;
+                int grp = kb / GROUP;
+                if (grp != cur_group) {
+                    flush();
+                    cur_group = grp;
+                    load_scales(grp);
+                }
+                u32 a[MT][4];
 #pragma unroll
-            for (int j = 0; j < NT; j++) {
-                u32 b0, b1;
-                b_frag<KIND>(wv[j], s, b0, b1);
+                for (int i = 0; i < MT; i++) a_frag<KIND, VEC>(A, lda, M, m_base + 16 * i, kb, K, a[i]);
 #pragma unroll
-                for (int i = 0; i < MT; i++) {
-                    if (INT) mma_s8(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
-                    else mma_f16(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                for (int j = 0; j < NT; j++) {
+                    u32 b0, b1;
+                    b_frag<KIND>(wv[j], s, b0, b1);
+#pragma unroll
+                    for (int i = 0; i < MT; i++) {
+                        if (INT) mma_s8(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                        else mma_f16(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                    }
                 }
             }
         }
     }
-    if (cur_group >= 0) flush(cur_group);
+    if (cur_group >= 0) flush();
 
     if (WK > 1) {
         // Partial sums of the k-split warps meet in shared memory, in a fixed order.
@@ -343,78 +398,183 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
 
 // ---------------------------------------------------------------------------------------------
 // Row kernels: one block per row, the row staged in shared memory through a chain of stages.
-
+//
 // T is the block size: every loop below has a compile-time trip count and unrolls, so a
 // thread's global loads are all in flight at once (a decode step runs one block per row, where
-// serial load latency would dominate).
+// serial load latency would dominate). Element-wise stages give element i to thread i % T in
+// every stage, so a thread only reads what it wrote itself and needs no barrier; a stage that
+// reads other threads' elements (a reduction, the Hadamard transform) synchronizes first.
+//
+// The row is stored swizzled: element i at sw(i), its low five bits XORed with bits 5-9, so that
+// a warp reading 32 elements 32 apart (the Hadamard transform's transposed pass) hits 32
+// different banks, as does one reading 32 consecutive elements. The buffer holds W rounded up
+// to 32, within which sw is a bijection.
+QDEV int sw(int i) { return i ^ ((i >> 5) & 31); }
 
 template <int W, int T> QDEV void row_load(float* row, const Opnd& x, i64 r) {
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) row[i] = ld(x, r, i);
-    __syncthreads();
+    for (int i = threadIdx.x; i < W; i += T) row[sw(i)] = ld(x, r, i);
 }
 
-// Plain RMSNorm of the whole row, optionally times a weight.
+// Plain RMSNorm of the whole row, optionally times a weight (loaded before the reduction, so
+// its latency overlaps it).
 template <int W, int T> QDEV void row_rms_norm(float* row, const float* weight, float eps, float* scratch) {
+    const int E = (W + T - 1) / T;
+    float w[E];
     float s = 0.f;
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) s += row[i] * row[i];
+    for (int e = 0; e < E; e++) {
+        int i = threadIdx.x + e * T;
+        w[e] = weight && i < W ? weight[i] : 1.f;
+        if (i < W) s += row[sw(i)] * row[sw(i)];
+    }
     float inv = rsqrtf(block_sum(s, scratch) / (float)W + eps);
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) row[i] = row[i] * inv * (weight ? weight[i] : 1.f);
-    __syncthreads();
+    for (int e = 0; e < E; e++) {
+        int i = threadIdx.x + e * T;
+        if (i < W) row[sw(i)] = row[sw(i)] * inv * w[e];
+    }
 }
 
-// mamba_ssm's gated norm: y * silu(z), normalised per group of W / G, times the weight.
+// mamba_ssm's gated norm: y * silu(z), normalised per group of W / G, times the weight. The
+// gate and the weight are loaded together, before any barrier.
 template <int W, int G, int T> QDEV void row_gated_norm(float* row, const Opnd& z, i64 r, const float* weight, float eps, float* scratch) {
+    const int E = (W + T - 1) / T, GS = W / G;
+    float w[E];
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) row[i] = row[i] * silu_f(ld(z, r, i));
-    __syncthreads();
-    const int GS = W / G;
-    for (int grp = 0; grp < G; grp++) {
-        float s = 0.f;
-#pragma unroll
-        for (int i = threadIdx.x; i < GS; i += T) s += row[grp * GS + i] * row[grp * GS + i];
-        float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
-#pragma unroll
-        for (int i = threadIdx.x; i < GS; i += T) row[grp * GS + i] = row[grp * GS + i] * inv;
+    for (int e = 0; e < E; e++) {
+        int i = threadIdx.x + e * T;
+        if (i < W) {
+            w[e] = weight[i];
+            row[sw(i)] = row[sw(i)] * silu_f(ld(z, r, i));
+        }
     }
-    __syncthreads();
+    if (GS % T == 0) {
+        // Each of a thread's elements lies in group (e * T) / GS: one reduction per group, and
+        // the thread keeps its own elements.
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) row[i] *= weight[i];
-    __syncthreads();
+        for (int grp = 0; grp < G; grp++) {
+            float s = 0.f;
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                if ((e * T) / GS == grp) s += row[sw(threadIdx.x + e * T)] * row[sw(threadIdx.x + e * T)];
+            float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                if ((e * T) / GS == grp) row[sw(threadIdx.x + e * T)] = row[sw(threadIdx.x + e * T)] * inv * w[e];
+        }
+    } else {
+        __syncthreads();
+        for (int grp = 0; grp < G; grp++) {
+            float s = 0.f;
+#pragma unroll
+            for (int i = threadIdx.x; i < GS; i += T) s += row[sw(grp * GS + i)] * row[sw(grp * GS + i)];
+            float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+#pragma unroll
+            for (int i = threadIdx.x; i < GS; i += T) row[sw(grp * GS + i)] = row[sw(grp * GS + i)] * inv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int i = threadIdx.x + e * T;
+            if (i < W) row[sw(i)] *= w[e];
+        }
+    }
 }
 
 // Orthonormal block-diagonal Walsh-Hadamard transform: blocks of the largest power of two
 // dividing W, each scaled by 1/sqrt(block).
+//
+// When T divides W, thread t holds elements j*T + t. The butterflies of element bits at or above
+// log2(T) pair a thread's own elements; those of bits 0-4 pair lanes of a warp (shuffles); those
+// of the warp bits run after one pass through shared memory that swaps the warp bits of the
+// element index into the lane bits, and a second pass puts the row back in order: two barriers
+// instead of one per stage. Otherwise, one barrier per stage over the shared row.
 template <int W, int T> QDEV void row_hadamard(float* row) {
     const int B = W & (-W);
+    const float norm = rsqrtf((float)B);
+    static_assert((T & (T - 1)) == 0, "row kernels run a power-of-two block");
+    if constexpr (W % T == 0 && T >= 32) {
+        const int E = W / T, LOG_T = T == 32 ? 5 : T == 64 ? 6 : T == 128 ? 7 : T == 256 ? 8 : T == 512 ? 9 : 10;
+        const int WB = LOG_T - 5;  // warp bits of the element index
+        const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+        float v[E];
+#pragma unroll
+        for (int j = 0; j < E; j++) v[j] = row[sw(j * T + t)];
+        // Bits >= log2(T): a thread's own elements j and j ^ (h / T), within one block.
+#pragma unroll
+        for (int h = T; h < B; h <<= 1)
+#pragma unroll
+            for (int j = 0; j < E; j++)
+                if (!(j & (h / T))) {
+                    float a = v[j], b = v[j + h / T];
+                    v[j] = a + b;
+                    v[j + h / T] = a - b;
+                }
+        // Bits 0-4: lanes.
+#pragma unroll
+        for (int h = 1; h < 32 && h < B; h <<= 1)
+#pragma unroll
+            for (int j = 0; j < E; j++) {
+                float o = __shfl_xor_sync(0xffffffffu, v[j], h);
+                v[j] = (lane & h) ? o - v[j] : v[j] + o;
+            }
+        if (WB > 0 && B > 32) {
+            // Thread (warp, lane) takes element (hi = lane mod 2^WB, lo = lane / 2^WB + warp * 2^(5-WB)),
+            // so element bit 5 + k is lane bit k.
+            const int idx = ((lane & ((1 << WB) - 1)) << 5) | (lane >> WB) | (warp << (5 - WB));
+#pragma unroll
+            for (int j = 0; j < E; j++) row[sw(j * T + t)] = v[j];
+            __syncthreads();
+#pragma unroll
+            for (int j = 0; j < E; j++) v[j] = row[sw(j * T + idx)];
+#pragma unroll
+            for (int k = 0; k < WB; k++) {
+                if ((32 << k) >= B) break;
+#pragma unroll
+                for (int j = 0; j < E; j++) {
+                    float o = __shfl_xor_sync(0xffffffffu, v[j], 1 << k);
+                    v[j] = (lane & (1 << k)) ? o - v[j] : v[j] + o;
+                }
+            }
+            __syncthreads();
+#pragma unroll
+            for (int j = 0; j < E; j++) row[sw(j * T + idx)] = v[j] * norm;
+            __syncthreads();
+        } else {
+#pragma unroll
+            for (int j = 0; j < E; j++) row[sw(j * T + t)] = v[j] * norm;
+        }
+    } else {
+    __syncthreads();
 #pragma unroll
     for (int h = 1; h < B; h <<= 1) {
 #pragma unroll
         for (int i = threadIdx.x; i < W / 2; i += T) {
             int blk = i / (B / 2), j = i % (B / 2);
             int lo = blk * B + (j / h) * 2 * h + (j % h);
-            float a = row[lo], b = row[lo + h];
-            row[lo] = a + b;
-            row[lo + h] = a - b;
+            float a = row[sw(lo)], b = row[sw(lo + h)];
+            row[sw(lo)] = a + b;
+            row[sw(lo + h)] = a - b;
         }
         __syncthreads();
     }
-    const float norm = rsqrtf((float)B);
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) row[i] *= norm;
+    for (int i = threadIdx.x; i < W; i += T) row[sw(i)] *= norm;
     __syncthreads();
+    }
 }
 
 template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r) {
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) out[r * W + i] = row[i];
+    for (int i = threadIdx.x; i < W; i += T) out[r * W + i] = row[sw(i)];
 }
 
-template <int W, int T> QDEV void row_quantize(const float* row, const float* scale, int scale_vec, i8* out, int stride, i64 r) {
+// `scale0` is scale[0], loaded when the kernel starts (a per-tensor scale would otherwise cost
+// one more dependent load at the end of the chain).
+template <int W, int T> QDEV void row_quantize(const float* row, const float* scale, int scale_vec, float scale0, i8* out, int stride, i64 r) {
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) out[r * stride + i] = quantize_one(row[i], scale[scale_vec ? i : 0]);
+    for (int i = threadIdx.x; i < W; i += T) out[r * stride + i] = quantize_one(row[sw(i)], scale_vec ? scale[i] : scale0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -558,17 +718,18 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
 #pragma unroll
     for (int i = 0; i < PER; i++) s[i] = st[i * LANES + sub];
     for (int t0 = 0; t0 < seq; t0 += TB) {
-        for (int i = threadIdx.x; i < TB * N; i += blockDim.x) {
+        const int steps = min(TB, seq - t0);  // decode: one step, not TB copies of it
+        for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
             int j = i / N, n = i % N;
-            i64 r = (i64)b * seq + min(t0 + j, seq - 1);
+            i64 r = (i64)b * seq + t0 + j;
             sB[j][n] = ld(Bm, r, grp * N + n);
             sC[j][n] = ld(Cm, r, grp * N + n);
         }
-        for (int i = threadIdx.x; i < TB * PB; i += blockDim.x) {
+        for (int i = threadIdx.x; i < steps * PB; i += blockDim.x) {
             int j = i / PB, q = i % PB;
-            sX[j][q] = ld(x, (i64)b * seq + min(t0 + j, seq - 1), h * P + pb * PB + q);
+            sX[j][q] = ld(x, (i64)b * seq + t0 + j, h * P + pb * PB + q);
         }
-        if (threadIdx.x < TB) {
+        if (threadIdx.x < steps) {
             int j = threadIdx.x;
             float delta = fminf(fmaxf(softplus_f(ld(dt, (i64)b * seq + min(t0 + j, seq - 1), h) + bias), dt_min), dt_max);
             sDelta[j] = delta;
@@ -612,9 +773,10 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
     for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = st[i * LANES + sub]; }
     float D = dvec[d];
     for (int t0 = 0; t0 < seq; t0 += TB) {
-        for (int i = threadIdx.x; i < TB * N; i += blockDim.x) {
+        const int steps = min(TB, seq - t0);
+        for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
             int j = i / N, n = i % N;
-            i64 r = (i64)b * seq + min(t0 + j, seq - 1);
+            i64 r = (i64)b * seq + t0 + j;
             sB[j][n] = ld(Bm, r, n);
             sC[j][n] = ld(Cm, r, n);
         }
@@ -651,6 +813,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 template <int V> QDEV void argmax_rows(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {
     __shared__ float best_v[32];
     __shared__ int best_i[32];
+    pdl_enter();
     int r = blockIdx.x;
     const float* row = logits + ((i64)r * row_step + row_off) * V;
     float bv = -3.4e38f;
@@ -680,4 +843,7 @@ template <int V> QDEV void argmax_rows(const float* logits, int row_step, int ro
 }  // namespace quamba
 
 // Advances the step counter of on-device greedy decoding (one thread; after every argmax).
-extern "C" __global__ void quamba_advance_step(int* step) { *step += 1; }
+extern "C" __global__ void quamba_advance_step(int* step) {
+    quamba::pdl_enter();
+    *step += 1;
+}

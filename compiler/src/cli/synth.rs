@@ -17,11 +17,14 @@ pub struct SynthArgs {
     /// Seed of the random values.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Number of layers instead of the model's own (same per-layer shapes; for quick profiling).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    layers: Option<u64>,
 }
 
 pub fn run(a: SynthArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    let params = synthesize(a.like, &a.output, a.seed).with_context(|| format!("writing {}", a.output.display()))?;
+    let params = synthesize(a.like, &a.output, a.seed, a.layers.map(|l| l as usize)).with_context(|| format!("writing {}", a.output.display()))?;
     eprintln!("{}: {:.2} B random parameters (f16) in {:.1} s — for timing only, never for quality", a.output.display(), params as f64 / 1e9, start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! CUDA source generation: one `extern "C"` entry point per distinct kernel of a plan, each
 //! instantiating a `quamba.cuh` template with the model's dimensions as constants (so loops over
 //! widths, heads and states unroll and index arithmetic folds). `ENTRY` is replaced by the name.
+//! Every entry point starts with `quamba::pdl_enter()` (products: after their first weight
+//! loads, inside `quamba::gemm`), which programmatic dependent launch relies on.
 
 use super::plan::Grid;
 
@@ -36,26 +38,26 @@ fn lit(x: f32) -> String {
 
 pub fn embed(kind: u8, width: usize, group: usize) -> String {
     format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(const i64* tokens, const void* table, const float* scales, float* out) {{\n    quamba::embed_packed<{kind}, {width}, {group}>(tokens, table, scales, out, blockIdx.x);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(const i64* tokens, const void* table, const float* scales, float* out) {{\n    quamba::pdl_enter();\n    quamba::embed_packed<{kind}, {width}, {group}>(tokens, table, scales, out, blockIdx.x);\n}}\n"
     )
 }
 
 pub fn elementwise(width: usize, op: u8) -> String {
     let what = ["silu", "softplus", "mul", "add", "mul_silu", "copy"][op as usize];
     format!(
-        "// {what}\nextern \"C\" __global__ void __launch_bounds__(256) ENTRY(quamba::Opnd a, quamba::Opnd b, float* out, int rows) {{\n    quamba::elementwise<{width}, {op}>(a, b, out, rows);\n}}\n"
+        "// {what}\nextern \"C\" __global__ void __launch_bounds__(256) ENTRY(quamba::Opnd a, quamba::Opnd b, float* out, int rows) {{\n    quamba::pdl_enter();\n    quamba::elementwise<{width}, {op}>(a, b, out, rows);\n}}\n"
     )
 }
 
 pub fn quantize(width: usize) -> String {
     format!(
-        "extern \"C\" __global__ void __launch_bounds__(256) ENTRY(quamba::Opnd a, const float* scale, int scale_vec, i8* out, int stride, int rows) {{\n    quamba::quantize_rows<{width}>(a, scale, scale_vec, out, stride, rows);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(256) ENTRY(quamba::Opnd a, const float* scale, int scale_vec, i8* out, int stride, int rows) {{\n    quamba::pdl_enter();\n    quamba::quantize_rows<{width}>(a, scale, scale_vec, out, stride, rows);\n}}\n"
     )
 }
 
 pub fn dequantize(width: usize) -> String {
     format!(
-        "extern \"C\" __global__ void __launch_bounds__(256) ENTRY(const i8* q, int stride, const float* scale, int scale_vec, float* out, int rows) {{\n    quamba::dequantize_rows<{width}>(q, stride, scale, scale_vec, out, rows);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(256) ENTRY(const i8* q, int stride, const float* scale, int scale_vec, float* out, int rows) {{\n    quamba::pdl_enter();\n    quamba::dequantize_rows<{width}>(q, stride, scale, scale_vec, out, rows);\n}}\n"
     )
 }
 
@@ -64,27 +66,27 @@ pub const CONV_CHUNK: usize = 64;
 
 pub fn conv(channels: usize, taps: usize, silu: bool, update: bool) -> String {
     format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(quamba::Opnd x, const float* weight, const float* bias, float* state, float* out, int batch, int seq) {{\n    quamba::causal_conv1d<{channels}, {taps}, {CONV_CHUNK}, {silu}, {update}>(x, weight, bias, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(quamba::Opnd x, const float* weight, const float* bias, float* state, float* out, int batch, int seq) {{\n    quamba::pdl_enter();\n    quamba::causal_conv1d<{channels}, {taps}, {CONV_CHUNK}, {silu}, {update}>(x, weight, bias, state, out, batch, seq);\n}}\n"
     )
 }
 
 pub fn conv_state(channels: usize, taps: usize) -> String {
     format!(
-        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(quamba::Opnd x, float* state, int batch, int seq) {{\n    quamba::conv_state<{channels}, {taps}>(x, state, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(128) ENTRY(quamba::Opnd x, float* state, int batch, int seq) {{\n    quamba::pdl_enter();\n    quamba::conv_state<{channels}, {taps}>(x, state, batch, seq);\n}}\n"
     )
 }
 
 pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize) -> String {
     let threads = lanes * channels_per_block;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq) {{\n    quamba::pdl_enter();\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
     )
 }
 
 pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize) -> String {
     let threads = lanes * rows_per_block;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq) {{\n    quamba::pdl_enter();\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq);\n}}\n"
     )
 }
 
@@ -102,7 +104,7 @@ pub fn stage_hadamard(width: usize) -> String {
 }
 
 pub fn stage_quantize(width: usize) -> String {
-    format!("quamba::row_quantize<{width}, T>(row, qscale, qvec, out_q, q_stride, r);")
+    format!("quamba::row_quantize<{width}, T>(row, qscale, qvec, qscale0, out_q, q_stride, r);")
 }
 
 pub fn stage_store(width: usize) -> String {
@@ -121,8 +123,9 @@ pub fn row_threads(width: usize) -> usize {
 /// One block per row: load, the stages in order, store.
 pub fn row_chain(width: usize, stages: &[String]) -> String {
     let threads = row_threads(width);
+    let padded = width.div_ceil(32) * 32; // see quamba::sw
     let mut s = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    constexpr int T = {threads};\n    __shared__ float row[{width}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    quamba::row_load<{width}, T>(row, x, r);\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    quamba::pdl_enter();\n    constexpr int T = {threads};\n    __shared__ float row[{padded}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    const float qscale0 = qscale ? qscale[0] : 0.f;\n    quamba::row_load<{width}, T>(row, x, r);\n"
     );
     for st in stages {
         s.push_str("    ");
@@ -131,6 +134,17 @@ pub fn row_chain(width: usize, stages: &[String]) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// Warps per block and chunks in flight per warp of the decode products (see
+/// [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE=WARPS,DEPTH` for every kind (a tuning aid;
+/// the plan, hence the source hash, changes with it).
+fn decode_limits(kind: u8) -> (usize, usize) {
+    let parsed = std::env::var("QUAMBA_CUDA_DECODE").ok().and_then(|v| {
+        let (w, d) = v.split_once(',')?;
+        Some((w.trim().parse::<usize>().ok()?.clamp(1, 32), d.trim().parse::<usize>().ok()?.clamp(1, 8)))
+    });
+    parsed.unwrap_or(if kind == 0 { (16, 1) } else { (8, 4) })
 }
 
 /// The shape of a matrix product.
@@ -150,17 +164,24 @@ pub struct GemmConfig {
     pub nt: usize,
     pub wn: usize,
     pub wk: usize,
+    /// Weight chunks each warp has in flight.
+    pub depth: usize,
 }
 
 impl GemmConfig {
     /// Few rows: one 16-row tile; the block's warps split k for 8 columns, about three chunks
     /// each, so that each warp waits on few dependent loads (a decode step is latency-bound).
+    /// Measured on an H200 (bench/RESULTS.md): packed 4/8-bit weights do best with 8 warps and
+    /// every chunk of a warp requested at once (up to 4); f16 weights with 16 warps and one chunk
+    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy.
     pub fn decode(kind: u8, k: usize) -> GemmConfig {
+        let (max_warps, max_depth) = decode_limits(kind);
         let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
-        GemmConfig { mt: 1, nt: 1, wn: 1, wk: chunks.div_ceil(3).clamp(1, 16) }
+        let wk = chunks.div_ceil(3).clamp(1, max_warps);
+        GemmConfig { mt: 1, nt: 1, wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth) }
     }
-    /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns.
-    pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1 };
+    /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns, one chunk ahead.
+    pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1, depth: 1 };
 
     pub fn threads(&self) -> u32 {
         (self.wn * self.wk * 32) as u32
@@ -182,7 +203,7 @@ impl GemmConfig {
 pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
     let threads = c.threads();
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
-        s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, s.vec
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, c.depth, s.vec
     )
 }

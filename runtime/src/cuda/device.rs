@@ -72,6 +72,8 @@ pub struct CudaExecutor {
     slot_ptrs: Vec<u64>,
     weight_ptrs: Vec<u64>,
     state_ptrs: Vec<u64>,
+    /// Launch with programmatic dependent launch (sm_90 and later; see `quamba::pdl_enter`).
+    dependent_launch: bool,
 }
 
 impl CudaExecutor {
@@ -94,6 +96,8 @@ impl CudaExecutor {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
         let (major, minor) = ctx.compute_capability()?;
+        // QUAMBA_CUDA_PDL=0 turns it off, to measure what it brings.
+        let dependent_launch = major >= 9 && std::env::var("QUAMBA_CUDA_PDL").map_or(true, |v| v != "0");
         let arch = arch_name(major, minor);
         let own = super::compile::source_hash(&plan.source);
         let ptx = match ptx {
@@ -179,6 +183,7 @@ impl CudaExecutor {
             slot_ptrs,
             weight_ptrs,
             state_ptrs,
+            dependent_launch,
         })
     }
 
@@ -462,6 +467,9 @@ impl CudaExecutor {
 
     fn launch(&self, name: &str, cfg: LaunchConfig, values: &[ArgValue]) -> Result<(), CudaError> {
         let f = self.functions.get(name).ok_or_else(|| CudaError::Device(format!("kernel {name} is not in the module")))?;
+        if self.dependent_launch {
+            return self.launch_dependent(f, cfg, values);
+        }
         let mut builder = self.stream.launch_builder(f);
         for v in values {
             match v {
@@ -477,6 +485,48 @@ impl CudaExecutor {
         // sized for `max_rows`/`max_batch`, which `check_call` enforces, plus slack for reads
         // past a row's end; grids never exceed the rows of the call.
         unsafe { builder.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// [`Self::launch`] with the programmatic-stream-serialization attribute: the kernel may start
+    /// while its predecessor runs, and waits for it inside (`quamba::pdl_enter`). cudarc's
+    /// builder has no launch attributes, hence the driver call.
+    fn launch_dependent(&self, f: &CudaFunction, cfg: LaunchConfig, values: &[ArgValue]) -> Result<(), CudaError> {
+        use cudarc::driver::sys;
+        let mut params: Vec<*mut std::ffi::c_void> = values
+            .iter()
+            .map(|v| match v {
+                ArgValue::Ptr(p) => p as *const u64 as *mut std::ffi::c_void,
+                ArgValue::I32(x) => x as *const i32 as *mut std::ffi::c_void,
+                ArgValue::F32(x) => x as *const f32 as *mut std::ffi::c_void,
+                ArgValue::Operand(o) => o as *const OperandRepr as *mut std::ffi::c_void,
+            })
+            .collect();
+        // SAFETY: an all-zero launch attribute is a valid C value (id 0, zeroed union); both
+        // fields that matter are set right after.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        self.ctx.bind_to_thread()?;
+        // SAFETY: `params` holds one pointer per kernel parameter, in the entry point's order, to
+        // values of the parameter's C type (see `launch`); they and `attr` outlive the call, which
+        // copies them. The function belongs to this executor's module, loaded in `self.ctx`
+        // (bound above), and the stream is this context's. The kernels this plan generates all
+        // begin with `quamba::pdl_enter` before touching activations or state, which is what
+        // makes the early start sound.
+        unsafe { sys::cuLaunchKernelEx(&config, f.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()) }.result()?;
         Ok(())
     }
 }
