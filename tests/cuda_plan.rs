@@ -108,3 +108,44 @@ fn generated_source_compiles_for_every_target_gpu() {
         assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: a kernel spills to local memory");
     }
 }
+
+/// Which out_proj input chains split over blocks: whole Hadamard blocks of at most 1024
+/// elements, at least two per row, each inside one norm group.
+#[test]
+fn gated_hadamard_chains_split_by_hadamard_block() {
+    use kernels::cuda::codegen::hadamard_segments;
+    if std::env::var("QUAMBA_CUDA_ROW_SPLIT").is_ok() {
+        return; // the knob overrides the rule
+    }
+    assert_eq!(hadamard_segments(5120, 1), Some(5), "mamba2-2.7b: 5 blocks of 1024");
+    assert_eq!(hadamard_segments(1536, 1), Some(3), "mamba2-130m: 3 blocks of 512");
+    assert_eq!(hadamard_segments(5120, 5), Some(5), "groups of 1024 hold one block each");
+    assert_eq!(hadamard_segments(5120, 10), None, "a 1024 block would straddle two groups of 512");
+    assert_eq!(hadamard_segments(1024, 1), None, "one block per row: nothing to split");
+    assert_eq!(hadamard_segments(8192, 8), None, "a block of 8192 is wider than a CUDA block");
+    assert_eq!(hadamard_segments(40, 1), None, "blocks of 8 are too small to pay");
+}
+
+/// The split chain compiles at the real models' widths for every target GPU, without spills.
+#[test]
+fn split_gated_hadamard_kernel_compiles() {
+    use kernels::cuda::codegen;
+    if !runtime::cuda::nvrtc_available() {
+        assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        eprintln!("skipped: no libnvrtc on this machine");
+        return;
+    }
+    let entries: Vec<String> = [(5120, 1), (1536, 1), (5120, 5), (1280, 1)]
+        .iter()
+        .enumerate()
+        .map(|(i, (w, g))| codegen::gated_hadamard_quantize(*w, *g, 1e-5).replace("ENTRY", &format!("split_{i}")))
+        .collect();
+    let source = codegen::source(&entries, 64);
+    for arch in ["sm_90", "sm_87", "sm_86"] {
+        let ptx = runtime::cuda::compile_ptx(&source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        for i in 0..entries.len() {
+            assert!(ptx.contains(&format!(".entry split_{i}(")), "{arch}: split_{i} missing");
+        }
+        assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: spills to local memory");
+    }
+}

@@ -565,6 +565,42 @@ template <int W, int T> QDEV void row_hadamard(float* row) {
     }
 }
 
+// A Mamba2 layer's out_proj input chain (gated norm, Hadamard transform, quantize) split over
+// W / B blocks per row, one per Hadamard block of B elements, so that several SMs share a row
+// instead of one doing it all. Every block of a norm group reads the whole group to compute its
+// sum of squares itself, so no block waits for another; it keeps its own B elements (in `buf`,
+// B floats rounded up to 32), and transforms and quantizes only those. Same operations, in the
+// same order per element, as row_gated_norm -> row_hadamard -> row_quantize; only the sum of
+// squares is reduced in another order.
+template <int W, int G, int B, int T>
+QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* weight, float eps, const float* scale, int scale_vec,
+                                  float scale0, i8* out, int stride, float* buf, float* scratch) {
+    const int GS = W / G, SEGS = W / B, E = B / T, EG = GS / T;
+    static_assert(B % T == 0 && GS % B == 0 && W % B == 0, "segments of whole Hadamard blocks within one norm group");
+    const i64 r = blockIdx.x / SEGS;
+    const int seg = blockIdx.x % SEGS, base = seg * B, off = base % GS, gbase = base - off, t = threadIdx.x;
+    float w[E];
+#pragma unroll
+    for (int j = 0; j < E; j++) w[j] = weight[base + j * T + t];
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < EG; k++) {
+        int i = gbase + k * T + t;
+        float g = ld(x, r, i) * silu_f(ld(z, r, i));
+        s += g * g;
+        if (k * T >= off && k * T < off + B) buf[sw(k * T - off + t)] = g;
+    }
+    float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+#pragma unroll
+    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * w[j];
+    row_hadamard<B, T>(buf);
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        int i = base + j * T + t;
+        out[r * stride + i] = quantize_one(buf[sw(j * T + t)], scale_vec ? scale[i] : scale0);
+    }
+}
+
 template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r) {
 #pragma unroll
     for (int i = threadIdx.x; i < W; i += T) out[r * W + i] = row[sw(i)];

@@ -426,6 +426,7 @@ impl Builder<'_> {
         let mut weights: Vec<Arg> = Vec::new();
         let mut stages: Vec<String> = Vec::new();
         let mut quantize = None;
+        let mut split = None;
         let mut cur = start;
         loop {
             let node = self.g.node(cur).clone();
@@ -436,6 +437,11 @@ impl Builder<'_> {
                     weights.push(w);
                 }
                 Op::GatedRmsNorm { weight, groups, eps } => {
+                    // Gated norm -> Hadamard -> quantize, and nothing else, may split over blocks.
+                    let next_is_hadamard = matches!(self.g.users(cur).as_slice(), [u] if matches!(self.g.node(*u).op, Op::Hadamard));
+                    if stages.is_empty() && next_is_hadamard {
+                        split = codegen::hadamard_segments(width, groups).map(|segments| (groups, eps, segments));
+                    }
                     z = Some(self.view(self.g.inputs(cur)[1])?);
                     stages.push(codegen::stage_gated_norm(width, groups, weights.len(), eps));
                     let w = self.use_f32(weight, 0);
@@ -484,9 +490,16 @@ impl Builder<'_> {
                 self.repr.insert(cur, Repr::F32(out));
             }
         }
-        let name = self.entry("rows", codegen::row_chain(width, &stages));
-        let block = codegen::row_threads(width) as u32;
-        let kernel = Kernel { name, grid: Grid::Rows, block, shared_bytes: 0 };
+        let kernel = match (split, quantize.is_some()) {
+            (Some((groups, eps, segments)), true) if stages.len() == 3 => {
+                let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps));
+                Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 }
+            }
+            _ => {
+                let name = self.entry("rows", codegen::row_chain(width, &stages));
+                Kernel { name, grid: Grid::Rows, block: codegen::row_threads(width) as u32, shared_bytes: 0 }
+            }
+        };
         self.push(cur, kernel, None, args);
         Ok(())
     }

@@ -147,6 +147,28 @@ fn decode_limits(kind: u8) -> (usize, usize) {
     parsed.unwrap_or(if kind == 0 { (16, 1) } else { (8, 4) })
 }
 
+/// Hadamard blocks per row when a gated norm -> Hadamard -> quantize chain of `width` with
+/// `groups` norm groups can run as [`gated_hadamard_quantize`]: at least two blocks of at most
+/// 1024 elements, each within one norm group. `QUAMBA_CUDA_ROW_SPLIT=0` keeps one block per row
+/// (to measure the split side by side).
+pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
+    let block = width & width.wrapping_neg();
+    let splits = block >= 32 && block <= 1024 && width / block >= 2 && groups > 0 && width % groups == 0 && (width / groups) % block == 0;
+    let allowed = std::env::var("QUAMBA_CUDA_ROW_SPLIT").map_or(true, |v| v != "0");
+    (splits && allowed).then_some(width / block)
+}
+
+/// The gated norm -> Hadamard -> quantize chain as one block per (row, Hadamard block); the
+/// parameters are those of [`row_chain`]'s entry points, so a launch passes the same arguments.
+pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String {
+    let block = width & width.wrapping_neg();
+    let padded = block.div_ceil(32) * 32;
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride, buf, scratch);\n}}\n",
+        lit(eps)
+    )
+}
+
 /// The shape of a matrix product.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmShape {

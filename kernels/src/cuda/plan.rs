@@ -103,6 +103,11 @@ pub enum Grid {
         /// Rows per block.
         rows_per_block: usize,
     },
+    /// `segments` blocks per row.
+    RowSegments {
+        /// Blocks per row.
+        segments: usize,
+    },
 }
 
 /// A kernel entry point with its launch shape.

@@ -417,6 +417,7 @@ impl CudaExecutor {
         let block = kernel.block as usize;
         let grid = match &kernel.grid {
             Grid::Rows => (rows, 1),
+            Grid::RowSegments { segments } => (rows * segments, 1),
             Grid::Sequences => (batch, 1),
             Grid::Elements { width } => ((rows * width).div_ceil(block), 1),
             Grid::Chunks { per_position, chunk } => ((batch * per_position * seq.div_ceil(*chunk)).div_ceil(block), 1),
