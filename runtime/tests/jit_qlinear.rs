@@ -1,5 +1,6 @@
 //! The generated quantized-linear kernels against the integer reference (`qlinear_i8`), which
-//! they must match bit for bit: decode (1–7 rows, column split) and prefill (row tiles), int8
+//! they must match bit for bit: decode (1–7 rows: the one-row tile kernel, column split, with the
+//! general kernel for features past the last whole tile) and prefill (row tiles), int8
 //! and int4 weights, group sizes that do and do not fill the 16-lane vectors, extreme values.
 
 use kernels::cpu::QLinearSpec;
