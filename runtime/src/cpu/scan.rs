@@ -67,3 +67,26 @@ pub fn selective_scan(
     }
     out
 }
+
+/// One decode step (one token per sequence) of [`selective_scan`] into `y`, with `a` = −exp(a_log)
+/// computed once at load: the same operations in the same order, so the same values.
+#[allow(clippy::too_many_arguments)]
+pub fn selective_scan_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, d_inner: usize, d_state: usize, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32]) {
+    for bi in 0..batch {
+        let row = bi * d_inner;
+        let bt = &b[bi * d_state..][..d_state];
+        let ct = &c[bi * d_state..][..d_state];
+        let h = &mut state[bi * d_inner * d_state..][..d_inner * d_state];
+        for (ch, hs) in h.chunks_exact_mut(d_state).enumerate() {
+            let delta = softplus(dt[row + ch]);
+            let xv = x[row + ch];
+            let ar = &a[ch * d_state..(ch + 1) * d_state];
+            let mut acc = 0.0f32;
+            for n in 0..d_state {
+                hs[n] = (delta * ar[n]).exp() * hs[n] + delta * bt[n] * xv;
+                acc += ct[n] * hs[n];
+            }
+            y[row + ch] = acc + d[ch] * xv;
+        }
+    }
+}
