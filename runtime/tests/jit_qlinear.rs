@@ -71,3 +71,26 @@ fn shapes_without_a_kernel_are_refused() {
     let kernel = JitQLinear::new(&jit, ok, &[1; 32], 2, &[1.0, 1.0], None, 1.0).unwrap();
     assert!(kernel.forward(&[0; 15], 1).is_err(), "a short input row is an error, not a read past the buffer");
 }
+
+#[test]
+#[ignore]
+fn time_gemv() {
+    let jit = HostJit::new().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for (in_dim, out_dim, group) in [(512usize, 2192usize, 128usize), (1024, 512, 128), (512, 8192, 32)] {
+        let w: Vec<i8> = (0..out_dim * in_dim).map(|_| rng.gen_range(-8..=7)).collect();
+        let scales: Vec<f32> = (0..out_dim * in_dim / group).map(|_| rng.gen_range(1e-4..1e-2)).collect();
+        let k = JitQLinear::new(&jit, QLinearSpec { in_dim, group, weight_bits: 4 }, &w, out_dim, &scales, None, 0.01).unwrap();
+        let x: Vec<i8> = (0..in_dim).map(|_| rng.gen_range(-128..=127)).collect();
+        let mut row = runtime::jit::GemvRow::default();
+        let mut out = vec![0.0; out_dim];
+        let n = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            k.prepare_row(&x, &mut row).unwrap();
+            k.gemv_into(&row, 0..out_dim, &mut out);
+        }
+        let dt = t.elapsed().as_secs_f64() / n as f64;
+        eprintln!("k{in_dim} o{out_dim} g{group}: {:.1} us, {:.2} GMAC/s", dt * 1e6, (in_dim * out_dim) as f64 / dt / 1e9);
+    }
+}

@@ -50,7 +50,7 @@ pub fn tap_major(weight: &[f32], channels: usize, kernel: usize) -> Vec<f32> {
 
 /// One decode step of [`causal_conv1d`] (the same operations, so the same values) into `out`
 /// (`[batch, channels]`), with tap-major weights; `silu` applies x·σ(x) to the result (the
-/// activation that follows the conv in every Mamba block, fused).
+/// activation that follows the conv in every Mamba block, fused; [`super::fastmath::silu`]).
 #[allow(clippy::too_many_arguments)]
 pub fn causal_conv1d_step(x: &[f32], batch: usize, channels: usize, taps: &[f32], kernel: usize, bias: Option<&[f32]>, state: &mut [f32], out: &mut [f32], silu: bool) {
     let hist = kernel - 1;
@@ -73,7 +73,7 @@ pub fn causal_conv1d_step(x: &[f32], batch: usize, channels: usize, taps: &[f32]
             state_b[(hist - 1) * channels..].copy_from_slice(x_b);
         }
         if silu {
-            out_b.iter_mut().for_each(|v| *v = super::silu(*v));
+            out_b.iter_mut().for_each(|v| *v = super::fastmath::silu(*v));
         }
     }
 }

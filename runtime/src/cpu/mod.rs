@@ -5,6 +5,7 @@
 //! same logits. Work inside each op is spread over the rayon thread pool.
 
 mod conv;
+mod fastmath;
 pub mod linear;
 mod norm;
 pub mod profile;
@@ -263,7 +264,7 @@ impl Executor {
     fn forward_on_worker(&self, state: &mut State, tokens: &[i64], step_plan: bool, profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
         if step_plan && state.batch > 0 && tokens.len() == state.batch && self.step.usable() {
             // One token per sequence: the decode plan, on buffers kept from the last step.
-            let cached = self.scratch.try_lock().ok().and_then(|mut s| s.take()).filter(|s| s.batch() == state.batch);
+            let cached = self.scratch.try_lock().ok().and_then(|mut s| s.take()).filter(|s| s.fits(state.batch, rayon::current_num_threads()));
             let mut scratch = cached.unwrap_or_else(|| self.step.scratch(state.batch));
             let logits = self.step(state, tokens, &mut scratch, profile);
             if let Ok(mut slot) = self.scratch.try_lock() {

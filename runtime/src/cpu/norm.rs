@@ -48,10 +48,11 @@ pub fn gated_rms_norm(y: &[f32], z: &[f32], width: usize, weight: &[f32], groups
     out
 }
 
-/// [`gated_rms_norm`] of one row into `out` (the decode step's form; same operations).
+/// [`gated_rms_norm`] of one row into `out` (the decode step's form: the same operations, with
+/// the vectorisable [`super::fastmath::silu`]).
 pub fn gated_rms_norm_row(y: &[f32], z: &[f32], out: &mut [f32], weight: &[f32], groups: usize, eps: f32) {
     for ((o, y), z) in out.iter_mut().zip(y).zip(z) {
-        *o = y * silu(*z);
+        *o = y * super::fastmath::silu(*z);
     }
     normalise_groups(out, weight, groups, eps);
 }

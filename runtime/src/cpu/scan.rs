@@ -27,14 +27,15 @@ pub fn selective_scan(
     state: &mut [f32],
 ) -> Vec<f32> {
     let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
-    let blocks = d_inner.div_ceil(CHANNELS_PER_TASK);
     // Each task owns `CHANNELS_PER_TASK` channels of one sequence: its slice of the state is
-    // contiguous, and it returns its outputs as a [seq, width] block to scatter afterwards.
+    // contiguous, and it returns its outputs as a [seq, width] block to scatter afterwards. (Split
+    // per sequence first: with d_inner not a multiple of the block, a flat split would put one
+    // task across two sequences.)
     let results: Vec<(usize, usize, usize, Vec<f32>)> = state
-        .par_chunks_mut(CHANNELS_PER_TASK * d_state)
+        .par_chunks_mut(d_inner * d_state)
         .enumerate()
-        .map(|(task, h)| {
-            let (bi, blk) = (task / blocks, task % blocks);
+        .flat_map(|(bi, sb)| sb.par_chunks_mut(CHANNELS_PER_TASK * d_state).enumerate().map(move |(blk, h)| (bi, blk, h)))
+        .map(|(bi, blk, h)| {
             let d0 = blk * CHANNELS_PER_TASK;
             let width = h.len() / d_state;
             let mut y = vec![0.0f32; seq * width];
@@ -69,24 +70,44 @@ pub fn selective_scan(
 }
 
 /// One decode step (one token per sequence) of [`selective_scan`] into `y`, with `a` = −exp(a_log)
-/// computed once at load: the same operations in the same order, so the same values.
+/// computed once at load.
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, d_inner: usize, d_state: usize, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32]) {
     for bi in 0..batch {
-        let row = bi * d_inner;
-        let bt = &b[bi * d_state..][..d_state];
-        let ct = &c[bi * d_state..][..d_state];
-        let h = &mut state[bi * d_inner * d_state..][..d_inner * d_state];
-        for (ch, hs) in h.chunks_exact_mut(d_state).enumerate() {
-            let delta = softplus(dt[row + ch]);
-            let xv = x[row + ch];
-            let ar = &a[ch * d_state..(ch + 1) * d_state];
-            let mut acc = 0.0f32;
-            for n in 0..d_state {
-                hs[n] = (delta * ar[n]).exp() * hs[n] + delta * bt[n] * xv;
-                acc += ct[n] * hs[n];
-            }
-            y[row + ch] = acc + d[ch] * xv;
+        let rows = StepRow { x: &x[bi * d_inner..][..d_inner], dt: &dt[bi * d_inner..][..d_inner], b: &b[bi * d_state..][..d_state], c: &c[bi * d_state..][..d_state] };
+        selective_scan_channels(&rows, 0..d_inner, a, d, &mut state[bi * d_inner * d_state..][..d_inner * d_state], &mut y[bi * d_inner..][..d_inner]);
+    }
+}
+
+/// One sequence's operands of a scan step: x and dt `[d_inner]`, B and C `[d_state]`.
+pub struct StepRow<'a> {
+    /// x.
+    pub x: &'a [f32],
+    /// dt (before softplus).
+    pub dt: &'a [f32],
+    /// B.
+    pub b: &'a [f32],
+    /// C.
+    pub c: &'a [f32],
+}
+
+/// The step of `channels` of one sequence: `state` is their `[channels, d_state]` rows, `y` their
+/// outputs. The operations of [`selective_scan`] in its order, with the vectorisable
+/// [`super::fastmath`] exp and softplus (within 2 ulp of libm's).
+pub fn selective_scan_channels(r: &StepRow, channels: std::ops::Range<usize>, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32]) {
+    let d_state = r.b.len();
+    for ((ch, hs), out) in channels.zip(state.chunks_exact_mut(d_state)).zip(y.iter_mut()) {
+        let delta = super::fastmath::softplus(r.dt[ch]);
+        let xv = r.x[ch];
+        let ar = &a[ch * d_state..(ch + 1) * d_state];
+        // The update vectorises; the sum stays left to right, as in the sequence path.
+        for ((h, a), b) in hs.iter_mut().zip(ar).zip(r.b) {
+            *h = super::fastmath::exp(delta * a) * *h + delta * b * xv;
         }
+        let mut acc = 0.0f32;
+        for (c, h) in r.c.iter().zip(hs.iter()) {
+            acc += c * h;
+        }
+        *out = acc + d[ch] * xv;
     }
 }

@@ -152,26 +152,34 @@ fn chunk_step<'a>(
 pub fn ssd_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
     let width = s.heads * s.head_dim;
     let gn = s.groups * s.d_state;
-    let heads_per_group = s.heads / s.groups;
+    let per_head = s.head_dim * s.d_state;
     for bi in 0..batch {
-        for h in 0..s.heads {
-            let g = h / heads_per_group;
-            let a = -p.a_log[h].exp();
-            let delta = softplus(dt[bi * s.heads + h] + p.dt_bias[h]).clamp(p.dt_limit.0, p.dt_limit.1);
-            let decay = (delta * a).exp();
-            let xs = &x[bi * width + h * s.head_dim..][..s.head_dim];
-            let bs = &b[bi * gn + g * s.d_state..][..s.d_state];
-            let cs = &c[bi * gn + g * s.d_state..][..s.d_state];
-            let w = super::dot(cs, bs) * delta;
-            let st = &mut state[(bi * s.heads + h) * s.head_dim * s.d_state..][..s.head_dim * s.d_state];
-            let ys = &mut y[bi * width + h * s.head_dim..][..s.head_dim];
-            for ((srow, out), xv) in st.chunks_exact_mut(s.d_state).zip(ys.iter_mut()).zip(xs) {
-                *out = decay * super::dot(srow, cs) + p.d[h] * xv;
-                *out += w * xv;
-                let wx = delta * xv;
-                for (sv, bv) in srow.iter_mut().zip(bs) {
-                    *sv = *sv * decay + wx * bv;
-                }
+        let rows = [&x[bi * width..][..width], &dt[bi * s.heads..][..s.heads], &b[bi * gn..][..gn], &c[bi * gn..][..gn]];
+        ssd_step_heads(rows, 0..s.heads, s, p, &mut state[bi * s.heads * per_head..][..s.heads * per_head], &mut y[bi * width..][..width]);
+    }
+}
+
+/// The step of `heads` of one sequence (`rows`: its x, dt, B and C); `state` holds those heads'
+/// `[head_dim, d_state]` states, `y` their outputs.
+pub fn ssd_step_heads(rows: [&[f32]; 4], heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+    let [x, dt, b, c] = rows;
+    let heads_per_group = s.heads / s.groups;
+    let per_head = s.head_dim * s.d_state;
+    for ((h, st), ys) in heads.zip(state.chunks_exact_mut(per_head)).zip(y.chunks_exact_mut(s.head_dim)) {
+        let g = h / heads_per_group;
+        let a = -p.a_log[h].exp();
+        let delta = softplus(dt[h] + p.dt_bias[h]).clamp(p.dt_limit.0, p.dt_limit.1);
+        let decay = (delta * a).exp();
+        let xs = &x[h * s.head_dim..][..s.head_dim];
+        let bs = &b[g * s.d_state..][..s.d_state];
+        let cs = &c[g * s.d_state..][..s.d_state];
+        let w = super::dot(cs, bs) * delta;
+        for ((srow, out), xv) in st.chunks_exact_mut(s.d_state).zip(ys.iter_mut()).zip(xs) {
+            *out = decay * super::dot(srow, cs) + p.d[h] * xv;
+            *out += w * xv;
+            let wx = delta * xv;
+            for (sv, bv) in srow.iter_mut().zip(bs) {
+                *sv = *sv * decay + wx * bv;
             }
         }
     }

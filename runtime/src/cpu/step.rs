@@ -229,18 +229,57 @@ impl StepPlan {
 }
 
 impl Scratch {
-    /// The batch these buffers are sized for.
-    pub fn batch(&self) -> usize {
-        self.batch
+    /// Whether these buffers serve `batch` sequences on a pool of `threads`.
+    pub fn fits(&self, batch: usize, threads: usize) -> bool {
+        self.batch == batch && self.board.max_chunks() == (threads * CHUNKS_PER_THREAD).max(1)
     }
 }
 
 /// Output features `[start, end)` of chunk `chunk` of `chunks` over `out_dim` features, on
 /// boundaries that are multiples of the generated kernels' 4-feature tile.
 fn chunk_columns(out_dim: usize, chunks: usize, chunk: usize) -> std::ops::Range<usize> {
-    let tiles = out_dim.div_ceil(4);
-    let at = |c: usize| ((tiles * c / chunks) * 4).min(out_dim);
+    chunk_range(out_dim, chunks, chunk, 4)
+}
+
+/// Chunk `chunk` of `chunks` over `n` units, on multiples of `align`.
+fn chunk_range(n: usize, chunks: usize, chunk: usize, align: usize) -> std::ops::Range<usize> {
+    let blocks = n.div_ceil(align);
+    let at = |c: usize| ((blocks * c / chunks) * align).min(n);
     at(chunk)..at(chunk + 1)
+}
+
+/// Cost units (state values, an exponential counting [`EXP_COST`]) per chunk of a scan / SSD step.
+const MIN_STATE_COST_PER_CHUNK: usize = 1 << 13;
+/// A selective-scan state value costs an exponential; an SSD one a few multiply-adds.
+const EXP_COST: usize = 8;
+
+/// The units (channels of a scan, heads of an SSD) of chunk `chunk`, and each unit's state size
+/// and output width.
+fn stateful_chunk(node: &ir::Node, graph: &ir::Graph, chunks: usize, chunk: usize) -> (std::ops::Range<usize>, usize, usize) {
+    match node.op {
+        Op::Ssd { heads, head_dim, d_state, .. } => (chunk_range(heads, chunks, chunk, 1), head_dim * d_state, head_dim),
+        Op::SelectiveScan { a_log, .. } => {
+            let shape = &graph.weight(a_log).shape;
+            (chunk_range(shape[0], chunks, chunk, 4), shape[1], 1)
+        }
+        _ => (0..0, 0, 0),
+    }
+}
+
+/// `out[i] = f(x[i], scale of i's channel)` over rows of `width`, with a per-tensor (`[1]`) or
+/// per-channel (`[width]`) scale; written as plain zips so that it vectorises.
+fn per_channel<X: Copy, Y>(scale: &[f32], width: usize, x: &[X], out: &mut [Y], f: impl Fn(X, f32) -> Y) {
+    for (o, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+        if let [s] = scale {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = f(*x, *s);
+            }
+        } else {
+            for ((o, x), s) in o.iter_mut().zip(x).zip(scale) {
+                *o = f(*x, *s);
+            }
+        }
+    }
 }
 
 /// Computes chunks of the plan's products, on any thread of the team.
@@ -262,6 +301,37 @@ impl ChunkRunner for Runner<'_> {
         if let Some(kernel) = exec.jit_qlinear.get(&plan_op.value) {
             for (row, dst) in input.rows.iter().zip(out.chunks_exact_mut(cols.len().max(1))) {
                 kernel.gemv_into(row, cols.clone(), dst);
+            }
+            return;
+        }
+        if let (Op::SelectiveScan { .. } | Op::Ssd { .. }, Some(shared)) = (&node.op, &input.state) {
+            let (units, unit_state, unit_width) = stateful_chunk(node, &exec.graph, chunks, chunk);
+            let (n_units, row_state) = match node.op {
+                Op::Ssd { heads, .. } => (heads, heads * unit_state),
+                _ => (out_dim, out_dim * unit_state),
+            };
+            out.resize(self.batch * units.len() * unit_width, 0.0);
+            let ops = &input.operands;
+            for (bi, y) in out.chunks_exact_mut((units.len() * unit_width).max(1)).enumerate() {
+                let range = bi * row_state + units.start * unit_state..bi * row_state + units.end * unit_state;
+                // SAFETY: chunk indices are claimed once per job, and chunk `chunk`'s ranges (these
+                // units of each sequence's state) are disjoint from every other chunk's.
+                let st = unsafe { shared.range(range) };
+                match &node.op {
+                    Op::SelectiveScan { d, .. } => {
+                        let d_state = unit_state;
+                        let row = scan::StepRow { x: &ops[0][bi * n_units..][..n_units], dt: &ops[1][bi * n_units..][..n_units], b: &ops[2][bi * d_state..][..d_state], c: &ops[3][bi * d_state..][..d_state] };
+                        scan::selective_scan_channels(&row, units.clone(), &exec.step.scan_a[&plan_op.value], w(*d), st, y);
+                    }
+                    Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+                        let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
+                        let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
+                        let (width, gn) = (heads * head_dim, groups * d_state);
+                        let rows = [&ops[0][bi * width..][..width], &ops[1][bi * heads..][..*heads], &ops[2][bi * gn..][..gn], &ops[3][bi * gn..][..gn]];
+                        ssd::ssd_step_heads(rows, units.clone(), shape, &params, st, y);
+                    }
+                    _ => {}
+                }
             }
             return;
         }
@@ -344,12 +414,7 @@ impl Executor {
                     let x = &f32s[f32_in(0)];
                     match self.jit_quantize.get(&op.value) {
                         Some(kernel) => kernel.forward_into(x, &mut out)?,
-                        None => {
-                            // A per-tensor scale ([1]) repeats; a per-channel one repeats per row.
-                            for (q, (v, s)) in out.iter_mut().zip(x.iter().zip(w(scale).iter().cycle())) {
-                                *q = quant::quantize_one(*v, *s);
-                            }
-                        }
+                        None => per_channel(w(scale), width, x, &mut out, |v, s| quant::quantize_one(v, s)),
                     }
                     i8s[o] = out;
                 }
@@ -365,6 +430,24 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// A scan / SSD step of every unit on this thread.
+    #[allow(clippy::too_many_arguments)]
+    fn stateful_step(&self, value: ValueId, node: &ir::Node, x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, width: usize, st: &mut [f32], out: &mut [f32]) {
+        let w = |id: ir::WeightId| self.weights.get(id).values.as_slice();
+        match &node.op {
+            Op::SelectiveScan { d, .. } => {
+                let d_state = b.len() / batch;
+                scan::selective_scan_step(x, dt, b, c, batch, width, d_state, &self.step.scan_a[&value], w(*d), st, out);
+            }
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+                let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
+                let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
+                ssd::ssd_step(x, dt, b, c, batch, shape, &params, st, out);
+            }
+            _ => {}
+        }
     }
 
     /// One op with an f32 result into `out`; `Err(None)` means a stateful op found no state.
@@ -419,14 +502,10 @@ impl Executor {
             }
             Op::Quantize { scale } => {
                 // Fused with the dequantize that reads it (the same scale).
-                for (d, (v, s)) in out.iter_mut().zip(x(0).iter().zip(w(*scale).iter().cycle())) {
-                    *d = quant::quantize_one(*v, *s) as f32 * s;
-                }
+                per_channel(w(*scale), width, x(0), out, |v, s| quant::quantize_one(v, s) as f32 * s);
             }
             Op::Dequantize { scale } => {
-                for (d, (q, s)) in out.iter_mut().zip(i8s[i8_in(0)].iter().zip(w(*scale).iter().cycle())) {
-                    *d = *q as f32 * s;
-                }
+                per_channel(w(*scale), width, &i8s[i8_in(0)], out, |q, s| q as f32 * s);
             }
             Op::QLinear { weight, scales, bias, group, act_scale: Some(s) } if !self.jit_qlinear.contains_key(&op.value) => {
                 // Reference integer kernel (no generated one for this layer).
@@ -448,8 +527,8 @@ impl Executor {
                         input.data.extend_from_slice(x(0));
                     }
                 }
-                let chunks = if threads > 1 && self.step.team_safe { (op.macs / MIN_MACS_PER_CHUNK).clamp(1, threads * CHUNKS_PER_THREAD) } else { 1 };
-                board.run(runner, index, chunks, |c, part| {
+                let chunks = if threads > 1 && self.step.team_safe { (op.macs / MIN_MACS_PER_CHUNK).clamp(1, board.max_chunks()) } else { 1 };
+                let ok = board.run(runner, index, chunks, |c, part| {
                     let cols = chunk_columns(width, chunks, c);
                     if cols.is_empty() {
                         return;
@@ -458,6 +537,9 @@ impl Executor {
                         out[r * width + cols.start..r * width + cols.end].copy_from_slice(src);
                     }
                 });
+                if !ok {
+                    return Err(Some(RuntimeError::Internal(format!("a worker failed in a {} product", node.op.name()))));
+                }
             }
             Op::CausalConv1d { weight, bias } => {
                 let kernel = self.weights.get(*weight).shape[2];
@@ -472,8 +554,8 @@ impl Executor {
             }
             Op::Activation { kind } => {
                 let f = match kind {
-                    Activation::Silu => super::silu,
-                    Activation::Softplus => super::softplus,
+                    Activation::Silu => super::fastmath::silu,
+                    Activation::Softplus => super::fastmath::softplus,
                 };
                 for (d, v) in out.iter_mut().zip(x(0)) {
                     *d = f(*v);
@@ -489,16 +571,35 @@ impl Executor {
                     *d = a + b;
                 }
             }
-            Op::SelectiveScan { d, .. } => {
-                let d_state = x(2).len() / batch;
+            Op::SelectiveScan { .. } | Op::Ssd { .. } => {
                 let st = state.buffers.get_mut(&op.value).ok_or(None)?;
-                scan::selective_scan_step(x(0), x(1), x(2), x(3), batch, width, d_state, &self.step.scan_a[&op.value], w(*d), st, out);
-            }
-            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
-                let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
-                let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
-                let st = state.buffers.get_mut(&op.value).ok_or(None)?;
-                ssd::ssd_step(x(0), x(1), x(2), x(3), batch, shape, &params, st, out);
+                let cost = st.len() * if matches!(node.op, Op::SelectiveScan { .. }) { EXP_COST } else { 1 };
+                let chunks = if threads > 1 && self.step.team_safe { (cost / MIN_STATE_COST_PER_CHUNK).clamp(1, board.max_chunks()) } else { 1 };
+                if chunks == 1 {
+                    self.stateful_step(op.value, node, x(0), x(1), x(2), x(3), batch, width, st, out);
+                    return Ok(());
+                }
+                {
+                    let mut input = board.input_mut();
+                    input.operands.resize_with(4, Vec::new);
+                    for (k, dst) in input.operands.iter_mut().enumerate() {
+                        dst.clear();
+                        dst.extend_from_slice(x(k));
+                    }
+                }
+                let ok = board.run_with_state(runner, index, chunks, st, |c, part| {
+                    let (units, _, unit_width) = stateful_chunk(node, &self.graph, chunks, c);
+                    let len = units.len() * unit_width;
+                    if len == 0 {
+                        return;
+                    }
+                    for (r, src) in part.chunks_exact(len).enumerate() {
+                        out[r * width + units.start * unit_width..][..len].copy_from_slice(src);
+                    }
+                });
+                if !ok {
+                    return Err(Some(RuntimeError::Internal(format!("a worker failed in the {} step", node.op.name()))));
+                }
             }
             Op::GatedRmsNorm { weight, groups, eps } => {
                 for ((dst, y), z) in out.chunks_exact_mut(width).zip(x(0).chunks_exact(width)).zip(x(1).chunks_exact(width)) {

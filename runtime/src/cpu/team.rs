@@ -9,9 +9,11 @@
 //!
 //! Claiming is dynamic: the calling thread also claims chunks, so a step finishes even when no
 //! helper ever starts (one thread, or a busy pool); nothing waits for a helper that has not
-//! claimed work. All sharing is through atomics and uncontended locks: no `unsafe`.
+//! claimed work. Sharing is through atomics and uncontended locks, except the recurrent state of
+//! a scan / SSD step, which chunks update in place through [`SharedState`] (the one `unsafe`
+//! here, argued where it is).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 
 /// Spins before each yield while waiting.
@@ -26,13 +28,53 @@ pub(super) trait ChunkRunner: Sync {
     fn run_chunk(&self, op: usize, chunk: usize, chunks: usize, input: &BoardInput, out: &mut Vec<f32>);
 }
 
-/// The operand of the product being shared, prepared once by the calling thread.
+/// The operands of the op being shared, prepared once by the calling thread.
 #[derive(Default)]
 pub(super) struct BoardInput {
     /// One prepared int8 row per sequence, for generated kernels.
     pub rows: Vec<crate::jit::GemvRow>,
     /// `[rows, in_dim]` f32 operand, for f32 products.
     pub data: Vec<f32>,
+    /// The f32 operands of a scan / SSD step, in operand order.
+    pub operands: Vec<Vec<f32>>,
+    /// The recurrent state that step updates, split between chunks.
+    pub state: Option<SharedState>,
+}
+
+/// A step's recurrent state, lent to the team for one [`Board::run`]: each chunk updates the
+/// disjoint ranges of it that its index selects.
+pub(super) struct SharedState {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: `SharedState` is a pointer to f32 values lent by a `&mut` borrow (see `lend`); moving it
+// to or sharing it with another thread is sound because every access goes through `range`, whose
+// contract makes concurrent accesses disjoint.
+unsafe impl Send for SharedState {}
+// SAFETY: as above.
+unsafe impl Sync for SharedState {}
+
+impl SharedState {
+    /// Lends `state` to the team. The caller must not touch `state` (nor let it be freed or moved)
+    /// until it has taken this value back out of the board after [`Board::run`] returned, which
+    /// `Board::run_with_state` does.
+    fn lend(state: &mut [f32]) -> SharedState {
+        SharedState { ptr: state.as_mut_ptr(), len: state.len() }
+    }
+
+    /// The values `range` of the lent state.
+    ///
+    /// # Safety
+    /// Ranges used at the same time (by different chunks) must be disjoint; only the chunk that
+    /// claimed an index may use the ranges that index selects.
+    pub unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.len, "state range out of bounds");
+        // SAFETY: in bounds (asserted); the lender's `&mut` borrow is held, unused, for as long as
+        // this value is in the board (`run_with_state`), so nothing else aliases the memory; the
+        // caller guarantees that no other live reference overlaps `range`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.end - range.start) }
+    }
 }
 
 /// The product being shared.
@@ -51,6 +93,8 @@ pub(super) struct Board {
     /// `epoch << 32 | next unclaimed chunk`.
     claim: AtomicU64,
     done: AtomicUsize,
+    /// Whether a chunk of the current job panicked (caught: the job's outputs are lost).
+    failed: AtomicBool,
     input: RwLock<BoardInput>,
     /// One output buffer per chunk (`[rows, chunk columns]`).
     outs: Vec<Mutex<Vec<f32>>>,
@@ -82,6 +126,7 @@ impl Board {
             job: Mutex::new(Job { epoch: 0, op: 0, chunks: 0 }),
             claim: AtomicU64::new(0),
             done: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
             input: RwLock::new(BoardInput::default()),
             outs: (0..max_chunks.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
         }
@@ -106,23 +151,40 @@ impl Board {
     }
 
     /// Runs `chunks` chunks of product `op` on this thread and any helper, then hands each
-    /// chunk's output to `gather` in order.
-    pub fn run(&self, runner: &dyn ChunkRunner, op: usize, chunks: usize, mut gather: impl FnMut(usize, &[f32])) {
+    /// chunk's output to `gather` in order. False when a chunk panicked (then nothing is gathered).
+    #[must_use]
+    pub fn run(&self, runner: &dyn ChunkRunner, op: usize, chunks: usize, mut gather: impl FnMut(usize, &[f32])) -> bool {
         let chunks = chunks.clamp(1, self.max_chunks());
         let epoch = {
             let mut job = lock(&self.job);
             let epoch = job.epoch + 1;
             *job = Job { epoch, op, chunks };
             self.done.store(0, Ordering::SeqCst);
+            self.failed.store(false, Ordering::SeqCst);
             self.claim.store(epoch << 32, Ordering::SeqCst);
             self.epoch.store(epoch, Ordering::SeqCst);
             epoch
         };
         self.work(runner, Job { epoch, op, chunks });
         wait_until(|| self.done.load(Ordering::Acquire) == chunks);
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
         for c in 0..chunks {
             gather(c, &lock(&self.outs[c]));
         }
+        true
+    }
+
+    /// [`Board::run`] with `state` lent to the chunks (see [`SharedState::range`]) for its duration.
+    #[must_use]
+    pub fn run_with_state(&self, runner: &dyn ChunkRunner, op: usize, chunks: usize, state: &mut [f32], gather: impl FnMut(usize, &[f32])) -> bool {
+        self.input_mut().state = Some(SharedState::lend(state));
+        // `run` does not unwind (chunks' panics are caught) and returns once every chunk is done,
+        // so no range of the state is in use when the loan ends here.
+        let ok = self.run(runner, op, chunks, gather);
+        self.input_mut().state = None;
+        ok
     }
 
     /// Tells the helpers the step is over.
@@ -156,9 +218,12 @@ impl Board {
             if self.claim.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 continue;
             }
-            {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let input = self.input.read().unwrap_or_else(|p| p.into_inner());
                 runner.run_chunk(job.op, next, job.chunks, &input, &mut lock(&self.outs[next]));
+            }));
+            if ran.is_err() {
+                self.failed.store(true, Ordering::Release);
             }
             self.done.fetch_add(1, Ordering::AcqRel);
         }
@@ -188,7 +253,7 @@ mod tests {
                 }
                 for op in 0..50 {
                     board.input_mut().data = vec![1.0, 2.0];
-                    board.run(&Squares, op, 5, |c, out| got.push((op, c, out.to_vec())));
+                    assert!(board.run(&Squares, op, 5, |c, out| got.push((op, c, out.to_vec()))));
                 }
                 board.finish();
             });
