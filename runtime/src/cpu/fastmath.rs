@@ -7,6 +7,7 @@
 //! is a normal f32 (tested below); below e^−87.3 they return that smallest normal value instead of a
 //! subnormal or zero, and above e^88 they saturate at e^88 (1.65·10³⁸). The prefill path keeps
 //! libm; decode steps therefore differ from a prefill of the same tokens by a few ulp per op.
+//! softplus adds Cephes' `logf` with Goldberg's log1p correction (within 4 ulp of libm's form).
 
 /// Largest argument whose 2ⁿ scale stays a finite f32.
 const MAX_ARG: f32 = 88.0;
@@ -47,13 +48,43 @@ pub fn silu(x: f32) -> f32 {
 /// ln(1 + eˣ), linear above 20 like [`super::softplus`].
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
-    // ln(1 + y) for y = eˣ ∈ (0, e²⁰]: libm's log1p is the one call left; softplus runs once per
-    // channel, the exponentials it feeds run d_state times per channel.
+    let u = exp(x);
+    // ln(1 + u) = ln(w) · u / (w − 1) with w = 1 + u rounded (Goldberg): exact where w − 1 is,
+    // which keeps the relative accuracy of log1p for small u.
+    let w = 1.0 + u;
+    let log1p = if w == 1.0 { u } else { ln(w) * (u / (w - 1.0)) };
     if x > 20.0 {
         x
     } else {
-        exp(x).ln_1p()
+        log1p
     }
+}
+
+/// ln(y) for a normal positive `y` (Cephes' `logf`: y = m·2ᵉ with m ∈ [√½, √2), a degree-9
+/// polynomial in m − 1).
+#[inline(always)]
+pub fn ln(y: f32) -> f32 {
+    const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let bits = y.to_bits();
+    let e = ((bits >> 23) & 0xFF) as i32 - 126;
+    let m = f32::from_bits((bits & 0x807F_FFFF) | 0x3F00_0000);
+    let small = m < SQRT_HALF;
+    let e = (e - small as i32) as f32;
+    let m = if small { m + m - 1.0 } else { m - 1.0 };
+    let z = m * m;
+    let mut p = 7.037_683_6e-2f32;
+    p = p * m - 1.151_461_1e-1;
+    p = p * m + 1.167_699_9e-1;
+    p = p * m - 1.242_014_1e-1;
+    p = p * m + 1.424_932_3e-1;
+    p = p * m - 1.666_805_8e-1;
+    p = p * m + 2.000_071_4e-1;
+    p = p * m - 2.499_999_4e-1;
+    p = p * m + 3.333_333_1e-1;
+    let mut r = m * z * p;
+    r += -2.121_944_4e-4 * e;
+    r += -0.5 * z;
+    (m + r) + 0.693_359_4 * e
 }
 
 #[cfg(test)]
@@ -81,6 +112,15 @@ mod tests {
         assert!(exp(200.0).is_finite() && exp(f32::INFINITY) > 1e38);
         assert!(exp(f32::NAN).is_nan());
         eprintln!("worst exp error: {worst} ulp");
+    }
+
+    #[test]
+    fn ln_is_within_two_ulp() {
+        let mut y = 1.0e-30f32;
+        while y < 1.0e30 {
+            assert!(ulps(ln(y), y.ln()) <= 2 || (ln(y) - y.ln()).abs() < 1e-7, "ln({y}) = {}, libm {}", ln(y), y.ln());
+            y *= 1.0 + 1.0e-3;
+        }
     }
 
     #[test]

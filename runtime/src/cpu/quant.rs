@@ -34,10 +34,21 @@ pub fn quantize(x: &[f32], scale: &[f32]) -> Vec<i8> {
 /// for every input (NaN → 0), but a loop over it vectorises, where `round_ties_even` is a libm
 /// call on baseline x86-64.
 pub fn quantize_one(x: f32, scale: f32) -> i8 {
+    quantize_value(x, scale) as i8
+}
+
+/// [`quantize_one`] as the f32 it converts (an integer in −128..=127; NaN gives 0): what a
+/// quantize → dequantize pair multiplies by the scale, without a float → int → float round trip.
+pub fn quantize_value(x: f32, scale: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     const BOUND: f32 = 4_194_304.0;
     let q = (x / scale).clamp(-BOUND, BOUND);
-    ((q + ROUND) - ROUND).clamp(-128.0, 127.0) as i8
+    let r = ((q + ROUND) - ROUND).clamp(-128.0, 127.0);
+    if r.is_nan() {
+        0.0
+    } else {
+        r
+    }
 }
 
 /// x = q · scale[c].
@@ -168,6 +179,7 @@ mod tests {
             for scale in [1.0f32, 0.37, 3.0e-3, 1e-30] {
                 let want = (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
                 assert_eq!(quantize_one(x, scale), want, "x {x} scale {scale}");
+                assert_eq!(quantize_value(x, scale), want as f32, "x {x} scale {scale}");
             }
         }
     }
