@@ -77,6 +77,7 @@ fn the_decode_kernel_uses_the_dot_product_instruction() {
         // One 32-input block per loop body: 4 features × 2 halves.
         assert_eq!(asm.matches("vpdpbusd").count(), 4 * 2, "{asm}");
         assert_eq!(asm.matches("vphaddd").count(), 3, "{asm}");
+        assert!(!asm.contains("psrlw"), "the high nibbles are masked, not shifted: {asm}");
     }
     assert!(asm.contains("ret"), "{asm}");
 }

@@ -72,6 +72,8 @@ fn shapes_without_a_kernel_are_refused() {
     assert!(kernel.forward(&[0; 15], 1).is_err(), "a short input row is an error, not a read past the buffer");
 }
 
+/// Not a check: the decode kernel's throughput at mamba2-small's W4A8 shapes, on one thread
+/// (`cargo test --release -p quamba-runtime --test jit_qlinear -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn time_gemv() {

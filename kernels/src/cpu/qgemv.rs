@@ -11,9 +11,10 @@
 //!   groups made that epilogue a third of the general kernel's time). Each lane repeats the
 //!   reference's scalar operations in its order, so vectorising across features changes no bit;
 //! - 4-bit weights are not re-centred: the nibbles `n = w + 8` are the *unsigned* operand and the
-//!   activations the signed one (`Σ x·n = Σ x·w + 8·Σ x`), so unpacking is two masks and a shift,
-//!   and the caller passes `8 · Σ_{k∈g} x[k]` per group as the correction (one row: computed once
-//!   for all features). 8-bit weights keep the general kernel's form (activations offset to
+//!   activations the signed one (`Σ x·n = Σ x·w + 8·Σ x`), and the caller passes `8 · Σ_{k∈g} x[k]`
+//!   per group as the correction (one row: computed once for all features). The high nibbles are
+//!   not even shifted down: `byte & 0xF0 = 16·n`, so their accumulator holds 16× its dot, a
+//!   multiple of 16 that an arithmetic shift divides exactly. Unpacking 32 weights is two masks. 8-bit weights keep the general kernel's form (activations offset to
 //!   unsigned, corrections `128 · Σ_{k∈g} w[o, k]` per feature and group).
 //!
 //! Tables are tiled for vector loads: `scales` and the 8-bit `corrections` are `[tiles, groups, 4]`.
@@ -25,7 +26,7 @@
 //! `x` is the row as `x + 128` (8-bit weights) or as its int8 bytes (4-bit weights).
 
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{types, AbiParam, Endianness, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
@@ -66,10 +67,13 @@ pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<F
     let p = b.block_params(entry).to_vec();
     let (x, w, corrections, scales, bias, out, tile_begin, tile_end, act_scale) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
     let act_scale = b.ins().splat(types::F32X4, act_scale);
-    let low_nibbles = {
-        let m = b.ins().iconst(types::I8, 0x0F);
-        b.ins().splat(types::I8X16, m)
-    };
+    // The two nibble masks of packed 4-bit weights (unused by 8-bit kernels, which load weights as they are).
+    let nibble_masks = (spec.weight_bits == 4).then(|| {
+        [0x0F, 0xF0u8 as i8 as i64].map(|m| {
+            let m = b.ins().iconst(types::I8, m);
+            b.ins().splat(types::I8X16, m)
+        })
+    });
     let groups = spec.groups() as i64;
     let row_bytes = spec.row_bytes() as i64;
     let group_bytes = (spec.group * spec.row_bytes() / spec.in_dim) as i64;
@@ -91,7 +95,7 @@ pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<F
             let w_group = b.ins().iadd(w_tile, w_off);
             let x_off = b.ins().imul_imm_s(g, spec.group as i64);
             let x_group = b.ins().iadd(x, x_off);
-            let dots = emit_tile_dots(b, spec, w_group, x_group, row_bytes, low_nibbles);
+            let dots = emit_tile_dots(b, spec, w_group, x_group, row_bytes, nibble_masks);
             let corr = if spec.weight_bits == 8 {
                 let off = b.ins().imul_imm_s(g, TILE as i64 * 4);
                 let off = b.ins().iadd(table_tile, off);
@@ -143,7 +147,7 @@ fn unroll(spec: &QLinearSpec) -> usize {
 }
 
 /// The four features' exact group dots (before the correction) as one `i32x4`, lane j = feature j.
-fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x_group: Value, row_bytes: i64, low_nibbles: Value) -> Value {
+fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x_group: Value, row_bytes: i64, nibble_masks: Option<[Value; 2]>) -> Value {
     let zero = b.ins().iconst(types::I32, 0);
     let zero = b.ins().splat(types::I32X4, zero);
     // Two accumulators per feature: consecutive products alternate between them.
@@ -159,7 +163,6 @@ fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x
     let vectors = spec.group * spec.row_bytes() / spec.in_dim / 16;
     let inputs_per_vector = if spec.weight_bits == 8 { 16 } else { 32 };
     let unroll = (1..=unroll(spec).min(vectors)).rev().find(|u| vectors % u == 0).unwrap_or(1);
-    let four = b.ins().iconst(types::I32, 4);
     let body = |b: &mut FunctionBuilder, w_at: Value, x_at: Value| {
         for u in 0..unroll {
             let w_off = |j: usize| (j as i64 * row_bytes + 16 * u as i64) as i32;
@@ -174,21 +177,15 @@ fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x
                     let wv = b.ins().load(types::I8X16, mem(), w_at, w_off(j));
                     accumulate(b, acc[u % 2], wv, xv);
                 }
-            } else {
+            } else if let Some([low_mask, high_mask]) = nibble_masks {
                 let x_low = b.ins().load(types::I8X16, mem(), x_at, 32 * u as i32);
                 let x_high = b.ins().load(types::I8X16, mem(), x_at, 32 * u as i32 + 16);
                 for (j, acc) in accs.iter().enumerate() {
                     let packed = b.ins().load(types::I8X16, mem(), w_at, w_off(j));
-                    let low = b.ins().band(packed, low_nibbles);
-                    // A 16-bit shift moves each byte's high nibble down (the bits shifted in from
-                    // the neighbouring byte land in the high nibble, which the mask clears).
-                    let little = MemFlagsData::new().with_endianness(Endianness::Little);
-                    let wide = b.ins().bitcast(types::I16X8, little, packed);
-                    let shifted = b.ins().ushr(wide, four);
-                    let shifted = b.ins().bitcast(types::I8X16, little, shifted);
-                    let high = b.ins().band(shifted, low_nibbles);
+                    let low = b.ins().band(packed, low_mask);
+                    let high_times_16 = b.ins().band(packed, high_mask);
                     accumulate(b, acc[0], x_low, low);
-                    accumulate(b, acc[1], x_high, high);
+                    accumulate(b, acc[1], x_high, high_times_16);
                 }
             }
         }
@@ -210,6 +207,8 @@ fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x
         .map(|[a, c]| {
             let a = b.use_var(*a);
             let c = b.use_var(*c);
+            // 4-bit: the second accumulator holds 16 × the high nibbles' dot (exact division).
+            let c = if spec.weight_bits == 4 { b.ins().sshr_imm_u(c, 4) } else { c };
             b.ins().iadd(a, c)
         })
         .collect();
