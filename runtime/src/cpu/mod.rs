@@ -2,7 +2,13 @@
 //!
 //! One graph serves prefill and decode: `causal_conv1d`, `selective_scan` and `ssd` read and
 //! update a per-sequence [`State`], so feeding a prompt in one call or token by token gives the
-//! same logits. Work inside each op is spread over the rayon thread pool.
+//! same logits (to a few f32 roundings: see below). Work inside each op is spread over the rayon
+//! thread pool.
+//!
+//! A call with one token per sequence (decode) runs on the decode plan of `step.rs` instead: the
+//! same ops on buffers kept between steps, small ops on the calling thread, products and scan /
+//! SSD steps shared by a team of spinning threads (`team.rs`), with vectorisable exponentials
+//! (`fastmath.rs`); `quambac bench --profile` times each op on both.
 
 mod conv;
 mod fastmath;

@@ -409,12 +409,14 @@ impl Executor {
             match op.out {
                 Buf::None => {}
                 Buf::I8(o) => {
-                    let Op::Quantize { scale } = node.op else { unreachable!("only quantize writes int8") };
+                    let Op::Quantize { scale } = node.op else {
+                        return Err(RuntimeError::Internal(format!("the decode plan gave an int8 buffer to {}", node.op.name())));
+                    };
                     let mut out = std::mem::take(&mut i8s[o]);
                     let x = &f32s[f32_in(0)];
                     match self.jit_quantize.get(&op.value) {
                         Some(kernel) => kernel.forward_into(x, &mut out)?,
-                        None => per_channel(w(scale), width, x, &mut out, |v, s| quant::quantize_one(v, s)),
+                        None => per_channel(w(scale), width, x, &mut out, quant::quantize_one),
                     }
                     i8s[o] = out;
                 }

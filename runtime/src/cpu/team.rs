@@ -68,6 +68,7 @@ impl SharedState {
     /// # Safety
     /// Ranges used at the same time (by different chunks) must be disjoint; only the chunk that
     /// claimed an index may use the ranges that index selects.
+    #[allow(clippy::mut_from_ref, reason = "a loan split by the safety contract above, like `split_at_mut` across threads")]
     pub unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [f32] {
         assert!(range.start <= range.end && range.end <= self.len, "state range out of bounds");
         // SAFETY: in bounds (asserted); the lender's `&mut` borrow is held, unused, for as long as
