@@ -1,4 +1,4 @@
-//! The decode plan (one token per sequence, `runtime/src/cpu/step.rs`) against the general
+//! The decode plan (one token per sequence, `runtime/src/cpu/step/`) against the general
 //! interpreter on the same states, at shapes where the plan splits products and scan / SSD steps
 //! between threads (odd widths, several groups, batch 2): the split must not change a bit
 //! (1 thread vs 3 threads), and the plan must stay within 1e-5 (relative) of the interpreter, whose

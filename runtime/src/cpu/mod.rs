@@ -5,7 +5,7 @@
 //! same logits (to a few f32 roundings: see below). Work inside each op is spread over the rayon
 //! thread pool.
 //!
-//! A call with one token per sequence (decode) runs on the decode plan of `step.rs` instead: the
+//! A call with one token per sequence (decode) runs on the decode plan of `step/` instead: the
 //! same ops on buffers kept between steps, small ops on the calling thread, products and scan /
 //! SSD steps shared by a team of spinning threads (`team.rs`), with vectorisable exponentials
 //! (`fastmath.rs`); `quambac bench --profile` times each op on both.
