@@ -10,6 +10,8 @@ use super::super::{conv, Executor};
 /// Fewest multiply-adds per chunk of a shared product: below it a chunk costs more to hand over
 /// than to compute (mamba1's x_proj, 64 × 1024, stays on the calling thread).
 pub(super) const MIN_MACS_PER_CHUNK: usize = 1 << 16;
+/// Cost of an f32 multiply-add in [`MIN_MACS_PER_CHUNK`] units (an int8 one costs 1).
+const F32_MAC_COST: usize = 4;
 /// Most chunks per product and thread: enough to balance two threads when one is interrupted.
 pub(super) const CHUNKS_PER_THREAD: usize = 4;
 
@@ -39,7 +41,8 @@ pub(super) struct PlanOp {
     pub(super) inputs: Vec<Buf>,
     pub(super) out: Buf,
     pub(super) fused: Fused,
-    /// Multiply-adds of a product (0 for other ops): decides how many chunks it is shared in.
+    /// Cost of a product in int8 multiply-adds (0 for other ops): decides how many chunks it is
+    /// shared in.
     pub(super) macs: usize,
     pub(super) label: &'static str,
 }
@@ -146,7 +149,14 @@ impl StepPlan {
             buf_of.insert(*v, out);
             let inputs: Vec<Buf> = graph.inputs(*v).iter().map(|x| buf_of[&holder(*x)]).collect();
             let (macs, label) = match node.op {
-                Op::QLinear { .. } | Op::Linear { .. } | Op::LmHead { .. } => (width * graph.node(graph.inputs(*v)[0]).ty.width().unwrap_or(0), node.op.name()),
+                Op::QLinear { .. } | Op::Linear { .. } | Op::LmHead { .. } => {
+                    let macs = width * graph.node(graph.inputs(*v)[0]).ty.width().unwrap_or(0);
+                    // An f32 product reads four bytes of weight per multiply-add and runs on
+                    // `dot`, not a generated int8 kernel: count it as several (mamba1's dt_proj,
+                    // 1024 × 32, then is worth sharing).
+                    let int8 = matches!(node.op, Op::QLinear { act_scale: Some(_), .. });
+                    (if int8 { macs } else { macs * F32_MAC_COST }, node.op.name())
+                }
                 _ => (
                     0,
                     match f {
