@@ -202,6 +202,18 @@ impl JitQLinear {
                     self.gemv_into(&prepared, 0..out_dim, out_row);
                 }
             }
+        } else if self.gemv.is_some() {
+            // Prefill on the one-row kernel too, row after row within each task: its tiles and
+            // vector epilogue beat the general kernel's four-row weight reuse while a layer's
+            // weights stay in L2 (mamba2-small W4A8 prefill +15 % here).
+            out.par_chunks_mut(ROWS_PER_TASK * out_dim).zip(x.par_chunks(ROWS_PER_TASK * in_dim)).try_for_each(|(dst, xs)| -> Result<(), RuntimeError> {
+                let mut prepared = GemvRow::default();
+                for (x_row, out_row) in xs.chunks_exact(in_dim).zip(dst.chunks_exact_mut(out_dim)) {
+                    self.prepare_row(x_row, &mut prepared)?;
+                    self.gemv_into(&prepared, 0..out_dim, out_row);
+                }
+                Ok(())
+            })?;
         } else {
             // The general kernel multiplies unsigned activations (see kernels::cpu::pack): x + 128.
             let x_unsigned: Vec<u8> = x.iter().map(|v| *v as u8 ^ 0x80).collect();
