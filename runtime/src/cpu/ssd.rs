@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Every exponent is ≤ 0 (A < 0, Δ ≥ 0), so nothing overflows. The work is O(L·chunk) per head:
-//! linear in the sequence length. A one-token decode step is the same code with a chunk of one.
+//! linear in the sequence length. C_i·B_j depends on the group, not the head, so it is computed
+//! once per group and chunk (the same sums as per head, so the same values). [`ssd_step`] is the
+//! decode form.
 
 use rayon::prelude::*;
 
@@ -52,6 +54,20 @@ pub fn ssd(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], s: SsdShape, p: &SsdPara
     let width = s.heads * s.head_dim;
     let gn = s.groups * s.d_state;
     let heads_per_group = s.heads / s.groups;
+    // C_i·B_j for j ≤ i within each chunk, once per group: every head of the group reads it.
+    // Row (bi, g, t) holds j − chunk start for t's chunk.
+    let batch = state.len() / (s.heads * s.head_dim * s.d_state).max(1);
+    let mut cb = vec![0.0f32; batch * s.groups * s.seq * s.chunk];
+    cb.par_chunks_mut(s.chunk.max(1)).enumerate().for_each(|(r, row)| {
+        let (bg, t) = (r / s.seq.max(1), r % s.seq.max(1));
+        let (bi, g) = (bg / s.groups, bg % s.groups);
+        let start = t / s.chunk * s.chunk;
+        let ci = &c[(bi * s.seq + t) * gn + g * s.d_state..][..s.d_state];
+        for (j, v) in row.iter_mut().enumerate().take(t - start + 1) {
+            // Summed left to right, as before this table existed (the calibration reads these values).
+            *v = ci.iter().zip(&b[(bi * s.seq + start + j) * gn + g * s.d_state..][..s.d_state]).map(|(c, b)| c * b).sum::<f32>();
+        }
+    });
     let results: Vec<Vec<f32>> = state
         .par_chunks_mut(s.head_dim * s.d_state)
         .enumerate()
@@ -65,11 +81,12 @@ pub fn ssd(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], s: SsdShape, p: &SsdPara
             let xs = |t: usize| &x[row(t) * width + h * s.head_dim..][..s.head_dim];
             let bs = |t: usize| &b[row(t) * gn + g * s.d_state..][..s.d_state];
             let cs = |t: usize| &c[row(t) * gn + g * s.d_state..][..s.d_state];
+            let cbs = |t: usize| &cb[((bi * s.groups + g) * s.seq + t) * s.chunk..][..s.chunk];
             let mut y = vec![0.0f32; s.seq * s.head_dim];
             let mut start = 0;
             while start < s.seq {
                 let q = s.chunk.min(s.seq - start);
-                chunk_step(start, q, a, p.d[h], &delta, &xs, &bs, &cs, s.head_dim, s.d_state, st, &mut y);
+                chunk_step(start, q, a, p.d[h], &delta, &xs, &bs, &cs, &cbs, s.head_dim, s.d_state, st, &mut y);
                 start += q;
             }
             y
@@ -96,6 +113,7 @@ fn chunk_step<'a>(
     xs: &impl Fn(usize) -> &'a [f32],
     bs: &impl Fn(usize) -> &'a [f32],
     cs: &impl Fn(usize) -> &'a [f32],
+    cbs: &impl Fn(usize) -> &'a [f32],
     head_dim: usize,
     d_state: usize,
     st: &mut [f32],
@@ -118,9 +136,9 @@ fn chunk_step<'a>(
             *out = decay * srow.iter().zip(ci).map(|(s, c)| s * c).sum::<f32>() + d * xi[pi];
         }
         // Within the chunk: Σ_{j≤i} (C_i·B_j) · exp(s_i − s_j) · Δ_j · x_j.
+        let cb_i = cbs(t);
         for j in 0..=i {
-            let cb: f32 = ci.iter().zip(bs(start + j)).map(|(c, b)| c * b).sum();
-            let w = cb * (cum[i] - cum[j]).exp() * delta[start + j];
+            let w = cb_i[j] * (cum[i] - cum[j]).exp() * delta[start + j];
             for (out, xv) in yi.iter_mut().zip(xs(start + j)) {
                 *out += w * xv;
             }
