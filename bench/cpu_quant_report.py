@@ -53,8 +53,10 @@ def main():
                "(each engine once per round), best round kept. Peak memory: max resident set of the whole benchmark process "
                "(`/usr/bin/time -f %M`), weights + activations of the 512-token prefill.")
     out.append("- quamba W8A8 / W4A8: Quamba2 artifacts (`quambac compile --target cpu-w8a8|cpu-w4a8`), int8·int8 and "
-               "int4·int8 linears on kernels generated with cranelift at load (AVX-512 VNNI `vpdpbusd` here); the other ops run on "
-               "the reference executor, in f32 (conv, SSD/scan, norms, Hadamard).")
+               "int4·int8 linears on kernels generated with cranelift at load (AVX-512 VNNI `vpdpbusd` here; one-row kernels for "
+               "decode); the other ops in f32 (conv, SSD/scan, norms, Hadamard). Decode steps of every quamba engine (FP32 too) "
+               "run on the decode plan (`runtime/src/cpu/step/`: buffers kept between steps, small ops on the calling thread, "
+               "products and scan / SSD steps shared by a team of spinning threads); prefill on the op-by-op interpreter.")
     if a.llama:
         out.append(f"- llama.cpp: `llama-bench -t {a.threads} -p {a.prompt_len} -n {a.decode_tokens}` (build {', '.join(sorted(builds))}), "
                    "GGUF from its `convert_hf_to_gguf.py` (F32) and `llama-quantize` (Q8_0, Q4_0). Its converter rejects these "

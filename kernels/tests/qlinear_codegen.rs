@@ -53,3 +53,31 @@ fn quantize_kernel_clif_with_a_scalar_tail() {
     let func = kernels::cpu::build_quantize(&kernels::cpu::QuantizeSpec { width: 19, per_channel: true }, sysv_64()).unwrap();
     insta::assert_snapshot!("quantize_i8_w19_per_channel", func.display().to_string());
 }
+
+#[test]
+fn decode_kernel_clif() {
+    let int4 = kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 4 }, sysv_64()).unwrap();
+    insta::assert_snapshot!("qgemv_w4a8_k64_g32", int4.display().to_string());
+    let int8 = kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 8 }, sysv_64()).unwrap();
+    insta::assert_snapshot!("qgemv_w8a8_k64_g32", int8.display().to_string());
+    assert!(kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 40, group: 20, weight_bits: 8 }, sysv_64()).is_err(), "8-bit groups must fill 16-lane vectors");
+}
+
+#[test]
+fn the_decode_kernel_uses_the_dot_product_instruction() {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").unwrap();
+    let isa = cranelift_native::builder().unwrap().finish(settings::Flags::new(flags)).unwrap();
+    let spec = QLinearSpec { in_dim: 512, group: 128, weight_bits: 4 };
+    let mut ctx = cranelift_codegen::Context::for_function(kernels::cpu::build_qgemv(&spec, isa.frontend_config()).unwrap());
+    ctx.set_disasm(true);
+    let asm = ctx.compile(&*isa, &mut ControlPlane::default()).unwrap().vcode.clone().unwrap();
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avxvnni") || (std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl")) {
+        // One 32-input block per loop body: 4 features × 2 halves.
+        assert_eq!(asm.matches("vpdpbusd").count(), 4 * 2, "{asm}");
+        assert_eq!(asm.matches("vphaddd").count(), 3, "{asm}");
+        assert!(!asm.contains("psrlw"), "the high nibbles are masked, not shifted: {asm}");
+    }
+    assert!(asm.contains("ret"), "{asm}");
+}

@@ -32,15 +32,19 @@ pub fn hadamard_rows(data: &mut [f32], width: usize) {
 }
 
 /// Unnormalised fast Walsh–Hadamard transform of a power-of-two-long slice.
+///
+/// Every butterfly is (a, b) ↦ (a + b, a − b), stage by stage (h = 1, 2, 4, ...); the two halves
+/// of each block are separate slices, so the compiler vectorises the stages with h ≥ 4.
 fn fwht(x: &mut [f32]) {
     let n = x.len();
     let mut h = 1;
     while h < n {
-        for start in (0..n).step_by(2 * h) {
-            for i in start..start + h {
-                let (a, b) = (x[i], x[i + h]);
-                x[i] = a + b;
-                x[i + h] = a - b;
+        for block in x.chunks_exact_mut(2 * h) {
+            let (lo, hi) = block.split_at_mut(h);
+            for (a, b) in lo.iter_mut().zip(hi.iter_mut()) {
+                let (s, d) = (*a + *b, *a - *b);
+                *a = s;
+                *b = d;
             }
         }
         h *= 2;

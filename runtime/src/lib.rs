@@ -39,4 +39,7 @@ pub enum RuntimeError {
     /// A thread pool could not be built.
     #[error("thread pool: {0}")]
     Threads(String),
+    /// A worker thread failed inside a computation (a bug: the outputs of that call are lost).
+    #[error("internal: {0}")]
+    Internal(String),
 }

@@ -1,5 +1,6 @@
 //! The generated quantized-linear kernels against the integer reference (`qlinear_i8`), which
-//! they must match bit for bit: decode (1–7 rows, column split) and prefill (row tiles), int8
+//! they must match bit for bit: decode (1–7 rows: the one-row tile kernel, column split, with the
+//! general kernel for features past the last whole tile) and prefill (row tiles), int8
 //! and int4 weights, group sizes that do and do not fill the 16-lane vectors, extreme values.
 
 use kernels::cpu::QLinearSpec;
@@ -69,4 +70,29 @@ fn shapes_without_a_kernel_are_refused() {
     let ok = QLinearSpec { in_dim: 16, group: 16, weight_bits: 8 };
     let kernel = JitQLinear::new(&jit, ok, &[1; 32], 2, &[1.0, 1.0], None, 1.0).unwrap();
     assert!(kernel.forward(&[0; 15], 1).is_err(), "a short input row is an error, not a read past the buffer");
+}
+
+/// Not a check: the decode kernel's throughput at mamba2-small's W4A8 and W8A8 shapes, on one thread
+/// (`cargo test --release -p quamba-runtime --test jit_qlinear -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn time_gemv() {
+    let jit = HostJit::new().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for (in_dim, out_dim, group, weight_bits) in [(512usize, 2192usize, 128usize, 4u8), (1024, 512, 128, 4), (512, 8192, 32, 4), (512, 2192, 512, 8), (1024, 512, 1024, 8)] {
+        let w: Vec<i8> = (0..out_dim * in_dim).map(|_| rng.gen_range(-8..=7)).collect();
+        let scales: Vec<f32> = (0..out_dim * in_dim / group).map(|_| rng.gen_range(1e-4..1e-2)).collect();
+        let k = JitQLinear::new(&jit, QLinearSpec { in_dim, group, weight_bits }, &w, out_dim, &scales, None, 0.01).unwrap();
+        let x: Vec<i8> = (0..in_dim).map(|_| rng.gen_range(-128..=127)).collect();
+        let mut row = runtime::jit::GemvRow::default();
+        let mut out = vec![0.0; out_dim];
+        let n = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            k.prepare_row(&x, &mut row).unwrap();
+            k.gemv_into(&row, 0..out_dim, &mut out);
+        }
+        let dt = t.elapsed().as_secs_f64() / n as f64;
+        eprintln!("w{weight_bits} k{in_dim} o{out_dim} g{group}: {:.1} us, {:.2} GMAC/s", dt * 1e6, (in_dim * out_dim) as f64 / dt / 1e9);
+    }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
+use runtime::cpu::OpProfile;
 
 /// Arguments of `quambac bench`.
 #[derive(clap::Args, Debug)]
@@ -22,6 +23,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Also time every op of the decode steps, on the decode plan and on the general
+    /// interpreter (op by op, as prefill runs), and print both breakdowns per step.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -49,18 +54,46 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         token = runtime::sampling::argmax(logits.row(0, 0)) as i64;
     }
     let decode = t.elapsed().as_secs_f64();
+    let profiles = if a.profile { Some([decode_profile(exec, &prompt, a.decode_tokens, false)?, decode_profile(exec, &prompt, a.decode_tokens, true)?]) } else { None };
     let prefill_tps = a.prompt_len as f64 / best_prefill;
     let decode_tps = a.decode_tokens as f64 / decode;
     let threads = rayon::current_num_threads();
+    let per_step = |p: &OpProfile| -> Vec<serde_json::Value> {
+        p.rows().iter().map(|(label, d, n)| serde_json::json!({"op": label, "us_per_step": d.as_secs_f64() * 1e6 / a.decode_tokens as f64, "calls_per_step": *n as f64 / a.decode_tokens as f64})).collect()
+    };
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"engine": "quamba-fp32", "model": dir.display().to_string(), "threads": threads,
-                "prompt_len": a.prompt_len, "decode_tokens": a.decode_tokens,
-                "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps})
-        );
+        let mut out = serde_json::json!({"engine": "quamba-fp32", "model": dir.display().to_string(), "threads": threads,
+            "prompt_len": a.prompt_len, "decode_tokens": a.decode_tokens,
+            "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps});
+        if let Some([general, plan]) = &profiles {
+            out["decode_profile"] = serde_json::json!({"general": per_step(general), "plan": per_step(plan)});
+        }
+        println!("{out}");
     } else {
         println!("{}: prefill {prefill_tps:.1} tok/s ({} tokens), decode {decode_tps:.1} tok/s ({} steps), {threads} threads", dir.display(), a.prompt_len, a.decode_tokens);
+        if let Some(profiles) = &profiles {
+            for (name, p) in ["general interpreter", "decode plan"].iter().zip(profiles) {
+                println!("decode step on the {name}: {:.1} us of ops per step", p.total().as_secs_f64() * 1e6 / a.decode_tokens as f64);
+                for (label, d, n) in p.rows() {
+                    println!("  {label:<22} {:>8.1} us  {:>5.1} calls", d.as_secs_f64() * 1e6 / a.decode_tokens as f64, n as f64 / a.decode_tokens as f64);
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Per-op wall time over `steps` decode steps after a short prompt, on the decode plan or the
+/// general interpreter.
+fn decode_profile(exec: &runtime::Executor, prompt: &[i64], steps: usize, plan: bool) -> anyhow::Result<OpProfile> {
+    let mut state = exec.new_state(1);
+    exec.forward(&mut state, &prompt[..16.min(prompt.len())])?;
+    let mut profile = OpProfile::new();
+    let mut token = 1i64;
+    exec.forward_profiled(&mut state, &[token], plan, None)?; // warm-up
+    for _ in 0..steps {
+        let logits = exec.forward_profiled(&mut state, &[token], plan, Some(&mut profile))?;
+        token = runtime::sampling::argmax(logits.row(0, 0)) as i64;
+    }
+    Ok(profile)
 }

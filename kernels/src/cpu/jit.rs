@@ -9,6 +9,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
+use super::qgemv::{build_qgemv, qgemv_symbol};
 use super::qlinear::{build_qlinear, QLinearSpec};
 use super::quantize::{build_quantize, QuantizeSpec};
 use super::KernelError;
@@ -16,6 +17,15 @@ use super::KernelError;
 /// The finalized machine code of one quantized-linear kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QLinearCode {
+    /// The shape it was specialised to.
+    pub spec: QLinearSpec,
+    /// Address of its first instruction; valid while the [`CpuJit`] that made it lives.
+    pub address: usize,
+}
+
+/// The finalized machine code of one decode (one-row) quantized-linear kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QGemvCode {
     /// The shape it was specialised to.
     pub spec: QLinearSpec,
     /// Address of its first instruction; valid while the [`CpuJit`] that made it lives.
@@ -35,6 +45,7 @@ pub struct QuantizeCode {
 pub struct CpuJit {
     module: JITModule,
     qlinear: HashMap<QLinearSpec, QLinearCode>,
+    qgemv: HashMap<QLinearSpec, QGemvCode>,
     quantize: HashMap<QuantizeSpec, QuantizeCode>,
 }
 
@@ -50,7 +61,7 @@ impl CpuJit {
             .finish(settings::Flags::new(flags))
             .map_err(|e| KernelError::Isa(e.to_string()))?;
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        Ok(CpuJit { module, qlinear: HashMap::new(), quantize: HashMap::new() })
+        Ok(CpuJit { module, qlinear: HashMap::new(), qgemv: HashMap::new(), quantize: HashMap::new() })
     }
 
     /// The host's target triple, e.g. `x86_64-unknown-linux-gnu`.
@@ -66,6 +77,17 @@ impl CpuJit {
         let func = build_qlinear(&spec, self.module.isa().frontend_config())?;
         let code = QLinearCode { spec, address: self.define(&spec.symbol(), func)? };
         self.qlinear.insert(spec, code);
+        Ok(code)
+    }
+
+    /// The decode kernel for `spec`, compiled on first request.
+    pub fn qgemv(&mut self, spec: QLinearSpec) -> Result<QGemvCode, KernelError> {
+        if let Some(code) = self.qgemv.get(&spec) {
+            return Ok(*code);
+        }
+        let func = build_qgemv(&spec, self.module.isa().frontend_config())?;
+        let code = QGemvCode { spec, address: self.define(&qgemv_symbol(&spec), func)? };
+        self.qgemv.insert(spec, code);
         Ok(code)
     }
 

@@ -14,6 +14,8 @@
 //!
 //! - [`qlinear`]: the CLIF of the quantized linear layer (int8 and int4 weights × int8
 //!   activations), one function for decode (GEMV) and prefill (GEMM, four rows per weight load);
+//! - [`qgemv`]: the same layer for one activation row (decode), four output features per tile
+//!   with a vectorised epilogue;
 //! - [`quantize`]: static int8 quantization of f32 activations (per tensor or per channel);
 //! - [`pack`]: the weight layout those functions read, built once at load;
 //! - [`jit`]: compiles CLIF for the host and hands back code addresses. Calling them is the
@@ -24,11 +26,13 @@
 
 pub mod jit;
 pub mod pack;
+pub mod qgemv;
 pub mod qlinear;
 pub mod quantize;
 
-pub use jit::{CpuJit, QLinearCode, QuantizeCode};
+pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
+pub use qgemv::{build_qgemv, qgemv_supported};
 pub use qlinear::{build_qlinear, QLinearSpec};
 pub use quantize::{build_quantize, QuantizeSpec};
 

@@ -144,7 +144,7 @@ pub(super) fn counted_loop(b: &mut FunctionBuilder, start: Value, end: Value, st
 }
 
 /// `acc + Σ w·x` over 16 lanes, 4 products per i32 lane: w signed, x unsigned (see the module doc).
-fn dot_accumulate(b: &mut FunctionBuilder, w: Value, x: Value, acc: Value) -> Value {
+pub(super) fn dot_accumulate(b: &mut FunctionBuilder, w: Value, x: Value, acc: Value) -> Value {
     let w_lo = b.ins().swiden_low(w);
     let x_lo = b.ins().uwiden_low(x);
     let lo = b.ins().imul(w_lo, x_lo);

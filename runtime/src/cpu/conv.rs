@@ -42,3 +42,38 @@ pub fn causal_conv1d(
     });
     out
 }
+
+/// `weight` `[channels, kernel]` as `[kernel, channels]`, what [`causal_conv1d_step`] reads.
+pub fn tap_major(weight: &[f32], channels: usize, kernel: usize) -> Vec<f32> {
+    (0..kernel).flat_map(|k| (0..channels).map(move |c| weight[c * kernel + k])).collect()
+}
+
+/// One decode step of [`causal_conv1d`] (the same operations, so the same values) into `out`
+/// (`[batch, channels]`), with tap-major weights; `silu` applies x·σ(x) to the result (the
+/// activation that follows the conv in every Mamba block, fused; [`super::fastmath::silu`]).
+#[allow(clippy::too_many_arguments)]
+pub fn causal_conv1d_step(x: &[f32], batch: usize, channels: usize, taps: &[f32], kernel: usize, bias: Option<&[f32]>, state: &mut [f32], out: &mut [f32], silu: bool) {
+    let hist = kernel - 1;
+    for b in 0..batch {
+        let x_b = &x[b * channels..][..channels];
+        let out_b = &mut out[b * channels..][..channels];
+        let state_b = &mut state[b * hist * channels..][..hist * channels];
+        match bias {
+            Some(bias) => out_b.copy_from_slice(bias),
+            None => out_b.fill(0.0),
+        }
+        for k in 0..kernel {
+            let src = if k < hist { &state_b[k * channels..][..channels] } else { x_b };
+            for ((d, s), w) in out_b.iter_mut().zip(src).zip(&taps[k * channels..][..channels]) {
+                *d += w * s;
+            }
+        }
+        if hist > 0 {
+            state_b.copy_within(channels.., 0);
+            state_b[(hist - 1) * channels..].copy_from_slice(x_b);
+        }
+        if silu {
+            out_b.iter_mut().for_each(|v| *v = super::fastmath::silu(*v));
+        }
+    }
+}

@@ -49,7 +49,9 @@ fn gemv(x: &[f32], rows: usize, in_dim: usize, weight: &[f32], out_dim: usize, o
     }
 }
 
-/// Dot product with eight independent accumulators so the compiler can vectorise it.
+/// Dot product with eight independent accumulators so the compiler can vectorise it (inlined
+/// everywhere, so that callers compiled for wider vectors vectorise it for those).
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));

@@ -2,16 +2,27 @@
 //!
 //! One graph serves prefill and decode: `causal_conv1d`, `selective_scan` and `ssd` read and
 //! update a per-sequence [`State`], so feeding a prompt in one call or token by token gives the
-//! same logits. Work inside each op is spread over the rayon thread pool.
+//! same logits (to a few f32 roundings: see below). Work inside each op is spread over the rayon
+//! thread pool.
+//!
+//! A call with one token per sequence (decode) runs on the decode plan of `step/` instead: the
+//! same ops on buffers kept between steps, small ops on the calling thread, products and scan /
+//! SSD steps shared by a team of spinning threads (`team.rs`), with vectorisable exponentials
+//! (`fastmath.rs`); `quambac bench --profile` times each op on both.
 
 mod conv;
+mod fastmath;
 pub mod linear;
 mod norm;
+pub mod profile;
 pub mod quant;
 mod scan;
 mod ssd;
+mod step;
+mod team;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use ir::{Activation, Graph, Op, ValueId, VerifiedGraph};
 
@@ -19,6 +30,7 @@ use crate::jit::{HostJit, JitQLinear, JitQuantize};
 use crate::{RuntimeError, WeightData, Weights};
 
 pub use linear::dot;
+pub use profile::OpProfile;
 
 /// softplus with PyTorch's default threshold: linear above 20, where ln(1+eˣ) = x in f32.
 pub fn softplus(x: f32) -> f32 {
@@ -104,6 +116,10 @@ pub struct Executor {
     schedule: Vec<Step>,
     output_slot: usize,
     vocab: usize,
+    /// The decode plan (one token per sequence), see [`step`].
+    step: step::StepPlan,
+    /// The decode plan's buffers, kept between steps (a concurrent caller makes its own).
+    scratch: Mutex<Option<step::Scratch>>,
 }
 
 /// A `[batch, seq, width]` activation: f32, or i8 after a `quantize`.
@@ -172,7 +188,21 @@ impl Executor {
                 _ => {}
             }
         }
-        Ok(Executor { graph, weights, int_weights, dequantized, jit_qlinear, jit_quantize, schedule, output_slot, vocab })
+        let mut exec = Executor {
+            graph,
+            weights,
+            int_weights,
+            dequantized,
+            jit_qlinear,
+            jit_quantize,
+            schedule,
+            output_slot,
+            vocab,
+            step: step::StepPlan::empty(),
+            scratch: Mutex::new(None),
+        };
+        exec.step = step::StepPlan::new(&exec, &order);
+        Ok(exec)
     }
 
     /// The graph being executed.
@@ -225,15 +255,39 @@ impl Executor {
         // Run the whole call on a pool worker: a parallel op started from a worker runs its first
         // part in place and lets idle workers steal the rest, while one started from outside the
         // pool is injected and waited for — a thread hand-off per op, which dominated decode.
+        self.forward_profiled(state, tokens, true, None)
+    }
+
+    /// Like [`Executor::forward`], adding each op's wall time to `profile`; `step_plan: false`
+    /// runs decode steps on the general interpreter too (what `quambac bench --profile` compares).
+    pub fn forward_profiled(&self, state: &mut State, tokens: &[i64], step_plan: bool, profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
         if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_observed(state, tokens, &mut |_, _, _| {}));
+            return rayon::scope(|_| self.forward_on_worker(state, tokens, step_plan, profile));
         }
-        self.forward_observed(state, tokens, &mut |_, _, _| {})
+        self.forward_on_worker(state, tokens, step_plan, profile)
+    }
+
+    fn forward_on_worker(&self, state: &mut State, tokens: &[i64], step_plan: bool, profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
+        if step_plan && state.batch > 0 && tokens.len() == state.batch && self.step.usable() {
+            // One token per sequence: the decode plan, on buffers kept from the last step.
+            let cached = self.scratch.try_lock().ok().and_then(|mut s| s.take()).filter(|s| s.fits(state.batch, rayon::current_num_threads()));
+            let mut scratch = cached.unwrap_or_else(|| self.step.scratch(state.batch));
+            let logits = self.step(state, tokens, &mut scratch, profile);
+            if let Ok(mut slot) = self.scratch.try_lock() {
+                *slot = Some(scratch);
+            }
+            return logits;
+        }
+        self.forward_inner(state, tokens, &mut |_, _, _| {}, profile)
     }
 
     /// Like [`Executor::forward`], and shows every f32 value to `observe` (value id, data
     /// `[batch·seq, width]`, width) as soon as it is computed: calibration reads activations this way.
     pub fn forward_observed(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize)) -> Result<Logits, RuntimeError> {
+        self.forward_inner(state, tokens, observe, None)
+    }
+
+    fn forward_inner(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize), mut profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
         let batch = state.batch;
         if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
             return Err(RuntimeError::Input(format!("{} tokens cannot be split into {batch} equal non-empty sequences", tokens.len())));
@@ -244,10 +298,14 @@ impl Executor {
             let inputs: Vec<&Act> = step.inputs.iter().map(|&s| slots[s].as_ref().expect("operands are computed before use")).collect();
             let node = self.graph.node(step.value);
             let width = node.ty.width().unwrap_or(0);
+            let start = std::time::Instant::now();
             let act = match self.run_op(step.value, &node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))? {
                 Out::F32(data) => Act { width, data, ints: Vec::new() },
                 Out::I8(ints) => Act { width, data: Vec::new(), ints },
             };
+            if let Some(p) = profile.as_deref_mut() {
+                p.add(node.op.name(), start);
+            }
             if !act.data.is_empty() {
                 observe(step.value, &act.data, width);
             }

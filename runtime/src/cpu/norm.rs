@@ -12,15 +12,20 @@ pub fn rms_norm(x: &[f32], width: usize, weight: Option<&[f32]>, eps: f32) -> Ve
     let mut out = x.to_vec();
     out.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
         for row in block.chunks_exact_mut(width) {
-            normalise(row, eps);
-            if let Some(w) = weight {
-                for (v, w) in row.iter_mut().zip(w) {
-                    *v *= w;
-                }
-            }
+            rms_norm_in_place(row, weight, eps);
         }
     });
     out
+}
+
+/// [`rms_norm`] of one row, in place (the decode step's form; same operations).
+pub fn rms_norm_in_place(row: &mut [f32], weight: Option<&[f32]>, eps: f32) {
+    normalise(row, eps);
+    if let Some(w) = weight {
+        for (v, w) in row.iter_mut().zip(w) {
+            *v *= w;
+        }
+    }
 }
 
 fn normalise(row: &mut [f32], eps: f32) {
@@ -35,16 +40,29 @@ fn normalise(row: &mut [f32], eps: f32) {
 /// `groups` contiguous slices of a row is normalised by its own RMS, then scaled by `weight`.
 pub fn gated_rms_norm(y: &[f32], z: &[f32], width: usize, weight: &[f32], groups: usize, eps: f32) -> Vec<f32> {
     let mut out: Vec<f32> = y.iter().zip(z).map(|(y, z)| y * silu(*z)).collect();
-    let group = width / groups;
     out.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
         for row in block.chunks_exact_mut(width) {
-            for slice in row.chunks_exact_mut(group) {
-                normalise(slice, eps);
-            }
-            for (v, w) in row.iter_mut().zip(weight) {
-                *v *= w;
-            }
+            normalise_groups(row, weight, groups, eps);
         }
     });
     out
+}
+
+/// [`gated_rms_norm`] of one row into `out` (the decode step's form: the same operations, with
+/// the vectorisable [`super::fastmath::silu`]).
+pub fn gated_rms_norm_row(y: &[f32], z: &[f32], out: &mut [f32], weight: &[f32], groups: usize, eps: f32) {
+    for ((o, y), z) in out.iter_mut().zip(y).zip(z) {
+        *o = y * super::fastmath::silu(*z);
+    }
+    normalise_groups(out, weight, groups, eps);
+}
+
+fn normalise_groups(row: &mut [f32], weight: &[f32], groups: usize, eps: f32) {
+    let group = row.len() / groups;
+    for slice in row.chunks_exact_mut(group) {
+        normalise(slice, eps);
+    }
+    for (v, w) in row.iter_mut().zip(weight) {
+        *v *= w;
+    }
 }

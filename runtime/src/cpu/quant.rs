@@ -27,8 +27,28 @@ pub fn quantize(x: &[f32], scale: &[f32]) -> Vec<i8> {
 }
 
 /// One value: divide, round half to even, saturate.
+///
+/// Rounds by adding and subtracting 1.5·2²³ (in [2²³, 2²⁴) f32 holds only integers, so the sum
+/// rounds to nearest, ties to even, exactly like `round_ties_even`), after bounding the quotient
+/// to ±2²² where that holds: the same result as `(x / scale).round_ties_even().clamp(..) as i8`
+/// for every input (NaN → 0), but a loop over it vectorises, where `round_ties_even` is a libm
+/// call on baseline x86-64.
 pub fn quantize_one(x: f32, scale: f32) -> i8 {
-    (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8
+    quantize_value(x, scale) as i8
+}
+
+/// [`quantize_one`] as the f32 it converts (an integer in −128..=127; NaN gives 0): what a
+/// quantize → dequantize pair multiplies by the scale, without a float → int → float round trip.
+pub fn quantize_value(x: f32, scale: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
+    const BOUND: f32 = 4_194_304.0;
+    let q = (x / scale).clamp(-BOUND, BOUND);
+    let r = ((q + ROUND) - ROUND).clamp(-128.0, 127.0);
+    if r.is_nan() {
+        0.0
+    } else {
+        r
+    }
 }
 
 /// x = q · scale[c].
@@ -147,6 +167,20 @@ mod tests {
             let a = qlinear_i8(&x, rows, in_dim, &w, out_dim, &scales, group, 0.013, Some(&bias));
             let b = qlinear_i8_gemm(&x, rows, in_dim, &wf, out_dim, &scales, group, 0.013, Some(&bias));
             assert_eq!(a, b, "rows {rows} in {in_dim} out {out_dim} group {group}");
+        }
+    }
+
+    #[test]
+    fn quantize_one_matches_round_ties_even_everywhere() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let special = [0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, -127.5, -128.5, -129.0, 4194303.5, 4194304.5, 8388607.0, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, 1e-40];
+        let randoms = (0..200_000).map(|i| if i % 2 == 0 { rng.gen_range(-300.0f32..300.0) } else { (rng.gen_range(-600i32..600) as f32) * 0.5 });
+        for x in special.into_iter().chain(randoms) {
+            for scale in [1.0f32, 0.37, 3.0e-3, 1e-30] {
+                let want = (x / scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+                assert_eq!(quantize_one(x, scale), want, "x {x} scale {scale}");
+                assert_eq!(quantize_value(x, scale), want as f32, "x {x} scale {scale}");
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use kernels::cpu::{CpuJit, KernelError};
 
-pub use qlinear::JitQLinear;
+pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
 
 /// The host's code generator, shared by every kernel of an executor. Kernels hold an `Arc` to it:

@@ -50,6 +50,16 @@ impl JitQuantize {
         Ok(out)
     }
 
+    /// Quantizes `x` (`[rows, width]`) into `out` (same length) on this thread.
+    pub fn forward_into(&self, x: &[f32], out: &mut [i8]) -> Result<(), RuntimeError> {
+        let width = self.code.spec.width;
+        if x.len() % width != 0 || out.len() != x.len() {
+            return Err(RuntimeError::Input(format!("{} values into {} are not rows of {width}", x.len(), out.len())));
+        }
+        self.run(x, out);
+        Ok(())
+    }
+
     fn run(&self, x: &[f32], out: &mut [i8]) {
         let spec = &self.code.spec;
         let rows = x.len() / spec.width;
