@@ -541,7 +541,7 @@ fn quantized_table(weights: &[WeightDecl], table: WeightId, scales: WeightId, ro
     if !t.dtype.is_quantized() {
         return Err(format!("{op} weight {table} must be i8 or i4, is {}", t.dtype));
     }
-    if group == 0 || cols % group != 0 {
+    if group == 0 || !cols.is_multiple_of(group) {
         return Err(format!("{op} group {group} does not divide the input width {cols}"));
     }
     let s = weights.get(scales.index()).ok_or_else(|| format!("weight {scales} is not declared"))?;

@@ -108,9 +108,9 @@ pub fn write_random_mamba2(
     seed: u64,
 ) {
     let d_inner = expand * d_model;
-    assert!(d_inner % head_dim == 0, "d_inner {d_inner} is not a multiple of head_dim {head_dim}");
+    assert!(d_inner.is_multiple_of(head_dim), "d_inner {d_inner} is not a multiple of head_dim {head_dim}");
     let nheads = d_inner / head_dim;
-    assert!(nheads % ngroups == 0, "nheads {nheads} is not a multiple of ngroups {ngroups}");
+    assert!(nheads.is_multiple_of(ngroups), "nheads {nheads} is not a multiple of ngroups {ngroups}");
     let conv_dim = d_inner + 2 * ngroups * d_state;
     let in_dim = d_inner + conv_dim + nheads;
     std::fs::create_dir_all(dir).unwrap();

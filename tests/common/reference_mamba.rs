@@ -164,7 +164,7 @@ impl RefConfig {
                 assert!(d_inner % cfg.head_dim == 0, "d_inner {d_inner} not a multiple of head_dim {}", cfg.head_dim);
                 let nheads = d_inner / cfg.head_dim;
                 assert_eq!(int("num_heads", Some(nheads)), nheads, "config.json: num_heads ≠ d_inner / head_dim");
-                assert!(nheads % cfg.ngroups == 0, "nheads {nheads} not a multiple of ngroups {}", cfg.ngroups);
+                assert!(nheads.is_multiple_of(cfg.ngroups), "nheads {nheads} not a multiple of ngroups {}", cfg.ngroups);
                 if let Some(Value::Array(a)) = v.get("time_step_limit") {
                     assert_eq!(a.len(), 2, "config.json: time_step_limit must have two entries");
                     cfg.dt_limit = (json_float(&a[0]) as f32, json_float(&a[1]) as f32);
@@ -697,7 +697,7 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 pub fn gated_rmsnorm(y: &[f32], z: &[f32], w: &[f32], ngroups: usize, eps: f32) -> Vec<f32> {
     assert_eq!(y.len(), z.len());
     assert_eq!(y.len(), w.len());
-    assert!(ngroups > 0 && y.len() % ngroups == 0, "gated_rmsnorm: {} channels, {ngroups} groups", y.len());
+    assert!(ngroups > 0 && y.len().is_multiple_of(ngroups), "gated_rmsnorm: {} channels, {ngroups} groups", y.len());
     let gs = y.len() / ngroups;
     let g: Vec<f64> = y.iter().zip(z).map(|(&y, &z)| y as f64 * silu(z as f64)).collect();
     let mut out = vec![0.0f32; y.len()];

@@ -142,10 +142,10 @@ impl ModelConfig {
             return bad("dt_rank must be positive".into());
         }
         if self.family == Family::Mamba2 {
-            if self.head_dim == 0 || self.d_inner % self.head_dim != 0 {
+            if self.head_dim == 0 || !self.d_inner.is_multiple_of(self.head_dim) {
                 return bad(format!("d_inner {} is not a multiple of head_dim {}", self.d_inner, self.head_dim));
             }
-            if self.n_groups == 0 || self.n_heads % self.n_groups != 0 {
+            if self.n_groups == 0 || !self.n_heads.is_multiple_of(self.n_groups) {
                 return bad(format!("num_heads {} is not a multiple of n_groups {}", self.n_heads, self.n_groups));
             }
             if self.n_heads * self.head_dim != self.d_inner {

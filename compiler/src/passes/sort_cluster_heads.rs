@@ -92,9 +92,9 @@ pub struct HeadClustering {
 /// heads is not a multiple of `groups`.
 pub fn head_clusters(stats: &[f32], head_dim: usize, groups: usize, head_groups: usize, dim_groups: usize) -> HeadClustering {
     assert!(head_dim > 0 && groups > 0, "head_dim and groups must be positive");
-    assert!(stats.len() % head_dim == 0, "{} statistics are not a whole number of {head_dim}-channel heads", stats.len());
+    assert!(stats.len().is_multiple_of(head_dim), "{} statistics are not a whole number of {head_dim}-channel heads", stats.len());
     let heads = stats.len() / head_dim;
-    assert!(heads % groups == 0 && heads > 0, "{heads} heads do not split into {groups} SSD groups");
+    assert!(heads.is_multiple_of(groups) && heads > 0, "{heads} heads do not split into {groups} SSD groups");
     let per_group = heads / groups;
     let m = head_groups.clamp(1, per_group);
     let n = dim_groups.clamp(1, head_dim);

@@ -54,12 +54,12 @@ impl QuantizedWeight {
     /// If `in_dim` is inconsistent with `q`, `group` or `scales`.
     pub fn dequantize(&self, in_dim: usize) -> Vec<f32> {
         assert!(
-            in_dim > 0 && self.q.len() % in_dim == 0,
+            in_dim > 0 && self.q.len().is_multiple_of(in_dim),
             "q has {} values, not a multiple of in={in_dim}",
             self.q.len()
         );
         assert!(
-            self.group > 0 && in_dim % self.group == 0,
+            self.group > 0 && in_dim.is_multiple_of(self.group),
             "group {} does not divide in={in_dim}",
             self.group
         );
@@ -88,7 +88,7 @@ impl QuantizedWeight {
 /// Group size rule: 4-bit uses groups of 128 along `in` when `in > 128` and `in % 128 == 0`,
 /// otherwise one group per output channel (`group = in`); 8-bit is always per output channel.
 pub fn group_size(bits: u8, in_dim: usize) -> usize {
-    if bits == 4 && in_dim > 128 && in_dim % 128 == 0 {
+    if bits == 4 && in_dim > 128 && in_dim.is_multiple_of(128) {
         128
     } else {
         in_dim
@@ -144,7 +144,7 @@ pub(crate) fn check_args(
             "weight has {w_len} values, expected {out_dim}×{in_dim}"
         ));
     }
-    if group == 0 || in_dim % group != 0 {
+    if group == 0 || !in_dim.is_multiple_of(group) {
         return Err(format!("group size {group} does not divide in={in_dim}"));
     }
     Ok(())

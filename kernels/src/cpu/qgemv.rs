@@ -38,7 +38,7 @@ pub const TILE: usize = 4;
 
 /// Whether `spec` has a decode kernel: 8-bit groups must fill whole 16-lane vectors.
 pub fn qgemv_supported(spec: &QLinearSpec) -> bool {
-    spec.check().is_ok() && (spec.weight_bits == 4 || spec.group % 16 == 0)
+    spec.check().is_ok() && (spec.weight_bits == 4 || spec.group.is_multiple_of(16))
 }
 
 /// The symbol the decode kernel of `spec` is defined under.
@@ -162,7 +162,7 @@ fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x
         .collect();
     let vectors = spec.group * spec.row_bytes() / spec.in_dim / 16;
     let inputs_per_vector = if spec.weight_bits == 8 { 16 } else { 32 };
-    let unroll = (1..=unroll(spec).min(vectors)).rev().find(|u| vectors % u == 0).unwrap_or(1);
+    let unroll = (1..=unroll(spec).min(vectors)).rev().find(|u| vectors.is_multiple_of(*u)).unwrap_or(1);
     let body = |b: &mut FunctionBuilder, w_at: Value, x_at: Value| {
         for u in 0..unroll {
             let w_off = |j: usize| (j as i64 * row_bytes + 16 * u as i64) as i32;

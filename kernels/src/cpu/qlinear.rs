@@ -46,10 +46,10 @@ pub struct QLinearSpec {
 impl QLinearSpec {
     /// Rejects shapes this generator has no kernel for.
     pub fn check(&self) -> Result<(), KernelError> {
-        let ok_dims = self.in_dim > 0 && self.in_dim <= MAX_IN_DIM && self.group > 0 && self.in_dim % self.group == 0;
+        let ok_dims = self.in_dim > 0 && self.in_dim <= MAX_IN_DIM && self.group > 0 && self.in_dim.is_multiple_of(self.group);
         let ok_bits = match self.weight_bits {
             8 => true,
-            4 => self.group % 32 == 0,
+            4 => self.group.is_multiple_of(32),
             _ => false,
         };
         if ok_dims && ok_bits {
@@ -250,7 +250,7 @@ fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_row: Value, x_
     // Each weight vector (16 bytes) covers 16 int8 or 32 int4 inputs.
     let inputs_per_vector = if spec.weight_bits == 8 { 16 } else { 32 };
     let vectors = spec.group / inputs_per_vector;
-    let unroll = (1..=MAX_UNROLL.min(vectors)).rev().find(|u| vectors % u == 0).unwrap_or(1);
+    let unroll = (1..=MAX_UNROLL.min(vectors)).rev().find(|u| vectors.is_multiple_of(*u)).unwrap_or(1);
     let body = |b: &mut FunctionBuilder, w_at: Value, x_at: &[Value]| {
         for u in 0..unroll {
             let packed = b.ins().load(types::I8X16, mem(), w_at, 16 * u as i32);

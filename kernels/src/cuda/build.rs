@@ -575,14 +575,14 @@ impl Builder<'_> {
 
 /// The largest divisor of `n` that is at most `cap` (at least 1).
 fn largest_divisor_at_most(n: usize, cap: usize) -> usize {
-    (1..=cap.max(1).min(n)).rev().find(|d| n % d == 0).unwrap_or(1)
+    (1..=cap.max(1).min(n)).rev().find(|d| n.is_multiple_of(*d)).unwrap_or(1)
 }
 
 /// Threads sharing one state row of `n` states: about sixteen states each (fewer lanes means
 /// fewer shuffles per step for the output's reduction), a power of two ≤ 32.
 fn scan_lanes(n: usize) -> usize {
     let mut lanes = 1;
-    while lanes * 2 <= 32 && n % (lanes * 2) == 0 && n / (lanes * 2) >= 16 {
+    while lanes * 2 <= 32 && n.is_multiple_of(lanes * 2) && n / (lanes * 2) >= 16 {
         lanes *= 2;
     }
     lanes

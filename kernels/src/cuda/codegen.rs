@@ -153,7 +153,7 @@ fn decode_limits(kind: u8) -> (usize, usize) {
 /// (to measure the split side by side).
 pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
     let block = width & width.wrapping_neg();
-    let splits = block >= 32 && block <= 1024 && width / block >= 2 && groups > 0 && width % groups == 0 && (width / groups) % block == 0;
+    let splits = (32..=1024).contains(&block) && width / block >= 2 && groups > 0 && width.is_multiple_of(groups) && (width / groups).is_multiple_of(block);
     let allowed = std::env::var("QUAMBA_CUDA_ROW_SPLIT").map_or(true, |v| v != "0");
     (splits && allowed).then_some(width / block)
 }

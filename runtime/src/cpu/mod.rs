@@ -289,7 +289,7 @@ impl Executor {
 
     fn forward_inner(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize), mut profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
         let batch = state.batch;
-        if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
+        if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
             return Err(RuntimeError::Input(format!("{} tokens cannot be split into {batch} equal non-empty sequences", tokens.len())));
         }
         let seq = tokens.len() / batch;

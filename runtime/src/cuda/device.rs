@@ -322,7 +322,7 @@ impl CudaExecutor {
     }
 
     fn check_call(&self, tokens: &[i64], batch: usize) -> Result<usize, CudaError> {
-        if batch == 0 || tokens.is_empty() || tokens.len() % batch != 0 {
+        if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
             return Err(CudaError::Input(format!("{} tokens cannot be split into {batch} equal non-empty sequences", tokens.len())));
         }
         if batch > self.max_batch || tokens.len() > self.max_rows {

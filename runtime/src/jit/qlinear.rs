@@ -111,7 +111,7 @@ impl JitQLinear {
             row.bytes.clear();
             row.bytes.extend(x.iter().map(|v| *v as u8));
             row.corrections.extend(x.chunks_exact(spec.group).map(|g| 8 * g.iter().map(|v| *v as i32).sum::<i32>()));
-            if self.out_dim() % TILE != 0 {
+            if !self.out_dim().is_multiple_of(TILE) {
                 to_unsigned(&mut row.unsigned);
             }
         } else {
@@ -130,7 +130,7 @@ impl JitQLinear {
         };
         let spec = &self.code.spec;
         let tiles = self.out_dim() / TILE;
-        assert!(columns.start % TILE == 0 && columns.end <= self.out_dim() && out.len() >= columns.len(), "decode columns out of bounds");
+        assert!(columns.start.is_multiple_of(TILE) && columns.end <= self.out_dim() && out.len() >= columns.len(), "decode columns out of bounds");
         let (tile_begin, tile_end) = (columns.start / TILE, (columns.end / TILE).min(tiles));
         if tile_end > tile_begin {
             // These checks are what the SAFETY argument below rests on.

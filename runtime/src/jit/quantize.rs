@@ -37,7 +37,7 @@ impl JitQuantize {
     /// Quantizes `x` (`[rows, width]`).
     pub fn forward(&self, x: &[f32]) -> Result<Vec<i8>, RuntimeError> {
         let width = self.code.spec.width;
-        if x.len() % width != 0 {
+        if !x.len().is_multiple_of(width) {
             return Err(RuntimeError::Input(format!("{} values are not rows of {width}", x.len())));
         }
         let mut out = vec![0i8; x.len()];
@@ -53,7 +53,7 @@ impl JitQuantize {
     /// Quantizes `x` (`[rows, width]`) into `out` (same length) on this thread.
     pub fn forward_into(&self, x: &[f32], out: &mut [i8]) -> Result<(), RuntimeError> {
         let width = self.code.spec.width;
-        if x.len() % width != 0 || out.len() != x.len() {
+        if !x.len().is_multiple_of(width) || out.len() != x.len() {
             return Err(RuntimeError::Input(format!("{} values into {} are not rows of {width}", x.len(), out.len())));
         }
         self.run(x, out);
