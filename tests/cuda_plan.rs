@@ -86,6 +86,31 @@ fn quantized_plans_are_pinned_and_sound() {
     }
 }
 
+/// Programmatic dependent launch lets a kernel start before its predecessor finishes; that is
+/// only sound because every entry point waits (`quamba::pdl_enter`) before it reads an
+/// activation or writes anything. Products do it inside `quamba::gemm`, after requesting weights.
+#[test]
+fn every_entry_point_waits_for_its_predecessor() {
+    let plans = [plan_of(None), plan_of(Some("h100-w8a8")), plan_of(Some("h100-w4a8")), plan_of(Some("h100-w4a16"))];
+    for p in &plans {
+        let entries: Vec<&str> = p.source.split("extern \"C\" __global__").skip(1).collect();
+        assert!(entries.len() >= p.launches.len().min(8), "entry points found in the source");
+        for e in entries {
+            let body = &e[e.find('{').expect("an entry has a body")..];
+            let first = body[1..].trim_start();
+            let waits = first.starts_with("quamba::pdl_enter();") || first.starts_with("quamba::gemm<");
+            assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
+        }
+    }
+    let gemm = kernels::cuda::codegen::LIBRARY;
+    let start = gemm.find("QDEV void gemm(").expect("the product template");
+    let body = &gemm[start..];
+    let wait = body.find("pdl_enter();").expect("the product waits");
+    for read in ["a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="] {
+        assert!(body.find(read).expect(read) > wait, "the product touches `{read}` before waiting");
+    }
+}
+
 /// The generated source compiles with NVRTC for the H100 (sm_90), Jetson Orin (sm_87) and A5000
 /// (sm_86), every planned entry point is in the PTX, and no kernel spills to local memory.
 /// Needs libnvrtc (CI installs it from PyPI, `.ci/run`); elsewhere it is skipped unless

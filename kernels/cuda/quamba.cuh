@@ -849,7 +849,6 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 template <int V> QDEV void argmax_rows(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {
     __shared__ float best_v[32];
     __shared__ int best_i[32];
-    pdl_enter();
     int r = blockIdx.x;
     const float* row = logits + ((i64)r * row_step + row_off) * V;
     float bv = -3.4e38f;

@@ -26,7 +26,7 @@ pub fn generated(entries: &[String], vocab: usize) -> String {
         s.push('\n');
     }
     s.push_str(&format!(
-        "extern \"C\" __global__ void __launch_bounds__(1024) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__(1024) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::pdl_enter();\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
     ));
     s
 }
