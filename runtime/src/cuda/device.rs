@@ -96,8 +96,12 @@ impl CudaExecutor {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream()?;
         let (major, minor) = ctx.compute_capability()?;
-        // QUAMBA_CUDA_PDL=0 turns it off, to measure what it brings.
-        let dependent_launch = major >= 9 && std::env::var("QUAMBA_CUDA_PDL").map_or(true, |v| v != "0");
+        // Programmatic dependent launch needs sm_90 and, inside captured graphs, a CUDA 12.3
+        // driver; QUAMBA_CUDA_PDL=0 turns it off, to measure what it brings.
+        let mut driver_version: std::ffi::c_int = 0;
+        // SAFETY: writes one int through a valid pointer; the driver library is loaded (checked above).
+        let driver_ok = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver_version) }.result().is_ok() && driver_version >= 12030;
+        let dependent_launch = major >= 9 && driver_ok && std::env::var("QUAMBA_CUDA_PDL").map_or(true, |v| v != "0");
         let arch = arch_name(major, minor);
         let own = super::compile::source_hash(&plan.source);
         let ptx = match ptx {
