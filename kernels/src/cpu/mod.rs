@@ -24,6 +24,7 @@
 //! The integer reference executor (`runtime::cpu::quant`) is the oracle: every generated kernel
 //! is tested to be bit-identical to it.
 
+mod function;
 pub mod jit;
 pub mod pack;
 pub mod qgemv;

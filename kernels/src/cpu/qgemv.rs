@@ -26,11 +26,12 @@
 //! `x` is the row as `x + 128` (8-bit weights) or as its int8 bytes (4-bit weights).
 
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_frontend::{FunctionBuilder, Variable};
 
 use super::qlinear::{counted_loop, dot_accumulate, QLinearSpec};
+use super::function::build_function;
 use super::KernelError;
 
 /// Output features per tile.
@@ -55,16 +56,7 @@ pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<F
     if !qgemv_supported(spec) {
         return Err(KernelError::Unsupported(format!("no decode kernel for {spec:?}")));
     }
-    let mut sig = Signature::new(target.default_call_conv);
-    sig.params.extend([AbiParam::new(types::I64); 8]);
-    sig.params.push(AbiParam::new(types::F32));
-    let mut func = Function::with_name_signature(UserFuncName::testcase(qgemv_symbol(spec)), sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
+    Ok(build_function(target, qgemv_symbol(spec), &[types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::F32], |b, p| {
     let (x, w, corrections, scales, bias, out, tile_begin, tile_end, act_scale) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
     let act_scale = b.ins().splat(types::F32X4, act_scale);
     // The two nibble masks of packed 4-bit weights (unused by 8-bit kernels, which load weights as they are).
@@ -77,7 +69,7 @@ pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<F
     let groups = spec.groups() as i64;
     let row_bytes = spec.row_bytes() as i64;
     let group_bytes = (spec.group * spec.row_bytes() / spec.in_dim) as i64;
-    counted_loop(&mut b, tile_begin, tile_end, 1, &mut |b, t| {
+    counted_loop(b, tile_begin, tile_end, 1, &mut |b, t| {
         let w_tile = {
             let off = b.ins().imul_imm_s(t, TILE as i64 * row_bytes);
             b.ins().iadd(w, off)
@@ -129,10 +121,7 @@ pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<F
         let out_at = b.ins().iadd(out, out_off);
         b.ins().store(mem(), y, out_at, 0);
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    Ok(func)
+    }))
 }
 
 /// 16-byte weight vectors per feature in one loop body: 2 for 8-bit weights, 1 for 4-bit (two

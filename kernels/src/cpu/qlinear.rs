@@ -20,10 +20,11 @@
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilder;
 
+use super::function::build_function;
 use super::KernelError;
 
 /// Activation rows computed per weight load.
@@ -82,28 +83,16 @@ impl QLinearSpec {
 /// Builds the kernel's CLIF (deterministic: the golden files snapshot it).
 pub fn build_qlinear(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<Function, KernelError> {
     spec.check()?;
-    let mut sig = Signature::new(target.default_call_conv);
-    sig.params.extend([AbiParam::new(types::I64); 10]);
-    sig.params.push(AbiParam::new(types::F32));
-    let mut func = Function::with_name_signature(UserFuncName::testcase(spec.symbol()), sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
+    Ok(build_function(target, spec.symbol(), &[types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::F32], |b, p| {
     let args = Args { x: p[0], w: p[1], corrections: p[2], scales: p[3], bias: p[4], out: p[5], rows: p[6], o_begin: p[7], out_stride: p[9], act_scale: p[10] };
     let o_end = p[8];
-    counted_loop(&mut b, args.o_begin, o_end, 1, &mut |b, o| {
+    counted_loop(b, args.o_begin, o_end, 1, &mut |b, o| {
         let last_block_start = b.ins().iadd_imm_s(args.rows, 1 - ROW_BLOCK as i64);
         let zero = b.ins().iconst(types::I64, 0);
         let m = counted_loop(b, zero, last_block_start, ROW_BLOCK as i64, &mut |b, m| emit_rows(b, spec, &args, o, m, ROW_BLOCK));
         counted_loop(b, m, args.rows, 1, &mut |b, m| emit_rows(b, spec, &args, o, m, 1));
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    Ok(func)
+    }))
 }
 
 /// The kernel's parameters as SSA values of the entry block.

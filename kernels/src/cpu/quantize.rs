@@ -9,11 +9,11 @@
 //!
 //! Signature: `fn(x: *const f32, scales: *const f32, out: *mut i8, rows: i64)`.
 
-use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::qlinear::counted_loop;
+use super::function::build_function;
 use super::KernelError;
 
 /// The dimensions a quantize kernel is specialised to.
@@ -41,21 +41,13 @@ pub fn build_quantize(spec: &QuantizeSpec, target: TargetFrontendConfig) -> Resu
     if spec.width == 0 || spec.width > i32::MAX as usize / 4 {
         return Err(KernelError::Unsupported(format!("{spec:?}")));
     }
-    let mut sig = Signature::new(target.default_call_conv);
-    sig.params.extend([AbiParam::new(types::I64); 4]);
-    let mut func = Function::with_name_signature(UserFuncName::testcase(spec.symbol()), sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let p = b.block_params(entry).to_vec();
+    Ok(build_function(target, spec.symbol(), &[types::I64; 4], |b, p| {
     let (x, scales, out, rows) = (p[0], p[1], p[2], p[3]);
     let tensor_scale = (!spec.per_channel).then(|| b.ins().load(types::F32, mem(), scales, 0));
     let tensor_scale_vec = tensor_scale.map(|s| b.ins().splat(types::F32X4, s));
     let zero = b.ins().iconst(types::I64, 0);
     let width = spec.width as i64;
-    counted_loop(&mut b, zero, rows, 1, &mut |b, m| {
+    counted_loop(b, zero, rows, 1, &mut |b, m| {
         let x_row = {
             let off = b.ins().imul_imm_s(m, width * 4);
             b.ins().iadd(x, off)
@@ -104,8 +96,5 @@ pub fn build_quantize(spec: &QuantizeSpec, target: TargetFrontendConfig) -> Resu
             b.ins().istore8(mem(), i, out_row, c);
         }
     });
-    b.ins().return_(&[]);
-    b.seal_all_blocks();
-    b.finalize(target);
-    Ok(func)
+    }))
 }
