@@ -30,7 +30,7 @@ use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use super::qlinear::{counted_loop, dot_accumulate, QLinearSpec};
+use super::qlinear::{counted_loop, dot_accumulate, for_each_unrolled_block, QLinearSpec};
 use super::function::build_function;
 use super::KernelError;
 
@@ -179,18 +179,13 @@ fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x
             }
         }
     };
-    if vectors == unroll {
-        body(b, w_group, x_group);
-    } else {
-        let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, (vectors * 16) as i64);
-        counted_loop(b, start, end, (unroll * 16) as i64, &mut |b, w_byte| {
-            let w_at = b.ins().iadd(w_group, w_byte);
-            let x_byte = b.ins().imul_imm_s(w_byte, (inputs_per_vector / 16) as i64);
-            let x_at = b.ins().iadd(x_group, x_byte);
-            body(b, w_at, x_at);
-        });
-    }
+    for_each_unrolled_block(b, vectors, unroll, inputs_per_vector, w_group, &mut |b, w_at, x_byte| {
+        let x_at = match x_byte {
+            None => x_group,
+            Some(x_byte) => b.ins().iadd(x_group, x_byte),
+        };
+        body(b, w_at, x_at);
+    });
     let sums: Vec<Value> = accs
         .iter()
         .map(|[a, c]| {

@@ -114,6 +114,32 @@ fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// Runs `body` over a weight group's `vectors` 16-byte weight vectors, `unroll` per call: once,
+/// inline, when that is the whole group, else in a counted loop. `body` gets the weights' address
+/// and the byte offset of the matching activations (`None`: the group's start).
+pub(super) fn for_each_unrolled_block(
+    b: &mut FunctionBuilder,
+    vectors: usize,
+    unroll: usize,
+    inputs_per_vector: usize,
+    w_group: Value,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value, Option<Value>),
+) {
+    if vectors == unroll {
+        if vectors > 0 {
+            body(b, w_group, None);
+        }
+    } else {
+        let start = b.ins().iconst(types::I64, 0);
+        let end = b.ins().iconst(types::I64, (vectors * 16) as i64);
+        counted_loop(b, start, end, (unroll * 16) as i64, &mut |b, w_byte| {
+            let w_at = b.ins().iadd(w_group, w_byte);
+            let x_byte = b.ins().imul_imm_s(w_byte, (inputs_per_vector / 16) as i64);
+            body(b, w_at, Some(x_byte));
+        });
+    }
+}
+
 /// `for i in (start..end).step_by(step) { body(i) }` (signed compare); returns `i` at exit.
 pub(super) fn counted_loop(b: &mut FunctionBuilder, start: Value, end: Value, step: i64, body: &mut dyn FnMut(&mut FunctionBuilder, Value)) -> Value {
     let header = b.create_block();
@@ -255,20 +281,13 @@ fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_row: Value, x_
             }
         }
     };
-    if vectors == unroll {
-        if vectors > 0 {
-            body(b, w_group, &x_group);
-        }
-    } else {
-        let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, (vectors * 16) as i64);
-        counted_loop(b, start, end, (unroll * 16) as i64, &mut |b, w_byte| {
-            let w_at = b.ins().iadd(w_group, w_byte);
-            let x_byte = b.ins().imul_imm_s(w_byte, (inputs_per_vector / 16) as i64);
+    for_each_unrolled_block(b, vectors, unroll, inputs_per_vector, w_group, &mut |b, w_at, x_byte| match x_byte {
+        None => body(b, w_at, &x_group),
+        Some(x_byte) => {
             let x_at: Vec<Value> = x_group.iter().map(|x| b.ins().iadd(*x, x_byte)).collect();
             body(b, w_at, &x_at);
-        });
-    }
+        }
+    });
     // 8-bit groups whose length is not a multiple of 16 end with scalar products.
     let tail_start = (vectors * inputs_per_vector) as i32;
     let w_tail: Vec<Value> = (tail_start..spec.group as i32).map(|k| b.ins().sload8(types::I32, mem(), w_group, k)).collect();
