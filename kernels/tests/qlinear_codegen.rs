@@ -5,7 +5,7 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::types;
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_codegen::settings::{self, Configurable};
-use kernels::cpu::{build_qlinear, QLinearSpec};
+use kernels::cpu::{build_qlinear, DotOrder, QLinearSpec};
 
 fn sysv_64() -> TargetFrontendConfig {
     TargetFrontendConfig { default_call_conv: CallConv::SystemV, pointer_width: target_lexicon::PointerWidth::U64, page_size_align_log2: 12 }
@@ -13,13 +13,13 @@ fn sysv_64() -> TargetFrontendConfig {
 
 #[test]
 fn int8_kernel_clif_with_a_scalar_tail() {
-    let func = build_qlinear(&QLinearSpec { in_dim: 40, group: 20, weight_bits: 8 }, sysv_64()).unwrap();
+    let func = build_qlinear(&QLinearSpec { in_dim: 40, group: 20, weight_bits: 8 }, sysv_64(), DotOrder::SignedFirst).unwrap();
     insta::assert_snapshot!("qlinear_w8a8_k40_g20", func.display().to_string());
 }
 
 #[test]
 fn int4_kernel_clif() {
-    let func = build_qlinear(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 4 }, sysv_64()).unwrap();
+    let func = build_qlinear(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 4 }, sysv_64(), DotOrder::SignedFirst).unwrap();
     insta::assert_snapshot!("qlinear_w4a8_k64_g32", func.display().to_string());
 }
 
@@ -28,7 +28,7 @@ fn host_disassembly(spec: QLinearSpec) -> String {
     let mut flags = settings::builder();
     flags.set("opt_level", "speed").unwrap();
     let isa = cranelift_native::builder().unwrap().finish(settings::Flags::new(flags)).unwrap();
-    let mut ctx = cranelift_codegen::Context::for_function(build_qlinear(&spec, isa.frontend_config()).unwrap());
+    let mut ctx = cranelift_codegen::Context::for_function(build_qlinear(&spec, isa.frontend_config(), DotOrder::for_isa(&*isa)).unwrap());
     ctx.set_disasm(true);
     let compiled = ctx.compile(&*isa, &mut ControlPlane::default()).unwrap();
     compiled.vcode.clone().unwrap()
@@ -44,7 +44,7 @@ fn the_dot_product_becomes_one_instruction_where_the_host_has_one() {
         // A group of 128 is 4 packed vectors (unrolled) × 2 halves, in the 4-row and the 1-row body.
         assert_eq!(asm.matches("vpdpbusd").count(), 4 * 2 * (4 + 1), "{asm}");
     }
-    let f = build_qlinear(&spec, sysv_64()).unwrap();
+    let f = build_qlinear(&spec, sysv_64(), DotOrder::SignedFirst).unwrap();
     assert_eq!(f.dfg.value_type(f.dfg.block_params(f.layout.entry_block().unwrap())[10]), types::F32);
 }
 
@@ -56,11 +56,11 @@ fn quantize_kernel_clif_with_a_scalar_tail() {
 
 #[test]
 fn decode_kernel_clif() {
-    let int4 = kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 4 }, sysv_64()).unwrap();
+    let int4 = kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 4 }, sysv_64(), DotOrder::SignedFirst).unwrap();
     insta::assert_snapshot!("qgemv_w4a8_k64_g32", int4.display().to_string());
-    let int8 = kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 8 }, sysv_64()).unwrap();
+    let int8 = kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 64, group: 32, weight_bits: 8 }, sysv_64(), DotOrder::SignedFirst).unwrap();
     insta::assert_snapshot!("qgemv_w8a8_k64_g32", int8.display().to_string());
-    assert!(kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 40, group: 20, weight_bits: 8 }, sysv_64()).is_err(), "8-bit groups must fill 16-lane vectors");
+    assert!(kernels::cpu::build_qgemv(&QLinearSpec { in_dim: 40, group: 20, weight_bits: 8 }, sysv_64(), DotOrder::SignedFirst).is_err(), "8-bit groups must fill 16-lane vectors");
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn the_decode_kernel_uses_the_dot_product_instruction() {
     flags.set("opt_level", "speed").unwrap();
     let isa = cranelift_native::builder().unwrap().finish(settings::Flags::new(flags)).unwrap();
     let spec = QLinearSpec { in_dim: 512, group: 128, weight_bits: 4 };
-    let mut ctx = cranelift_codegen::Context::for_function(kernels::cpu::build_qgemv(&spec, isa.frontend_config()).unwrap());
+    let mut ctx = cranelift_codegen::Context::for_function(kernels::cpu::build_qgemv(&spec, isa.frontend_config(), DotOrder::for_isa(&*isa)).unwrap());
     ctx.set_disasm(true);
     let asm = ctx.compile(&*isa, &mut ControlPlane::default()).unwrap().vcode.clone().unwrap();
     #[cfg(target_arch = "x86_64")]

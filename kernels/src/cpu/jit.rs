@@ -10,7 +10,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use super::qgemv::{build_qgemv, qgemv_symbol};
-use super::qlinear::{build_qlinear, QLinearSpec};
+use super::qlinear::{build_qlinear, DotOrder, QLinearSpec};
 use super::quantize::{build_quantize, QuantizeSpec};
 use super::KernelError;
 
@@ -74,7 +74,7 @@ impl CpuJit {
         if let Some(code) = self.qlinear.get(&spec) {
             return Ok(*code);
         }
-        let func = build_qlinear(&spec, self.module.isa().frontend_config())?;
+        let func = build_qlinear(&spec, self.module.isa().frontend_config(), DotOrder::for_isa(self.module.isa()))?;
         let code = QLinearCode { spec, address: self.define(&spec.symbol(), func)? };
         self.qlinear.insert(spec, code);
         Ok(code)
@@ -85,7 +85,7 @@ impl CpuJit {
         if let Some(code) = self.qgemv.get(&spec) {
             return Ok(*code);
         }
-        let func = build_qgemv(&spec, self.module.isa().frontend_config())?;
+        let func = build_qgemv(&spec, self.module.isa().frontend_config(), DotOrder::for_isa(self.module.isa()))?;
         let code = QGemvCode { spec, address: self.define(&qgemv_symbol(&spec), func)? };
         self.qgemv.insert(spec, code);
         Ok(code)

@@ -34,7 +34,7 @@ pub mod quantize;
 pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
 pub use qgemv::{build_qgemv, qgemv_supported};
-pub use qlinear::{build_qlinear, QLinearSpec};
+pub use qlinear::{build_qlinear, DotOrder, QLinearSpec};
 pub use quantize::{build_quantize, QuantizeSpec};
 
 /// Errors of the CPU code generator.

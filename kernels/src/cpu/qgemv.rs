@@ -30,7 +30,7 @@ use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 
-use super::qlinear::{counted_loop, dot_accumulate, for_each_unrolled_block, QLinearSpec};
+use super::qlinear::{counted_loop, dot_accumulate, for_each_unrolled_block, DotOrder, QLinearSpec};
 use super::function::build_function;
 use super::KernelError;
 
@@ -52,7 +52,7 @@ fn mem() -> MemFlagsData {
 }
 
 /// Builds the decode kernel's CLIF (deterministic: the golden files snapshot it).
-pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<Function, KernelError> {
+pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig, order: DotOrder) -> Result<Function, KernelError> {
     if !qgemv_supported(spec) {
         return Err(KernelError::Unsupported(format!("no decode kernel for {spec:?}")));
     }
@@ -87,7 +87,7 @@ pub fn build_qgemv(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<F
             let w_group = b.ins().iadd(w_tile, w_off);
             let x_off = b.ins().imul_imm_s(g, spec.group as i64);
             let x_group = b.ins().iadd(x, x_off);
-            let dots = emit_tile_dots(b, spec, w_group, x_group, row_bytes, nibble_masks);
+            let dots = emit_tile_dots(b, spec, order, w_group, x_group, row_bytes, nibble_masks);
             let corr = if spec.weight_bits == 8 {
                 let off = b.ins().imul_imm_s(g, TILE as i64 * 4);
                 let off = b.ins().iadd(table_tile, off);
@@ -136,7 +136,7 @@ fn unroll(spec: &QLinearSpec) -> usize {
 }
 
 /// The four features' exact group dots (before the correction) as one `i32x4`, lane j = feature j.
-fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x_group: Value, row_bytes: i64, nibble_masks: Option<[Value; 2]>) -> Value {
+fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, order: DotOrder, w_group: Value, x_group: Value, row_bytes: i64, nibble_masks: Option<[Value; 2]>) -> Value {
     let zero = b.ins().iconst(types::I32, 0);
     let zero = b.ins().splat(types::I32X4, zero);
     // Two accumulators per feature: consecutive products alternate between them.
@@ -157,7 +157,7 @@ fn emit_tile_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_group: Value, x
             let w_off = |j: usize| (j as i64 * row_bytes + 16 * u as i64) as i32;
             let accumulate = |b: &mut FunctionBuilder, var: Variable, signed: Value, unsigned: Value| {
                 let old = b.use_var(var);
-                let new = dot_accumulate(b, signed, unsigned, old);
+                let new = dot_accumulate(b, order, signed, unsigned, old);
                 b.def_var(var, new);
             };
             if spec.weight_bits == 8 {

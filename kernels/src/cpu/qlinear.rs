@@ -81,7 +81,7 @@ impl QLinearSpec {
 }
 
 /// Builds the kernel's CLIF (deterministic: the golden files snapshot it).
-pub fn build_qlinear(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result<Function, KernelError> {
+pub fn build_qlinear(spec: &QLinearSpec, target: TargetFrontendConfig, order: DotOrder) -> Result<Function, KernelError> {
     spec.check()?;
     Ok(build_function(target, spec.symbol(), &[types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::I64, types::F32], |b, p| {
     let args = Args { x: p[0], w: p[1], corrections: p[2], scales: p[3], bias: p[4], out: p[5], rows: p[6], o_begin: p[7], out_stride: p[9], act_scale: p[10] };
@@ -89,8 +89,8 @@ pub fn build_qlinear(spec: &QLinearSpec, target: TargetFrontendConfig) -> Result
     counted_loop(b, args.o_begin, o_end, 1, &mut |b, o| {
         let last_block_start = b.ins().iadd_imm_s(args.rows, 1 - ROW_BLOCK as i64);
         let zero = b.ins().iconst(types::I64, 0);
-        let m = counted_loop(b, zero, last_block_start, ROW_BLOCK as i64, &mut |b, m| emit_rows(b, spec, &args, o, m, ROW_BLOCK));
-        counted_loop(b, m, args.rows, 1, &mut |b, m| emit_rows(b, spec, &args, o, m, 1));
+        let m = counted_loop(b, zero, last_block_start, ROW_BLOCK as i64, &mut |b, m| emit_rows(b, spec, order, &args, o, m, ROW_BLOCK));
+        counted_loop(b, m, args.rows, 1, &mut |b, m| emit_rows(b, spec, order, &args, o, m, 1));
     });
     }))
 }
@@ -158,14 +158,41 @@ pub(super) fn counted_loop(b: &mut FunctionBuilder, start: Value, end: Value, st
     i
 }
 
+/// The operand order in which the int8 dot-product tree is written. The products are the same
+/// either way, but each backend folds the tree into one instruction only in its own order:
+/// x86-64's `vpdpbusd` rule matches imul(signed, unsigned), aarch64's `usdot` rule
+/// imul(unsigned, signed) (cranelift's lowering rules; `tests/cross_isa.rs` checks both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DotOrder {
+    /// imul(signed weights, unsigned activations): x86-64 (and anything else).
+    SignedFirst,
+    /// imul(unsigned activations, signed weights): aarch64.
+    UnsignedFirst,
+}
+
+impl DotOrder {
+    /// The order that `isa`'s lowering folds into a dot-product instruction.
+    pub fn for_isa(isa: &dyn cranelift_codegen::isa::TargetIsa) -> DotOrder {
+        if isa.triple().architecture.to_string().starts_with("aarch64") {
+            DotOrder::UnsignedFirst
+        } else {
+            DotOrder::SignedFirst
+        }
+    }
+}
+
 /// `acc + Σ w·x` over 16 lanes, 4 products per i32 lane: w signed, x unsigned (see the module doc).
-pub(super) fn dot_accumulate(b: &mut FunctionBuilder, w: Value, x: Value, acc: Value) -> Value {
+pub(super) fn dot_accumulate(b: &mut FunctionBuilder, order: DotOrder, w: Value, x: Value, acc: Value) -> Value {
+    let mul = |b: &mut FunctionBuilder, w: Value, x: Value| match order {
+        DotOrder::SignedFirst => b.ins().imul(w, x),
+        DotOrder::UnsignedFirst => b.ins().imul(x, w),
+    };
     let w_lo = b.ins().swiden_low(w);
     let x_lo = b.ins().uwiden_low(x);
-    let lo = b.ins().imul(w_lo, x_lo);
+    let lo = mul(b, w_lo, x_lo);
     let w_hi = b.ins().swiden_high(w);
     let x_hi = b.ins().uwiden_high(x);
-    let hi = b.ins().imul(w_hi, x_hi);
+    let hi = mul(b, w_hi, x_hi);
     let lo_lo = b.ins().swiden_low(lo);
     let lo_hi = b.ins().swiden_high(lo);
     let lo_sum = b.ins().iadd_pairwise(lo_lo, lo_hi);
@@ -177,7 +204,7 @@ pub(super) fn dot_accumulate(b: &mut FunctionBuilder, w: Value, x: Value, acc: V
 }
 
 /// Computes `out[m + r, o]` for `r < rows` (a compile-time count).
-fn emit_rows(b: &mut FunctionBuilder, spec: &QLinearSpec, a: &Args, o: Value, m: Value, rows: usize) {
+fn emit_rows(b: &mut FunctionBuilder, spec: &QLinearSpec, order: DotOrder, a: &Args, o: Value, m: Value, rows: usize) {
     let groups = spec.groups() as i64;
     let row_bytes = spec.row_bytes() as i64;
     let w_row = {
@@ -204,7 +231,7 @@ fn emit_rows(b: &mut FunctionBuilder, spec: &QLinearSpec, a: &Args, o: Value, m:
     let g_start = b.ins().iconst(types::I64, 0);
     let g_end = b.ins().iconst(types::I64, groups);
     counted_loop(b, g_start, g_end, 1, &mut |b, g| {
-        let dots = emit_group_dots(b, spec, w_row, &x_rows, g);
+        let dots = emit_group_dots(b, spec, order, w_row, &x_rows, g);
         let table_index = b.ins().iadd(group_base, g);
         let table_off = b.ins().imul_imm_s(table_index, 4);
         let corr_addr = b.ins().iadd(a.corrections, table_off);
@@ -242,7 +269,7 @@ fn emit_rows(b: &mut FunctionBuilder, spec: &QLinearSpec, a: &Args, o: Value, m:
 const MAX_UNROLL: usize = 8;
 
 /// Σ_{k∈g} (x[r, k] + 128) · w[o, k] as i32, for each row pointer in `x_rows`.
-fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_row: Value, x_rows: &[Value], g: Value) -> Vec<Value> {
+fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, order: DotOrder, w_row: Value, x_rows: &[Value], g: Value) -> Vec<Value> {
     let group_w_bytes = (spec.group * spec.row_bytes() / spec.in_dim) as i64;
     let w_group = {
         let off = b.ins().imul_imm_s(g, group_w_bytes);
@@ -275,7 +302,7 @@ fn emit_group_dots(b: &mut FunctionBuilder, spec: &QLinearSpec, w_row: Value, x_
                     let xv = b.ins().load(types::I8X16, mem(), *x, (inputs_per_vector * u + 16 * half) as i32);
                     let which = acc[(u + half) % 2];
                     let old = b.use_var(which);
-                    let new = dot_accumulate(b, *w, xv, old);
+                    let new = dot_accumulate(b, order, *w, xv, old);
                     b.def_var(which, new);
                 }
             }
