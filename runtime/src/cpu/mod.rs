@@ -32,6 +32,28 @@ use crate::{RuntimeError, WeightData, Weights};
 pub use linear::dot;
 pub use profile::OpProfile;
 
+/// One sequence's operands of a recurrent step: x, dt (before softplus), B and C. For the scan,
+/// x and dt are `[d_inner]` and B, C `[d_state]`; for the SSD, x is `[heads · head_dim]`, dt
+/// `[heads]` and B, C `[groups · d_state]`.
+pub(crate) struct StepRow<'a> {
+    /// x.
+    pub x: &'a [f32],
+    /// dt (before softplus).
+    pub dt: &'a [f32],
+    /// B.
+    pub b: &'a [f32],
+    /// C.
+    pub c: &'a [f32],
+}
+
+impl<'a> StepRow<'a> {
+    /// Sequence `bi`'s rows of the `[batch, ·]` operands `[x, dt, b, c]`, whose rows are
+    /// `widths` = `[x, dt, B and C]` wide.
+    pub(crate) fn of_sequence([x, dt, b, c]: [&'a [f32]; 4], bi: usize, [x_width, dt_width, bc_width]: [usize; 3]) -> StepRow<'a> {
+        StepRow { x: &x[bi * x_width..][..x_width], dt: &dt[bi * dt_width..][..dt_width], b: &b[bi * bc_width..][..bc_width], c: &c[bi * bc_width..][..bc_width] }
+    }
+}
+
 /// softplus with PyTorch's default threshold: linear above 20, where ln(1+eˣ) = x in f32.
 pub fn softplus(x: f32) -> f32 {
     if x > 20.0 {

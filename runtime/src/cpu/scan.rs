@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::softplus;
+use super::{softplus, StepRow};
 
 /// Channels per parallel task.
 const CHANNELS_PER_TASK: usize = 32;
@@ -74,21 +74,9 @@ pub fn selective_scan(
 #[allow(clippy::too_many_arguments)]
 pub fn selective_scan_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, d_inner: usize, d_state: usize, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32]) {
     for bi in 0..batch {
-        let rows = StepRow { x: &x[bi * d_inner..][..d_inner], dt: &dt[bi * d_inner..][..d_inner], b: &b[bi * d_state..][..d_state], c: &c[bi * d_state..][..d_state] };
+        let rows = StepRow::of_sequence([x, dt, b, c], bi, [d_inner, d_inner, d_state]);
         selective_scan_channels(&rows, 0..d_inner, a, d, &mut state[bi * d_inner * d_state..][..d_inner * d_state], &mut y[bi * d_inner..][..d_inner]);
     }
-}
-
-/// One sequence's operands of a scan step: x and dt `[d_inner]`, B and C `[d_state]`.
-pub struct StepRow<'a> {
-    /// x.
-    pub x: &'a [f32],
-    /// dt (before softplus).
-    pub dt: &'a [f32],
-    /// B.
-    pub b: &'a [f32],
-    /// C.
-    pub c: &'a [f32],
 }
 
 /// The step of `channels` of one sequence: `state` is their `[channels, d_state]` rows, `y` their

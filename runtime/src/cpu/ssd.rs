@@ -17,6 +17,8 @@
 
 use rayon::prelude::*;
 
+use super::StepRow;
+
 use super::softplus;
 
 /// Static description of one SSD op.
@@ -172,15 +174,15 @@ pub fn ssd_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, s: Ss
     let gn = s.groups * s.d_state;
     let per_head = s.head_dim * s.d_state;
     for bi in 0..batch {
-        let rows = [&x[bi * width..][..width], &dt[bi * s.heads..][..s.heads], &b[bi * gn..][..gn], &c[bi * gn..][..gn]];
-        ssd_step_heads(rows, 0..s.heads, s, p, &mut state[bi * s.heads * per_head..][..s.heads * per_head], &mut y[bi * width..][..width]);
+        let rows = StepRow::of_sequence([x, dt, b, c], bi, [width, s.heads, gn]);
+        ssd_step_heads(&rows, 0..s.heads, s, p, &mut state[bi * s.heads * per_head..][..s.heads * per_head], &mut y[bi * width..][..width]);
     }
 }
 
 /// The step of `heads` of one sequence (`rows`: its x, dt, B and C); `state` holds those heads'
 /// `[head_dim, d_state]` states, `y` their outputs. Runs the AVX2 build of the loop where the CPU
 /// has it (8 lanes instead of the baseline's 4; the same operations, so the same values).
-pub fn ssd_step_heads(rows: [&[f32]; 4], heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+pub fn ssd_step_heads(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked above), the one requirement of calling a function
@@ -197,13 +199,13 @@ pub fn ssd_step_heads(rows: [&[f32]; 4], heads: std::ops::Range<usize>, s: SsdSh
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn ssd_step_heads_avx2(rows: [&[f32]; 4], heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+unsafe fn ssd_step_heads_avx2(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
     ssd_step_heads_body(rows, heads, s, p, state, y)
 }
 
 #[inline(always)]
-fn ssd_step_heads_body(rows: [&[f32]; 4], heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
-    let [x, dt, b, c] = rows;
+fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+    let StepRow { x, dt, b, c } = *rows;
     let heads_per_group = s.heads / s.groups;
     let per_head = s.head_dim * s.d_state;
     for ((h, st), ys) in heads.zip(state.chunks_exact_mut(per_head)).zip(y.chunks_exact_mut(s.head_dim)) {

@@ -4,7 +4,7 @@
 use ir::Op;
 
 use super::super::team::{BoardInput, ChunkRunner};
-use super::super::{scan, ssd, Executor};
+use super::super::{scan, ssd, Executor, StepRow};
 
 /// Output features `[start, end)` of chunk `chunk` of `chunks` over `out_dim` features, on
 /// boundaries that are multiples of the generated kernels' 4-feature tile.
@@ -66,7 +66,7 @@ impl ChunkRunner for Runner<'_> {
                 _ => (out_dim, out_dim * unit_state),
             };
             out.resize(self.batch * units.len() * unit_width, 0.0);
-            let ops = &input.operands;
+            let operands: [&[f32]; 4] = std::array::from_fn(|i| input.operands[i].as_slice());
             for (bi, y) in out.chunks_exact_mut((units.len() * unit_width).max(1)).enumerate() {
                 let range = bi * row_state + units.start * unit_state..bi * row_state + units.end * unit_state;
                 // SAFETY: chunk indices are claimed once per job, and chunk `chunk`'s ranges (these
@@ -75,15 +75,14 @@ impl ChunkRunner for Runner<'_> {
                 match &node.op {
                     Op::SelectiveScan { d, .. } => {
                         let d_state = unit_state;
-                        let row = scan::StepRow { x: &ops[0][bi * n_units..][..n_units], dt: &ops[1][bi * n_units..][..n_units], b: &ops[2][bi * d_state..][..d_state], c: &ops[3][bi * d_state..][..d_state] };
+                        let row = StepRow::of_sequence(operands, bi, [n_units, n_units, d_state]);
                         scan::selective_scan_channels(&row, units.clone(), &exec.step.scan_a[&plan_op.value], w(*d), st, y);
                     }
                     Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
                         let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
                         let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
-                        let (width, gn) = (heads * head_dim, groups * d_state);
-                        let rows = [&ops[0][bi * width..][..width], &ops[1][bi * heads..][..*heads], &ops[2][bi * gn..][..gn], &ops[3][bi * gn..][..gn]];
-                        ssd::ssd_step_heads(rows, units.clone(), shape, &params, st, y);
+                        let rows = StepRow::of_sequence(operands, bi, [heads * head_dim, *heads, groups * d_state]);
+                        ssd::ssd_step_heads(&rows, units.clone(), shape, &params, st, y);
                     }
                     _ => {}
                 }
