@@ -546,22 +546,22 @@ template <int W, int T> QDEV void row_hadamard(float* row) {
             for (int j = 0; j < E; j++) row[sw(j * T + t)] = v[j] * norm;
         }
     } else {
-    __syncthreads();
-#pragma unroll
-    for (int h = 1; h < B; h <<= 1) {
-#pragma unroll
-        for (int i = threadIdx.x; i < W / 2; i += T) {
-            int blk = i / (B / 2), j = i % (B / 2);
-            int lo = blk * B + (j / h) * 2 * h + (j % h);
-            float a = row[sw(lo)], b = row[sw(lo + h)];
-            row[sw(lo)] = a + b;
-            row[sw(lo + h)] = a - b;
-        }
         __syncthreads();
-    }
 #pragma unroll
-    for (int i = threadIdx.x; i < W; i += T) row[sw(i)] *= norm;
-    __syncthreads();
+        for (int h = 1; h < B; h <<= 1) {
+#pragma unroll
+            for (int i = threadIdx.x; i < W / 2; i += T) {
+                int blk = i / (B / 2), j = i % (B / 2);
+                int lo = blk * B + (j / h) * 2 * h + (j % h);
+                float a = row[sw(lo)], b = row[sw(lo + h)];
+                row[sw(lo)] = a + b;
+                row[sw(lo + h)] = a - b;
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = threadIdx.x; i < W; i += T) row[sw(i)] *= norm;
+        __syncthreads();
     }
 }
 

@@ -111,6 +111,10 @@ pub fn stage_store(width: usize) -> String {
     format!("quamba::row_store<{width}, T>(row, out_f, r);")
 }
 
+/// The parameters of every row-kernel entry point ([`row_chain`], [`gated_hadamard_quantize`]):
+/// the plan passes a row chain's arguments without knowing which form it became.
+const ROW_PARAMS: &str = "quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride";
+
 /// Threads of a row kernel: enough that each thread holds a few values.
 pub fn row_threads(width: usize) -> usize {
     match width {
@@ -125,7 +129,7 @@ pub fn row_chain(width: usize, stages: &[String]) -> String {
     let threads = row_threads(width);
     let padded = width.div_ceil(32) * 32; // see quamba::sw
     let mut s = format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    quamba::pdl_enter();\n    constexpr int T = {threads};\n    __shared__ float row[{padded}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    const float qscale0 = qscale ? qscale[0] : 0.f;\n    quamba::row_load<{width}, T>(row, x, r);\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    constexpr int T = {threads};\n    __shared__ float row[{padded}];\n    __shared__ float scratch[32];\n    const i64 r = blockIdx.x;\n    const float qscale0 = qscale ? qscale[0] : 0.f;\n    quamba::row_load<{width}, T>(row, x, r);\n"
     );
     for st in stages {
         s.push_str("    ");
@@ -164,7 +168,7 @@ pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String 
     let block = width & width.wrapping_neg();
     let padded = block.div_ceil(32) * 32;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY(quamba::Opnd x, quamba::Opnd z, const float* w0, const float* w1, const float* w2, const float* qscale, int qvec, float* out_f, i8* out_q, int q_stride) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride, buf, scratch);\n}}\n",
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride, buf, scratch);\n}}\n",
         lit(eps)
     )
 }
