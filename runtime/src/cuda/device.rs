@@ -74,6 +74,10 @@ pub struct CudaExecutor {
     state_ptrs: Vec<u64>,
     /// Launch with programmatic dependent launch (sm_90 and later; see `quamba::pdl_enter`).
     dependent_launch: bool,
+    /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,conv leaves out launches of
+    /// kernels whose names start with those prefixes, so that a step's time with and without
+    /// them shows their in-graph cost (`bench/gpu_ablate.sh`). Results are wrong then.
+    skip: Vec<String>,
 }
 
 impl CudaExecutor {
@@ -188,6 +192,7 @@ impl CudaExecutor {
             weight_ptrs,
             state_ptrs,
             dependent_launch,
+            skip: std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
         })
     }
 
@@ -390,11 +395,8 @@ impl CudaExecutor {
     /// [`Self::run`], calling `after` (executor, value, kernel name) after queueing each launch.
     fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut dyn FnMut(&Self, &str, &str) -> Result<(), CudaError>) -> Result<(), CudaError> {
         let rows = batch * seq;
-        // A profiling aid: QUAMBA_CUDA_SKIP=rows,conv leaves out launches of those kernel families,
-        // so that a step's time with and without them shows their in-graph cost. Results are wrong.
-        let skip: Vec<String> = std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default();
         for launch in &self.plan.launches {
-            if skip.iter().any(|k| !k.is_empty() && launch.kernel.name.starts_with(k.as_str())) {
+            if self.skip.iter().any(|k| launch.kernel.name.starts_with(k.as_str())) {
                 continue;
             }
             // On the last position only, the head reads row seq-1 of each sequence: its input
