@@ -98,16 +98,27 @@ fn every_entry_point_waits_for_its_predecessor() {
         for e in entries {
             let body = &e[e.find('{').expect("an entry has a body")..];
             let first = body[1..].trim_start();
-            let waits = first.starts_with("quamba::pdl_enter();") || first.starts_with("quamba::gemm<");
+            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
     }
-    let gemm = kernels::cuda::codegen::LIBRARY;
-    let start = gemm.find("QDEV void gemm(").expect("the product template");
-    let body = &gemm[start..];
-    let wait = body.find("pdl_enter();").expect("the product waits");
-    for read in ["a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="] {
-        assert!(body.find(read).expect(read) > wait, "the product touches `{read}` before waiting");
+    // The templates that wait themselves (after requesting weights, or a scan's own state) touch
+    // activations and outputs only after the wait.
+    let library = kernels::cuda::codegen::LIBRARY;
+    let templates: [(&str, &[&str]); 3] = [
+        ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
+        ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
+        ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
+    ];
+    for (signature, touches) in templates {
+        let start = library.find(signature).expect(signature);
+        let rest = &library[start + 1..];
+        let end = ["\nQDEV ", "\ntemplate"].iter().filter_map(|next| rest.find(next)).min().map_or(library.len(), |e| start + 1 + e);
+        let body = &library[start..end];
+        let wait = body.find("pdl_enter();").unwrap_or_else(|| panic!("{signature} waits"));
+        for touch in touches {
+            assert!(body.find(touch).unwrap_or_else(|| panic!("{signature}: {touch}")) > wait, "{signature} touches `{touch}` before waiting");
+        }
     }
 }
 

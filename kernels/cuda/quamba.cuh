@@ -94,6 +94,15 @@ QDEV void pdl_enter() {
     pdl_launch_dependents();
 }
 QDEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// A recurrent state read before the wait, from L2 (never a line an SM's L1 kept from an earlier
+// kernel). The state's last writer is the same layer's scan one step earlier, several kernels
+// back in the stream: it has completed before this kernel can be scheduled, since the kernel
+// just before this one only lets it be scheduled after its own wait.
+QDEV float ld_state(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Packed weight layouts for mma.sync. A weight [N, K] is cut into tiles of 8 rows (one mma's n)
@@ -233,6 +242,80 @@ template <int KIND, bool VEC> QDEV void a_frag(const void* A, int lda, int M, in
     }
 }
 
+// A decode product's activations staged in shared memory, once per block: the block's rows of A
+// as int8 (kinds 2, 3) or f16 (kinds 0, 1) over K padded to whole chunks, rows SROW bytes apart
+// (a chunk multiple plus 16 bytes, so the eight rows a warp's fragment reads start four banks
+// apart). Read from global memory at every k-step instead, each mma waited on an L2 round trip.
+// The rows go in passes of up to PER words per thread (about one row at decode widths), every
+// load of a pass issued before its first store, so a pass costs one round trip and few registers.
+template <int KIND, bool VEC, int K, int KP, int SROW, int THREADS>
+QDEV void stage_a(const void* A, int lda, int m_base, int rows, unsigned char* stage) {
+    const int WORDS = KP * (KIND >= 2 ? 1 : 2) / 4;  // 4-byte shared words per row
+    const int PER = (WORDS + THREADS - 1) / THREADS < 8 ? (WORDS + THREADS - 1) / THREADS : 8;
+    const int PASS = PER * THREADS;
+    // Whole-word loads when every row starts on a word (int8) or pair (f32, VEC) boundary.
+    const bool aligned = KIND >= 2 ? K % 4 == 0 && lda % 4 == 0 && ((unsigned long long)A & 3) == 0 : VEC && K % 2 == 0;
+    const int total = rows * WORDS;
+    for (int base = 0; base < total; base += PASS) {
+        u32 v[PER];
+#pragma unroll
+        for (int it = 0; it < PER; it++) {
+            int idx = base + it * THREADS + (int)threadIdx.x;
+            int r = idx / WORDS, w = idx % WORDS;
+            u32 word = 0;
+            if (idx < total) {
+                if (KIND >= 2) {
+                    const i8* x = (const i8*)A + (i64)(m_base + r) * lda;
+                    if (aligned) {
+                        if (w * 4 < K) word = *(const u32*)(x + w * 4);
+                    } else {
+#pragma unroll
+                        for (int b = 0; b < 4; b++)
+                            if (w * 4 + b < K) word |= (u32)(unsigned char)x[w * 4 + b] << (8 * b);
+                    }
+                } else {
+                    const float* x = (const float*)A + (i64)(m_base + r) * lda;
+                    int k = w * 2;
+                    if (aligned) {
+                        if (k < K) {
+                            float2 p = *(const float2*)(x + k);
+                            word = pack_half2(p.x, p.y);
+                        }
+                    } else {
+                        word = pack_half2(k < K ? x[k] : 0.f, k + 1 < K ? x[k + 1] : 0.f);
+                    }
+                }
+            }
+            v[it] = word;
+        }
+#pragma unroll
+        for (int it = 0; it < PER; it++) {
+            int idx = base + it * THREADS + (int)threadIdx.x;
+            if (idx < total) *(u32*)(stage + (idx / WORDS) * SROW + (idx % WORDS) * 4) = v[it];
+        }
+    }
+}
+
+// a_frag from staged activations: local rows g and g+8 of tile `i` (rows past `rows` are zero).
+template <int KIND, int SROW> QDEV void a_frag_staged(const unsigned char* stage, int rows, int m0, int kb, u32* a) {
+    int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int r0 = m0 + g, r1 = m0 + g + 8;
+    const unsigned char* p0 = stage + r0 * SROW;
+    const unsigned char* p1 = stage + r1 * SROW;
+    if (KIND >= 2) {
+        a[0] = r0 < rows ? *(const u32*)(p0 + kb + t * 4) : 0u;
+        a[1] = r1 < rows ? *(const u32*)(p1 + kb + t * 4) : 0u;
+        a[2] = r0 < rows ? *(const u32*)(p0 + kb + 16 + t * 4) : 0u;
+        a[3] = r1 < rows ? *(const u32*)(p1 + kb + 16 + t * 4) : 0u;
+    } else {
+        int k0 = (kb + t * 2) * 2, k1 = (kb + 8 + t * 2) * 2;
+        a[0] = r0 < rows ? *(const u32*)(p0 + k0) : 0u;
+        a[1] = r1 < rows ? *(const u32*)(p1 + k0) : 0u;
+        a[2] = r0 < rows ? *(const u32*)(p0 + k1) : 0u;
+        a[3] = r1 < rows ? *(const u32*)(p1 + k1) : 0u;
+    }
+}
+
 // out[m, n] = act_scale * sum_g scale[n, g] * sum_{k in g} A[m, k] W[n, k] + bias[n] (+ resid[m, n]).
 //
 // A block is WN x WK warps; each warp owns MT x NT mma tiles (16 MT rows, 8 NT columns) over
@@ -240,7 +323,11 @@ template <int KIND, bool VEC> QDEV void a_frag(const void* A, int lda, int M, in
 // WK > 1 so that enough warps stream the weights; prefill uses WN > 1 and MT > 1 for reuse.
 // Partial sums are kept per weight group (int32 for int8 activations, exact) and folded into
 // the f32 accumulator with the group's scale when the group ends.
-template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int WK, int DEPTH, bool VEC>
+//
+// STAGE > 0 (decode): a block with at most STAGE rows stages them in shared memory (`stage_a`),
+// and its k-split warps load the bias and residual of their outputs right after the wait, so
+// neither the k-steps nor the epilogue wait on an L2 round trip of their own.
+template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int WK, int DEPTH, bool VEC, int STAGE>
 QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                const float* resid, int ldr, float* out, int ldo, int M) {
     typedef Layout<KIND> L;
@@ -321,6 +408,31 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
             for (int c = c_begin + DEPTH; c < c_end && c < c_begin + DEPTH + 4; c++) prefetch_l2(&W[((i64)nt * KC + c) * 32 + lane]);
     }
     pdl_enter();
+    const int KP = KC * L::CH;
+    const int SROW = KP * (KIND >= 2 ? 1 : 2) + 16;
+    __shared__ __align__(16) unsigned char stage[STAGE > 0 ? STAGE * SROW : 16];
+    const int rows_here = min(M - m_base, 16 * MT);
+    const bool staged = STAGE > 0 && rows_here <= STAGE;
+    // Bias and residual of this warp's outputs, loaded early (decode: only warp wk == 0 writes).
+    float early_bias[STAGE > 0 ? MT : 1][STAGE > 0 ? NT : 1][4], early_resid[STAGE > 0 ? MT : 1][STAGE > 0 ? NT : 1][4];
+    if constexpr (STAGE > 0) {
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int m = m_base + 16 * i + g + (e >= 2 ? 8 : 0);
+                    int n = (nt_base + j) * 8 + t * 2 + (e & 1);
+                    bool mine = wk == 0 && m < M && n < N;
+                    early_bias[i][j][e] = mine && bias ? bias[n] : 0.f;
+                    early_resid[i][j][e] = mine && resid ? resid[(i64)m * ldr + n] : 0.f;
+                }
+        if (staged) {
+            stage_a<KIND, VEC, K, KP, SROW, WN * WK * 32>(A, lda, m_base, rows_here, stage);
+            __syncthreads();
+        }
+    }
     for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
 #pragma unroll
         for (int d = 0; d < DEPTH; d++) {
@@ -341,7 +453,14 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
                 }
                 u32 a[MT][4];
 #pragma unroll
-                for (int i = 0; i < MT; i++) a_frag<KIND, VEC>(A, lda, M, m_base + 16 * i, kb, K, a[i]);
+                for (int i = 0; i < MT; i++) {
+                    if constexpr (STAGE > 0) {
+                        if (staged) a_frag_staged<KIND, SROW>(stage, rows_here, 16 * i, kb, a[i]);
+                        else a_frag<KIND, VEC>(A, lda, M, m_base + 16 * i, kb, K, a[i]);
+                    } else {
+                        a_frag<KIND, VEC>(A, lda, M, m_base + 16 * i, kb, K, a[i]);
+                    }
+                }
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     u32 b0, b1;
@@ -389,8 +508,14 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
                 int m = m_base + 16 * i + g + (e >= 2 ? 8 : 0);
                 int n = (nt_base + j) * 8 + t * 2 + (e & 1);
                 if (m < M && n < N) {
-                    float v = acc[i][j][e] * act_scale + (bias ? bias[n] : 0.f);
-                    if (resid) v = resid[(i64)m * ldr + n] + v;
+                    float v;
+                    if constexpr (STAGE > 0) {
+                        v = acc[i][j][e] * act_scale + early_bias[i][j][e];
+                        if (resid) v = early_resid[i][j][e] + v;
+                    } else {
+                        v = acc[i][j][e] * act_scale + (bias ? bias[n] : 0.f);
+                        if (resid) v = resid[(i64)m * ldr + n] + v;
+                    }
                     out[(i64)m * ldo + n] = v;
                 }
             }
@@ -751,8 +876,11 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
     float* st = state + (((i64)b * H + h) * P + p) * N;
     float s[PER];
+    // The state and the parameters are requested before waiting for the previous kernel (see
+    // `ld_state`); the step's inputs after.
 #pragma unroll
-    for (int i = 0; i < PER; i++) s[i] = st[i * LANES + sub];
+    for (int i = 0; i < PER; i++) s[i] = ld_state(st + i * LANES + sub);
+    pdl_enter();
     for (int t0 = 0; t0 < seq; t0 += TB) {
         const int steps = min(TB, seq - t0);  // decode: one step, not TB copies of it
         for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
@@ -805,9 +933,12 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
     int cl = threadIdx.x / LANES, sub = threadIdx.x % LANES, d = cb * CB + cl;
     float A[PER], s[PER];
     float* st = state + ((i64)b * DI + d) * N;
+    // The state and the parameters are requested before waiting for the previous kernel (see
+    // `ld_state`); the step's inputs after.
 #pragma unroll
-    for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = st[i * LANES + sub]; }
+    for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = ld_state(st + i * LANES + sub); }
     float D = dvec[d];
+    pdl_enter();
     for (int t0 = 0; t0 < seq; t0 += TB) {
         const int steps = min(TB, seq - t0);
         for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {

@@ -2,7 +2,8 @@
 //! instantiating a `quamba.cuh` template with the model's dimensions as constants (so loops over
 //! widths, heads and states unroll and index arithmetic folds). `ENTRY` is replaced by the name.
 //! Every entry point starts with `quamba::pdl_enter()` (products: after their first weight
-//! loads, inside `quamba::gemm`), which programmatic dependent launch relies on.
+//! loads, inside `quamba::gemm`; scans: after loading their own recurrent state, inside
+//! `quamba::ssd_scan` / `quamba::selective_scan`), which programmatic dependent launch relies on.
 
 use super::plan::Grid;
 
@@ -79,14 +80,14 @@ pub fn conv_state(channels: usize, taps: usize) -> String {
 pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize) -> String {
     let threads = lanes * channels_per_block;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq) {{\n    quamba::pdl_enter();\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
     )
 }
 
 pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize) -> String {
     let threads = lanes * rows_per_block;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq) {{\n    quamba::pdl_enter();\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq);\n}}\n"
     )
 }
 
@@ -192,6 +193,8 @@ pub struct GemmConfig {
     pub wk: usize,
     /// Weight chunks each warp has in flight.
     pub depth: usize,
+    /// Up to how many rows of activations a block stages in shared memory (0: none).
+    pub stage: usize,
 }
 
 impl GemmConfig {
@@ -204,10 +207,11 @@ impl GemmConfig {
         let (max_warps, max_depth) = decode_limits(kind);
         let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
         let wk = chunks.div_ceil(3).clamp(1, max_warps);
-        GemmConfig { mt: 1, nt: 1, wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth) }
+        let stage = stage_rows(kind, chunks * crate::cuda::pack::chunk(kind));
+        GemmConfig { mt: 1, nt: 1, wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth), stage }
     }
     /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns, one chunk ahead.
-    pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1, depth: 1 };
+    pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1, depth: 1, stage: 0 };
 
     pub fn threads(&self) -> u32 {
         (self.wn * self.wk * 32) as u32
@@ -229,7 +233,27 @@ impl GemmConfig {
 pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
     let threads = c.threads();
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
-        s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, c.depth, s.vec
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, c.depth, s.vec, c.stage
     )
+}
+
+/// How many rows of activations a decode product stages in shared memory (`quamba::stage_a`):
+/// products with f32 activations (kinds 0 and 1: FP16 and W4A16) stage as many f16 rows as fit
+/// in 16 KiB (`padded_k` wide plus 16 bytes), at most one tile; a call with more rows reads its
+/// activations from global memory. Products with int8 activations stage none: on an H200
+/// (16-layer 2.7B/2.8B shapes, side by side, bench/RESULTS.md) staging made FP16 decode 17-18 %
+/// faster but W4A8 decode 28-34 % slower. `QUAMBA_CUDA_STAGE_A=0` stages none, `=1` stages
+/// every kind (to measure both side by side).
+pub fn stage_rows(kind: u8, padded_k: usize) -> usize {
+    let all = match std::env::var("QUAMBA_CUDA_STAGE_A").ok().as_deref() {
+        Some("0") => return 0,
+        Some("1") => true,
+        _ => false,
+    };
+    if kind >= 2 && !all {
+        return 0;
+    }
+    let row_bytes = padded_k * if kind >= 2 { 1 } else { 2 };
+    (16384 / (row_bytes + 16)).min(16)
 }
