@@ -297,7 +297,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "device": gpu.device_name(), "prompt_len": a.prompt_len, "ttft_ms": ttft_ms, "tpot_ms": tpot_json,
                 "weights_bytes": mem.weights, "activation_bytes": mem.activations, "state_bytes": mem.states,
                 "gpu_bytes": mem.weights + mem.activations + mem.states, "load_s": load_s,
-                "copy_bandwidth_gbs": bandwidth / 1e9, "weight_floor_ms": floor_ms})
+                "copy_bandwidth_gbs": bandwidth / 1e9, "weight_floor_ms": floor_ms, "shared_carveout_percent": gpu.shared_carveout()})
         );
     } else {
         let per = tpot.iter().map(|(b, ms)| format!("batch {b}: {ms:.3} ms/token")).collect::<Vec<_>>().join(", ");

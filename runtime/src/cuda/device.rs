@@ -74,6 +74,8 @@ pub struct CudaExecutor {
     state_ptrs: Vec<u64>,
     /// Launch with programmatic dependent launch (sm_90 and later; see `quamba::pdl_enter`).
     dependent_launch: bool,
+    /// The shared-memory carveout every kernel asks for, in percent (None: the driver's choice).
+    carveout: Option<i32>,
     /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,conv leaves out launches of
     /// kernels whose names start with those prefixes, so that a step's time with and without
     /// them shows their in-graph cost (`bench/gpu_ablate.sh`). Results are wrong then.
@@ -124,6 +126,16 @@ impl CudaExecutor {
         for name in ["quamba_argmax", "quamba_advance_step"] {
             functions.insert(name.into(), module.load_function(name)?);
         }
+        let mut launched = Vec::new();
+        for launch in &plan.launches {
+            for k in std::iter::once(&launch.kernel).chain(launch.large.as_ref()).chain(launch.then_large.as_ref().map(|t| &t.0)) {
+                launched.push(super::carveout::Launched { function: &functions[&k.name], block: k.block, dynamic_shared: k.shared_bytes });
+            }
+        }
+        launched.push(super::carveout::Launched { function: &functions["quamba_argmax"], block: 1024, dynamic_shared: 0 });
+        launched.push(super::carveout::Launched { function: &functions["quamba_advance_step"], block: 1, dynamic_shared: 0 });
+        let carveout = super::carveout::apply_uniform(&ctx, &launched)?;
+        drop(launched);
 
         let mut memory = MemoryReport::default();
         let mut device_weights = Vec::with_capacity(plan.weights.len());
@@ -192,6 +204,7 @@ impl CudaExecutor {
             weight_ptrs,
             state_ptrs,
             dependent_launch,
+            carveout,
             skip: std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
         })
     }
@@ -199,6 +212,12 @@ impl CudaExecutor {
     /// The GPU's name.
     pub fn device_name(&self) -> String {
         self.ctx.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    /// The shared-memory carveout every kernel asks for, in percent of the SM's shared memory
+    /// (None: left to the driver per kernel; see `carveout.rs`).
+    pub fn shared_carveout(&self) -> Option<i32> {
+        self.carveout
     }
 
     /// Device memory this executor holds.

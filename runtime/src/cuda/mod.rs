@@ -7,6 +7,7 @@
 //! A decode step of a given batch size is captured once as a CUDA graph and replayed per token,
 //! with greedy decoding done on the device (the argmax feeds the next step's embedding).
 
+mod carveout;
 mod compile;
 mod device;
 
