@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Also time every op of the decode steps, on the decode plan and on the general
-    /// interpreter (op by op, as prefill runs), and print both breakdowns per step.
+    /// interpreter (op by op, as prefill runs), and of one prefill; print the breakdowns.
     #[arg(long)]
     profile: bool,
 }
@@ -55,6 +55,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     let decode = t.elapsed().as_secs_f64();
     let profiles = if a.profile { Some([decode_profile(exec, &prompt, a.decode_tokens, false)?, decode_profile(exec, &prompt, a.decode_tokens, true)?]) } else { None };
+    let prefill_profile = if a.profile { Some(prefill_profile(exec, &prompt)?) } else { None };
     let prefill_tps = a.prompt_len as f64 / best_prefill;
     let decode_tps = a.decode_tokens as f64 / decode;
     let threads = rayon::current_num_threads();
@@ -68,6 +69,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         if let Some([general, plan]) = &profiles {
             out["decode_profile"] = serde_json::json!({"general": per_step(general), "plan": per_step(plan)});
         }
+        if let Some(p) = &prefill_profile {
+            out["prefill_profile"] = p.rows().iter().map(|(label, d, n)| serde_json::json!({"op": label, "ms": d.as_secs_f64() * 1e3, "calls": n})).collect();
+        }
         println!("{out}");
     } else {
         println!("{}: prefill {prefill_tps:.1} tok/s ({} tokens), decode {decode_tps:.1} tok/s ({} steps), {threads} threads", dir.display(), a.prompt_len, a.decode_tokens);
@@ -77,6 +81,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 for (label, d, n) in p.rows() {
                     println!("  {label:<22} {:>8.1} us  {:>5.1} calls", d.as_secs_f64() * 1e6 / a.decode_tokens as f64, n as f64 / a.decode_tokens as f64);
                 }
+            }
+        }
+        if let Some(p) = &prefill_profile {
+            println!("prefill of {} tokens on the general interpreter: {:.1} ms of ops", a.prompt_len, p.total().as_secs_f64() * 1e3);
+            for (label, d, n) in p.rows() {
+                println!("  {label:<22} {:>8.2} ms  {n:>5} calls", d.as_secs_f64() * 1e3);
             }
         }
     }
@@ -95,5 +105,13 @@ fn decode_profile(exec: &runtime::Executor, prompt: &[i64], steps: usize, plan: 
         let logits = exec.forward_profiled(&mut state, &[token], plan, Some(&mut profile))?;
         token = runtime::sampling::argmax(logits.row(0, 0)) as i64;
     }
+    Ok(profile)
+}
+
+/// Per-op wall time of one prefill of `prompt` (after one untimed prefill to warm up).
+fn prefill_profile(exec: &runtime::Executor, prompt: &[i64]) -> anyhow::Result<OpProfile> {
+    exec.forward(&mut exec.new_state(1), prompt)?;
+    let mut profile = OpProfile::new();
+    exec.forward_profiled(&mut exec.new_state(1), prompt, false, Some(&mut profile))?;
     Ok(profile)
 }

@@ -111,3 +111,57 @@ pub fn matmul_nt_strided(x: &[f32], x_stride: usize, w: &[f32], w_stride: usize,
         );
     }
 }
+
+/// A matrix inside a slice: element (i, j) at `data[i · row + j · col]`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub row: usize,
+    pub col: usize,
+}
+
+impl Strided<'_> {
+    /// Whether every element of an `rows × cols` matrix lies inside `data`.
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.row + (cols - 1) * self.col < self.data.len()
+    }
+}
+
+/// `dst[m, n] = keep · dst + lhs[m, k] · rhs[k, n]` on the calling thread (`keep: None` ignores
+/// dst's old contents), dst row-major with row stride `dst_row`. For products inside a task
+/// that is already one of many parallel ones (the SSD's per-head chunks).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_serial(m: usize, n: usize, k: usize, dst: &mut [f32], dst_row: usize, keep: Option<f32>, lhs: Strided, rhs: Strided) {
+    assert!(m == 0 || n == 0 || (m - 1) * dst_row + n <= dst.len(), "dst is too short for its shape");
+    assert!(lhs.covers(m, k) && rhs.covers(k, n), "an operand is too short for its shape");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above put every element the strides address inside its slice: dst
+    // (i, j) at i·dst_row + j < dst.len(), lhs (i, l) at i·lhs.row + l·lhs.col, rhs (l, j) at
+    // l·rhs.row + j·rhs.col. `dst` is borrowed mutably and cannot alias the shared borrows of the
+    // operands. With `keep` None, read_dst is false and dst's old contents are not read.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row as isize,
+            keep.is_some(),
+            lhs.data.as_ptr(),
+            lhs.col as isize,
+            lhs.row as isize,
+            rhs.data.as_ptr(),
+            rhs.col as isize,
+            rhs.row as isize,
+            keep.unwrap_or(0.0),
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}

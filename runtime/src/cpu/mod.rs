@@ -15,6 +15,7 @@ mod fastmath;
 pub mod linear;
 mod norm;
 pub mod profile;
+pub mod qgemm_avx512;
 pub mod quant;
 mod scan;
 mod ssd;
@@ -23,6 +24,8 @@ mod team;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 use ir::{Activation, Graph, Op, ValueId, VerifiedGraph};
 
@@ -397,18 +400,27 @@ impl Executor {
             }
             Op::Split { start, end } => {
                 let src = inputs[0];
-                let mut out = Vec::with_capacity(rows * (end - start));
-                for row in src.data.chunks_exact(src.width) {
-                    out.extend_from_slice(&row[*start..*end]);
+                let part = end - start;
+                let mut out = vec![0.0f32; rows * part];
+                if part > 0 && src.width > 0 {
+                    out.par_chunks_mut(part * 64).zip(src.data.par_chunks(src.width * 64)).for_each(|(dst, rows)| {
+                        for (d, row) in dst.chunks_exact_mut(part).zip(rows.chunks_exact(src.width)) {
+                            d.copy_from_slice(&row[*start..*end]);
+                        }
+                    });
                 }
                 out
             }
             Op::Activation { kind } => {
-                let f = match kind {
-                    Activation::Silu => silu,
-                    Activation::Softplus => softplus,
-                };
-                inputs[0].data.iter().map(|v| f(*v)).collect()
+                // The vectorisable forms the decode plan uses too (within a few ulp of libm's),
+                // rows split across threads.
+                let mut out = inputs[0].data.clone();
+                let chunk = (inputs[0].width * 16).max(1);
+                match kind {
+                    Activation::Silu => out.par_chunks_mut(chunk).for_each(|c| c.iter_mut().for_each(|v| *v = fastmath::silu(*v))),
+                    Activation::Softplus => out.par_chunks_mut(chunk).for_each(|c| c.iter_mut().for_each(|v| *v = fastmath::softplus(*v))),
+                }
+                out
             }
             Op::Mul => inputs[0].data.iter().zip(&inputs[1].data).map(|(a, b)| a * b).collect(),
             Op::Add => inputs[0].data.iter().zip(&inputs[1].data).map(|(a, b)| a + b).collect(),

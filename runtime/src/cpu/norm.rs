@@ -2,7 +2,6 @@
 
 use rayon::prelude::*;
 
-use super::silu;
 
 /// Rows per parallel task for the row-wise ops.
 const ROWS_PER_TASK: usize = 16;
@@ -38,18 +37,19 @@ fn normalise(row: &mut [f32], eps: f32) {
 
 /// mamba_ssm's RMSNormGated with `norm_before_gate = False`: `g = y · silu(z)`, then each of
 /// `groups` contiguous slices of a row is normalised by its own RMS, then scaled by `weight`.
+/// The gate is the vectorisable [`super::fastmath::silu`], as in the decode step.
 pub fn gated_rms_norm(y: &[f32], z: &[f32], width: usize, weight: &[f32], groups: usize, eps: f32) -> Vec<f32> {
-    let mut out: Vec<f32> = y.iter().zip(z).map(|(y, z)| y * silu(*z)).collect();
-    out.par_chunks_mut(width * ROWS_PER_TASK).for_each(|block| {
-        for row in block.chunks_exact_mut(width) {
-            normalise_groups(row, weight, groups, eps);
+    let mut out = vec![0.0f32; y.len()];
+    let block = width * ROWS_PER_TASK;
+    out.par_chunks_mut(block).zip(y.par_chunks(block)).zip(z.par_chunks(block)).for_each(|((out, y), z)| {
+        for ((o, y), z) in out.chunks_exact_mut(width).zip(y.chunks_exact(width)).zip(z.chunks_exact(width)) {
+            gated_rms_norm_row(y, z, o, weight, groups, eps);
         }
     });
     out
 }
 
-/// [`gated_rms_norm`] of one row into `out` (the decode step's form: the same operations, with
-/// the vectorisable [`super::fastmath::silu`]).
+/// [`gated_rms_norm`] of one row into `out` (the decode step's form).
 pub fn gated_rms_norm_row(y: &[f32], z: &[f32], out: &mut [f32], weight: &[f32], groups: usize, eps: f32) {
     for ((o, y), z) in out.iter_mut().zip(y).zip(z) {
         *o = y * super::fastmath::silu(*z);

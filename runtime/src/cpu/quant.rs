@@ -55,11 +55,15 @@ pub fn quantize_value(x: f32, scale: f32) -> f32 {
 pub fn dequantize(q: &[i8], scale: &[f32]) -> Vec<f32> {
     let width = scale.len();
     let mut out = vec![0.0f32; q.len()];
-    for (row_o, row_q) in out.chunks_exact_mut(width).zip(q.chunks_exact(width)) {
-        for ((o, q), s) in row_o.iter_mut().zip(row_q).zip(scale) {
-            *o = *q as f32 * s;
+    // Blocks of rows across threads (a prefill's SSM inputs); one block for a decode row.
+    let block = (width * 64).max(1);
+    out.par_chunks_mut(block).zip(q.par_chunks(block)).for_each(|(out, q)| {
+        for (row_o, row_q) in out.chunks_exact_mut(width).zip(q.chunks_exact(width)) {
+            for ((o, q), s) in row_o.iter_mut().zip(row_q).zip(scale) {
+                *o = *q as f32 * s;
+            }
         }
-    }
+    });
     out
 }
 

@@ -1,11 +1,12 @@
 //! Mamba1 selective scan, sequential in time (O(L)), parallel over blocks of channels.
 //!
 //! Per channel d and state n: Δ = softplus(dt), h ← exp(Δ·A[d,n])·h + Δ·B[n]·x[d],
-//! y[d] = Σₙ C[n]·h[n] + D[d]·x[d], with A = −exp(A_log).
+//! y[d] = Σₙ C[n]·h[n] + D[d]·x[d], with A = −exp(A_log). A prefill runs the decode step's
+//! loop ([`selective_scan_channels`]) once per token, so both give the same values.
 
 use rayon::prelude::*;
 
-use super::{softplus, StepRow};
+use super::StepRow;
 
 /// Channels per parallel task.
 const CHANNELS_PER_TASK: usize = 32;
@@ -39,23 +40,11 @@ pub fn selective_scan(
             let d0 = blk * CHANNELS_PER_TASK;
             let width = h.len() / d_state;
             let mut y = vec![0.0f32; seq * width];
-            for t in 0..seq {
-                let row = (bi * seq + t) * d_inner;
-                let bt = &b[(bi * seq + t) * d_state..][..d_state];
-                let ct = &c[(bi * seq + t) * d_state..][..d_state];
-                for j in 0..width {
-                    let ch = d0 + j;
-                    let delta = softplus(dt[row + ch]);
-                    let xv = x[row + ch];
-                    let hs = &mut h[j * d_state..(j + 1) * d_state];
-                    let ar = &a[ch * d_state..(ch + 1) * d_state];
-                    let mut acc = 0.0f32;
-                    for n in 0..d_state {
-                        hs[n] = (delta * ar[n]).exp() * hs[n] + delta * bt[n] * xv;
-                        acc += ct[n] * hs[n];
-                    }
-                    y[t * width + j] = acc + d[ch] * xv;
-                }
+            // Time step by time step, on the decode step's vectorised loop (the same values a
+            // decode of these tokens would give).
+            for (t, y_t) in y.chunks_exact_mut(width).enumerate() {
+                let rows = StepRow::of_sequence([x, dt, b, c], bi * seq + t, [d_inner, d_inner, d_state]);
+                selective_scan_channels(&rows, d0..d0 + width, &a, d, h, y_t);
             }
             (bi, d0, width, y)
         })

@@ -17,9 +17,9 @@
 
 use rayon::prelude::*;
 
-use super::StepRow;
-
+use super::linear::{matmul_serial, Strided};
 use super::softplus;
+use super::StepRow;
 
 /// Static description of one SSD op.
 #[derive(Clone, Copy, Debug)]
@@ -56,18 +56,19 @@ pub fn ssd(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], s: SsdShape, p: &SsdPara
     let width = s.heads * s.head_dim;
     let gn = s.groups * s.d_state;
     let heads_per_group = s.heads / s.groups;
-    // C_i·B_j for j ≤ i within each chunk, once per group: every head of the group reads it.
-    // Row (bi, g, t) holds j − chunk start for t's chunk.
+    let chunk = s.chunk.max(1);
+    // C_i·B_j within each chunk, once per group: every head of the group reads it. Row (bi, g, t)
+    // holds j − chunk start for t's chunk (entries past t are computed and never read).
     let batch = state.len() / (s.heads * s.head_dim * s.d_state).max(1);
-    let mut cb = vec![0.0f32; batch * s.groups * s.seq * s.chunk];
-    cb.par_chunks_mut(s.chunk.max(1)).enumerate().for_each(|(r, row)| {
-        let (bg, t) = (r / s.seq.max(1), r % s.seq.max(1));
+    let mut cb = vec![0.0f32; batch * s.groups * s.seq * chunk];
+    cb.par_chunks_mut((s.seq * chunk).max(1)).enumerate().for_each(|(bg, table)| {
         let (bi, g) = (bg / s.groups, bg % s.groups);
-        let start = t / s.chunk * s.chunk;
-        let ci = &c[(bi * s.seq + t) * gn + g * s.d_state..][..s.d_state];
-        for (j, v) in row.iter_mut().enumerate().take(t - start + 1) {
-            // Summed left to right, as before this table existed (the calibration reads these values).
-            *v = ci.iter().zip(&b[(bi * s.seq + start + j) * gn + g * s.d_state..][..s.d_state]).map(|(c, b)| c * b).sum::<f32>();
+        for start in (0..s.seq).step_by(chunk) {
+            let q = chunk.min(s.seq - start);
+            let first = (bi * s.seq + start) * gn + g * s.d_state;
+            let cs = Strided { data: &c[first..], row: gn, col: 1 };
+            let bs_t = Strided { data: &b[first..], row: 1, col: gn };
+            matmul_serial(q, q, s.d_state, &mut table[start * chunk..], chunk, None, cs, bs_t);
         }
     });
     let results: Vec<Vec<f32>> = state
@@ -77,19 +78,13 @@ pub fn ssd(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], s: SsdShape, p: &SsdPara
             let (bi, h) = (task / s.heads, task % s.heads);
             let g = h / heads_per_group;
             let a = -p.a_log[h].exp();
-            let row = |t: usize| bi * s.seq + t;
-            let delta: Vec<f32> =
-                (0..s.seq).map(|t| softplus(dt[row(t) * s.heads + h] + p.dt_bias[h]).clamp(p.dt_limit.0, p.dt_limit.1)).collect();
-            let xs = |t: usize| &x[row(t) * width + h * s.head_dim..][..s.head_dim];
-            let bs = |t: usize| &b[row(t) * gn + g * s.d_state..][..s.d_state];
-            let cs = |t: usize| &c[row(t) * gn + g * s.d_state..][..s.d_state];
-            let cbs = |t: usize| &cb[((bi * s.groups + g) * s.seq + t) * s.chunk..][..s.chunk];
+            let delta: Vec<f32> = (0..s.seq).map(|t| softplus(dt[(bi * s.seq + t) * s.heads + h] + p.dt_bias[h]).clamp(p.dt_limit.0, p.dt_limit.1)).collect();
+            let head = Head { x, b, c, cb: &cb, bi, h, g, a, d: p.d[h], width, gn, shape: s };
             let mut y = vec![0.0f32; s.seq * s.head_dim];
-            let mut start = 0;
-            while start < s.seq {
-                let q = s.chunk.min(s.seq - start);
-                chunk_step(start, q, a, p.d[h], &delta, &xs, &bs, &cs, &cbs, s.head_dim, s.d_state, st, &mut y);
-                start += q;
+            let mut scratch = ChunkScratch { cum: vec![0.0; chunk], mix: vec![0.0; chunk * chunk], xw: vec![0.0; chunk * s.head_dim] };
+            for start in (0..s.seq).step_by(chunk) {
+                let q = chunk.min(s.seq - start);
+                head.chunk_step(start, q, &delta, st, &mut y, &mut scratch);
             }
             y
         })
@@ -104,61 +99,81 @@ pub fn ssd(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], s: SsdShape, p: &SsdPara
     out
 }
 
-/// One chunk `[start, start + q)` of one head: writes its outputs into `y` and advances `st`.
-#[allow(clippy::too_many_arguments)]
-fn chunk_step<'a>(
-    start: usize,
-    q: usize,
+/// One head of one sequence: where its operands live.
+struct Head<'a> {
+    x: &'a [f32],
+    b: &'a [f32],
+    c: &'a [f32],
+    cb: &'a [f32],
+    bi: usize,
+    h: usize,
+    g: usize,
     a: f32,
     d: f32,
-    delta: &[f32],
-    xs: &impl Fn(usize) -> &'a [f32],
-    bs: &impl Fn(usize) -> &'a [f32],
-    cs: &impl Fn(usize) -> &'a [f32],
-    cbs: &impl Fn(usize) -> &'a [f32],
-    head_dim: usize,
-    d_state: usize,
-    st: &mut [f32],
-    y: &mut [f32],
-) {
-    let mut cum = vec![0.0f32; q];
-    let mut run = 0.0f32;
-    for i in 0..q {
-        run += delta[start + i] * a;
-        cum[i] = run;
-    }
-    for i in 0..q {
-        let t = start + i;
-        let (xi, ci) = (xs(t), cs(t));
-        let yi = &mut y[t * head_dim..(t + 1) * head_dim];
-        // Carried-in state: exp(s_i) · C_i · S, plus the skip connection D·x_i.
-        let decay = cum[i].exp();
-        for (pi, out) in yi.iter_mut().enumerate() {
-            let srow = &st[pi * d_state..(pi + 1) * d_state];
-            *out = decay * srow.iter().zip(ci).map(|(s, c)| s * c).sum::<f32>() + d * xi[pi];
+    width: usize,
+    gn: usize,
+    shape: SsdShape,
+}
+
+/// A head's buffers for one chunk, reused across its chunks.
+struct ChunkScratch {
+    /// Cumulative Δ·A within the chunk.
+    cum: Vec<f32>,
+    /// `[q, q]`: (C_i·B_j) · exp(s_i − s_j) · Δ_j for j ≤ i, else 0.
+    mix: Vec<f32>,
+    /// `[q, head_dim]`: x_j · exp(s_last − s_j) · Δ_j.
+    xw: Vec<f32>,
+}
+
+impl Head<'_> {
+    /// Chunk `[start, start + q)`: writes its outputs into `y` (`[seq, head_dim]`) and advances
+    /// `st` (`[head_dim, d_state]`). The three sums are matrix products on the calling thread
+    /// (`gemm`, in its own summation order): the carried-in state C·Sᵀ, the masked within-chunk
+    /// mix·X, and the state update (X·w)ᵀ·B.
+    fn chunk_step(&self, start: usize, q: usize, delta: &[f32], st: &mut [f32], y: &mut [f32], scratch: &mut ChunkScratch) {
+        let s = self.shape;
+        let (p_dim, n_dim) = (s.head_dim, s.d_state);
+        let row0 = self.bi * s.seq + start;
+        let xs = Strided { data: &self.x[row0 * self.width + self.h * p_dim..], row: self.width, col: 1 };
+        let bc_first = row0 * self.gn + self.g * n_dim;
+        let cum = &mut scratch.cum[..q];
+        let mut run = 0.0f32;
+        for (i, c) in cum.iter_mut().enumerate() {
+            run += delta[start + i] * self.a;
+            *c = run;
+        }
+        let ys = &mut y[start * p_dim..(start + q) * p_dim];
+        // Carried-in state, exp(s_i) · C_i · S, plus the skip connection D·x_i.
+        matmul_serial(q, p_dim, n_dim, ys, p_dim, None, Strided { data: &self.c[bc_first..], row: self.gn, col: 1 }, Strided { data: st, row: 1, col: n_dim });
+        for (i, yi) in ys.chunks_exact_mut(p_dim).enumerate() {
+            let decay = cum[i].exp();
+            let xi = &xs.data[i * self.width..][..p_dim];
+            for (out, xv) in yi.iter_mut().zip(xi) {
+                *out = decay * *out + self.d * xv;
+            }
         }
         // Within the chunk: Σ_{j≤i} (C_i·B_j) · exp(s_i − s_j) · Δ_j · x_j.
-        let cb_i = cbs(t);
-        for j in 0..=i {
-            let w = cb_i[j] * (cum[i] - cum[j]).exp() * delta[start + j];
-            for (out, xv) in yi.iter_mut().zip(xs(start + j)) {
-                *out += w * xv;
+        let mix = &mut scratch.mix[..q * q];
+        let chunk = s.chunk.max(1);
+        for (i, row) in mix.chunks_exact_mut(q).enumerate() {
+            let cb_i = &self.cb[((self.bi * s.groups + self.g) * s.seq + start + i) * chunk..][..q];
+            let (lower, upper) = row.split_at_mut(i + 1);
+            for (j, m) in lower.iter_mut().enumerate() {
+                *m = cb_i[j] * super::fastmath::exp(cum[i] - cum[j]) * delta[start + j];
+            }
+            upper.fill(0.0);
+        }
+        matmul_serial(q, p_dim, q, ys, p_dim, Some(1.0), Strided { data: mix, row: q, col: 1 }, xs);
+        // Advance the state to the end of the chunk: S ← exp(s_last) · S + (X·w)ᵀ · B.
+        let last = cum[q - 1];
+        let xw = &mut scratch.xw[..q * p_dim];
+        for (j, row) in xw.chunks_exact_mut(p_dim).enumerate() {
+            let w = (last - cum[j]).exp() * delta[start + j];
+            for (dst, xv) in row.iter_mut().zip(&xs.data[j * self.width..][..p_dim]) {
+                *dst = w * xv;
             }
         }
-    }
-    // Advance the state to the end of the chunk.
-    let last = cum[q - 1];
-    let carry = last.exp();
-    st.iter_mut().for_each(|v| *v *= carry);
-    for j in 0..q {
-        let w = (last - cum[j]).exp() * delta[start + j];
-        let (xj, bj) = (xs(start + j), bs(start + j));
-        for (pi, srow) in st.chunks_exact_mut(d_state).enumerate() {
-            let wx = w * xj[pi];
-            for (s, bv) in srow.iter_mut().zip(bj) {
-                *s += wx * bv;
-            }
-        }
+        matmul_serial(p_dim, n_dim, q, st, n_dim, Some(last.exp()), Strided { data: xw, row: 1, col: p_dim }, Strided { data: &self.b[bc_first..], row: self.gn, col: 1 });
     }
 }
 
@@ -232,6 +247,39 @@ fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShap
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// The chunked products (several chunks, the last one partial, two sequences) against the
+    /// recurrence run one step at a time.
+    #[test]
+    fn chunks_match_the_recurrence() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for (batch, seq, chunk, heads, head_dim, groups, d_state) in [(2, 11, 4, 4, 8, 2, 16), (1, 37, 16, 3, 5, 1, 7), (1, 70, 32, 2, 64, 1, 128)] {
+            let shape = SsdShape { seq, heads, head_dim, groups, d_state, chunk };
+            let mut r = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.gen_range(lo..hi)).collect() };
+            let rows = batch * seq;
+            let (x, dt, b, c) = (r(rows * heads * head_dim, -1.0, 1.0), r(rows * heads, -2.0, 1.0), r(rows * groups * d_state, -1.0, 1.0), r(rows * groups * d_state, -1.0, 1.0));
+            let (a_log, d, dt_bias) = (r(heads, -1.0, 1.0), r(heads, -1.0, 1.0), r(heads, -0.5, 0.5));
+            let params = SsdParams { a_log: &a_log, d: &d, dt_bias: &dt_bias, dt_limit: (0.0, f32::INFINITY) };
+            let state0 = r(batch * heads * head_dim * d_state, -1.0, 1.0);
+            let mut got_state = state0.clone();
+            let got = ssd(&x, &dt, &b, &c, shape, &params, &mut got_state);
+            let mut want_state = state0;
+            let mut want = vec![0.0f32; got.len()];
+            let (width, gn) = (heads * head_dim, groups * d_state);
+            let step_shape = SsdShape { seq: 1, ..shape };
+            for t in 0..seq {
+                let pick = |v: &[f32], w: usize| (0..batch).flat_map(|bi| v[(bi * seq + t) * w..][..w].to_vec()).collect::<Vec<f32>>();
+                let mut y = vec![0.0f32; batch * width];
+                ssd_step(&pick(&x, width), &pick(&dt, heads), &pick(&b, gn), &pick(&c, gn), batch, step_shape, &params, &mut want_state, &mut y);
+                for bi in 0..batch {
+                    want[(bi * seq + t) * width..][..width].copy_from_slice(&y[bi * width..][..width]);
+                }
+            }
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+            assert!(close(&got, &want), "y, seq {seq} chunk {chunk}");
+            assert!(close(&got_state, &want_state), "state, seq {seq} chunk {chunk}");
+        }
+    }
 
     #[test]
     fn the_step_matches_a_chunk_of_one() {

@@ -7,6 +7,7 @@ use kernels::cpu::qgemv::TILE;
 use kernels::cpu::{pack_qlinear_weights, qgemv_supported, KernelError, PackedQLinear, QGemvCode, QLinearCode, QLinearSpec};
 
 use super::HostJit;
+use crate::cpu::qgemm_avx512::WideQGemm;
 use crate::RuntimeError;
 
 /// The generated kernel's ABI; see `kernels::cpu::qlinear`.
@@ -31,6 +32,8 @@ pub struct JitQLinear {
     code: QLinearCode,
     /// The one-row kernel and its tiled tables, where the shape has one.
     gemv: Option<Gemv>,
+    /// Prefill on 512-bit AVX-512 VNNI where the CPU has it (see `cpu::qgemm_avx512`).
+    wide: Option<WideQGemm>,
     packed: PackedQLinear,
     /// `[out_dim, groups]`.
     scales: Vec<f32>,
@@ -86,8 +89,9 @@ impl JitQLinear {
         } else {
             None
         };
+        let wide = if WideQGemm::host_supports() { WideQGemm::new(weights, out_dim, spec.in_dim, spec.group, spec.weight_bits, scales, bias, act_scale) } else { None };
         let bias = bias.map_or_else(|| vec![0.0; out_dim], <[f32]>::to_vec);
-        Ok(JitQLinear { code, gemv, packed, scales: scales.to_vec(), bias, act_scale, _jit: jit.clone() })
+        Ok(JitQLinear { code, gemv, wide, packed, scales: scales.to_vec(), bias, act_scale, _jit: jit.clone() })
     }
 
     /// Input features.
@@ -202,6 +206,8 @@ impl JitQLinear {
                     self.gemv_into(&prepared, 0..out_dim, out_row);
                 }
             }
+        } else if let Some(wide) = &self.wide {
+            wide.forward(x, rows, &mut out);
         } else if self.gemv.is_some() {
             // Prefill on the one-row kernel too, row after row within each task: its tiles and
             // vector epilogue beat the general kernel's four-row weight reuse while a layer's
