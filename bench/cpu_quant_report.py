@@ -53,8 +53,9 @@ def main():
                "(each engine once per round), best round kept. Peak memory: max resident set of the whole benchmark process "
                "(`/usr/bin/time -f %M`), weights + activations of the 512-token prefill.")
     out.append("- quamba W8A8 / W4A8: Quamba2 artifacts (`quambac compile --target cpu-w8a8|cpu-w4a8`), int8·int8 and "
-               "int4·int8 linears on kernels generated with cranelift at load (AVX-512 VNNI `vpdpbusd` here; one-row kernels for "
-               "decode); the other ops in f32 (conv, SSD/scan, norms, Hadamard). Decode steps of every quamba engine (FP32 too) "
+               "int4·int8 linears: decode on one-row kernels generated with cranelift at load (128-bit AVX-512 VNNI `vpdpbusd` here), "
+               "prefill on the 512-bit AVX-512 VNNI kernel (`runtime/src/cpu/qgemm_avx512.rs`) where the host has it, else the "
+               "generated kernels; the other ops in f32 (conv, SSD/scan, norms, Hadamard). Decode steps of every quamba engine (FP32 too) "
                "run on the decode plan (`runtime/src/cpu/step/`: buffers kept between steps, small ops on the calling thread, "
                "products and scan / SSD steps shared by a team of spinning threads); prefill on the op-by-op interpreter.")
     if a.llama:

@@ -23,6 +23,15 @@
 //!
 //! The integer reference executor (`runtime::cpu::quant`) is the oracle: every generated kernel
 //! is tested to be bit-identical to it.
+//!
+//! # Where these are not used
+//!
+//! On an x86-64 host with AVX-512 VNNI, prefill products (many rows) run on a 512-bit kernel
+//! written with Rust intrinsics (`runtime::cpu::qgemm_avx512`), also bit-identical to the oracle:
+//! cranelift's x86-64 backend emits 128-bit vectors only, whose `vpdpbusd` does as many
+//! multiply-adds per instruction as the FP32 path's 512-bit FMA, so a quantized prefill could not
+//! beat the FP32 one on these kernels. Decode (bound by reading weights) and every other host
+//! keep the generated kernels.
 
 mod function;
 pub mod jit;

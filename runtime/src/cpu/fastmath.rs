@@ -1,12 +1,14 @@
-//! exp, SiLU and softplus for the decode step, written so that loops over them vectorise.
+//! exp, SiLU and softplus for the decode step and the prefill's element-wise loops, written so
+//! that loops over them vectorise.
 //!
 //! `f32::exp` is a libm call per element, which made exp a fifth of a mamba1 decode step (16
 //! exponentials per channel and layer in the selective scan). These are branch-free
 //! (Cephes' `expf`: 2ⁿ·e^r with |r| ≤ ln2/2 and a degree-7 polynomial), so LLVM turns a loop over
 //! them into SIMD code. Accuracy: within 2 ulp of `f32::exp` over the range where the result
 //! is a normal f32 (tested below); below e^−87.3 they return that smallest normal value instead of a
-//! subnormal or zero, and above e^88 they saturate at e^88 (1.65·10³⁸). The prefill path keeps
-//! libm; decode steps therefore differ from a prefill of the same tokens by a few ulp per op.
+//! subnormal or zero, and above e^88 they saturate at e^88 (1.65·10³⁸). Prefill uses them too
+//! (activations, the gated norm's gate, the selective scan, the SSD's within-chunk decays); the
+//! few exponentials per chunk or token that stay scalar keep libm.
 //! softplus adds Cephes' `logf` with Goldberg's log1p correction (within 4 ulp of libm's form).
 
 /// Largest argument whose 2ⁿ scale stays a finite f32.
