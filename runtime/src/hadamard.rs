@@ -38,6 +38,18 @@ pub fn hadamard_rows(data: &mut [f32], width: usize) {
 fn fwht(x: &mut [f32]) {
     let n = x.len();
     let mut h = 1;
+    if n >= 4 {
+        // The first two stages (h = 1, 2) together per group of four: the same butterflies in
+        // the same order, without the short inner loops that do not vectorise.
+        for q in x.chunks_exact_mut(4) {
+            let (a, b, c, d) = (q[0] + q[1], q[0] - q[1], q[2] + q[3], q[2] - q[3]);
+            q[0] = a + c;
+            q[1] = b + d;
+            q[2] = a - c;
+            q[3] = b - d;
+        }
+        h = 4;
+    }
     while h < n {
         for block in x.chunks_exact_mut(2 * h) {
             let (lo, hi) = block.split_at_mut(h);

@@ -138,6 +138,11 @@ pub struct Executor {
     jit_qlinear: HashMap<ValueId, JitQLinear>,
     /// Generated kernels of the activation quantizations, by node.
     jit_quantize: HashMap<ValueId, JitQuantize>,
+    /// Quantizations whose only user dequantizes them with the same scale (the SSM inputs'
+    /// fake quantization): they produce the dequantized f32 values directly, in one pass, and
+    /// those dequantizations (`fake_quant_users`) take them over as they are.
+    fake_quant: HashSet<ValueId>,
+    fake_quant_users: HashSet<ValueId>,
     schedule: Vec<Step>,
     output_slot: usize,
     vocab: usize,
@@ -213,6 +218,7 @@ impl Executor {
                 _ => {}
             }
         }
+        let (fake_quant, fake_quant_users) = fake_quant_pairs(&graph, &order);
         let mut exec = Executor {
             graph,
             weights,
@@ -220,6 +226,8 @@ impl Executor {
             dequantized,
             jit_qlinear,
             jit_quantize,
+            fake_quant,
+            fake_quant_users,
             schedule,
             output_slot,
             vocab,
@@ -320,6 +328,20 @@ impl Executor {
         let seq = tokens.len() / batch;
         let mut slots: Vec<Option<Act>> = (0..self.schedule.len()).map(|_| None).collect();
         for (index, step) in self.schedule.iter().enumerate() {
+            if self.fake_quant_users.contains(&step.value) {
+                // The fake-quantizing op before it already holds the dequantized values.
+                let start = std::time::Instant::now();
+                let act = slots[step.inputs[0]].take().expect("operands are computed before use");
+                if let Some(p) = profile.as_deref_mut() {
+                    p.add("quantize+dequantize", start);
+                }
+                observe(step.value, &act.data, act.width);
+                slots[index] = Some(act);
+                for &f in &step.frees {
+                    slots[f] = None;
+                }
+                continue;
+            }
             let inputs: Vec<&Act> = step.inputs.iter().map(|&s| slots[s].as_ref().expect("operands are computed before use")).collect();
             let node = self.graph.node(step.value);
             let width = node.ty.width().unwrap_or(0);
@@ -328,10 +350,11 @@ impl Executor {
                 Out::F32(data) => Act { width, data, ints: Vec::new() },
                 Out::I8(ints) => Act { width, data: Vec::new(), ints },
             };
+            let fake_quant = self.fake_quant.contains(&step.value);
             if let Some(p) = profile.as_deref_mut() {
-                p.add(node.op.name(), start);
+                p.add(if fake_quant { "quantize+dequantize" } else { node.op.name() }, start);
             }
-            if !act.data.is_empty() {
+            if !act.data.is_empty() && !fake_quant {
                 observe(step.value, &act.data, width);
             }
             slots[index] = Some(act);
@@ -375,6 +398,18 @@ impl Executor {
             Op::Hadamard => {
                 let mut out = inputs[0].data.clone();
                 crate::hadamard::hadamard_rows(&mut out, width);
+                out
+            }
+            Op::Quantize { scale } if self.fake_quant.contains(&value) => {
+                let scales = quant::channel_scales(w(*scale), width);
+                let mut out = inputs[0].data.clone();
+                out.par_chunks_mut((width * 64).max(1)).for_each(|rows| {
+                    for row in rows.chunks_exact_mut(width) {
+                        for (v, s) in row.iter_mut().zip(scales.iter()) {
+                            *v = quant::quantize_value(*v, *s) * s;
+                        }
+                    }
+                });
                 out
             }
             Op::Quantize { .. } if self.jit_quantize.contains_key(&value) => return Ok(Out::I8(self.jit_quantize[&value].forward(&inputs[0].data)?)),
@@ -496,4 +531,22 @@ fn gather_rows(table: &[f32], width: usize, tokens: &[i64], mut row_fn: impl FnM
         out.extend(row_fn(&table[t as usize * width..][..width]));
     }
     Ok(out)
+}
+
+/// The quantize → dequantize pairs a prefill computes in one pass (see `Executor::fake_quant`):
+/// a quantization with exactly one user, a dequantization with the same scale, neither of them
+/// a graph output.
+fn fake_quant_pairs(graph: &Graph, order: &[ValueId]) -> (HashSet<ValueId>, HashSet<ValueId>) {
+    let mut quantizations = HashSet::new();
+    let mut users = HashSet::new();
+    for &v in order {
+        let Op::Dequantize { scale } = graph.node(v).op else { continue };
+        let Some(&q) = graph.inputs(v).first() else { continue };
+        let same_scale = matches!(graph.node(q).op, Op::Quantize { scale: s } if s == scale);
+        if same_scale && graph.users(q) == [v] && !graph.outputs().contains(&q) && !graph.outputs().contains(&v) {
+            quantizations.insert(q);
+            users.insert(v);
+        }
+    }
+    (quantizations, users)
 }
