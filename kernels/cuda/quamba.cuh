@@ -316,6 +316,10 @@ template <int KIND, int SROW> QDEV void a_frag_staged(const unsigned char* stage
     }
 }
 
+// The output row and column of accumulator element e (0-3) of mma tile (i, j), for lane (g, t).
+QDEV int frag_row(int m_base, int i, int g, int e) { return m_base + 16 * i + g + (e >= 2 ? 8 : 0); }
+QDEV int frag_col(int nt_base, int j, int t, int e) { return (nt_base + j) * 8 + t * 2 + (e & 1); }
+
 // out[m, n] = act_scale * sum_g scale[n, g] * sum_{k in g} A[m, k] W[n, k] + bias[n] (+ resid[m, n]).
 //
 // A block is WN x WK warps; each warp owns MT x NT mma tiles (16 MT rows, 8 NT columns) over
@@ -422,8 +426,7 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
             for (int j = 0; j < NT; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int m = m_base + 16 * i + g + (e >= 2 ? 8 : 0);
-                    int n = (nt_base + j) * 8 + t * 2 + (e & 1);
+                    int m = frag_row(m_base, i, g, e), n = frag_col(nt_base, j, t, e);
                     bool mine = wk == 0 && m < M && n < N;
                     early_bias[i][j][e] = mine && bias ? bias[n] : 0.f;
                     early_resid[i][j][e] = mine && resid ? resid[(i64)m * ldr + n] : 0.f;
@@ -505,8 +508,7 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int m = m_base + 16 * i + g + (e >= 2 ? 8 : 0);
-                int n = (nt_base + j) * 8 + t * 2 + (e & 1);
+                int m = frag_row(m_base, i, g, e), n = frag_col(nt_base, j, t, e);
                 if (m < M && n < N) {
                     float v;
                     if constexpr (STAGE > 0) {
