@@ -47,13 +47,16 @@ pub struct WideQGemm {
 }
 
 impl WideQGemm {
-    /// Whether this CPU runs these kernels (checked once per call site; cheap).
+    /// Whether layers should use these kernels: the CPU runs them and `QUAMBA_CPU_AVX512_GEMM=0`
+    /// (to measure without them) is not set. Asked when a model loads.
     pub fn host_supports() -> bool {
+        Self::cpu_runs_it() && std::env::var("QUAMBA_CPU_AVX512_GEMM").map_or(true, |v| v != "0")
+    }
+
+    /// Whether this CPU has AVX-512 F, BW and VNNI (cached by the standard library; cheap).
+    fn cpu_runs_it() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var("QUAMBA_CPU_AVX512_GEMM").is_ok_and(|v| v == "0") {
-                return false;
-            }
             std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni")
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -64,9 +67,13 @@ impl WideQGemm {
 
     /// Packs `w` (`[out_dim, in_dim]` integers; within −8..=7 when `weight_bits` is 4) with its
     /// `scales` (`[out_dim, in_dim / group]`). None when the shape has no kernel here: `group`
-    /// must be a multiple of 4 (of 32 for int4, the packing of the other kernels).
+    /// must be a multiple of 4 (of 32 for int4, the packing of the other kernels), and the CPU
+    /// must have AVX-512 F, BW and VNNI.
     #[allow(clippy::too_many_arguments)]
     pub fn new(w: &[i8], out_dim: usize, in_dim: usize, group: usize, weight_bits: u8, scales: &[f32], bias: Option<&[f32]>, act_scale: f32) -> Option<WideQGemm> {
+        if !Self::cpu_runs_it() {
+            return None;
+        }
         let shape_ok = out_dim > 0 && in_dim > 0 && group > 0 && in_dim.is_multiple_of(group) && in_dim <= 1 << 16;
         let bits_ok = match weight_bits {
             8 => group.is_multiple_of(4),
@@ -114,11 +121,11 @@ impl WideQGemm {
         Some(WideQGemm { in_dim, out_dim, group, weight_bits, weights, corrections, scales: tiled_scales, bias: padded_bias, act_scale })
     }
 
-    /// `x` is `[rows, in_dim]` int8; writes `out` `[rows, out_dim]`. The caller has checked
-    /// [`WideQGemm::host_supports`].
+    /// `x` is `[rows, in_dim]` int8; writes `out` `[rows, out_dim]` (a layer exists only on a
+    /// CPU that runs it: [`WideQGemm::new`] checks).
     pub fn forward(&self, x: &[i8], rows: usize, out: &mut [f32]) {
         assert!(x.len() == rows * self.in_dim && out.len() == rows * self.out_dim, "qgemm buffers do not match the layer");
-        assert!(Self::host_supports(), "AVX-512 VNNI product called on a CPU without it");
+        assert!(Self::cpu_runs_it(), "AVX-512 VNNI product called on a CPU without it");
         let unsigned: Vec<u8> = x.iter().map(|v| *v as u8 ^ 0x80).collect();
         out.par_chunks_mut(ROWS_PER_TASK * self.out_dim).zip(unsigned.par_chunks(ROWS_PER_TASK * self.in_dim)).for_each(|(dst, xs)| {
             let task_rows = xs.len() / self.in_dim;
