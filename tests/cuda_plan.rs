@@ -137,7 +137,7 @@ fn generated_source_compiles_for_every_target_gpu() {
         }
         let ptx = runtime::cuda::compile_ptx(&p.source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         for l in &p.launches {
-            for k in std::iter::once(&l.kernel).chain(l.large.as_ref()).chain(l.then_large.as_ref().map(|t| &t.0)) {
+            for k in l.kernels() {
                 assert!(ptx.contains(&format!(".entry {}(", k.name)), "{arch}: {} missing from the PTX", k.name);
             }
         }

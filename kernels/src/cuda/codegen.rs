@@ -19,6 +19,10 @@ pub fn source(entries: &[String], vocab: usize) -> String {
     s
 }
 
+/// Threads per block of the greedy argmax entry point (`quamba_argmax`), which the runtime
+/// launches with.
+pub const ARGMAX_THREADS: u32 = 1024;
+
 /// The generated part alone (what the snapshot tests pin).
 pub fn generated(entries: &[String], vocab: usize) -> String {
     let mut s = String::new();
@@ -27,7 +31,7 @@ pub fn generated(entries: &[String], vocab: usize) -> String {
         s.push('\n');
     }
     s.push_str(&format!(
-        "extern \"C\" __global__ void __launch_bounds__(1024) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::pdl_enter();\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({ARGMAX_THREADS}) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::pdl_enter();\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
     ));
     s
 }

@@ -140,6 +140,14 @@ pub struct Launch {
     pub value: String,
 }
 
+impl Launch {
+    /// Every kernel this launch may run: the decode one, the prefill one, and the prefill's
+    /// second launch.
+    pub fn kernels(&self) -> impl Iterator<Item = &Kernel> {
+        std::iter::once(&self.kernel).chain(self.large.as_ref()).chain(self.then_large.as_ref().map(|t| &t.0))
+    }
+}
+
 /// Calls with at most this many rows use a launch's decode kernel.
 pub const SMALL_ROWS: usize = 16;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use ir::VerifiedGraph;
+use kernels::cuda::codegen::ARGMAX_THREADS;
 use kernels::cuda::{pack, Arg, CudaPlan, Grid, Kernel, WeightUpload, SMALL_ROWS};
 
 use super::compile::{arch_name, cached_ptx};
@@ -115,25 +116,18 @@ impl CudaExecutor {
             _ => cached_ptx(&plan.source, arch)?,
         };
         let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
+        // Each distinct kernel once, with the threads and dynamic shared memory it launches with.
         let mut functions = HashMap::new();
-        for launch in &plan.launches {
-            for k in std::iter::once(&launch.kernel).chain(launch.large.as_ref()).chain(launch.then_large.as_ref().map(|t| &t.0)) {
-                if !functions.contains_key(&k.name) {
-                    functions.insert(k.name.clone(), module.load_function(&k.name)?);
-                }
+        let mut shapes = vec![("quamba_argmax".to_string(), ARGMAX_THREADS, 0), ("quamba_advance_step".to_string(), 1, 0)];
+        for k in plan.launches.iter().flat_map(|l| l.kernels()) {
+            if !shapes.iter().any(|(name, ..)| *name == k.name) {
+                shapes.push((k.name.clone(), k.block, k.shared_bytes));
             }
         }
-        for name in ["quamba_argmax", "quamba_advance_step"] {
-            functions.insert(name.into(), module.load_function(name)?);
+        for (name, ..) in &shapes {
+            functions.insert(name.clone(), module.load_function(name)?);
         }
-        let mut launched = Vec::new();
-        for launch in &plan.launches {
-            for k in std::iter::once(&launch.kernel).chain(launch.large.as_ref()).chain(launch.then_large.as_ref().map(|t| &t.0)) {
-                launched.push(super::carveout::Launched { function: &functions[&k.name], block: k.block, dynamic_shared: k.shared_bytes });
-            }
-        }
-        launched.push(super::carveout::Launched { function: &functions["quamba_argmax"], block: 1024, dynamic_shared: 0 });
-        launched.push(super::carveout::Launched { function: &functions["quamba_advance_step"], block: 1, dynamic_shared: 0 });
+        let launched: Vec<_> = shapes.iter().map(|(name, block, shared)| super::carveout::Launched { function: &functions[name], block: *block, dynamic_shared: *shared }).collect();
         let carveout = super::carveout::apply_uniform(&ctx, &launched)?;
         drop(launched);
 
@@ -379,7 +373,7 @@ impl CudaExecutor {
         let logits = self.buffer_ptr(self.plan.logits);
         let (next, history, step) = (self.ptr(&self.next_tokens), self.ptr(&self.history), self.ptr(&self.step));
         let args = [ArgValue::Ptr(logits), ArgValue::I32(1), ArgValue::I32(0), ArgValue::Ptr(next), ArgValue::Ptr(history), ArgValue::Ptr(step), ArgValue::I32(batch as i32)];
-        let cfg = LaunchConfig { grid_dim: (batch as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim: (batch as u32, 1, 1), block_dim: (ARGMAX_THREADS, 1, 1), shared_mem_bytes: 0 };
         self.launch("quamba_argmax", cfg, &args)?;
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
         self.launch("quamba_advance_step", cfg, &[ArgValue::Ptr(step)])
