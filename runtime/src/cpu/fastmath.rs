@@ -129,7 +129,7 @@ mod tests {
     fn silu_and_softplus_follow_the_libm_forms() {
         for i in -4000..4000 {
             let x = i as f32 * 0.01;
-            let (s, s_ref) = (silu(x), super::super::silu(x));
+            let (s, s_ref) = (silu(x), x / (1.0 + (-x).exp()));
             assert!((s - s_ref).abs() <= 4.0 * f32::EPSILON * s_ref.abs().max(1e-30), "silu({x}) = {s}, libm form {s_ref}");
             let (p, p_ref) = (softplus(x), super::super::softplus(x));
             assert!((p - p_ref).abs() <= 4.0 * f32::EPSILON * p_ref.abs(), "softplus({x}) = {p}, libm form {p_ref}");

@@ -66,11 +66,6 @@ pub fn softplus(x: f32) -> f32 {
     }
 }
 
-/// x·σ(x).
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// Logits for every position: `[batch, seq, vocab]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Logits {
@@ -401,14 +396,11 @@ impl Executor {
                 out
             }
             Op::Quantize { scale } if self.fake_quant.contains(&value) => {
-                let scales = quant::channel_scales(w(*scale), width);
-                let mut out = inputs[0].data.clone();
-                out.par_chunks_mut((width * 64).max(1)).for_each(|rows| {
-                    for row in rows.chunks_exact_mut(width) {
-                        for (v, s) in row.iter_mut().zip(scales.iter()) {
-                            *v = quant::quantize_value(*v, *s) * s;
-                        }
-                    }
+                // The decode plan's fused quantize -> dequantize, over blocks of rows across threads.
+                let mut out = vec![0.0f32; inputs[0].data.len()];
+                let block = (width * 64).max(1);
+                out.par_chunks_mut(block).zip(inputs[0].data.par_chunks(block)).for_each(|(out, x)| {
+                    quant::per_channel(w(*scale), width, x, out, |v, s| quant::quantize_value(v, s) * s);
                 });
                 out
             }

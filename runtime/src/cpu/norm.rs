@@ -2,7 +2,6 @@
 
 use rayon::prelude::*;
 
-
 /// Rows per parallel task for the row-wise ops.
 const ROWS_PER_TASK: usize = 16;
 

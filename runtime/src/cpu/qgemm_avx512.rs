@@ -67,11 +67,11 @@ impl WideQGemm {
 
     /// Packs `w` (`[out_dim, in_dim]` integers; within −8..=7 when `weight_bits` is 4) with its
     /// `scales` (`[out_dim, in_dim / group]`). None when the shape has no kernel here: `group`
-    /// must be a multiple of 4 (of 32 for int4, the packing of the other kernels), and the CPU
-    /// must have AVX-512 F, BW and VNNI.
+    /// must be a multiple of 4 (of 32 for int4, the packing of the other kernels), and
+    /// [`WideQGemm::host_supports`] must hold.
     #[allow(clippy::too_many_arguments)]
     pub fn new(w: &[i8], out_dim: usize, in_dim: usize, group: usize, weight_bits: u8, scales: &[f32], bias: Option<&[f32]>, act_scale: f32) -> Option<WideQGemm> {
-        if !Self::cpu_runs_it() {
+        if !Self::host_supports() {
             return None;
         }
         let shape_ok = out_dim > 0 && in_dim > 0 && group > 0 && in_dim.is_multiple_of(group) && in_dim <= 1 << 16;

@@ -12,6 +12,22 @@ pub fn channel_scales(scale: &[f32], width: usize) -> std::borrow::Cow<'_, [f32]
     }
 }
 
+/// `out[i] = f(x[i], scale of i's channel)` over rows of `width`, with a per-tensor (`[1]`) or
+/// per-channel (`[width]`) scale; written as plain zips so that it vectorises.
+pub(crate) fn per_channel<X: Copy, Y>(scale: &[f32], width: usize, x: &[X], out: &mut [Y], f: impl Fn(X, f32) -> Y) {
+    for (o, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+        if let [s] = scale {
+            for (o, x) in o.iter_mut().zip(x) {
+                *o = f(*x, *s);
+            }
+        } else {
+            for ((o, x), s) in o.iter_mut().zip(x).zip(scale) {
+                *o = f(*x, *s);
+            }
+        }
+    }
+}
+
 /// q = clamp(round_half_even(x / scale[c]), −128, 127) over rows of `scale.len()` channels.
 pub fn quantize(x: &[f32], scale: &[f32]) -> Vec<i8> {
     let width = scale.len();

@@ -89,7 +89,7 @@ impl JitQLinear {
         } else {
             None
         };
-        let wide = if WideQGemm::host_supports() { WideQGemm::new(weights, out_dim, spec.in_dim, spec.group, spec.weight_bits, scales, bias, act_scale) } else { None };
+        let wide = WideQGemm::new(weights, out_dim, spec.in_dim, spec.group, spec.weight_bits, scales, bias, act_scale);
         let bias = bias.map_or_else(|| vec![0.0; out_dim], <[f32]>::to_vec);
         Ok(JitQLinear { code, gemv, wide, packed, scales: scales.to_vec(), bias, act_scale, _jit: jit.clone() })
     }

@@ -29,22 +29,6 @@ use chunks::{chunk_columns, stateful_chunk, Runner, EXP_COST, MIN_STATE_COST_PER
 use plan::{Buf, Fused, PlanOp, MIN_MACS_PER_CHUNK};
 pub(super) use plan::{Scratch, StepPlan};
 
-/// `out[i] = f(x[i], scale of i's channel)` over rows of `width`, with a per-tensor (`[1]`) or
-/// per-channel (`[width]`) scale; written as plain zips so that it vectorises.
-fn per_channel<X: Copy, Y>(scale: &[f32], width: usize, x: &[X], out: &mut [Y], f: impl Fn(X, f32) -> Y) {
-    for (o, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
-        if let [s] = scale {
-            for (o, x) in o.iter_mut().zip(x) {
-                *o = f(*x, *s);
-            }
-        } else {
-            for ((o, x), s) in o.iter_mut().zip(x).zip(scale) {
-                *o = f(*x, *s);
-            }
-        }
-    }
-}
-
 impl Executor {
     /// Runs one token per sequence through the decode plan.
     pub(super) fn step(&self, state: &mut State, tokens: &[i64], scratch: &mut Scratch, mut profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
@@ -108,7 +92,7 @@ impl Executor {
                     let x = &f32s[f32_in(0)];
                     match self.jit_quantize.get(&op.value) {
                         Some(kernel) => kernel.forward_into(x, &mut out)?,
-                        None => per_channel(w(scale), width, x, &mut out, quant::quantize_one),
+                        None => quant::per_channel(w(scale), width, x, &mut out, quant::quantize_one),
                     }
                     i8s[o] = out;
                 }
@@ -196,10 +180,10 @@ impl Executor {
             }
             Op::Quantize { scale } => {
                 // Fused with the dequantize that reads it (the same scale).
-                per_channel(w(*scale), width, x(0), out, |v, s| quant::quantize_value(v, s) * s);
+                quant::per_channel(w(*scale), width, x(0), out, |v, s| quant::quantize_value(v, s) * s);
             }
             Op::Dequantize { scale } => {
-                per_channel(w(*scale), width, &i8s[i8_in(0)], out, |q, s| q as f32 * s);
+                quant::per_channel(w(*scale), width, &i8s[i8_in(0)], out, |q, s| q as f32 * s);
             }
             Op::QLinear { weight, scales, bias, group, act_scale: Some(s) } if !self.jit_qlinear.contains_key(&op.value) => {
                 // Reference integer kernel (no generated one for this layer).
