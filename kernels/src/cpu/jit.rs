@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use cranelift_codegen::isa::{TargetFrontendConfig, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
@@ -47,6 +48,8 @@ pub struct CpuJit {
     qlinear: HashMap<QLinearSpec, QLinearCode>,
     qgemv: HashMap<QLinearSpec, QGemvCode>,
     quantize: HashMap<QuantizeSpec, QuantizeCode>,
+    /// Every other kernel (the float step kernels), by symbol: the symbol names the whole spec.
+    by_symbol: HashMap<String, usize>,
 }
 
 impl CpuJit {
@@ -61,7 +64,7 @@ impl CpuJit {
             .finish(settings::Flags::new(flags))
             .map_err(|e| KernelError::Isa(e.to_string()))?;
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        Ok(CpuJit { module, qlinear: HashMap::new(), qgemv: HashMap::new(), quantize: HashMap::new() })
+        Ok(CpuJit { module, qlinear: HashMap::new(), qgemv: HashMap::new(), quantize: HashMap::new(), by_symbol: HashMap::new() })
     }
 
     /// The host's target triple, e.g. `x86_64-unknown-linux-gnu`.
@@ -102,6 +105,24 @@ impl CpuJit {
         Ok(code)
     }
 
+    /// The address of the kernel defined under `symbol`, built by `build` (given the host's
+    /// frontend config) on first request. `symbol` must name everything the kernel is
+    /// specialised to: a second request with the same symbol returns the first kernel.
+    pub fn kernel(&mut self, symbol: &str, build: impl FnOnce(TargetFrontendConfig) -> Result<cranelift_codegen::ir::Function, KernelError>) -> Result<usize, KernelError> {
+        if let Some(address) = self.by_symbol.get(symbol) {
+            return Ok(*address);
+        }
+        let func = build(self.module.isa().frontend_config())?;
+        let address = self.define(symbol, func)?;
+        self.by_symbol.insert(symbol.to_string(), address);
+        Ok(address)
+    }
+
+    /// Whether the host has fused multiply-add (x86-64 FMA3; always on aarch64).
+    pub fn host_has_fma(&self) -> bool {
+        has_fma(self.module.isa())
+    }
+
     /// Compiles `func` under `symbol` and returns the address of its finalized code.
     fn define(&mut self, symbol: &str, func: cranelift_codegen::ir::Function) -> Result<usize, KernelError> {
         let codegen = |e: cranelift_module::ModuleError| KernelError::Codegen(format!("{symbol}: {e:?}"));
@@ -112,4 +133,13 @@ impl CpuJit {
         self.module.finalize_definitions().map_err(codegen)?;
         Ok(self.module.get_finalized_function(id) as usize)
     }
+}
+
+/// Whether `isa` has a fused multiply-add instruction.
+pub fn has_fma(isa: &dyn TargetIsa) -> bool {
+    let arch = isa.triple().architecture.to_string();
+    if arch.starts_with("aarch64") {
+        return true;
+    }
+    arch == "x86_64" && isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool().unwrap_or(false))
 }

@@ -10,15 +10,15 @@
 //! SSD steps shared by a team of spinning threads (`team.rs`), with vectorisable exponentials
 //! (`fastmath.rs`); `quambac bench --profile` times each op on both.
 
-mod conv;
-mod fastmath;
+pub(crate) mod conv;
+pub(crate) mod fastmath;
 pub mod linear;
-mod norm;
+pub(crate) mod norm;
 pub mod profile;
 pub mod qgemm_avx512;
 pub mod quant;
-mod scan;
-mod ssd;
+pub(crate) mod scan;
+pub(crate) mod ssd;
 mod step;
 mod team;
 
@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use ir::{Activation, Graph, Op, ValueId, VerifiedGraph};
 
-use crate::jit::{HostJit, JitQLinear, JitQuantize};
+use crate::jit::{HostJit, JitQLinear, JitQuantize, StepKernels};
 use crate::{RuntimeError, WeightData, Weights};
 
 pub use linear::dot;
@@ -133,6 +133,8 @@ pub struct Executor {
     jit_qlinear: HashMap<ValueId, JitQLinear>,
     /// Generated kernels of the activation quantizations, by node.
     jit_quantize: HashMap<ValueId, JitQuantize>,
+    /// Generated kernels of the other ops (scan, SSD and conv steps, norms, Hadamard).
+    jit_steps: StepKernels,
     /// Quantizations whose only user dequantizes them with the same scale (the SSM inputs'
     /// fake quantization): they produce the dequantized f32 values directly, in one pass, and
     /// those dequantizations (`fake_quant_users`) take them over as they are.
@@ -195,9 +197,17 @@ impl Executor {
                 schedule[i].frees.push(s);
             }
         }
-        let (jit_qlinear, jit_quantize) = match backend {
-            KernelBackend::Jit => jit_kernels(&graph, &order, &mut weights),
-            KernelBackend::Reference => (HashMap::new(), HashMap::new()),
+        let (jit_qlinear, jit_quantize, jit_steps) = match backend {
+            // No code generator for this host (unknown ISA): every op stays on the reference.
+            KernelBackend::Jit => match HostJit::new() {
+                Ok(jit) => {
+                    let steps = StepKernels::new(&graph, &order, &weights, &jit);
+                    let (qlinear, quantize) = jit_kernels(&jit, &graph, &order, &mut weights);
+                    (qlinear, quantize, steps)
+                }
+                Err(_) => Default::default(),
+            },
+            KernelBackend::Reference => Default::default(),
         };
         let mut int_weights = HashMap::new();
         let mut dequantized = HashMap::new();
@@ -221,6 +231,7 @@ impl Executor {
             dequantized,
             jit_qlinear,
             jit_quantize,
+            jit_steps,
             fake_quant,
             fake_quant_users,
             schedule,
@@ -250,7 +261,7 @@ impl Executor {
 
     /// How many ops run on generated kernels (0 on the reference backend).
     pub fn generated_kernel_count(&self) -> usize {
-        self.jit_qlinear.len() + self.jit_quantize.len()
+        self.jit_qlinear.len() + self.jit_quantize.len() + self.jit_steps.len()
     }
 
     /// Rows of the logits (the head's vocabulary, padding included).
@@ -470,15 +481,13 @@ impl Executor {
 /// Generated kernels for the int8-activation linears and the quantizations of `graph` whose
 /// shapes have one; drops the f32 copies of weights that nothing else reads (the packed kernel
 /// weights replace them).
-fn jit_kernels(graph: &Graph, order: &[ValueId], weights: &mut Weights) -> (HashMap<ValueId, JitQLinear>, HashMap<ValueId, JitQuantize>) {
+fn jit_kernels(jit: &HostJit, graph: &Graph, order: &[ValueId], weights: &mut Weights) -> (HashMap<ValueId, JitQLinear>, HashMap<ValueId, JitQuantize>) {
     let mut kernels = HashMap::new();
     let mut quantizers = HashMap::new();
-    // No code generator for this host (unknown ISA): every op stays on the reference.
-    let Ok(jit) = HostJit::new() else { return (kernels, quantizers) };
     for v in order {
         if let Op::Quantize { scale } = graph.node(*v).op {
             let width = graph.node(*v).ty.width().unwrap_or(0);
-            if let Ok(kernel) = JitQuantize::new(&jit, width, &weights.get(scale).values) {
+            if let Ok(kernel) = JitQuantize::new(jit, width, &weights.get(scale).values) {
                 quantizers.insert(*v, kernel);
             }
         }
@@ -491,7 +500,7 @@ fn jit_kernels(graph: &Graph, order: &[ValueId], weights: &mut Weights) -> (Hash
         let ints: Vec<i8> = weights.get(weight).values.iter().map(|q| *q as i8).collect();
         let bias = bias.map(|b| weights.get(b).values.as_slice());
         // An unsupported shape keeps the reference kernel for this layer.
-        if let Ok(kernel) = JitQLinear::new(&jit, spec, &ints, decl.shape[0], &weights.get(scales).values, bias, act_scale) {
+        if let Ok(kernel) = JitQLinear::new(jit, spec, &ints, decl.shape[0], &weights.get(scales).values, bias, act_scale) {
             kernels.insert(*v, kernel);
         }
     }

@@ -6,6 +6,7 @@
 
 mod qlinear;
 mod quantize;
+mod steps;
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +14,7 @@ use kernels::cpu::{CpuJit, KernelError};
 
 pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
+pub use steps::StepKernels;
 
 /// The host's code generator, shared by every kernel of an executor. Kernels hold an `Arc` to it:
 /// their machine code lives in its executable memory, which is never freed while it is alive.
