@@ -39,12 +39,15 @@ pub mod pack;
 pub mod qgemv;
 pub mod qlinear;
 pub mod quantize;
+pub mod scan;
+pub mod vmath;
 
 pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
 pub use qgemv::{build_qgemv, qgemv_supported};
 pub use qlinear::{build_qlinear, DotOrder, QLinearSpec};
 pub use quantize::{build_quantize, QuantizeSpec};
+pub use scan::{build_selective_scan_step, ScanSpec, SCAN_CHANNEL_BLOCK};
 
 /// Errors of the CPU code generator.
 #[derive(Debug, thiserror::Error)]

@@ -465,7 +465,7 @@ impl Executor {
             Op::SelectiveScan { a_log, d } => {
                 let d_state = inputs[2].width;
                 let st = state.ok_or_else(missing_state)?;
-                scan::selective_scan(&inputs[0].data, &inputs[1].data, &inputs[2].data, &inputs[3].data, batch, seq, width, d_state, w(*a_log), w(*d), st)
+                scan::selective_scan(&inputs[0].data, &inputs[1].data, &inputs[2].data, &inputs[3].data, batch, seq, width, d_state, w(*a_log), w(*d), st, self.jit_steps.scan.get(&value))
             }
             Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
                 let shape = ssd::SsdShape { seq, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };

@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::StepRow;
+use crate::jit::JitSelectiveScan;
 
 /// Channels per parallel task.
 const CHANNELS_PER_TASK: usize = 32;
@@ -26,6 +27,7 @@ pub fn selective_scan(
     a_log: &[f32],
     d: &[f32],
     state: &mut [f32],
+    kernel: Option<&JitSelectiveScan>,
 ) -> Vec<f32> {
     let a: Vec<f32> = a_log.iter().map(|v| -v.exp()).collect();
     // Each task owns `CHANNELS_PER_TASK` channels of one sequence: its slice of the state is
@@ -44,7 +46,7 @@ pub fn selective_scan(
             // decode of these tokens would give).
             for (t, y_t) in y.chunks_exact_mut(width).enumerate() {
                 let rows = StepRow::of_sequence([x, dt, b, c], bi * seq + t, [d_inner, d_inner, d_state]);
-                selective_scan_channels(&rows, d0..d0 + width, &a, d, h, y_t);
+                step_channels(kernel, &rows, d0..d0 + width, &a, d, h, y_t);
             }
             (bi, d0, width, y)
         })
@@ -61,10 +63,19 @@ pub fn selective_scan(
 /// One decode step (one token per sequence) of [`selective_scan`] into `y`, with `a` = −exp(a_log)
 /// computed once at load.
 #[allow(clippy::too_many_arguments)]
-pub fn selective_scan_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, d_inner: usize, d_state: usize, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32]) {
+pub fn selective_scan_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, d_inner: usize, d_state: usize, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32], kernel: Option<&JitSelectiveScan>) {
     for bi in 0..batch {
         let rows = StepRow::of_sequence([x, dt, b, c], bi, [d_inner, d_inner, d_state]);
-        selective_scan_channels(&rows, 0..d_inner, a, d, &mut state[bi * d_inner * d_state..][..d_inner * d_state], &mut y[bi * d_inner..][..d_inner]);
+        step_channels(kernel, &rows, 0..d_inner, a, d, &mut state[bi * d_inner * d_state..][..d_inner * d_state], &mut y[bi * d_inner..][..d_inner]);
+    }
+}
+
+/// The step of `channels` of one sequence on the generated `kernel` where there is one (the same
+/// values), else on [`selective_scan_channels`].
+pub fn step_channels(kernel: Option<&JitSelectiveScan>, r: &StepRow, channels: std::ops::Range<usize>, a: &[f32], d: &[f32], state: &mut [f32], y: &mut [f32]) {
+    match kernel {
+        Some(kernel) => kernel.channels(r, channels, a, d, state, y),
+        None => selective_scan_channels(r, channels, a, d, state, y),
     }
 }
 

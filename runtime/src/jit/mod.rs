@@ -6,6 +6,7 @@
 
 mod qlinear;
 mod quantize;
+mod scan;
 mod steps;
 
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use kernels::cpu::{CpuJit, KernelError};
 
 pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
+pub use scan::JitSelectiveScan;
 pub use steps::StepKernels;
 
 /// The host's code generator, shared by every kernel of an executor. Kernels hold an `Arc` to it:

@@ -4,25 +4,42 @@
 
 use std::collections::HashMap;
 
-use ir::{Graph, ValueId};
+use ir::{Graph, Op, ValueId};
 
-use super::HostJit;
+use super::{HostJit, JitSelectiveScan};
 use crate::weights::Weights;
 
 /// Generated kernels of an executor's non-product ops.
 #[derive(Default)]
-pub struct StepKernels {}
+pub struct StepKernels {
+    /// Mamba1 selective scans.
+    pub scan: HashMap<ValueId, JitSelectiveScan>,
+}
 
 impl StepKernels {
     /// Kernels for every op of `graph` (in `order`) that has one on this host.
     pub fn new(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit) -> StepKernels {
-        let _ = (graph, order, weights, jit, HashMap::<ValueId, ()>::new());
-        StepKernels {}
+        let _ = weights;
+        let mut kernels = StepKernels::default();
+        // Per shape: whether the generated scan beats the Rust one here (timed once).
+        let mut scan_wins: HashMap<(usize, usize), bool> = HashMap::new();
+        for v in order {
+            if let Op::SelectiveScan { a_log, .. } = graph.node(*v).op {
+                let shape = &graph.weight(a_log).shape;
+                // An unsupported shape keeps the Rust kernel.
+                if let Ok(kernel) = JitSelectiveScan::new(jit, shape[0], shape[1]) {
+                    if *scan_wins.entry((shape[0], shape[1])).or_insert_with(|| kernel.faster_than_rust(shape[0])) {
+                        kernels.scan.insert(*v, kernel);
+                    }
+                }
+            }
+        }
+        kernels
     }
 
     /// How many ops run on these kernels.
     pub fn len(&self) -> usize {
-        0
+        self.scan.len()
     }
 
     /// Whether no op does.
