@@ -40,6 +40,7 @@ pub mod qgemv;
 pub mod qlinear;
 pub mod quantize;
 pub mod scan;
+pub mod ssd;
 pub mod vmath;
 
 pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
@@ -48,6 +49,7 @@ pub use qgemv::{build_qgemv, qgemv_supported};
 pub use qlinear::{build_qlinear, DotOrder, QLinearSpec};
 pub use quantize::{build_quantize, QuantizeSpec};
 pub use scan::{build_selective_scan_step, ScanSpec, SCAN_CHANNEL_BLOCK};
+pub use ssd::{build_ssd_step, SsdStepSpec};
 
 /// Errors of the CPU code generator.
 #[derive(Debug, thiserror::Error)]

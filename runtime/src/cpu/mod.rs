@@ -117,6 +117,10 @@ pub enum KernelBackend {
     /// Native kernels generated for this CPU at load ([`crate::jit`]); an op whose shape has no
     /// generated kernel uses the reference. The integer weights' f32 copies are dropped once packed.
     Jit,
+    /// Like [`KernelBackend::Jit`], and every op with a generated kernel runs on it even where the
+    /// Rust loop of the same values times faster (the selective scan and SSD steps are chosen by
+    /// a timing at load otherwise): for tests of the generated kernels inside whole models.
+    JitEverywhere,
     /// The integer reference kernels of [`quant`] (the oracle).
     Reference,
 }
@@ -199,9 +203,9 @@ impl Executor {
         }
         let (jit_qlinear, jit_quantize, jit_steps) = match backend {
             // No code generator for this host (unknown ISA): every op stays on the reference.
-            KernelBackend::Jit => match HostJit::new() {
+            KernelBackend::Jit | KernelBackend::JitEverywhere => match HostJit::new() {
                 Ok(jit) => {
-                    let steps = StepKernels::new(&graph, &order, &weights, &jit);
+                    let steps = StepKernels::new(&graph, &order, &weights, &jit, backend == KernelBackend::JitEverywhere);
                     let (qlinear, quantize) = jit_kernels(&jit, &graph, &order, &mut weights);
                     (qlinear, quantize, steps)
                 }

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use super::linear::{matmul_serial, Strided};
 use super::softplus;
 use super::StepRow;
+use crate::jit::JitSsdStep;
 
 /// Static description of one SSD op.
 #[derive(Clone, Copy, Debug)]
@@ -186,13 +187,22 @@ impl Head<'_> {
 /// partial sums instead of left to right: vectorisable, and within a few f32 roundings of the
 /// chunked form (tested against it in `tests::the_step_matches_a_chunk_of_one`).
 #[allow(clippy::too_many_arguments)]
-pub fn ssd_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+pub fn ssd_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32], kernel: Option<&JitSsdStep>) {
     let width = s.heads * s.head_dim;
     let gn = s.groups * s.d_state;
     let per_head = s.head_dim * s.d_state;
     for bi in 0..batch {
         let rows = StepRow::of_sequence([x, dt, b, c], bi, [width, s.heads, gn]);
-        ssd_step_heads(&rows, 0..s.heads, s, p, &mut state[bi * s.heads * per_head..][..s.heads * per_head], &mut y[bi * width..][..width]);
+        step_heads(kernel, &rows, 0..s.heads, s, p, &mut state[bi * s.heads * per_head..][..s.heads * per_head], &mut y[bi * width..][..width]);
+    }
+}
+
+/// The step of `heads` of one sequence on the generated `kernel` where there is one (the same
+/// values), else on [`ssd_step_heads`].
+pub fn step_heads(kernel: Option<&JitSsdStep>, rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+    match kernel {
+        Some(kernel) => kernel.heads(rows, heads, s, p, state, y),
+        None => ssd_step_heads(rows, heads, s, p, state, y),
     }
 }
 
@@ -222,20 +232,17 @@ unsafe fn ssd_step_heads_avx2(rows: &StepRow, heads: std::ops::Range<usize>, s: 
 
 #[inline(always)]
 fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
-    let StepRow { x, dt, b, c } = *rows;
+    let StepRow { x, b, c, .. } = *rows;
     let heads_per_group = s.heads / s.groups;
     let per_head = s.head_dim * s.d_state;
     for ((h, st), ys) in heads.zip(state.chunks_exact_mut(per_head)).zip(y.chunks_exact_mut(s.head_dim)) {
         let g = h / heads_per_group;
-        let a = -p.a_log[h].exp();
-        let delta = softplus(dt[h] + p.dt_bias[h]).clamp(p.dt_limit.0, p.dt_limit.1);
-        let decay = (delta * a).exp();
+        let HeadScalars { decay, delta, w, d } = head_scalars(rows, h, s, p);
         let xs = &x[h * s.head_dim..][..s.head_dim];
         let bs = &b[g * s.d_state..][..s.d_state];
         let cs = &c[g * s.d_state..][..s.d_state];
-        let w = super::dot(cs, bs) * delta;
         for ((srow, out), xv) in st.chunks_exact_mut(s.d_state).zip(ys.iter_mut()).zip(xs) {
-            *out = decay * super::dot(srow, cs) + p.d[h] * xv;
+            *out = decay * super::dot(srow, cs) + d * xv;
             *out += w * xv;
             let wx = delta * xv;
             for (sv, bv) in srow.iter_mut().zip(bs) {
@@ -243,6 +250,28 @@ fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShap
             }
         }
     }
+}
+
+/// The scalars of head `h`'s step: decay = e^(Δ·A), Δ, w = (C·B)·Δ and D.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct HeadScalars {
+    pub decay: f32,
+    pub delta: f32,
+    pub w: f32,
+    pub d: f32,
+}
+
+/// [`HeadScalars`] of head `h` of one sequence's `rows` (libm's exp and log1p).
+#[inline(always)]
+pub fn head_scalars(rows: &StepRow, h: usize, s: SsdShape, p: &SsdParams) -> HeadScalars {
+    let g = h / (s.heads / s.groups);
+    let a = -p.a_log[h].exp();
+    let delta = softplus(rows.dt[h] + p.dt_bias[h]).clamp(p.dt_limit.0, p.dt_limit.1);
+    let decay = (delta * a).exp();
+    let bs = &rows.b[g * s.d_state..][..s.d_state];
+    let cs = &rows.c[g * s.d_state..][..s.d_state];
+    HeadScalars { decay, delta, w: super::dot(cs, bs) * delta, d: p.d[h] }
 }
 
 #[cfg(test)]
@@ -272,7 +301,7 @@ mod tests {
             for t in 0..seq {
                 let pick = |v: &[f32], w: usize| (0..batch).flat_map(|bi| v[(bi * seq + t) * w..][..w].to_vec()).collect::<Vec<f32>>();
                 let mut y = vec![0.0f32; batch * width];
-                ssd_step(&pick(&x, width), &pick(&dt, heads), &pick(&b, gn), &pick(&c, gn), batch, step_shape, &params, &mut want_state, &mut y);
+                ssd_step(&pick(&x, width), &pick(&dt, heads), &pick(&b, gn), &pick(&c, gn), batch, step_shape, &params, &mut want_state, &mut y, None);
                 for bi in 0..batch {
                     want[(bi * seq + t) * width..][..width].copy_from_slice(&y[bi * width..][..width]);
                 }
@@ -297,7 +326,7 @@ mod tests {
             let want = ssd(&x, &dt, &b, &c, shape, &params, &mut want_state);
             let mut got_state = state0;
             let mut got = vec![0.0; want.len()];
-            ssd_step(&x, &dt, &b, &c, batch, shape, &params, &mut got_state, &mut got);
+            ssd_step(&x, &dt, &b, &c, batch, shape, &params, &mut got_state, &mut got, None);
             let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs()));
             assert!(close(&got, &want), "y, heads {heads} d_state {d_state}");
             assert!(close(&got_state, &want_state), "state, heads {heads} d_state {d_state}");

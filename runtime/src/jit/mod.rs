@@ -7,6 +7,7 @@
 mod qlinear;
 mod quantize;
 mod scan;
+mod ssd;
 mod steps;
 
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use kernels::cpu::{CpuJit, KernelError};
 pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
 pub use scan::JitSelectiveScan;
+pub use ssd::JitSsdStep;
 pub use steps::StepKernels;
 
 /// The host's code generator, shared by every kernel of an executor. Kernels hold an `Arc` to it:
@@ -38,4 +40,23 @@ impl HostJit {
         // A panic while generating code leaves nothing half-written that later calls could see.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether `generated` runs clearly faster than `rust` (two implementations of one step that give
+/// the same bits): the best of nine timed calls each, interleaved, with a 5 % margin so that a
+/// near tie keeps the Rust kernel. Used once per shape at load, where the better of the two
+/// depends on the host (the Rust loops are compiled for AVX2's 8 lanes where the CPU has it, the
+/// generated kernels use 4-lane vectors on every host).
+pub(crate) fn generated_is_faster(rust: &mut dyn FnMut(), generated: &mut dyn FnMut()) -> bool {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed()
+    };
+    let (mut best_rust, mut best_generated) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..9 {
+        best_rust = best_rust.min(time(rust));
+        best_generated = best_generated.min(time(generated));
+    }
+    best_generated.as_secs_f64() * 1.05 < best_rust.as_secs_f64()
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use ir::{Graph, Op, ValueId};
 
-use super::{HostJit, JitSelectiveScan};
+use super::{HostJit, JitSelectiveScan, JitSsdStep};
+use crate::cpu::ssd::SsdShape;
 use crate::weights::Weights;
 
 /// Generated kernels of an executor's non-product ops.
@@ -14,21 +15,33 @@ use crate::weights::Weights;
 pub struct StepKernels {
     /// Mamba1 selective scans.
     pub scan: HashMap<ValueId, JitSelectiveScan>,
+    /// Mamba2 SSD decode steps.
+    pub ssd: HashMap<ValueId, JitSsdStep>,
 }
 
 impl StepKernels {
-    /// Kernels for every op of `graph` (in `order`) that has one on this host.
-    pub fn new(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit) -> StepKernels {
+    /// Kernels for every op of `graph` (in `order`) that has one on this host; `everywhere` keeps
+    /// the scan and SSD steps' kernels even where the Rust loops time faster.
+    pub fn new(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit, everywhere: bool) -> StepKernels {
         let _ = weights;
         let mut kernels = StepKernels::default();
-        // Per shape: whether the generated scan beats the Rust one here (timed once).
+        // Per shape: whether the generated scan / SSD step beats the Rust one here (timed once).
         let mut scan_wins: HashMap<(usize, usize), bool> = HashMap::new();
+        let mut ssd_wins: HashMap<(usize, usize, usize, usize), bool> = HashMap::new();
         for v in order {
+            if let Op::Ssd { heads, head_dim, groups, d_state, chunk, .. } = graph.node(*v).op {
+                let shape = SsdShape { seq: 1, heads, head_dim, groups, d_state, chunk };
+                if let Ok(kernel) = JitSsdStep::new(jit, shape) {
+                    if everywhere || *ssd_wins.entry((heads, head_dim, groups, d_state)).or_insert_with(|| kernel.faster_than_rust(shape)) {
+                        kernels.ssd.insert(*v, kernel);
+                    }
+                }
+            }
             if let Op::SelectiveScan { a_log, .. } = graph.node(*v).op {
                 let shape = &graph.weight(a_log).shape;
                 // An unsupported shape keeps the Rust kernel.
                 if let Ok(kernel) = JitSelectiveScan::new(jit, shape[0], shape[1]) {
-                    if *scan_wins.entry((shape[0], shape[1])).or_insert_with(|| kernel.faster_than_rust(shape[0])) {
+                    if everywhere || *scan_wins.entry((shape[0], shape[1])).or_insert_with(|| kernel.faster_than_rust(shape[0])) {
                         kernels.scan.insert(*v, kernel);
                     }
                 }
@@ -39,7 +52,7 @@ impl StepKernels {
 
     /// How many ops run on these kernels.
     pub fn len(&self) -> usize {
-        self.scan.len()
+        self.scan.len() + self.ssd.len()
     }
 
     /// Whether no op does.

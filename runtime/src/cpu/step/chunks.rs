@@ -82,7 +82,7 @@ impl ChunkRunner for Runner<'_> {
                         let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
                         let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
                         let rows = StepRow::of_sequence(operands, bi, [heads * head_dim, *heads, groups * d_state]);
-                        ssd::ssd_step_heads(&rows, units.clone(), shape, &params, st, y);
+                        ssd::step_heads(exec.jit_steps.ssd.get(&plan_op.value), &rows, units.clone(), shape, &params, st, y);
                     }
                     _ => {}
                 }
