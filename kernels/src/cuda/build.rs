@@ -180,7 +180,7 @@ impl Builder<'_> {
 
     fn push(&mut self, v: ValueId, kernel: Kernel, large: Option<Kernel>, args: Vec<Arg>) {
         let head = self.g.outputs().contains(&v);
-        self.launches.push(Launch { kernel, large, then_large: None, args, head, value: format!("%{}", self.name[&v]) });
+        self.launches.push(Launch { kernel, batched: None, large, then_large: None, args, head, value: format!("%{}", self.name[&v]) });
     }
 
     /// The f32 view of `v`, materializing a fake-quantized or deferred value if `plain` is required.
@@ -545,9 +545,14 @@ impl Builder<'_> {
         }
         let out = View { buffer: self.new_buffer(n * 4, false), col: 0, stride: n, fq: None };
         let shape = GemmShape { kind, k, n, group, vec };
-        let decode = codegen::GemmConfig::decode(kind, k);
+        let decode = codegen::GemmConfig::decode(kind, k, 1);
+        let batched = codegen::GemmConfig::decode(kind, k, SMALL_ROWS);
         let prefill = codegen::GemmConfig::PREFILL;
         let small_name = self.entry("gemm", codegen::gemm(&shape, &decode));
+        let batched = (batched != decode).then(|| {
+            let name = self.entry("gemm", codegen::gemm(&shape, &batched));
+            Kernel { name, grid: batched.grid(n), block: batched.threads(), shared_bytes: batched.shared_bytes() }
+        });
         let large_name = self.entry("gemm", codegen::gemm(&shape, &prefill));
         let small = Kernel { name: small_name, grid: decode.grid(n), block: decode.threads(), shared_bytes: decode.shared_bytes() };
         let large = Kernel { name: large_name, grid: prefill.grid(n), block: prefill.threads(), shared_bytes: prefill.shared_bytes() };
@@ -565,6 +570,9 @@ impl Builder<'_> {
             Arg::Rows,
         ];
         self.push(result, small, Some(large), args);
+        if let Some(last) = self.launches.last_mut() {
+            last.batched = batched;
+        }
         if result != v {
             self.fused.insert(v);
         }

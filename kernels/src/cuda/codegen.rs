@@ -156,6 +156,20 @@ fn decode_limits(kind: u8) -> (usize, usize) {
     parsed.unwrap_or(if kind == 0 { (16, 1) } else { (8, 4) })
 }
 
+/// 8-column tiles per warp of a decode product of `kind` for calls of up to `rows` rows (see
+/// [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE_NT=N` (1, 2 or 4) for every kind and row count
+/// (a tuning aid; the plan, hence the source hash, changes with it).
+fn decode_tiles(kind: u8, rows: usize) -> usize {
+    match std::env::var("QUAMBA_CUDA_DECODE_NT").ok().as_deref() {
+        Some("1") => 1,
+        Some("2") => 2,
+        Some("4") => 4,
+        _ if kind == 0 => 4,
+        _ if rows > 1 => 2,
+        _ => 1,
+    }
+}
+
 /// Hadamard blocks per row when a gated norm -> Hadamard -> quantize chain of `width` with
 /// `groups` norm groups can run as [`gated_hadamard_quantize`]: at least two blocks of at most
 /// 1024 elements, each within one norm group. `QUAMBA_CUDA_ROW_SPLIT=0` keeps one block per row
@@ -189,7 +203,7 @@ pub struct GemmShape {
 }
 
 /// Warp tiling of a matrix product (see `quamba::gemm`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmConfig {
     pub mt: usize,
     pub nt: usize,
@@ -206,13 +220,16 @@ impl GemmConfig {
     /// each, so that each warp waits on few dependent loads (a decode step is latency-bound).
     /// Measured on an H200 (bench/RESULTS.md): packed 4/8-bit weights do best with 8 warps and
     /// every chunk of a warp requested at once (up to 4); f16 weights with 16 warps and one chunk
-    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy.
-    pub fn decode(kind: u8, k: usize) -> GemmConfig {
+    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy. Each warp covers
+    /// one 8-column tile for packed weights at one row, two for up to `rows` rows (an activation
+    /// fragment then serves both: batch 16 −8 %, batch 1 +10 %), and four for f16 weights
+    /// (batch 1 −4 %, batch 16 −20 %).
+    pub fn decode(kind: u8, k: usize, rows: usize) -> GemmConfig {
         let (max_warps, max_depth) = decode_limits(kind);
         let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
         let wk = chunks.div_ceil(3).clamp(1, max_warps);
         let stage = stage_rows(kind, chunks * crate::cuda::pack::chunk(kind));
-        GemmConfig { mt: 1, nt: 1, wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth), stage }
+        GemmConfig { mt: 1, nt: decode_tiles(kind, rows), wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth), stage }
     }
     /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns, one chunk ahead.
     pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1, depth: 1, stage: 0 };

@@ -31,8 +31,9 @@ impl CudaPlan {
         let mut s = String::new();
         let _ = writeln!(s, "slots {} (row bytes {:?}), states {:?}", self.slots.len(), self.slots.iter().map(|x| x.row_bytes).collect::<Vec<_>>(), self.states);
         for l in &self.launches {
+            let batched = l.batched.as_ref().map_or(String::new(), |k| format!(" | batched {}", k.name));
             let large = l.large.as_ref().map_or(String::new(), |k| format!(" | {}", k.name));
-            let _ = writeln!(s, "{:>5} {}{large}{}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
+            let _ = writeln!(s, "{:>5} {}{batched}{large}{}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
         }
         s
     }

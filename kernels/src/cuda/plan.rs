@@ -128,6 +128,9 @@ pub struct Kernel {
 pub struct Launch {
     /// The kernel used when the call has at most [`SMALL_ROWS`] rows (decode).
     pub kernel: Kernel,
+    /// The kernel used instead of `kernel` for 2 to [`SMALL_ROWS`] rows (batched decode), if
+    /// different.
+    pub batched: Option<Kernel>,
     /// The kernel used for more rows (prefill), if different.
     pub large: Option<Kernel>,
     /// A second launch that follows `large` (prefill only), with its own arguments.
@@ -141,10 +144,19 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Every kernel this launch may run: the decode one, the prefill one, and the prefill's
+    /// Every kernel this launch may run: the decode ones, the prefill one, and the prefill's
     /// second launch.
     pub fn kernels(&self) -> impl Iterator<Item = &Kernel> {
-        std::iter::once(&self.kernel).chain(self.large.as_ref()).chain(self.then_large.as_ref().map(|t| &t.0))
+        std::iter::once(&self.kernel).chain(self.batched.as_ref()).chain(self.large.as_ref()).chain(self.then_large.as_ref().map(|t| &t.0))
+    }
+
+    /// The kernel that runs a call of `rows` rows.
+    pub fn kernel_for(&self, rows: usize) -> &Kernel {
+        match rows {
+            0 | 1 => &self.kernel,
+            r if r <= SMALL_ROWS => self.batched.as_ref().unwrap_or(&self.kernel),
+            _ => self.large.as_ref().unwrap_or(&self.kernel),
+        }
     }
 }
 

@@ -417,7 +417,7 @@ impl CudaExecutor {
             let head = launch.head && last_only;
             let call_rows = if head { batch } else { rows };
             let large = call_rows > SMALL_ROWS;
-            let kernel: &Kernel = if large { launch.large.as_ref().unwrap_or(&launch.kernel) } else { &launch.kernel };
+            let kernel: &Kernel = launch.kernel_for(call_rows);
             let values = self.resolve(&launch.args, head, seq, batch, call_rows, tokens);
             self.launch(&kernel.name, self.config(kernel, call_rows, batch, seq), &values)
                 .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", kernel.name, launch.value)))?;
