@@ -165,7 +165,7 @@ fn decode_tiles(kind: u8, rows: usize) -> usize {
         Some("2") => 2,
         Some("4") => 4,
         _ if kind == 0 => 4,
-        _ if rows > 1 => 2,
+        _ if kind >= 2 && rows > 1 => 2,
         _ => 1,
     }
 }
@@ -221,9 +221,10 @@ impl GemmConfig {
     /// Measured on an H200 (bench/RESULTS.md): packed 4/8-bit weights do best with 8 warps and
     /// every chunk of a warp requested at once (up to 4); f16 weights with 16 warps and one chunk
     /// ahead, since a deeper ring's registers cost f16 blocks their occupancy. Each warp covers
-    /// one 8-column tile for packed weights at one row, two for up to `rows` rows (an activation
-    /// fragment then serves both: batch 16 −8 %, batch 1 +10 %), and four for f16 weights
-    /// (batch 1 −4 %, batch 16 −20 %).
+    /// one 8-column tile, except: int8-activation products called with more than one row cover
+    /// two (an activation fragment then serves both; 16-layer W4A8, batch 16: −8 % at the 2.7B
+    /// shape, −10 % at the 2.8B one, but +10 % at batch 1, hence a kernel of its own), and f16
+    /// weights four (FP16 batch 1 −5 %, batch 16 −19 %). W4A16 measured 1-2 % slower with two.
     pub fn decode(kind: u8, k: usize, rows: usize) -> GemmConfig {
         let (max_warps, max_depth) = decode_limits(kind);
         let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
