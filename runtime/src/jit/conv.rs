@@ -293,6 +293,42 @@ mod tests {
         }
     }
 
+    /// Generated vs Rust kernels at the small models' shapes, best of several runs, on this
+    /// thread (`cargo test --release -p quamba-runtime --lib jit::conv -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn time_against_the_rust_kernels() {
+        let jit = HostJit::new().unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let best = |f: &mut dyn FnMut()| {
+            let once = |f: &mut dyn FnMut()| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            };
+            (0..15).map(|_| once(f)).fold(f64::INFINITY, f64::min)
+        };
+        for channels in [1536, 1792] {
+            let kernel = 4;
+            let (weight, bias) = (values(&mut rng, channels * kernel), values(&mut rng, channels));
+            let conv = JitConv::new(&jit, &weight, channels, kernel, Some(&bias)).unwrap();
+            let taps = conv::tap_major(&weight, channels, kernel);
+            let mut state = values(&mut rng, (kernel - 1) * channels);
+            let x = values(&mut rng, channels);
+            let mut out = vec![0.0; channels];
+            let steps = 1000;
+            let generated = best(&mut || (0..steps).for_each(|_| conv.step(&x, 1, &mut state, &mut out, true).unwrap())) / steps as f64;
+            let rust = best(&mut || (0..steps).for_each(|_| conv::causal_conv1d_step(&x, 1, channels, &taps, kernel, Some(&bias), &mut state, &mut out, true))) / steps as f64;
+            eprintln!("step c{channels} k{kernel} + silu: generated {:.2} us, Rust {:.2} us", generated * 1e6, rust * 1e6);
+            let seq = 512;
+            let x = values(&mut rng, seq * channels);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+            let generated = pool.install(|| best(&mut || drop(conv.sequence(&x, 1, seq, &mut state, false).unwrap())));
+            let rust = pool.install(|| best(&mut || drop(conv::causal_conv1d(&x, 1, seq, channels, &weight, kernel, Some(&bias), &mut state))));
+            eprintln!("sequence c{channels} k{kernel} x {seq}, one thread: generated {:.3} ms, Rust {:.3} ms", generated * 1e3, rust * 1e3);
+        }
+    }
+
     #[test]
     fn mismatched_buffers_and_shapes_are_errors() {
         let jit = HostJit::new().unwrap();
