@@ -29,11 +29,11 @@ fn compiled_from(dir: &Path, target: &str) -> compiler::program::Program {
 
 fn logits_on(program: &compiler::program::Program, backend: KernelBackend) -> Vec<f32> {
     let exec = Executor::with_kernel_backend(VerifiedGraph::new(program.graph.clone()).unwrap(), program.weights.clone(), backend).unwrap();
-    let generated = |v: &ir::ValueId| matches!(program.graph.node(*v).op, ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. } | ir::Op::SelectiveScan { .. } | ir::Op::Ssd { .. });
+    let generated = |v: &ir::ValueId| matches!(program.graph.node(*v).op, ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. } | ir::Op::SelectiveScan { .. } | ir::Op::Ssd { .. } | ir::Op::CausalConv1d { .. });
     let kernel_ops = program.graph.values().iter().filter(|v| generated(v)).count();
     let expected = if backend == KernelBackend::JitEverywhere { kernel_ops } else { 0 };
     assert!(kernel_ops > 0);
-    assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear, quantize, scan and SSD of the model has a generated kernel");
+    assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear, quantize, conv, scan and SSD of the model has a generated kernel");
     run(&exec)
 }
 
@@ -76,7 +76,7 @@ fn mamba1_models_on_generated_kernels_match_the_reference_bit_for_bit() {
     let (graph, weights) = compiler::lower::lower(&load_checkpoint(dir.path()).unwrap()).unwrap();
     let exec = |backend| Executor::with_kernel_backend(VerifiedGraph::new(graph.clone()).unwrap(), weights.clone(), backend).unwrap();
     let everywhere = exec(KernelBackend::JitEverywhere);
-    assert_eq!(everywhere.generated_kernel_count(), 2, "both layers' scans run on the generated kernel");
+    assert_eq!(everywhere.generated_kernel_count(), 4, "both layers' convs and scans run on generated kernels");
     assert_bit_identical(&run(&everywhere), &run(&exec(KernelBackend::Reference)), "FP32 mamba1");
 }
 

@@ -17,6 +17,8 @@
 //! - [`qgemv`]: the same layer for one activation row (decode), four output features per tile
 //!   with a vectorised epilogue;
 //! - [`quantize`]: static int8 quantization of f32 activations (per tensor or per channel);
+//! - [`conv`]: the causal depthwise conv1d over its rolling state (decode step, prefill blocks),
+//!   with the SiLU that follows it optionally fused in;
 //! - [`pack`]: the weight layout those functions read, built once at load;
 //! - [`jit`]: compiles CLIF for the host and hands back code addresses. Calling them is the
 //!   runtime's business (`runtime::jit`), the only place with `unsafe`.
@@ -33,6 +35,7 @@
 //! beat the FP32 one on these kernels. Decode (bound by reading weights) and every other host
 //! keep the generated kernels.
 
+pub mod conv;
 mod function;
 pub mod jit;
 pub mod pack;
@@ -43,6 +46,7 @@ pub mod scan;
 pub mod ssd;
 pub mod vmath;
 
+pub use conv::{build_conv_sequence, build_conv_step, ConvSpec};
 pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
 pub use qgemv::{build_qgemv, qgemv_supported};

@@ -435,6 +435,10 @@ impl Executor {
             Op::RmsNorm { weight, eps } => norm::rms_norm(&inputs[0].data, width, weight.map(w), *eps),
             Op::Linear { weight, bias } => linear::linear(&inputs[0].data, rows, inputs[0].width, w(*weight), width, bias.map(w)),
             Op::LmHead { weight } => linear::linear(&inputs[0].data, rows, inputs[0].width, w(*weight), width, None),
+            Op::CausalConv1d { .. } if self.jit_steps.conv.contains_key(&value) => {
+                let st = state.ok_or_else(missing_state)?;
+                self.jit_steps.conv[&value].sequence(&inputs[0].data, batch, seq, st, false)?
+            }
             Op::CausalConv1d { weight, bias } => {
                 let kernel = self.weights.get(*weight).shape[2];
                 let st = state.ok_or_else(missing_state)?;

@@ -2,8 +2,10 @@
 //! them. This is the runtime's only FFI: each `unsafe` block states what makes it sound.
 //!
 //! Quantized linear layers (`qlinear` with int8 activations) and activation quantization run here; the integer reference
-//! kernels in [`crate::cpu::quant`] stay the oracle they are tested against (bit-identical).
+//! kernels in [`crate::cpu::quant`] stay the oracle they are tested against (bit-identical). So
+//! does the causal conv1d ([`JitConv`], against [`crate::cpu::conv`]).
 
+mod conv;
 mod qlinear;
 mod quantize;
 mod scan;
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use kernels::cpu::{CpuJit, KernelError};
 
+pub use conv::JitConv;
 pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
 pub use scan::JitSelectiveScan;

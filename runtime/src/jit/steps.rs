@@ -6,13 +6,15 @@ use std::collections::HashMap;
 
 use ir::{Graph, Op, ValueId};
 
-use super::{HostJit, JitSelectiveScan, JitSsdStep};
+use super::{HostJit, JitConv, JitSelectiveScan, JitSsdStep};
 use crate::cpu::ssd::SsdShape;
 use crate::weights::Weights;
 
 /// Generated kernels of an executor's non-product ops.
 #[derive(Default)]
 pub struct StepKernels {
+    /// The causal conv1d nodes (decode step and prefill).
+    pub conv: HashMap<ValueId, JitConv>,
     /// Mamba1 selective scans.
     pub scan: HashMap<ValueId, JitSelectiveScan>,
     /// Mamba2 SSD decode steps.
@@ -23,8 +25,7 @@ impl StepKernels {
     /// Kernels for every op of `graph` (in `order`) that has one on this host; `everywhere` keeps
     /// the scan and SSD steps' kernels even where the Rust loops time faster.
     pub fn new(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit, everywhere: bool) -> StepKernels {
-        let _ = weights;
-        let mut kernels = StepKernels::default();
+        let mut kernels = StepKernels { conv: conv_kernels(graph, order, weights, jit), ..StepKernels::default() };
         // Per shape: whether the generated scan / SSD step beats the Rust one here (timed once).
         let mut scan_wins: HashMap<(usize, usize), bool> = HashMap::new();
         let mut ssd_wins: HashMap<(usize, usize, usize, usize), bool> = HashMap::new();
@@ -52,11 +53,26 @@ impl StepKernels {
 
     /// How many ops run on these kernels.
     pub fn len(&self) -> usize {
-        self.scan.len() + self.ssd.len()
+        self.conv.len() + self.scan.len() + self.ssd.len()
     }
 
     /// Whether no op does.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A kernel for every conv whose shape has one; the others stay on the Rust kernel.
+fn conv_kernels(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit) -> HashMap<ValueId, JitConv> {
+    let mut kernels = HashMap::new();
+    for v in order {
+        let Op::CausalConv1d { weight, bias } = graph.node(*v).op else { continue };
+        // `[channels, 1, kernel]`, as the verifier checked.
+        let shape = &graph.weight(weight).shape;
+        let (Some(&channels), Some(&kernel)) = (shape.first(), shape.last()) else { continue };
+        if let Ok(conv) = JitConv::new(jit, &weights.get(weight).values, channels, kernel, bias.map(|b| weights.get(b).values.as_slice())) {
+            kernels.insert(*v, conv);
+        }
+    }
+    kernels
 }

@@ -220,9 +220,15 @@ impl Executor {
                 }
             }
             Op::CausalConv1d { weight, bias } => {
-                let kernel = self.weights.get(*weight).shape[2];
                 let st = state.buffers.get_mut(&op.value).ok_or(None)?;
-                conv::causal_conv1d_step(x(0), batch, width, &self.step.taps[&op.value], kernel, bias.map(w), st, out, op.fused == Fused::Silu);
+                let silu = op.fused == Fused::Silu;
+                match self.jit_steps.conv.get(&op.value) {
+                    Some(kernel) => kernel.step(x(0), batch, st, out, silu).map_err(Some)?,
+                    None => {
+                        let kernel = self.weights.get(*weight).shape[2];
+                        conv::causal_conv1d_step(x(0), batch, width, &self.step.taps[&op.value], kernel, bias.map(w), st, out, silu);
+                    }
+                }
             }
             Op::Split { start, end } => {
                 let src_width = x(0).len() / batch;

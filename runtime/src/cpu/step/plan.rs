@@ -191,7 +191,8 @@ impl StepPlan {
         let mut scan_a = HashMap::new();
         for v in &runs {
             match graph.node(*v).op {
-                Op::CausalConv1d { weight, .. } => {
+                // A generated kernel holds its own tap-major copy.
+                Op::CausalConv1d { weight, .. } if !exec.jit_steps.conv.contains_key(v) => {
                     let shape = &graph.weight(weight).shape;
                     taps.insert(*v, conv::tap_major(&exec.weights.get(weight).values, shape[0], shape[2]));
                 }
