@@ -14,7 +14,7 @@
 //! each output is the reference's chain of operations in its order: the accumulator starts from
 //! the bias, or from `+0.0` (not from the first product: `0.0 + (−0.0)` is `+0.0`), and adds
 //! `taps[k] · input` for `k = 0, 1, …`. The SiLU is `x / (1 + e^(−x))` with
-//! `runtime::cpu::fastmath::exp` emitted operation by operation: its clamp as two
+//! `runtime::cpu::fastmath::exp` emitted operation by operation ([`super::vmath`]): its clamp as two
 //! compare-and-selects, so a NaN passes through as it does through Rust's `f32::clamp` (they
 //! lower to `maxps` / `minps` with the operand order that keeps that); the add-and-subtract
 //! rounding; the 2ⁿ scale built from the shifted sum's bits with wrapping integer operations.
@@ -44,14 +44,14 @@
 //!
 //! `bias` is not read when the spec has none (it may be null).
 
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::FunctionBuilder;
 
 use super::function::build_function;
 use super::qlinear::counted_loop;
+use super::vmath::Lanes;
 use super::KernelError;
 
 /// Widest conv generated: Mamba's is 4; the step kernel keeps every state row of a block live.
@@ -122,21 +122,20 @@ pub fn build_conv_step(spec: &ConvSpec, target: TargetFrontendConfig) -> Result<
     let hist = spec.kernel - 1;
     Ok(build_function(target, spec.step_symbol(), &[types::I64; 6], |b, p| {
         let (x, taps, bias, state, out, batch) = (p[0], p[1], p[2], p[3], p[4], p[5]);
-        let lanes = Lanes::both(b, &spec);
         let zero = b.ins().iconst(types::I64, 0);
         counted_loop(b, zero, batch, 1, &mut |b, seq_index| {
             let row = b.ins().imul_imm_s(seq_index, spec.row_bytes());
             let state_row = b.ins().imul_imm_s(seq_index, spec.row_bytes() * hist as i64);
             channel_loop(b, spec.channels, &[row, state_row], &mut |b, &ChannelBlock { vector, channel, rows, imm }| {
-                let l = lanes.get(vector);
+                let l = if vector { Lanes::VECTOR } else { Lanes::SCALAR };
                 let (x_at, out_at) = (b.ins().iadd(x, rows[0]), b.ins().iadd(out, rows[0]));
                 let (state_at, taps_at) = (b.ins().iadd(state, rows[1]), b.ins().iadd(taps, channel));
                 // Every load of the rows comes before the stores that roll them.
-                let mut inputs: Vec<Value> = (0..hist).map(|k| b.ins().load(l.ty, mem(), state_at, imm + spec.row_offset(k))).collect();
-                inputs.push(b.ins().load(l.ty, mem(), x_at, imm));
+                let mut inputs: Vec<Value> = (0..hist).map(|k| b.ins().load(l.0, mem(), state_at, imm + spec.row_offset(k))).collect();
+                inputs.push(b.ins().load(l.0, mem(), x_at, imm));
                 let mut acc = initial_accumulator(b, l, &spec, bias, channel, imm);
                 for (k, input) in inputs.iter().enumerate() {
-                    let tap = b.ins().load(l.ty, mem(), taps_at, imm + spec.row_offset(k));
+                    let tap = b.ins().load(l.0, mem(), taps_at, imm + spec.row_offset(k));
                     let product = b.ins().fmul(tap, *input);
                     acc = b.ins().fadd(acc, product);
                 }
@@ -159,7 +158,6 @@ pub fn build_conv_sequence(spec: &ConvSpec, target: TargetFrontendConfig) -> Res
     let hist = spec.kernel - 1;
     Ok(build_function(target, spec.sequence_symbol(), &[types::I64; 7], |b, p| {
         let (x, taps, bias, state, out, begin, end) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
-        let lanes = Lanes::both(b, &spec);
         let first_full = b.ins().iconst(types::I64, hist as i64);
         // Time steps before `hist` reach back into the state: tap k reads state row t + k while
         // that is a state row, else input row t + k − hist, a choice made per time step.
@@ -174,32 +172,32 @@ pub fn build_conv_sequence(spec: &ConvSpec, target: TargetFrontendConfig) -> Res
                     (b.ins().select(in_state, from_state, from_x), 0)
                 })
                 .collect();
-            emit_sequence_step(b, &spec, &lanes, &bases, [taps, bias, out], begin, t);
+            emit_sequence_step(b, &spec, &bases, [taps, bias, out], begin, t);
         });
         // From `hist` on, every tap reads an input row: tap k is row t + k − hist, the base
         // address `x` and a constant offset.
         let full_begin = b.ins().smax(begin, first_full);
         counted_loop(b, full_begin, end, 1, &mut |b, t| {
             let bases: Vec<(Value, i32)> = (0..spec.kernel).map(|k| (x, spec.row_offset(k) - spec.row_offset(hist))).collect();
-            emit_sequence_step(b, &spec, &lanes, &bases, [taps, bias, out], begin, t);
+            emit_sequence_step(b, &spec, &bases, [taps, bias, out], begin, t);
         });
     }))
 }
 
 /// Time step `t` of the sequence kernel: tap k's input row is at `bases[k].0 + t · row bytes +
 /// bases[k].1`.
-fn emit_sequence_step(b: &mut FunctionBuilder, spec: &ConvSpec, lanes: &BothLanes, bases: &[(Value, i32)], [taps, bias, out]: [Value; 3], begin: Value, t: Value) {
+fn emit_sequence_step(b: &mut FunctionBuilder, spec: &ConvSpec, bases: &[(Value, i32)], [taps, bias, out]: [Value; 3], begin: Value, t: Value) {
     let row = b.ins().imul_imm_s(t, spec.row_bytes());
     let out_index = b.ins().isub(t, begin);
     let out_row = b.ins().imul_imm_s(out_index, spec.row_bytes());
     channel_loop(b, spec.channels, &[row, out_row], &mut |b, &ChannelBlock { vector, channel, rows, imm }| {
-        let l = lanes.get(vector);
+        let l = if vector { Lanes::VECTOR } else { Lanes::SCALAR };
         let taps_at = b.ins().iadd(taps, channel);
         let mut acc = initial_accumulator(b, l, spec, bias, channel, imm);
         for (k, (base, offset)) in bases.iter().enumerate() {
             let source_at = b.ins().iadd(*base, rows[0]);
-            let input = b.ins().load(l.ty, mem(), source_at, imm + offset);
-            let tap = b.ins().load(l.ty, mem(), taps_at, imm + spec.row_offset(k));
+            let input = b.ins().load(l.0, mem(), source_at, imm + offset);
+            let tap = b.ins().load(l.0, mem(), taps_at, imm + spec.row_offset(k));
             let product = b.ins().fmul(tap, input);
             acc = b.ins().fadd(acc, product);
         }
@@ -212,12 +210,12 @@ fn emit_sequence_step(b: &mut FunctionBuilder, spec: &ConvSpec, lanes: &BothLane
 }
 
 /// The bias at the channel block, or `+0.0`: where the reference's accumulator starts.
-fn initial_accumulator(b: &mut FunctionBuilder, l: &Lanes, spec: &ConvSpec, bias: Value, channel: Value, imm: i32) -> Value {
+fn initial_accumulator(b: &mut FunctionBuilder, l: Lanes, spec: &ConvSpec, bias: Value, channel: Value, imm: i32) -> Value {
     if spec.bias {
         let bias_at = b.ins().iadd(bias, channel);
-        b.ins().load(l.ty, mem(), bias_at, imm)
+        b.ins().load(l.0, mem(), bias_at, imm)
     } else {
-        l.zero
+        l.f32(b, 0.0)
     }
 }
 
@@ -271,139 +269,3 @@ fn channel_loop(b: &mut FunctionBuilder, channels: usize, rows_start: &[Value], 
     }
 }
 
-/// The constants of the vector blocks and of the scalar tail, each made (once, in the entry
-/// block) only where the channel count has such blocks.
-struct BothLanes {
-    vector: Option<Lanes>,
-    scalar: Option<Lanes>,
-}
-
-impl BothLanes {
-    fn get(&self, vector: bool) -> &Lanes {
-        let lanes = if vector { &self.vector } else { &self.scalar };
-        lanes.as_ref().expect("channel_loop emits only the blocks the channel count has")
-    }
-}
-
-/// The constants of one lane type (`f32x4` or `f32`).
-struct Lanes {
-    ty: Type,
-    zero: Value,
-    silu: Option<SiluConstants>,
-}
-
-/// `runtime::cpu::fastmath::exp`'s constants, with the same literals (so the same values).
-struct SiluConstants {
-    min_arg: Value,
-    max_arg: Value,
-    log2e: Value,
-    round: Value,
-    ln2_hi: Value,
-    ln2_lo: Value,
-    poly: [Value; 6],
-    one: Value,
-    /// `127 − ROUND.to_bits()` (wrapping): added to the shifted sum's bits, gives n + 127.
-    exponent_bias: Value,
-}
-
-const MAX_ARG: f32 = 88.0;
-const MIN_ARG: f32 = -87.336_54;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const ROUND: f32 = 12_582_912.0;
-const POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1];
-
-impl Lanes {
-    fn both(b: &mut FunctionBuilder, spec: &ConvSpec) -> BothLanes {
-        let vector = (spec.channels >= 4).then(|| Lanes::new(b, types::F32X4, spec.silu));
-        let scalar = (!spec.channels.is_multiple_of(4)).then(|| Lanes::new(b, types::F32, spec.silu));
-        BothLanes { vector, scalar }
-    }
-
-    fn new(b: &mut FunctionBuilder, ty: Type, silu: bool) -> Lanes {
-        let float = |b: &mut FunctionBuilder, v: f32| {
-            let s = b.ins().f32const(Ieee32::with_float(v));
-            if ty.is_vector() {
-                b.ins().splat(ty, s)
-            } else {
-                s
-            }
-        };
-        let zero = float(b, 0.0);
-        let silu = silu.then(|| {
-            let bias = b.ins().iconst(types::I32, i64::from(127u32.wrapping_sub(ROUND.to_bits()) as i32));
-            let exponent_bias = if ty.is_vector() { b.ins().splat(types::I32X4, bias) } else { bias };
-            SiluConstants {
-                min_arg: float(b, MIN_ARG),
-                max_arg: float(b, MAX_ARG),
-                log2e: float(b, std::f32::consts::LOG2_E),
-                round: float(b, ROUND),
-                ln2_hi: float(b, LN2_HI),
-                ln2_lo: float(b, LN2_LO),
-                poly: POLY.map(|c| float(b, c)),
-                one: float(b, 1.0),
-                exponent_bias,
-            }
-        });
-        Lanes { ty, zero, silu }
-    }
-
-    fn int_type(&self) -> Type {
-        if self.ty.is_vector() {
-            types::I32X4
-        } else {
-            types::I32
-        }
-    }
-
-    /// `x < min ? min : x` then `max < x ? max : x`, what `f32::clamp` does (a NaN stays).
-    fn clamp(&self, b: &mut FunctionBuilder, x: Value, min: Value, max: Value) -> Value {
-        let select_if_less = |b: &mut FunctionBuilder, lhs: Value, rhs: Value, chosen: Value, other: Value| {
-            let less = b.ins().fcmp(FloatCC::LessThan, lhs, rhs);
-            if self.ty.is_vector() {
-                let mask = b.ins().bitcast(self.ty, MemFlagsData::new(), less);
-                b.ins().bitselect(mask, chosen, other)
-            } else {
-                b.ins().select(less, chosen, other)
-            }
-        };
-        let raised = select_if_less(b, x, min, min, x);
-        select_if_less(b, max, raised, max, raised)
-    }
-
-    /// e^x, `fastmath::exp` operation by operation.
-    fn exp(&self, b: &mut FunctionBuilder, x: Value) -> Value {
-        let c = self.silu.as_ref().expect("the SiLU constants are made for a SiLU kernel");
-        let x = self.clamp(b, x, c.min_arg, c.max_arg);
-        let scaled = b.ins().fmul(x, c.log2e);
-        let shifted = b.ins().fadd(scaled, c.round);
-        let n = b.ins().fsub(shifted, c.round);
-        let hi = b.ins().fmul(n, c.ln2_hi);
-        let r = b.ins().fsub(x, hi);
-        let lo = b.ins().fmul(n, c.ln2_lo);
-        let r = b.ins().fsub(r, lo);
-        let mut p = c.poly[0];
-        for coefficient in &c.poly[1..] {
-            let pr = b.ins().fmul(p, r);
-            p = b.ins().fadd(pr, *coefficient);
-        }
-        let pr = b.ins().fmul(p, r);
-        let prr = b.ins().fmul(pr, r);
-        let e_r = b.ins().fadd(prr, r);
-        let e_r = b.ins().fadd(e_r, c.one);
-        let bits = b.ins().bitcast(self.int_type(), MemFlagsData::new(), shifted);
-        let biased = b.ins().iadd(bits, c.exponent_bias);
-        let scale_bits = b.ins().ishl_imm_u(biased, 23);
-        let scale = b.ins().bitcast(self.ty, MemFlagsData::new(), scale_bits);
-        b.ins().fmul(e_r, scale)
-    }
-
-    /// x·σ(x) as `fastmath::silu`: `x / (1 + e^(−x))`.
-    fn silu(&self, b: &mut FunctionBuilder, x: Value) -> Value {
-        let one = self.silu.as_ref().expect("the SiLU constants are made for a SiLU kernel").one;
-        let negated = b.ins().fneg(x);
-        let e = self.exp(b, negated);
-        let denominator = b.ins().fadd(one, e);
-        b.ins().fdiv(x, denominator)
-    }
-}

@@ -56,7 +56,7 @@ pub fn build_ssd_step(spec: &SsdStepSpec, target: TargetFrontendConfig) -> Resul
     let row_bytes = (d_state * 4) as i64;
     Ok(build_function(target, spec.symbol(), &[types::I64; 8], |b, p| {
         let (x, bp, cp, scalars, state, y, first, end) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);
-        let k = vmath::Constants;
+        let k = vmath::Lanes::VECTOR;
         counted_loop(b, first, end, 1, &mut |b, h| {
             let local = b.ins().isub(h, first);
             let group = b.ins().udiv_imm_u(h, heads_per_group as i64);
