@@ -545,8 +545,8 @@ impl Builder<'_> {
         }
         let out = View { buffer: self.new_buffer(n * 4, false), col: 0, stride: n, fq: None };
         let shape = GemmShape { kind, k, n, group, vec };
-        let decode = codegen::GemmConfig::decode(kind, k, n, 1);
-        let batched = codegen::GemmConfig::decode(kind, k, n, SMALL_ROWS);
+        let decode = codegen::GemmConfig::decode(kind, k, 1);
+        let batched = codegen::GemmConfig::decode(kind, k, SMALL_ROWS);
         let prefill = codegen::GemmConfig::PREFILL;
         let small_name = self.entry("gemm", codegen::gemm(&shape, &decode));
         let batched = (batched != decode).then(|| {

@@ -156,26 +156,18 @@ fn decode_limits(kind: u8) -> (usize, usize) {
     parsed.unwrap_or(if kind == 0 { (16, 1) } else { (8, 4) })
 }
 
-/// Fewest blocks a decode product keeps when its warps cover several tiles: about one per SM of
-/// an H100 (132), so that a product with few columns (Mamba1's x_proj, 24 tiles) still spreads
-/// its weights over the whole GPU.
-const MIN_DECODE_BLOCKS: usize = 128;
-
-/// 8-column tiles per warp of a decode product of `kind` with `n` columns, for calls of up to
-/// `rows` rows (see [`GemmConfig::decode`]): at most as many as keep [`MIN_DECODE_BLOCKS`]
-/// blocks. `QUAMBA_CUDA_DECODE_NT=N` (1, 2 or 4) asks for N for every kind, row count and width
+/// 8-column tiles per warp of a decode product of `kind` for calls of up to `rows` rows (see
+/// [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE_NT=N` (1, 2 or 4) for every kind and row count
 /// (a tuning aid; the plan, hence the source hash, changes with it).
-fn decode_tiles(kind: u8, n: usize, rows: usize) -> usize {
-    let wanted = match std::env::var("QUAMBA_CUDA_DECODE_NT").ok().as_deref() {
-        Some("1") => return 1,
-        Some("2") => return 2,
-        Some("4") => return 4,
+fn decode_tiles(kind: u8, rows: usize) -> usize {
+    match std::env::var("QUAMBA_CUDA_DECODE_NT").ok().as_deref() {
+        Some("1") => 1,
+        Some("2") => 2,
+        Some("4") => 4,
         _ if kind == 0 => 4,
         _ if kind >= 2 && rows > 1 => 2,
         _ => 1,
-    };
-    let tiles = n.div_ceil(8);
-    [4, 2, 1].into_iter().find(|nt| *nt <= wanted && tiles.div_ceil(*nt) >= MIN_DECODE_BLOCKS).unwrap_or(1)
+    }
 }
 
 /// Hadamard blocks per row when a gated norm -> Hadamard -> quantize chain of `width` with
@@ -232,15 +224,16 @@ impl GemmConfig {
     /// one 8-column tile, except: int8-activation products called with more than one row cover
     /// two (an activation fragment then serves both; 16-layer W4A8, batch 16: −8 % at the 2.7B
     /// shape, −10 % at the 2.8B one, but +10 % at batch 1, hence a kernel of its own), and f16
-    /// weights four (FP16 batch 1 −5 %, batch 16 −19 % at the 2.7B shape); W4A16 measured 1-2 %
-    /// slower with two. Fewer where that would leave fewer than [`MIN_DECODE_BLOCKS`] blocks
-    /// (four everywhere made the full mamba-2.8b FP16 decode 7 % slower: its x_proj ran 6 blocks).
-    pub fn decode(kind: u8, k: usize, n: usize, rows: usize) -> GemmConfig {
+    /// weights four (FP16 at the 2.7B shape: batch 1 −5 %, batch 16 −19 %; at the 2.8B shape
+    /// batch 16 −16 % but batch 1 +6 %, the uniform carveout moving 58 → 27 % with it). W4A16
+    /// measured 1-2 % slower with two. Capping the tiles to keep 128 blocks per product was
+    /// tried and is worse at the 2.7B shape (+7 % at batch 1) without fixing the 2.8B one.
+    pub fn decode(kind: u8, k: usize, rows: usize) -> GemmConfig {
         let (max_warps, max_depth) = decode_limits(kind);
         let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
         let wk = chunks.div_ceil(3).clamp(1, max_warps);
         let stage = stage_rows(kind, chunks * crate::cuda::pack::chunk(kind));
-        GemmConfig { mt: 1, nt: decode_tiles(kind, n, rows), wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth), stage }
+        GemmConfig { mt: 1, nt: decode_tiles(kind, rows), wn: 1, wk, depth: chunks.div_ceil(wk).clamp(1, max_depth), stage }
     }
     /// Many rows: 64×64 blocks, each warp 64 rows × 16 columns, one chunk ahead.
     pub const PREFILL: GemmConfig = GemmConfig { mt: 4, nt: 2, wn: 4, wk: 1, depth: 1, stage: 0 };
