@@ -1,7 +1,7 @@
 //! Whole quantized models on the generated CPU kernels against the integer reference executor:
 //! the logits must be bit-identical, for prefill (row tiles) and decode (column split), W8A8 and
 //! W4A8 (int4 weights, 128-wide groups; the tied head's 32-wide groups), with the activation
-//! quantizations on their generated kernel too.
+//! quantizations, the norms and the Hadamard transforms on their generated kernels too.
 
 use std::path::Path;
 
@@ -23,11 +23,13 @@ fn compiled(target: &str) -> compiler::program::Program {
 
 fn logits_on(program: &compiler::program::Program, backend: KernelBackend) -> Vec<f32> {
     let exec = Executor::with_kernel_backend(VerifiedGraph::new(program.graph.clone()).unwrap(), program.weights.clone(), backend).unwrap();
-    let generated = |v: &ir::ValueId| matches!(program.graph.node(*v).op, ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. });
+    let generated = |v: &ir::ValueId| {
+        matches!(program.graph.node(*v).op, ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. } | ir::Op::RmsNorm { .. } | ir::Op::GatedRmsNorm { .. } | ir::Op::Hadamard)
+    };
     let kernel_ops = program.graph.values().iter().filter(|v| generated(v)).count();
     let expected = if backend == KernelBackend::Jit { kernel_ops } else { 0 };
     assert!(kernel_ops > 0);
-    assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear and quantize of the model has a generated kernel");
+    assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear, quantize, norm and Hadamard transform of the model has a generated kernel");
     let mut state = exec.new_state(2);
     let prompt: Vec<i64> = (0..2 * 21).map(|i| (i * 131 + 7) % 8192).collect();
     let mut all = exec.forward(&mut state, &prompt).unwrap().data;

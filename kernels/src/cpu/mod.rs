@@ -17,6 +17,9 @@
 //! - [`qgemv`]: the same layer for one activation row (decode), four output features per tile
 //!   with a vectorised epilogue;
 //! - [`quantize`]: static int8 quantization of f32 activations (per tensor or per channel);
+//! - [`norm`]: the RMSNorm (optionally writing the following int8 quantization directly) and the
+//!   gated, grouped RMSNorm of mamba2, bit-identical to the Rust kernels `runtime::cpu::norm`;
+//! - [`hadamard`]: the online Walsh–Hadamard transform, bit-identical to `runtime::hadamard`;
 //! - [`pack`]: the weight layout those functions read, built once at load;
 //! - [`jit`]: compiles CLIF for the host and hands back code addresses. Calling them is the
 //!   runtime's business (`runtime::jit`), the only place with `unsafe`.
@@ -34,13 +37,17 @@
 //! keep the generated kernels.
 
 mod function;
+pub mod hadamard;
 pub mod jit;
+pub mod norm;
 pub mod pack;
 pub mod qgemv;
 pub mod qlinear;
 pub mod quantize;
 
+pub use hadamard::{build_hadamard, HadamardSpec};
 pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
+pub use norm::{build_gated_rms_norm, build_rms_norm, GatedRmsNormSpec, NormOutput, RmsNormSpec};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
 pub use qgemv::{build_qgemv, qgemv_supported};
 pub use qlinear::{build_qlinear, DotOrder, QLinearSpec};

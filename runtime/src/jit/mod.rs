@@ -2,8 +2,12 @@
 //! them. This is the runtime's only FFI: each `unsafe` block states what makes it sound.
 //!
 //! Quantized linear layers (`qlinear` with int8 activations) and activation quantization run here; the integer reference
-//! kernels in [`crate::cpu::quant`] stay the oracle they are tested against (bit-identical).
+//! kernels in [`crate::cpu::quant`] stay the oracle they are tested against (bit-identical). So do
+//! the RMSNorms (one fused with the int8 quantize that reads it) and the Hadamard transform
+//! (`norm`, `hadamard`), against the Rust kernels of `crate::cpu::norm` and [`crate::hadamard`].
 
+mod hadamard;
+mod norm;
 mod qlinear;
 mod quantize;
 mod steps;
@@ -12,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use kernels::cpu::{CpuJit, KernelError};
 
+pub use hadamard::JitHadamard;
+pub use norm::{JitGatedRmsNorm, JitRmsNorm};
 pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
 pub use steps::StepKernels;

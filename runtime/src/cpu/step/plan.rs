@@ -32,6 +32,9 @@ pub(super) enum Fused {
     Dequantize,
     /// causal_conv1d → silu.
     Silu,
+    /// rms_norm → quantize (its only reader), on the generated kernel that writes the int8
+    /// bytes directly: the pair's output is the quantize's.
+    Quantize,
 }
 
 /// One op of the plan.
@@ -100,6 +103,12 @@ impl StepPlan {
                     fused.insert(*v, Fused::Silu);
                     absorbed.insert(u, *v);
                 }
+                // Only where the norm's kernel quantizes: the Rust kernels would need the f32
+                // row in a buffer anyway.
+                (Op::RmsNorm { .. }, Op::Quantize { .. }) if exec.jit_steps.norm.get(v).is_some_and(|k| k.quantizes()) => {
+                    fused.insert(*v, Fused::Quantize);
+                    absorbed.insert(u, *v);
+                }
                 _ => {}
             }
         }
@@ -133,7 +142,7 @@ impl StepPlan {
             let node = graph.node(*v);
             let f = fused.get(v).copied().unwrap_or(Fused::None);
             let width = node.ty.width().unwrap_or(0);
-            let is_i8 = matches!(node.op, Op::Quantize { .. }) && f == Fused::None;
+            let is_i8 = (matches!(node.op, Op::Quantize { .. }) && f == Fused::None) || f == Fused::Quantize;
             let take = |widths: &mut Vec<usize>, free: &mut Vec<usize>| match free.iter().position(|b| widths[*b] == width) {
                 Some(p) => free.swap_remove(p),
                 None => {
@@ -162,6 +171,7 @@ impl StepPlan {
                     match f {
                         Fused::Dequantize => "quantize+dequantize",
                         Fused::Silu => "causal_conv1d+silu",
+                        Fused::Quantize => "rms_norm+quantize",
                         Fused::None => node.op.name(),
                     },
                 ),
