@@ -34,7 +34,7 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::FunctionBuilder;
 
 use super::function::build_function;
-use super::norm::{for_each_lane_group, load, store};
+use super::norm::{for_each_lane_group, for_each_row, load, store};
 use super::qlinear::counted_loop;
 use super::quantize::mem;
 use super::KernelError;
@@ -73,10 +73,8 @@ pub fn build_hadamard(spec: &HadamardSpec, target: TargetFrontendConfig) -> Resu
         let (x, out, rows) = (p[0], p[1], p[2]);
         let norm = b.ins().f32const(Ieee32::with_float(norm));
         let norm_vec = b.ins().splat(types::F32X4, norm);
-        let zero = b.ins().iconst(types::I64, 0);
-        counted_loop(b, zero, rows, 1, &mut |b, m| {
-            let row_byte = b.ins().imul_imm_s(m, (width * 4) as i64);
-            let (x_row, out_row) = (b.ins().iadd(x, row_byte), b.ins().iadd(out, row_byte));
+        for_each_row(b, rows, &[(x, width * 4), (out, width * 4)], &mut |b, row| {
+            let (x_row, out_row) = (row[0], row[1]);
             match block {
                 1 => scale_only(b, x_row, out_row, width, norm, norm_vec),
                 2 => pairs(b, x_row, out_row, width, norm),

@@ -38,9 +38,9 @@
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::immediates::Ieee32;
-use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 
 use super::function::build_function;
 use super::qlinear::counted_loop;
@@ -120,20 +120,17 @@ pub fn build_rms_norm(spec: &RmsNormSpec, target: TargetFrontendConfig) -> Resul
             NormOutput::I8 { per_channel: false } => Some(b.ins().load(types::F32, mem(), scales, 0)),
             _ => None,
         };
-        let zero = b.ins().iconst(types::I64, 0);
-        counted_loop(b, zero, rows, 1, &mut |b, m| {
-            let x_row = offset(b, x, m, width * 4);
+        let out_stride = match spec.output {
+            NormOutput::F32 => width * 4,
+            NormOutput::I8 { .. } => width,
+        };
+        for_each_row(b, rows, &[(x, width * 4), (out, out_stride)], &mut |b, row| {
+            let (x_row, out_row) = (row[0], row[1]);
             let sum = sum_of_squares(b, x_row, width);
             let inv = inverse_rms(b, sum, width, eps);
             match spec.output {
-                NormOutput::F32 => {
-                    let out_row = offset(b, out, m, width * 4);
-                    scale_row(b, x_row, out_row, weight, width, inv);
-                }
-                NormOutput::I8 { .. } => {
-                    let out_row = offset(b, out, m, width);
-                    quantize_scaled_row(b, x_row, weight, scales, tensor_scale, out_row, width, inv);
-                }
+                NormOutput::F32 => scale_row(b, x_row, out_row, weight, width, inv),
+                NormOutput::I8 { .. } => quantize_scaled_row(b, x_row, weight, scales, tensor_scale, out_row, width, inv),
             }
         });
     }))
@@ -148,15 +145,13 @@ pub fn build_gated_rms_norm(spec: &GatedRmsNormSpec, target: TargetFrontendConfi
     let eps = f32::from_bits(spec.eps_bits);
     Ok(build_function(target, spec.symbol(), &[types::I64; 5], |b, p| {
         let (y, z, weight, out, rows) = (p[0], p[1], p[2], p[3], p[4]);
-        let zero = b.ins().iconst(types::I64, 0);
-        counted_loop(b, zero, rows, 1, &mut |b, m| {
-            let row_byte = b.ins().imul_imm_s(m, (width * 4) as i64);
+        let row_bytes = width * 4;
+        for_each_row(b, rows, &[(y, row_bytes), (z, row_bytes), (out, row_bytes)], &mut |b, row| {
             let start = b.ins().iconst(types::I64, 0);
-            let end = b.ins().iconst(types::I64, (width * 4) as i64);
+            let end = b.ins().iconst(types::I64, row_bytes as i64);
             counted_loop(b, start, end, (group * 4) as i64, &mut |b, group_byte| {
                 let weight_at = b.ins().iadd(weight, group_byte);
-                let at = b.ins().iadd(row_byte, group_byte);
-                let (y_at, z_at, out_at) = (b.ins().iadd(y, at), b.ins().iadd(z, at), b.ins().iadd(out, at));
+                let (y_at, z_at, out_at) = (b.ins().iadd(row[0], group_byte), b.ins().iadd(row[1], group_byte), b.ins().iadd(row[2], group_byte));
                 let sum = b.declare_var(types::F32);
                 let neg_zero = b.ins().f32const(Ieee32::with_float(-0.0));
                 b.def_var(sum, neg_zero);
@@ -166,12 +161,7 @@ pub fn build_gated_rms_norm(spec: &GatedRmsNormSpec, target: TargetFrontendConfi
                     let gated = b.ins().fmul(y, gate);
                     store(b, gated, out_at, index, lane);
                     let square = b.ins().fmul(gated, gated);
-                    for k in 0..ty.lane_count() as u8 {
-                        let s = if ty.is_vector() { b.ins().extractlane(square, k) } else { square };
-                        let old = b.use_var(sum);
-                        let new = b.ins().fadd(old, s);
-                        b.def_var(sum, new);
-                    }
+                    add_lanes(b, sum, ty, square);
                 });
                 let sum = b.use_var(sum);
                 let inv = inverse_rms(b, sum, group, eps);
@@ -185,6 +175,30 @@ pub fn build_gated_rms_norm(spec: &GatedRmsNormSpec, target: TargetFrontendConfi
 fn offset(b: &mut FunctionBuilder, base: Value, index: Value, stride: usize) -> Value {
     let off = b.ins().imul_imm_s(index, stride as i64);
     b.ins().iadd(base, off)
+}
+
+/// Runs `body(b, row)` for `rows` rows, `row[k]` the address of the current row of buffer
+/// `buffers[k] = (base, bytes per row)`. The addresses are loop-carried pointers advanced once per
+/// row, not `base + m · stride`: cranelift rematerialises the constant stride in every block that
+/// uses it, so that product could never be hoisted out of the inner loops.
+pub(super) fn for_each_row(b: &mut FunctionBuilder, rows: Value, buffers: &[(Value, usize)], body: &mut dyn FnMut(&mut FunctionBuilder, &[Value])) {
+    let pointers: Vec<Variable> = buffers
+        .iter()
+        .map(|(base, _)| {
+            let pointer = b.declare_var(types::I64);
+            b.def_var(pointer, *base);
+            pointer
+        })
+        .collect();
+    let zero = b.ins().iconst(types::I64, 0);
+    counted_loop(b, zero, rows, 1, &mut |b, _| {
+        let row: Vec<Value> = pointers.iter().map(|p| b.use_var(*p)).collect();
+        body(b, &row);
+        for ((pointer, (_, stride)), at) in pointers.iter().zip(buffers).zip(&row) {
+            let next = b.ins().iadd_imm_s(*at, *stride as i64);
+            b.def_var(*pointer, next);
+        }
+    });
 }
 
 /// Address of f32 element `index + lane` of `base` (`index` a runtime element index, none for 0;
@@ -238,35 +252,64 @@ fn sum_of_squares(b: &mut FunctionBuilder, base: Value, len: usize) -> Value {
     let neg_zero = b.ins().f32const(Ieee32::with_float(-0.0));
     b.def_var(sum, neg_zero);
     for_each_lane_group(b, len, &mut |b, ty, index, lane| {
-        // Scalar loads: the additions are one dependent chain whatever the loads are.
-        for k in 0..ty.lane_count() as usize {
-            let v = load(b, types::F32, base, index, lane + k);
-            let square = b.ins().fmul(v, v);
-            let old = b.use_var(sum);
-            let new = b.ins().fadd(old, square);
-            b.def_var(sum, new);
-        }
+        // The squares are lane-wise (the same roundings as one at a time); the additions stay
+        // one chain, lane by lane.
+        let v = load(b, ty, base, index, lane);
+        let square = b.ins().fmul(v, v);
+        add_lanes(b, sum, ty, square);
     });
     b.use_var(sum)
 }
 
-/// `1 / sqrt(sum / len + ε)`: the reference's division, square root and reciprocal.
-fn inverse_rms(b: &mut FunctionBuilder, sum: Value, len: usize, eps: f32) -> Value {
-    let n = b.ins().f32const(Ieee32::with_float(len as f32));
+/// `sum += v`, lane 0 first, for a `ty` (F32 or F32X4) `v`.
+fn add_lanes(b: &mut FunctionBuilder, sum: Variable, ty: Type, v: Value) {
+    for lane in 0..ty.lane_count() as u8 {
+        let s = if ty.is_vector() { b.ins().extractlane(v, lane) } else { v };
+        let old = b.use_var(sum);
+        let new = b.ins().fadd(old, s);
+        b.def_var(sum, new);
+    }
+}
+
+/// The inverse RMS of a row and its splat.
+#[derive(Clone, Copy)]
+struct Inverse {
+    scalar: Value,
+    vector: Value,
+}
+
+/// `1 / sqrt(sum / len + ε)`: the reference's division, square root and reciprocal, in every lane
+/// of an `f32x4` (lane-wise IEEE operations: the same value as the scalar ones), computed here,
+/// once per row or group (see [`compute_here`]).
+fn inverse_rms(b: &mut FunctionBuilder, sum: Value, len: usize, eps: f32) -> Inverse {
+    let sum = b.ins().splat(types::F32X4, sum);
+    let n = constant(b, types::F32X4, len as f32);
     let mean = b.ins().fdiv(sum, n);
-    let eps = b.ins().f32const(Ieee32::with_float(eps));
+    let eps = constant(b, types::F32X4, eps);
     let shifted = b.ins().fadd(mean, eps);
     let root = b.ins().sqrt(shifted);
-    let one = b.ins().f32const(Ieee32::with_float(1.0));
-    b.ins().fdiv(one, root)
+    let one = constant(b, types::F32X4, 1.0);
+    let vector = b.ins().fdiv(one, root);
+    compute_here(b, vector);
+    Inverse { scalar: b.ins().extractlane(vector, 0), vector }
+}
+
+/// Makes cranelift compute `v` at this point rather than inside the loop that follows and uses
+/// it. Its optimiser drops every side-effect-free instruction from the layout and re-emits it
+/// before its first use, without hoisting it out of loops (not even a `splat` of a parameter, in
+/// this version), which would repeat the inverse RMS's two divisions and square root at every
+/// step of the scaling loop (they share the divider with its `fdiv`s: a third slower). Storing
+/// `v` to a stack slot is a side effect here that needs it, and the later uses share that value.
+fn compute_here(b: &mut FunctionBuilder, v: Value) {
+    let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 4));
+    b.ins().stack_store(types::I64, v, slot, 0);
 }
 
 /// `dst[i] = src[i] · inv (· weight[i])` over `len` values (`dst` may be `src`).
-fn scale_row(b: &mut FunctionBuilder, src: Value, dst: Value, weight: Option<Value>, len: usize, inv: Value) {
-    let inv_vec = b.ins().splat(types::F32X4, inv);
+fn scale_row(b: &mut FunctionBuilder, src: Value, dst: Value, weight: Option<Value>, len: usize, inv: Inverse) {
     for_each_lane_group(b, len, &mut |b, ty, index, lane| {
         let v = load(b, ty, src, index, lane);
-        let v = b.ins().fmul(v, if ty.is_vector() { inv_vec } else { inv });
+        let v = b.ins().fmul(v, if ty.is_vector() { inv.vector } else { inv.scalar });
         let v = match weight {
             Some(w) => {
                 let w = load(b, ty, w, index, lane);
@@ -281,12 +324,11 @@ fn scale_row(b: &mut FunctionBuilder, src: Value, dst: Value, weight: Option<Val
 /// `out[i] = quantize(x[i] · inv (· weight[i]), scale of i)` over `len` values: sixteen per step
 /// through [`quantize_16`], the last `len % 16` through [`quantize_one`], like `super::quantize`.
 #[allow(clippy::too_many_arguments)]
-fn quantize_scaled_row(b: &mut FunctionBuilder, x: Value, weight: Option<Value>, scales: Value, tensor_scale: Option<Value>, out: Value, len: usize, inv: Value) {
-    let inv_vec = b.ins().splat(types::F32X4, inv);
+fn quantize_scaled_row(b: &mut FunctionBuilder, x: Value, weight: Option<Value>, scales: Value, tensor_scale: Option<Value>, out: Value, len: usize, inv: Inverse) {
     let tensor_scale_vec = tensor_scale.map(|s| b.ins().splat(types::F32X4, s));
     let scaled = |b: &mut FunctionBuilder, ty: Type, index: Option<Value>, lane: usize| {
         let v = load(b, ty, x, index, lane);
-        let v = b.ins().fmul(v, if ty.is_vector() { inv_vec } else { inv });
+        let v = b.ins().fmul(v, if ty.is_vector() { inv.vector } else { inv.scalar });
         match weight {
             Some(w) => {
                 let w = load(b, ty, w, index, lane);
@@ -356,12 +398,13 @@ fn exp(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0;
     const POLYNOMIAL: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5e-1];
-    // f32::clamp: `if x < min { min }`, then `if x > max { max }` (a NaN stays NaN).
+    // f32::clamp: `if x < min { min }`, then `if x > max { max }` (a NaN stays NaN); the second
+    // compare is written `max < x`, the form x86-64 lowers to one `minps` (the first is `maxps`).
     let min = constant(b, ty, MIN_ARG);
     let below = b.ins().fcmp(FloatCC::LessThan, x, min);
     let x = choose(b, ty, below, min, x);
     let max = constant(b, ty, MAX_ARG);
-    let above = b.ins().fcmp(FloatCC::GreaterThan, x, max);
+    let above = b.ins().fcmp(FloatCC::LessThan, max, x);
     let x = choose(b, ty, above, max, x);
     let log2e = constant(b, ty, LOG2E);
     let round = constant(b, ty, ROUND);
