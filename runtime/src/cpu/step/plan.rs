@@ -92,7 +92,16 @@ impl StepPlan {
         };
         let mut absorbed: HashMap<ValueId, ValueId> = HashMap::new(); // fused second node → first
         let mut fused: HashMap<ValueId, Fused> = HashMap::new();
+        // A quantize → dequantize pair of the same scale (what the pair fuses into).
+        let fake_quant = |q: ValueId| match graph.node(q).op {
+            Op::Quantize { scale } => only_reader(q).is_some_and(|d| matches!(graph.node(d).op, Op::Dequantize { scale: s } if s == scale)),
+            _ => false,
+        };
         for v in order {
+            // A node fused into the one before it cannot start a fusion of its own.
+            if absorbed.contains_key(v) {
+                continue;
+            }
             let Some(u) = only_reader(*v) else { continue };
             match (&graph.node(*v).op, &graph.node(u).op) {
                 (Op::Quantize { scale: a }, Op::Dequantize { scale: b }) if a == b => {
@@ -103,9 +112,10 @@ impl StepPlan {
                     fused.insert(*v, Fused::Silu);
                     absorbed.insert(u, *v);
                 }
-                // Only where the norm's kernel quantizes: the Rust kernels would need the f32
-                // row in a buffer anyway.
-                (Op::RmsNorm { .. }, Op::Quantize { .. }) if exec.jit_steps.norm.get(v).is_some_and(|k| k.quantizes()) => {
+                // Only where the norm's kernel quantizes (the Rust kernels would need the f32
+                // row in a buffer anyway), and where the int8 values are read as such (a
+                // quantize → dequantize pair fuses into one f32 pass instead).
+                (Op::RmsNorm { .. }, Op::Quantize { .. }) if exec.jit_steps.norm.get(v).is_some_and(|k| k.quantizes()) && !fake_quant(u) => {
                     fused.insert(*v, Fused::Quantize);
                     absorbed.insert(u, *v);
                 }
