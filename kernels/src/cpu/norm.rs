@@ -22,8 +22,7 @@
 //!   values are stored, then squared and summed per group; the second pass multiplies them by
 //!   the group's `inv` and then by the weight, which is what the reference's two loops compute.
 //!
-//! Rows are `f32x4` vectors (four per loop step; one in the gate's pass, whose exponential needs
-//! a dozen constants) with a scalar tail, so any width works. The sequential sum keeps the plain
+//! Rows are `f32x4` vectors (four per loop step) with a scalar tail, so any width works. The sequential sum keeps the plain
 //! RMSNorm at the speed of its chain of additions: what it saves is the separate quantize pass.
 //!
 //! # Signatures
@@ -157,9 +156,7 @@ pub fn build_gated_rms_norm(spec: &GatedRmsNormSpec, target: TargetFrontendConfi
                 let sum = b.declare_var(types::F32);
                 let neg_zero = b.ins().f32const(Ieee32::with_float(-0.0));
                 b.def_var(sum, neg_zero);
-                // One vector per step: the exponential's dozen constants then come from memory
-                // operands instead of registers that four interleaved vectors would spill.
-                for_each_lane_group_unrolled(b, group, 1, &mut |b, ty, index, lane| {
+                for_each_lane_group(b, group, &mut |b, ty, index, lane| {
                     let (y, z) = (load(b, ty, y_at, index, lane), load(b, ty, z_at, index, lane));
                     let gate = silu(b, ty, z);
                     let gated = b.ins().fmul(y, gate);
@@ -236,18 +233,12 @@ pub(super) type LaneBody<'a> = dyn FnMut(&mut FunctionBuilder, Type, Option<Valu
 /// vectors and the last `len % 4` scalars (`ty` F32) inline (no `index`, `lane` the element).
 /// Elements are visited in increasing order, which the sequential sums rely on.
 pub(super) fn for_each_lane_group(b: &mut FunctionBuilder, len: usize, body: &mut LaneBody) {
-    for_each_lane_group_unrolled(b, len, 4, body);
-}
-
-/// [`for_each_lane_group`] with `unroll` vectors per loop iteration.
-fn for_each_lane_group_unrolled(b: &mut FunctionBuilder, len: usize, unroll: usize, body: &mut LaneBody) {
-    let step = 4 * unroll;
-    let unrolled = len / step * step;
+    let unrolled = len / 16 * 16;
     if unrolled > 0 {
         let start = b.ins().iconst(types::I64, 0);
         let end = b.ins().iconst(types::I64, unrolled as i64);
-        counted_loop(b, start, end, step as i64, &mut |b, index| {
-            for lane in (0..step).step_by(4) {
+        counted_loop(b, start, end, 16, &mut |b, index| {
+            for lane in (0..16).step_by(4) {
                 body(b, types::F32X4, Some(index), lane);
             }
         });

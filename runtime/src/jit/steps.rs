@@ -12,8 +12,9 @@ use crate::weights::Weights;
 /// Generated kernels of an executor's non-product ops.
 #[derive(Default)]
 pub struct StepKernels {
-    /// RMSNorms, by node; one whose only reader is a quantize also writes that quantize's
-    /// result (the decode plan fuses the pair onto it).
+    /// RMSNorms, by node. One whose only reader is a quantize also gets the kernel that writes
+    /// that quantize's int8 result, which the decode plan fuses the pair onto (unless the
+    /// quantize is itself fused with a dequantize).
     pub norm: HashMap<ValueId, JitRmsNorm>,
     /// Gated RMSNorms, by node.
     pub gated_norm: HashMap<ValueId, JitGatedRmsNorm>,
