@@ -2,7 +2,7 @@
 //! the logits must be bit-identical, for prefill (row tiles) and decode (column split), W8A8 and
 //! W4A8 (int4 weights, 128-wide groups; the tied head's 32-wide groups), with the activation
 //! quantizations on their generated kernel too; and Mamba1 and Mamba2 models, quantized and FP32,
-//! with every op that has a generated float kernel (scan / SSD steps, ...) on it.
+//! with every op that has a generated float kernel (conv, scan / SSD steps, norms, Hadamard) on it.
 
 mod common;
 
@@ -29,11 +29,16 @@ fn compiled_from(dir: &Path, target: &str) -> compiler::program::Program {
 
 fn logits_on(program: &compiler::program::Program, backend: KernelBackend) -> Vec<f32> {
     let exec = Executor::with_kernel_backend(VerifiedGraph::new(program.graph.clone()).unwrap(), program.weights.clone(), backend).unwrap();
-    let generated = |v: &ir::ValueId| matches!(program.graph.node(*v).op, ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. } | ir::Op::SelectiveScan { .. } | ir::Op::Ssd { .. } | ir::Op::CausalConv1d { .. });
+    let generated = |v: &ir::ValueId| {
+        matches!(
+            program.graph.node(*v).op,
+            ir::Op::QLinear { act_scale: Some(_), .. } | ir::Op::Quantize { .. } | ir::Op::SelectiveScan { .. } | ir::Op::Ssd { .. } | ir::Op::CausalConv1d { .. } | ir::Op::RmsNorm { .. } | ir::Op::GatedRmsNorm { .. } | ir::Op::Hadamard
+        )
+    };
     let kernel_ops = program.graph.values().iter().filter(|v| generated(v)).count();
     let expected = if backend == KernelBackend::JitEverywhere { kernel_ops } else { 0 };
     assert!(kernel_ops > 0);
-    assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear, quantize, conv, scan and SSD of the model has a generated kernel");
+    assert_eq!(exec.generated_kernel_count(), expected, "every int8-activation linear, quantize, conv, scan, SSD, norm and Hadamard transform of the model has a generated kernel");
     run(&exec)
 }
 
@@ -76,7 +81,9 @@ fn mamba1_models_on_generated_kernels_match_the_reference_bit_for_bit() {
     let (graph, weights) = compiler::lower::lower(&load_checkpoint(dir.path()).unwrap()).unwrap();
     let exec = |backend| Executor::with_kernel_backend(VerifiedGraph::new(graph.clone()).unwrap(), weights.clone(), backend).unwrap();
     let everywhere = exec(KernelBackend::JitEverywhere);
-    assert_eq!(everywhere.generated_kernel_count(), 4, "both layers' convs and scans run on generated kernels");
+    let float_ops = graph.values().iter().filter(|v| matches!(graph.node(**v).op, ir::Op::CausalConv1d { .. } | ir::Op::SelectiveScan { .. } | ir::Op::RmsNorm { .. })).count();
+    assert_eq!(float_ops, 2 + 2 + 3);
+    assert_eq!(everywhere.generated_kernel_count(), float_ops, "every conv, scan and norm runs on a generated kernel");
     assert_bit_identical(&run(&everywhere), &run(&exec(KernelBackend::Reference)), "FP32 mamba1");
 }
 

@@ -19,12 +19,17 @@
 //! - [`quantize`]: static int8 quantization of f32 activations (per tensor or per channel);
 //! - [`conv`]: the causal depthwise conv1d over its rolling state (decode step, prefill blocks),
 //!   with the SiLU that follows it optionally fused in;
+//! - [`norm`]: the RMSNorm (optionally writing the following int8 quantization directly) and the
+//!   gated, grouped RMSNorm of mamba2, bit-identical to the Rust kernels `runtime::cpu::norm`;
+//! - [`hadamard`]: the online Walsh–Hadamard transform, bit-identical to `runtime::hadamard`;
+//! - [`scan`] and [`ssd`]: the Mamba1 selective-scan step and the Mamba2 SSD decode step;
+//! - [`vmath`]: exp, ln, softplus and SiLU as the Rust kernels compute them, for the above;
 //! - [`pack`]: the weight layout those functions read, built once at load;
 //! - [`jit`]: compiles CLIF for the host and hands back code addresses. Calling them is the
 //!   runtime's business (`runtime::jit`), the only place with `unsafe`.
 //!
-//! The integer reference executor (`runtime::cpu::quant`) is the oracle: every generated kernel
-//! is tested to be bit-identical to it.
+//! The integer reference executor (`runtime::cpu::quant`) and the Rust float kernels of
+//! `runtime::cpu` are the oracle: every generated kernel is tested to be bit-identical to them.
 //!
 //! # Where these are not used
 //!
@@ -34,20 +39,28 @@
 //! multiply-adds per instruction as the FP32 path's 512-bit FMA, so a quantized prefill could not
 //! beat the FP32 one on these kernels. Decode (bound by reading weights) and every other host
 //! keep the generated kernels.
+//!
+//! The selective-scan and SSD steps run on their generated kernel only where it times faster
+//! than the Rust loop at load (`runtime::jit::generated_is_faster`): the Rust loops are compiled
+//! for AVX2's eight lanes where the CPU has them, and on such hosts they win.
 
 pub mod conv;
 mod function;
+pub mod hadamard;
 pub mod jit;
+pub mod norm;
 pub mod pack;
 pub mod qgemv;
 pub mod qlinear;
 pub mod quantize;
 pub mod scan;
 pub mod ssd;
-pub mod vmath;
+mod vmath;
 
 pub use conv::{build_conv_sequence, build_conv_step, ConvSpec};
+pub use hadamard::{build_hadamard, HadamardSpec};
 pub use jit::{CpuJit, QGemvCode, QLinearCode, QuantizeCode};
+pub use norm::{build_gated_rms_norm, build_rms_norm, GatedRmsNormSpec, NormOutput, RmsNormSpec};
 pub use pack::{pack_qlinear_weights, PackedQLinear};
 pub use qgemv::{build_qgemv, qgemv_supported};
 pub use qlinear::{build_qlinear, DotOrder, QLinearSpec};

@@ -11,6 +11,7 @@
 
 use cranelift_codegen::ir::{types, Function, InstBuilder, MemFlagsData, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_frontend::FunctionBuilder;
 
 use super::qlinear::counted_loop;
 use super::function::build_function;
@@ -32,7 +33,7 @@ impl QuantizeSpec {
     }
 }
 
-fn mem() -> MemFlagsData {
+pub(super) fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
@@ -68,33 +69,50 @@ pub fn build_quantize(spec: &QuantizeSpec, target: TargetFrontendConfig) -> Resu
                 let off = b.ins().imul_imm_s(c, 4);
                 b.ins().iadd(scales, off)
             };
-            let ints: Vec<Value> = (0..4)
-                .map(|i| {
-                    let v = b.ins().load(types::F32X4, mem(), x_at, 16 * i);
-                    let s = tensor_scale_vec.unwrap_or_else(|| b.ins().load(types::F32X4, mem(), scale_at, 16 * i));
-                    let q = b.ins().fdiv(v, s);
-                    let r = b.ins().nearest(q);
-                    b.ins().fcvt_to_sint_sat(types::I32X4, r)
-                })
-                .collect();
-            let low = b.ins().snarrow(ints[0], ints[1]);
-            let high = b.ins().snarrow(ints[2], ints[3]);
-            let bytes = b.ins().snarrow(low, high);
+            let bytes = quantize_16(b, &mut |b, i| {
+                let v = b.ins().load(types::F32X4, mem(), x_at, 16 * i);
+                let s = tensor_scale_vec.unwrap_or_else(|| b.ins().load(types::F32X4, mem(), scale_at, 16 * i));
+                (v, s)
+            });
             let out_at = b.ins().iadd(out_row, c);
             b.ins().store(mem(), bytes, out_at, 0);
         });
         for c in vector_end as i32..spec.width as i32 {
             let v = b.ins().load(types::F32, mem(), x_row, 4 * c);
             let s = tensor_scale.unwrap_or_else(|| b.ins().load(types::F32, mem(), scales, 4 * c));
-            let q = b.ins().fdiv(v, s);
-            let r = b.ins().nearest(q);
-            let i = b.ins().fcvt_to_sint_sat(types::I32, r);
-            let lo = b.ins().iconst(types::I32, -128);
-            let hi = b.ins().iconst(types::I32, 127);
-            let i = b.ins().smax(i, lo);
-            let i = b.ins().smin(i, hi);
+            let i = quantize_one(b, v, s);
             b.ins().istore8(mem(), i, out_row, c);
         }
     });
     }))
+}
+
+/// The int8 quantization of sixteen values as one `i8x16`: `group(b, i)` emits the `i`-th four
+/// values and their scales (two `f32x4`), which are divided, rounded half to even, converted
+/// with saturation and narrowed twice (saturating), in that order. Fused kernels (a norm followed
+/// by a quantize) emit their quantization through this, so it stays the one definition.
+pub(super) fn quantize_16(b: &mut FunctionBuilder, group: &mut dyn FnMut(&mut FunctionBuilder, i32) -> (Value, Value)) -> Value {
+    let ints: Vec<Value> = (0..4)
+        .map(|i| {
+            let (v, s) = group(b, i);
+            let q = b.ins().fdiv(v, s);
+            let r = b.ins().nearest(q);
+            b.ins().fcvt_to_sint_sat(types::I32X4, r)
+        })
+        .collect();
+    let low = b.ins().snarrow(ints[0], ints[1]);
+    let high = b.ins().snarrow(ints[2], ints[3]);
+    b.ins().snarrow(low, high)
+}
+
+/// The int8 quantization of one f32 `v` by scale `s`, as an i32 in −128..=127 (for `istore8`):
+/// the scalar form of [`quantize_16`], for the channels after the last group of sixteen.
+pub(super) fn quantize_one(b: &mut FunctionBuilder, v: Value, s: Value) -> Value {
+    let q = b.ins().fdiv(v, s);
+    let r = b.ins().nearest(q);
+    let i = b.ins().fcvt_to_sint_sat(types::I32, r);
+    let lo = b.ins().iconst(types::I32, -128);
+    let hi = b.ins().iconst(types::I32, 127);
+    let i = b.ins().smax(i, lo);
+    b.ins().smin(i, hi)
 }

@@ -405,6 +405,7 @@ impl Executor {
                     row.iter().enumerate().map(|(k, q)| q * scales[t * per_row + k / group]).collect()
                 })?
             }
+            Op::Hadamard if self.jit_steps.hadamard.contains_key(&value) => self.jit_steps.hadamard[&value].forward(&inputs[0].data)?,
             Op::Hadamard => {
                 let mut out = inputs[0].data.clone();
                 crate::hadamard::hadamard_rows(&mut out, width);
@@ -432,6 +433,7 @@ impl Executor {
                 }
                 None => linear::linear(&inputs[0].data, rows, inputs[0].width, &self.dequantized[weight], width, bias.map(w)),
             },
+            Op::RmsNorm { .. } if self.jit_steps.norm.contains_key(&value) => self.jit_steps.norm[&value].forward(&inputs[0].data)?,
             Op::RmsNorm { weight, eps } => norm::rms_norm(&inputs[0].data, width, weight.map(w), *eps),
             Op::Linear { weight, bias } => linear::linear(&inputs[0].data, rows, inputs[0].width, w(*weight), width, bias.map(w)),
             Op::LmHead { weight } => linear::linear(&inputs[0].data, rows, inputs[0].width, w(*weight), width, None),
@@ -481,6 +483,7 @@ impl Executor {
                 let st = state.ok_or_else(missing_state)?;
                 ssd::ssd(&inputs[0].data, &inputs[1].data, &inputs[2].data, &inputs[3].data, shape, &params, st)
             }
+            Op::GatedRmsNorm { .. } if self.jit_steps.gated_norm.contains_key(&value) => self.jit_steps.gated_norm[&value].forward(&inputs[0].data, &inputs[1].data)?,
             Op::GatedRmsNorm { weight, groups, eps } => norm::gated_rms_norm(&inputs[0].data, &inputs[1].data, width, w(*weight), *groups, *eps),
         }))
     }

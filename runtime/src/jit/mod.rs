@@ -2,10 +2,14 @@
 //! them. This is the runtime's only FFI: each `unsafe` block states what makes it sound.
 //!
 //! Quantized linear layers (`qlinear` with int8 activations) and activation quantization run here; the integer reference
-//! kernels in [`crate::cpu::quant`] stay the oracle they are tested against (bit-identical). So
-//! does the causal conv1d ([`JitConv`], against [`crate::cpu::conv`]).
+//! kernels in [`crate::cpu::quant`] stay the oracle they are tested against (bit-identical). So do
+//! the causal conv1d ([`JitConv`], against [`crate::cpu::conv`]), the RMSNorms (one fused with the
+//! int8 quantize that reads it) and the Hadamard transform (`norm`, `hadamard`, against
+//! `crate::cpu::norm` and [`crate::hadamard`]), and the selective-scan and SSD steps (`scan`, `ssd`).
 
 mod conv;
+mod hadamard;
+mod norm;
 mod qlinear;
 mod quantize;
 mod scan;
@@ -17,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use kernels::cpu::{CpuJit, KernelError};
 
 pub use conv::JitConv;
+pub use hadamard::JitHadamard;
+pub use norm::{JitGatedRmsNorm, JitRmsNorm};
 pub use qlinear::{GemvRow, JitQLinear};
 pub use quantize::JitQuantize;
 pub use scan::JitSelectiveScan;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use ir::{Graph, Op, ValueId};
 
-use super::{HostJit, JitConv, JitSelectiveScan, JitSsdStep};
+use super::{HostJit, JitConv, JitGatedRmsNorm, JitHadamard, JitRmsNorm, JitSelectiveScan, JitSsdStep};
 use crate::cpu::ssd::SsdShape;
 use crate::weights::Weights;
 
@@ -19,6 +19,14 @@ pub struct StepKernels {
     pub scan: HashMap<ValueId, JitSelectiveScan>,
     /// Mamba2 SSD decode steps.
     pub ssd: HashMap<ValueId, JitSsdStep>,
+    /// RMSNorms, by node. One whose only reader is a quantize also gets the kernel that writes
+    /// that quantize's int8 result, which the decode plan fuses the pair onto (unless the
+    /// quantize is itself fused with a dequantize).
+    pub norm: HashMap<ValueId, JitRmsNorm>,
+    /// Gated RMSNorms, by node.
+    pub gated_norm: HashMap<ValueId, JitGatedRmsNorm>,
+    /// Hadamard transforms, by node.
+    pub hadamard: HashMap<ValueId, JitHadamard>,
 }
 
 impl StepKernels {
@@ -26,6 +34,7 @@ impl StepKernels {
     /// the scan and SSD steps' kernels even where the Rust loops time faster.
     pub fn new(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit, everywhere: bool) -> StepKernels {
         let mut kernels = StepKernels { conv: conv_kernels(graph, order, weights, jit), ..StepKernels::default() };
+        kernels.add_norms(graph, order, weights, jit);
         // Per shape: whether the generated scan / SSD step beats the Rust one here (timed once).
         let mut scan_wins: HashMap<(usize, usize), bool> = HashMap::new();
         let mut ssd_wins: HashMap<(usize, usize, usize, usize), bool> = HashMap::new();
@@ -51,9 +60,39 @@ impl StepKernels {
         kernels
     }
 
+    /// The norm and Hadamard kernels; an unsupported shape keeps the Rust kernel for that node.
+    fn add_norms(&mut self, graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJit) {
+        let w = |id: ir::WeightId| weights.get(id).values.as_slice();
+        for &v in order {
+            let node = graph.node(v);
+            let width = node.ty.width().unwrap_or(0);
+            match node.op {
+                Op::RmsNorm { weight, eps } => {
+                    let Ok(mut kernel) = JitRmsNorm::new(jit, width, weight.map(w), eps) else { continue };
+                    if let Some(scale) = only_reader_quantizes(graph, v) {
+                        // Unsupported scales leave the norm and the quantize separate.
+                        let _ = kernel.add_quantize(w(scale));
+                    }
+                    self.norm.insert(v, kernel);
+                }
+                Op::GatedRmsNorm { weight, groups, eps } => {
+                    if let Ok(kernel) = JitGatedRmsNorm::new(jit, width, w(weight), groups, eps) {
+                        self.gated_norm.insert(v, kernel);
+                    }
+                }
+                Op::Hadamard => {
+                    if let Ok(kernel) = JitHadamard::new(jit, width) {
+                        self.hadamard.insert(v, kernel);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// How many ops run on these kernels.
     pub fn len(&self) -> usize {
-        self.conv.len() + self.scan.len() + self.ssd.len()
+        self.conv.len() + self.scan.len() + self.ssd.len() + self.norm.len() + self.gated_norm.len() + self.hadamard.len()
     }
 
     /// Whether no op does.
@@ -75,4 +114,15 @@ fn conv_kernels(graph: &Graph, order: &[ValueId], weights: &Weights, jit: &HostJ
         }
     }
     kernels
+}
+
+/// The scale of the quantize that is `v`'s only reader, if it is one (and `v` no graph output).
+fn only_reader_quantizes(graph: &Graph, v: ValueId) -> Option<ir::WeightId> {
+    match graph.users(v)[..] {
+        [u] if !graph.outputs().contains(&v) => match graph.node(u).op {
+            Op::Quantize { scale } => Some(scale),
+            _ => None,
+        },
+        _ => None,
+    }
 }

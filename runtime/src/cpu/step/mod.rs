@@ -7,8 +7,11 @@
 //!   step to step (no allocation per op once the first step has run);
 //! - runs the small ops (norms, the conv / scan / SSD steps, elementwise, quantize) on the
 //!   calling thread and shares only the large products with the step's [`super::team`];
-//! - fuses a quantize whose only reader is a dequantize into one fake-quantize pass, and a conv
-//!   whose only reader is a SiLU into the conv step.
+//! - fuses a quantize whose only reader is a dequantize into one fake-quantize pass, a conv
+//!   whose only reader is a SiLU into the conv step, and an RMSNorm whose only reader is a
+//!   quantize into one generated kernel that writes the int8 row;
+//! - runs the norms and the Hadamard transform on their generated kernels (`crate::jit`) where
+//!   the executor has them.
 //!
 //! Every value is computed with the interpreter's operations in its order (so the integer
 //! reference and the generated kernels still agree bit for bit), except the SSD step's two dot
@@ -85,16 +88,19 @@ impl Executor {
             match op.out {
                 Buf::None => {}
                 Buf::I8(o) => {
-                    let Op::Quantize { scale } = node.op else {
-                        return Err(RuntimeError::Internal(format!("the decode plan gave an int8 buffer to {}", node.op.name())));
-                    };
                     let mut out = std::mem::take(&mut i8s[o]);
                     let x = &f32s[f32_in(0)];
-                    match self.jit_quantize.get(&op.value) {
-                        Some(kernel) => kernel.forward_into(x, &mut out)?,
-                        None => quant::per_channel(w(scale), width, x, &mut out, quant::quantize_one),
-                    }
+                    let r = match (&node.op, self.jit_quantize.get(&op.value), self.jit_steps.norm.get(&op.value)) {
+                        (Op::Quantize { .. }, Some(kernel), _) => kernel.forward_into(x, &mut out),
+                        (Op::Quantize { scale }, None, _) => {
+                            quant::per_channel(w(*scale), width, x, &mut out, quant::quantize_one);
+                            Ok(())
+                        }
+                        (Op::RmsNorm { .. }, _, Some(kernel)) if op.fused == Fused::Quantize => kernel.forward_quantized_into(x, &mut out),
+                        _ => Err(RuntimeError::Internal(format!("the decode plan gave an int8 buffer to {}", node.op.name()))),
+                    };
                     i8s[o] = out;
+                    r?;
                 }
                 Buf::F32(o) => {
                     let mut out = std::mem::take(&mut f32s[o]);
@@ -172,6 +178,7 @@ impl Executor {
                     }
                 }
             }
+            Op::RmsNorm { .. } if self.jit_steps.norm.contains_key(&op.value) => self.jit_steps.norm[&op.value].forward_into(x(0), out).map_err(Some)?,
             Op::RmsNorm { weight, eps } => {
                 out.copy_from_slice(x(0));
                 for row in out.chunks_exact_mut(width) {
@@ -283,11 +290,13 @@ impl Executor {
                     return Err(Some(RuntimeError::Internal(format!("a worker failed in the {} step", node.op.name()))));
                 }
             }
+            Op::GatedRmsNorm { .. } if self.jit_steps.gated_norm.contains_key(&op.value) => self.jit_steps.gated_norm[&op.value].forward_into(x(0), x(1), out).map_err(Some)?,
             Op::GatedRmsNorm { weight, groups, eps } => {
                 for ((dst, y), z) in out.chunks_exact_mut(width).zip(x(0).chunks_exact(width)).zip(x(1).chunks_exact(width)) {
                     norm::gated_rms_norm_row(y, z, dst, w(*weight), *groups, *eps);
                 }
             }
+            Op::Hadamard if self.jit_steps.hadamard.contains_key(&op.value) => self.jit_steps.hadamard[&op.value].forward_into(x(0), out).map_err(Some)?,
             Op::Hadamard => {
                 out.copy_from_slice(x(0));
                 for row in out.chunks_exact_mut(width) {

@@ -32,6 +32,9 @@ pub(super) enum Fused {
     Dequantize,
     /// causal_conv1d → silu.
     Silu,
+    /// rms_norm → quantize (its only reader), on the generated kernel that writes the int8
+    /// bytes directly: the pair's output is the quantize's.
+    Quantize,
 }
 
 /// One op of the plan.
@@ -89,7 +92,16 @@ impl StepPlan {
         };
         let mut absorbed: HashMap<ValueId, ValueId> = HashMap::new(); // fused second node → first
         let mut fused: HashMap<ValueId, Fused> = HashMap::new();
+        // A quantize → dequantize pair of the same scale (what the pair fuses into).
+        let fake_quant = |q: ValueId| match graph.node(q).op {
+            Op::Quantize { scale } => only_reader(q).is_some_and(|d| matches!(graph.node(d).op, Op::Dequantize { scale: s } if s == scale)),
+            _ => false,
+        };
         for v in order {
+            // A node fused into the one before it cannot start a fusion of its own.
+            if absorbed.contains_key(v) {
+                continue;
+            }
             let Some(u) = only_reader(*v) else { continue };
             match (&graph.node(*v).op, &graph.node(u).op) {
                 (Op::Quantize { scale: a }, Op::Dequantize { scale: b }) if a == b => {
@@ -98,6 +110,13 @@ impl StepPlan {
                 }
                 (Op::CausalConv1d { .. }, Op::Activation { kind: Activation::Silu }) => {
                     fused.insert(*v, Fused::Silu);
+                    absorbed.insert(u, *v);
+                }
+                // Only where the norm's kernel quantizes (the Rust kernels would need the f32
+                // row in a buffer anyway), and where the int8 values are read as such (a
+                // quantize → dequantize pair fuses into one f32 pass instead).
+                (Op::RmsNorm { .. }, Op::Quantize { .. }) if exec.jit_steps.norm.get(v).is_some_and(|k| k.quantizes()) && !fake_quant(u) => {
+                    fused.insert(*v, Fused::Quantize);
                     absorbed.insert(u, *v);
                 }
                 _ => {}
@@ -133,7 +152,7 @@ impl StepPlan {
             let node = graph.node(*v);
             let f = fused.get(v).copied().unwrap_or(Fused::None);
             let width = node.ty.width().unwrap_or(0);
-            let is_i8 = matches!(node.op, Op::Quantize { .. }) && f == Fused::None;
+            let is_i8 = (matches!(node.op, Op::Quantize { .. }) && f == Fused::None) || f == Fused::Quantize;
             let take = |widths: &mut Vec<usize>, free: &mut Vec<usize>| match free.iter().position(|b| widths[*b] == width) {
                 Some(p) => free.swap_remove(p),
                 None => {
@@ -162,6 +181,7 @@ impl StepPlan {
                     match f {
                         Fused::Dequantize => "quantize+dequantize",
                         Fused::Silu => "causal_conv1d+silu",
+                        Fused::Quantize => "rms_norm+quantize",
                         Fused::None => node.op.name(),
                     },
                 ),
