@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn shapes_without_a_kernel_are_refused() {
         let w = vec![0i8; 4 * 64];
-        assert!(WideQGemm::new(&w, 4, 64, 6, 8, &vec![1.0; 4 * 64 / 6 + 1], None, 1.0).is_none(), "group must divide in_dim");
+        assert!(WideQGemm::new(&w, 4, 64, 6, 8, &[1.0; 4 * 64 / 6 + 1], None, 1.0).is_none(), "group must divide in_dim");
         assert!(WideQGemm::new(&w, 4, 64, 16, 4, &[1.0; 16], None, 1.0).is_none(), "int4 groups are multiples of 32");
         assert!(WideQGemm::new(&[9i8; 64], 1, 64, 32, 4, &[1.0; 2], None, 1.0).is_none(), "int4 values beyond −8..=7");
     }
