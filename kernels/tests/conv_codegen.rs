@@ -2,18 +2,13 @@
 //! that they lower for both target architectures whatever the host (nothing runs here; the
 //! runtime's tests run them against the Rust kernels).
 
-use std::str::FromStr;
+mod common;
 
-use cranelift_codegen::control::ControlPlane;
+use common::{isa_for, sysv_64};
+use cranelift_codegen::isa::OwnedTargetIsa;
+
 use cranelift_codegen::ir::Function;
-use cranelift_codegen::isa::{self, CallConv, OwnedTargetIsa, TargetFrontendConfig};
-use cranelift_codegen::settings::{self, Configurable};
 use kernels::cpu::{build_conv_sequence, build_conv_step, ConvSpec, KernelError};
-use target_lexicon::Triple;
-
-fn sysv_64() -> TargetFrontendConfig {
-    TargetFrontendConfig { default_call_conv: CallConv::SystemV, pointer_width: target_lexicon::PointerWidth::U64, page_size_align_log2: 12 }
-}
 
 /// 15 channels: one looped pair of vectors, one leftover vector and a three-channel scalar tail.
 const ODD: ConvSpec = ConvSpec { channels: 15, kernel: 4, bias: true, silu: true };
@@ -38,11 +33,6 @@ fn unsupported_shapes_are_typed_errors() {
     }
 }
 
-fn isa_for(triple: &str) -> OwnedTargetIsa {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    isa::lookup(Triple::from_str(triple).unwrap()).unwrap_or_else(|e| panic!("{triple}: {e}")).finish(settings::Flags::new(flags)).unwrap()
-}
 
 /// Every variant (bias or not, SiLU or not, step and sequence) at shapes with and without vector
 /// blocks and scalar tails, lowered for `isa`, as (name, VCode text).
@@ -60,20 +50,12 @@ fn lower_all(isa: &OwnedTargetIsa) -> Vec<(String, String)> {
             }
         }
     }
-    funcs
-        .into_iter()
-        .map(|(name, func)| {
-            let mut ctx = cranelift_codegen::Context::for_function(func);
-            ctx.set_disasm(true);
-            let compiled = ctx.compile(&**isa, &mut ControlPlane::default()).unwrap_or_else(|e| panic!("{} {name}: {e:?}", isa.triple()));
-            (name, compiled.vcode.clone().expect("disassembly was asked for"))
-        })
-        .collect()
+    common::lower_each(isa, funcs)
 }
 
 #[test]
 fn x86_64_kernels_lower_on_the_baseline_isa() {
-    for (name, code) in lower_all(&isa_for("x86_64-unknown-linux-gnu")) {
+    for (name, code) in lower_all(&isa_for("x86_64-unknown-linux-gnu", &[])) {
         assert!(!code.contains("call "), "{name} calls out (a libcall would change the rounding): {code}");
         // The clamp's compare-and-selects, written in the operand order of `minps` / `maxps`
         // (which keep a NaN operand as Rust's clamp does), become those instructions.
@@ -85,7 +67,7 @@ fn x86_64_kernels_lower_on_the_baseline_isa() {
 
 #[test]
 fn aarch64_kernels_lower() {
-    for (name, code) in lower_all(&isa_for("aarch64-unknown-linux-gnu")) {
+    for (name, code) in lower_all(&isa_for("aarch64-unknown-linux-gnu", &[])) {
         assert!(!code.contains("bl "), "{name} calls out: {code}");
         assert!(!code.contains("fmla") && !code.contains("fmadd"), "{name}: a multiply-add was fused, which rounds once instead of twice: {code}");
     }

@@ -4,23 +4,13 @@
 //! `vpdpbusd` / `usdot` where the ISA has them. Nothing runs here: the code is compiled, not
 //! executed (CI has no aarch64 machine).
 
-use std::str::FromStr;
+mod common;
 
-use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::isa::{self, OwnedTargetIsa};
-use cranelift_codegen::settings::{self, Configurable};
+use common::isa_for;
+use cranelift_codegen::isa::OwnedTargetIsa;
+
 use kernels::cpu::{build_qgemv, build_qlinear, build_quantize, DotOrder, QLinearSpec, QuantizeSpec};
-use target_lexicon::Triple;
 
-fn isa_for(triple: &str, features: &[&str]) -> OwnedTargetIsa {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    let mut builder = isa::lookup(Triple::from_str(triple).unwrap()).unwrap_or_else(|e| panic!("{triple}: {e}"));
-    for f in features {
-        builder.enable(f).unwrap_or_else(|e| panic!("{triple} {f}: {e}"));
-    }
-    builder.finish(settings::Flags::new(flags)).unwrap()
-}
 
 /// The lowered code of every kernel kind at a typical decode/prefill shape, as VCode text.
 fn lower_all(isa: &OwnedTargetIsa) -> Vec<(String, String)> {
@@ -36,15 +26,7 @@ fn lower_all(isa: &OwnedTargetIsa) -> Vec<(String, String)> {
     for per_channel in [false, true] {
         funcs.push((format!("quantize {per_channel}"), build_quantize(&QuantizeSpec { width: 19, per_channel }, cfg).unwrap()));
     }
-    funcs
-        .into_iter()
-        .map(|(name, func)| {
-            let mut ctx = cranelift_codegen::Context::for_function(func);
-            ctx.set_disasm(true);
-            let compiled = ctx.compile(&**isa, &mut ControlPlane::default()).unwrap_or_else(|e| panic!("{} {name}: {e:?}", isa.triple()));
-            (name, compiled.vcode.clone().expect("disassembly was asked for"))
-        })
-        .collect()
+    common::lower_each(isa, funcs)
 }
 
 fn dot_products(lowered: &[(String, String)], mnemonic: &str) -> Vec<(String, usize)> {

@@ -4,18 +4,13 @@
 //! the machine code too (a true square root and division, no fused multiply-add), and the
 //! Hadamard's lane shuffles must stay single shuffles.
 
-use std::str::FromStr;
+mod common;
 
-use cranelift_codegen::control::ControlPlane;
+use common::{isa_for, sysv_64};
+use cranelift_codegen::isa::OwnedTargetIsa;
+
 use cranelift_codegen::ir::Function;
-use cranelift_codegen::isa::{self, CallConv, OwnedTargetIsa, TargetFrontendConfig};
-use cranelift_codegen::settings::{self, Configurable};
 use kernels::cpu::{build_gated_rms_norm, build_hadamard, build_rms_norm, GatedRmsNormSpec, HadamardSpec, KernelError, NormOutput, RmsNormSpec};
-use target_lexicon::Triple;
-
-fn sysv_64() -> TargetFrontendConfig {
-    TargetFrontendConfig { default_call_conv: CallConv::SystemV, pointer_width: target_lexicon::PointerWidth::U64, page_size_align_log2: 12 }
-}
 
 const EPS: u32 = 0x3727_c5ac; // 1e-5
 
@@ -81,15 +76,6 @@ fn symbols_name_every_field_of_a_spec() {
     }
 }
 
-fn isa_for(triple: &str, features: &[&str]) -> OwnedTargetIsa {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    let mut builder = isa::lookup(Triple::from_str(triple).unwrap()).unwrap_or_else(|e| panic!("{triple}: {e}"));
-    for f in features {
-        builder.enable(f).unwrap_or_else(|e| panic!("{triple} {f}: {e}"));
-    }
-    builder.finish(settings::Flags::new(flags)).unwrap()
-}
 
 /// Every kernel kind at odd shapes and at the real ones (mamba1 / mamba2 small), lowered for
 /// `isa`, as (name, VCode text).
@@ -111,15 +97,7 @@ fn lower_all(isa: &OwnedTargetIsa) -> Vec<(String, String)> {
     for width in [5, 6, 12, 192, 512, 768, 1024, 1536] {
         funcs.push((format!("hadamard w{width}"), build_hadamard(&HadamardSpec { width }, cfg).unwrap()));
     }
-    funcs
-        .into_iter()
-        .map(|(name, func)| {
-            let mut ctx = cranelift_codegen::Context::for_function(func);
-            ctx.set_disasm(true);
-            let compiled = ctx.compile(&**isa, &mut ControlPlane::default()).unwrap_or_else(|e| panic!("{} {name}: {e:?}", isa.triple()));
-            (name, compiled.vcode.clone().expect("disassembly was asked for"))
-        })
-        .collect()
+    common::lower_each(isa, funcs)
 }
 
 #[test]

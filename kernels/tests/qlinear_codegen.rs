@@ -3,13 +3,12 @@
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::types;
-use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_codegen::settings::{self, Configurable};
 use kernels::cpu::{build_qlinear, DotOrder, QLinearSpec};
 
-fn sysv_64() -> TargetFrontendConfig {
-    TargetFrontendConfig { default_call_conv: CallConv::SystemV, pointer_width: target_lexicon::PointerWidth::U64, page_size_align_log2: 12 }
-}
+mod common;
+
+use common::sysv_64;
 
 #[test]
 fn int8_kernel_clif_with_a_scalar_tail() {

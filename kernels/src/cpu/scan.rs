@@ -93,15 +93,7 @@ pub fn build_selective_scan_step(spec: &ScanSpec, target: TargetFrontendConfig) 
                     let product = b.ins().fmul(c_k, h_new);
                     sums[k_vec % 2] = b.ins().fadd(sums[k_vec % 2], product);
                 }
-                let s = b.ins().fadd(sums[0], sums[1]);
-                let mut total = b.ins().extractlane(s, 0);
-                for lane in 1..4u8 {
-                    let v = b.ins().extractlane(s, lane);
-                    total = b.ins().fadd(total, v);
-                }
-                // `dot`'s scalar tail, empty here, still adds its 0.0 (−0.0 + 0.0 is +0.0).
-                let tail = b.ins().f32const(0.0);
-                let total = b.ins().fadd(total, tail);
+                let total = vmath::dot_total(b, sums);
                 let d_j = b.ins().load(types::F32, mem(), d_at, 4 * j as i32);
                 let skip = b.ins().fmul(d_j, xv);
                 let out = b.ins().fadd(total, skip);

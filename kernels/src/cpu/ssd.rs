@@ -104,15 +104,7 @@ pub fn build_ssd_step(spec: &SsdStepSpec, target: TargetFrontendConfig) -> Resul
                     let s_new = b.ins().fadd(kept, input);
                     b.ins().store(mem(), s_new, row, off);
                 }
-                let s = b.ins().fadd(sums[0], sums[1]);
-                let mut dot = b.ins().extractlane(s, 0);
-                for lane in 1..4u8 {
-                    let v = b.ins().extractlane(s, lane);
-                    dot = b.ins().fadd(dot, v);
-                }
-                // `dot`'s scalar tail, empty here, still adds its 0.0 (−0.0 + 0.0 is +0.0).
-                let tail = b.ins().f32const(0.0);
-                let dot = b.ins().fadd(dot, tail);
+                let dot = vmath::dot_total(b, sums);
                 let decayed = b.ins().fmul(decay, dot);
                 let skip = b.ins().fmul(d, xv);
                 let out = b.ins().fadd(decayed, skip);

@@ -190,3 +190,17 @@ impl Lanes {
         b.ins().fdiv(x, denominator)
     }
 }
+
+/// The end of `runtime::cpu::linear::dot` over a multiple of 8 values whose eight partial sums
+/// are the lanes of `sums[0]` (0-3) and `sums[1]` (4-7): (a0 + a4) + (a1 + a5) + (a2 + a6) +
+/// (a3 + a7), left to right, plus its empty scalar tail's 0.0 (−0.0 + 0.0 is +0.0).
+pub(super) fn dot_total(b: &mut FunctionBuilder, sums: [Value; 2]) -> Value {
+    let pairs = b.ins().fadd(sums[0], sums[1]);
+    let mut total = b.ins().extractlane(pairs, 0);
+    for lane in 1..4u8 {
+        let v = b.ins().extractlane(pairs, lane);
+        total = b.ins().fadd(total, v);
+    }
+    let tail = b.ins().f32const(0.0);
+    b.ins().fadd(total, tail)
+}

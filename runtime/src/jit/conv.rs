@@ -197,10 +197,23 @@ mod tests {
 
     const CHANNELS: [usize; 6] = [1, 3, 5, 8, 17, 1792];
 
-    #[test]
-    fn steps_are_bit_identical_to_the_rust_kernel() {
+    /// One shape the tests cover: the kernel under test and what the Rust kernel needs.
+    struct Case<'a> {
+        what: String,
+        conv: &'a JitConv,
+        weight: &'a [f32],
+        taps: &'a [f32],
+        bias: Option<&'a [f32]>,
+        channels: usize,
+        kernel: usize,
+        silu: bool,
+        batch: usize,
+    }
+
+    /// Runs `check` on every channel count, kernel width, bias, SiLU and batch the tests cover.
+    fn each_case(seed: u64, mut check: impl FnMut(&Case, &mut StdRng)) {
         let jit = HostJit::new().unwrap();
-        let mut rng = StdRng::seed_from_u64(7);
+        let mut rng = StdRng::seed_from_u64(seed);
         for channels in CHANNELS {
             for kernel in [2, 4] {
                 for with_bias in [false, true] {
@@ -211,17 +224,8 @@ mod tests {
                     for silu in [false, true] {
                         for batch in [1, 3] {
                             let what = format!("c{channels} k{kernel} bias {with_bias} silu {silu} batch {batch}");
-                            let mut state = values(&mut rng, batch * (kernel - 1) * channels);
-                            let mut want_state = state.clone();
-                            for step in 0..5 {
-                                let x = values(&mut rng, batch * channels);
-                                let mut out = vec![f32::NAN; batch * channels];
-                                let mut want = vec![0.0; batch * channels];
-                                conv.step(&x, batch, &mut state, &mut out, silu).unwrap();
-                                conv::causal_conv1d_step(&x, batch, channels, &taps, kernel, bias.as_deref(), &mut want_state, &mut want, silu);
-                                assert_bits(&out, &want, &format!("{what} step {step} out"));
-                                assert_bits(&state, &want_state, &format!("{what} step {step} state"));
-                            }
+                            let case = Case { what, conv: &conv, weight: &weight, taps: &taps, bias: bias.as_deref(), channels, kernel, silu, batch };
+                            check(&case, &mut rng);
                         }
                     }
                 }
@@ -230,46 +234,48 @@ mod tests {
     }
 
     #[test]
-    fn sequences_are_bit_identical_to_the_rust_kernel() {
-        let jit = HostJit::new().unwrap();
-        let mut rng = StdRng::seed_from_u64(11);
-        for channels in CHANNELS {
-            for kernel in [2, 4] {
-                for with_bias in [false, true] {
-                    let weight = values(&mut rng, channels * kernel);
-                    let bias = with_bias.then(|| values(&mut rng, channels));
-                    let conv = JitConv::new(&jit, &weight, channels, kernel, bias.as_deref()).unwrap();
-                    let taps = conv::tap_major(&weight, channels, kernel);
-                    for silu in [false, true] {
-                        for batch in [1, 3] {
-                            let what = format!("c{channels} k{kernel} bias {with_bias} silu {silu} batch {batch}");
-                            let mut state = values(&mut rng, batch * (kernel - 1) * channels);
-                            let mut want_state = state.clone();
-                            // Shorter and longer than the state, one and several blocks (not a
-                            // multiple of the block), then a decode step from the state left.
-                            for seq in [1, 2, 3, 5, 2 * STEPS_PER_TASK + 7] {
-                                if channels == 1792 && seq > 5 && batch > 1 {
-                                    continue;
-                                }
-                                let x = values(&mut rng, batch * seq * channels);
-                                let out = conv.sequence(&x, batch, seq, &mut state, silu).unwrap();
-                                let mut want = conv::causal_conv1d(&x, batch, seq, channels, &weight, kernel, bias.as_deref(), &mut want_state);
-                                if silu {
-                                    want.iter_mut().for_each(|v| *v = fastmath::silu(*v));
-                                }
-                                assert_bits(&out, &want, &format!("{what} seq {seq} out"));
-                                assert_bits(&state, &want_state, &format!("{what} seq {seq} state"));
-                            }
-                            let x = values(&mut rng, batch * channels);
-                            let (mut out, mut want) = (vec![0.0; batch * channels], vec![0.0; batch * channels]);
-                            conv.step(&x, batch, &mut state, &mut out, silu).unwrap();
-                            conv::causal_conv1d_step(&x, batch, channels, &taps, kernel, bias.as_deref(), &mut want_state, &mut want, silu);
-                            assert_bits(&out, &want, &format!("{what} step after the sequences"));
-                        }
-                    }
-                }
+    fn steps_are_bit_identical_to_the_rust_kernel() {
+        each_case(7, |c, rng| {
+            let mut state = values(rng, c.batch * (c.kernel - 1) * c.channels);
+            let mut want_state = state.clone();
+            for step in 0..5 {
+                let x = values(rng, c.batch * c.channels);
+                let mut out = vec![f32::NAN; c.batch * c.channels];
+                let mut want = vec![0.0; c.batch * c.channels];
+                c.conv.step(&x, c.batch, &mut state, &mut out, c.silu).unwrap();
+                conv::causal_conv1d_step(&x, c.batch, c.channels, c.taps, c.kernel, c.bias, &mut want_state, &mut want, c.silu);
+                assert_bits(&out, &want, &format!("{} step {step} out", c.what));
+                assert_bits(&state, &want_state, &format!("{} step {step} state", c.what));
             }
-        }
+        });
+    }
+
+    #[test]
+    fn sequences_are_bit_identical_to_the_rust_kernel() {
+        each_case(11, |c, rng| {
+            let mut state = values(rng, c.batch * (c.kernel - 1) * c.channels);
+            let mut want_state = state.clone();
+            // Shorter and longer than the state, one and several blocks (not a multiple of the
+            // block), then a decode step from the state left.
+            for seq in [1, 2, 3, 5, 2 * STEPS_PER_TASK + 7] {
+                if c.channels == 1792 && seq > 5 && c.batch > 1 {
+                    continue;
+                }
+                let x = values(rng, c.batch * seq * c.channels);
+                let out = c.conv.sequence(&x, c.batch, seq, &mut state, c.silu).unwrap();
+                let mut want = conv::causal_conv1d(&x, c.batch, seq, c.channels, c.weight, c.kernel, c.bias, &mut want_state);
+                if c.silu {
+                    want.iter_mut().for_each(|v| *v = fastmath::silu(*v));
+                }
+                assert_bits(&out, &want, &format!("{} seq {seq} out", c.what));
+                assert_bits(&state, &want_state, &format!("{} seq {seq} state", c.what));
+            }
+            let x = values(rng, c.batch * c.channels);
+            let (mut out, mut want) = (vec![0.0; c.batch * c.channels], vec![0.0; c.batch * c.channels]);
+            c.conv.step(&x, c.batch, &mut state, &mut out, c.silu).unwrap();
+            conv::causal_conv1d_step(&x, c.batch, c.channels, c.taps, c.kernel, c.bias, &mut want_state, &mut want, c.silu);
+            assert_bits(&out, &want, &format!("{} step after the sequences", c.what));
+        });
     }
 
     #[test]
@@ -290,42 +296,6 @@ mod tests {
                 assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "silu {silu}: {out:?} vs {want:?}");
             }
             assert_bits(&state, &want_state, "state");
-        }
-    }
-
-    /// Generated vs Rust kernels at the small models' shapes, best of several runs, on this
-    /// thread (`cargo test --release -p quamba-runtime --lib jit::conv -- --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn time_against_the_rust_kernels() {
-        let jit = HostJit::new().unwrap();
-        let mut rng = StdRng::seed_from_u64(3);
-        let best = |f: &mut dyn FnMut()| {
-            let once = |f: &mut dyn FnMut()| {
-                let t = std::time::Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            };
-            (0..15).map(|_| once(f)).fold(f64::INFINITY, f64::min)
-        };
-        for channels in [1536, 1792] {
-            let kernel = 4;
-            let (weight, bias) = (values(&mut rng, channels * kernel), values(&mut rng, channels));
-            let conv = JitConv::new(&jit, &weight, channels, kernel, Some(&bias)).unwrap();
-            let taps = conv::tap_major(&weight, channels, kernel);
-            let mut state = values(&mut rng, (kernel - 1) * channels);
-            let x = values(&mut rng, channels);
-            let mut out = vec![0.0; channels];
-            let steps = 1000;
-            let generated = best(&mut || (0..steps).for_each(|_| conv.step(&x, 1, &mut state, &mut out, true).unwrap())) / steps as f64;
-            let rust = best(&mut || (0..steps).for_each(|_| conv::causal_conv1d_step(&x, 1, channels, &taps, kernel, Some(&bias), &mut state, &mut out, true))) / steps as f64;
-            eprintln!("step c{channels} k{kernel} + silu: generated {:.2} us, Rust {:.2} us", generated * 1e6, rust * 1e6);
-            let seq = 512;
-            let x = values(&mut rng, seq * channels);
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-            let generated = pool.install(|| best(&mut || drop(conv.sequence(&x, 1, seq, &mut state, false).unwrap())));
-            let rust = pool.install(|| best(&mut || drop(conv::causal_conv1d(&x, 1, seq, channels, &weight, kernel, Some(&bias), &mut state))));
-            eprintln!("sequence c{channels} k{kernel} x {seq}, one thread: generated {:.3} ms, Rust {:.3} ms", generated * 1e3, rust * 1e3);
         }
     }
 
