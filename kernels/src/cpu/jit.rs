@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use cranelift_codegen::isa::{TargetFrontendConfig, TargetIsa};
+use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
@@ -118,11 +118,6 @@ impl CpuJit {
         Ok(address)
     }
 
-    /// Whether the host has fused multiply-add (x86-64 FMA3; always on aarch64).
-    pub fn host_has_fma(&self) -> bool {
-        has_fma(self.module.isa())
-    }
-
     /// Compiles `func` under `symbol` and returns the address of its finalized code.
     fn define(&mut self, symbol: &str, func: cranelift_codegen::ir::Function) -> Result<usize, KernelError> {
         let codegen = |e: cranelift_module::ModuleError| KernelError::Codegen(format!("{symbol}: {e:?}"));
@@ -135,11 +130,3 @@ impl CpuJit {
     }
 }
 
-/// Whether `isa` has a fused multiply-add instruction.
-pub fn has_fma(isa: &dyn TargetIsa) -> bool {
-    let arch = isa.triple().architecture.to_string();
-    if arch.starts_with("aarch64") {
-        return true;
-    }
-    arch == "x86_64" && isa.isa_flags().iter().any(|f| f.name == "has_fma" && f.as_bool().unwrap_or(false))
-}
