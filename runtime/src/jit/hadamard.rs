@@ -2,8 +2,6 @@
 //! bit-identical to [`crate::hadamard::hadamard_row`]: one row per call on the calling thread
 //! (decode), blocks of rows across the rayon pool (prefill).
 
-use rayon::prelude::*;
-
 use kernels::cpu::{build_hadamard, HadamardSpec, KernelError};
 
 use super::norm::check_rows;
@@ -38,11 +36,7 @@ impl JitHadamard {
         let width = self.spec.width;
         check_rows(x.len(), x.len(), width)?;
         let mut out = vec![0.0f32; x.len()];
-        if x.len() <= ROWS_PER_TASK * width {
-            self.run(Some(x), &mut out);
-        } else {
-            out.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).for_each(|(o, x)| self.run(Some(x), o));
-        }
+        super::by_blocks(x, &mut out, ROWS_PER_TASK * width, |x, o| self.run(Some(x), o));
         Ok(out)
     }
 

@@ -18,6 +18,8 @@ mod steps;
 
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
+
 use kernels::cpu::{CpuJit, KernelError};
 
 pub use conv::JitConv;
@@ -68,4 +70,16 @@ pub(crate) fn generated_is_faster(rust: &mut dyn FnMut(), generated: &mut dyn Fn
         best_generated = best_generated.min(time(generated));
     }
     best_generated.as_secs_f64() * 1.05 < best_rust.as_secs_f64()
+}
+
+/// Runs `run(x block, out block)` over blocks of `block` values of `x` and `out` (the same
+/// length): on the calling thread when there is one block (a decode step, not worth waking the
+/// pool for), across the rayon pool otherwise (prefill).
+pub(crate) fn by_blocks<T: Send>(x: &[f32], out: &mut [T], block: usize, run: impl Fn(&[f32], &mut [T]) + Sync) {
+    let block = block.max(1);
+    if x.len() <= block {
+        run(x, out);
+    } else {
+        out.par_chunks_mut(block).zip(x.par_chunks(block)).for_each(|(out, x)| run(x, out));
+    }
 }

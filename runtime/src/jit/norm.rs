@@ -73,12 +73,7 @@ impl JitRmsNorm {
         let width = self.code.spec.width;
         check_rows(x.len(), x.len(), width)?;
         let mut out = vec![0.0f32; x.len()];
-        if x.len() <= ROWS_PER_TASK * width {
-            // One task (decode): run it here rather than wake the pool for it.
-            self.run_f32(x, &mut out);
-        } else {
-            out.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).for_each(|(o, x)| self.run_f32(x, o));
-        }
+        super::by_blocks(x, &mut out, ROWS_PER_TASK * width, |x, o| self.run_f32(x, o));
         Ok(out)
     }
 

@@ -1,7 +1,5 @@
 //! Static int8 quantization of f32 activations on its generated kernel, row blocks across threads.
 
-use rayon::prelude::*;
-
 use kernels::cpu::{KernelError, QuantizeCode, QuantizeSpec};
 
 use super::HostJit;
@@ -41,12 +39,7 @@ impl JitQuantize {
             return Err(RuntimeError::Input(format!("{} values are not rows of {width}", x.len())));
         }
         let mut out = vec![0i8; x.len()];
-        if x.len() <= ROWS_PER_TASK * width {
-            // One task (decode): run it here rather than wake the pool for it.
-            self.run(x, &mut out);
-            return Ok(out);
-        }
-        out.par_chunks_mut(ROWS_PER_TASK * width).zip(x.par_chunks(ROWS_PER_TASK * width)).for_each(|(q, x)| self.run(x, q));
+        super::by_blocks(x, &mut out, ROWS_PER_TASK * width, |x, q| self.run(x, q));
         Ok(out)
     }
 
