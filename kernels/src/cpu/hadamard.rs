@@ -34,7 +34,7 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::FunctionBuilder;
 
 use super::function::build_function;
-use super::norm::{for_each_lane_group, for_each_row, load, store};
+use super::rows::{for_each_lane_group, for_each_row, load, store};
 use super::qlinear::counted_loop;
 use super::quantize::mem;
 use super::KernelError;

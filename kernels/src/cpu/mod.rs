@@ -53,6 +53,7 @@ pub mod pack;
 pub mod qgemv;
 pub mod qlinear;
 pub mod quantize;
+mod rows;
 pub mod scan;
 pub mod ssd;
 mod vmath;

@@ -44,7 +44,8 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 
 use super::function::build_function;
 use super::qlinear::counted_loop;
-use super::quantize::{mem, quantize_16, quantize_one};
+use super::quantize::{mem, quantize_row};
+use super::rows::{for_each_lane_group, for_each_row, load, store};
 use super::vmath::Lanes;
 use super::KernelError;
 
@@ -172,85 +173,6 @@ pub fn build_gated_rms_norm(spec: &GatedRmsNormSpec, target: TargetFrontendConfi
     }))
 }
 
-/// `base + index · stride` (bytes).
-fn offset(b: &mut FunctionBuilder, base: Value, index: Value, stride: usize) -> Value {
-    let off = b.ins().imul_imm_s(index, stride as i64);
-    b.ins().iadd(base, off)
-}
-
-/// Runs `body(b, row)` for `rows` rows, `row[k]` the address of the current row of buffer
-/// `buffers[k] = (base, bytes per row)`. The addresses are loop-carried pointers advanced once per
-/// row, not `base + m · stride`: cranelift rematerialises the constant stride in every block that
-/// uses it, so that product could never be hoisted out of the inner loops.
-pub(super) fn for_each_row(b: &mut FunctionBuilder, rows: Value, buffers: &[(Value, usize)], body: &mut dyn FnMut(&mut FunctionBuilder, &[Value])) {
-    let pointers: Vec<Variable> = buffers
-        .iter()
-        .map(|(base, _)| {
-            let pointer = b.declare_var(types::I64);
-            b.def_var(pointer, *base);
-            pointer
-        })
-        .collect();
-    let zero = b.ins().iconst(types::I64, 0);
-    counted_loop(b, zero, rows, 1, &mut |b, _| {
-        let row: Vec<Value> = pointers.iter().map(|p| b.use_var(*p)).collect();
-        body(b, &row);
-        for ((pointer, (_, stride)), at) in pointers.iter().zip(buffers).zip(&row) {
-            let next = b.ins().iadd_imm_s(*at, *stride as i64);
-            b.def_var(*pointer, next);
-        }
-    });
-}
-
-/// Address of f32 element `index + lane` of `base` (`index` a runtime element index, none for 0;
-/// `lane` a constant one, folded into the access's immediate offset).
-fn element(b: &mut FunctionBuilder, base: Value, index: Option<Value>, lane: usize) -> (Value, i32) {
-    let at = match index {
-        Some(index) => offset(b, base, index, 4),
-        None => base,
-    };
-    (at, (lane * 4) as i32)
-}
-
-/// A `ty` (F32 or F32X4) load of element `index + lane` of `base`.
-pub(super) fn load(b: &mut FunctionBuilder, ty: Type, base: Value, index: Option<Value>, lane: usize) -> Value {
-    let (at, imm) = element(b, base, index, lane);
-    b.ins().load(ty, mem(), at, imm)
-}
-
-/// Stores `v` at element `index + lane` of `base`.
-pub(super) fn store(b: &mut FunctionBuilder, v: Value, base: Value, index: Option<Value>, lane: usize) {
-    let (at, imm) = element(b, base, index, lane);
-    b.ins().store(mem(), v, at, imm);
-}
-
-/// What [`for_each_lane_group`] emits per vector or scalar: `(builder, F32X4 or F32, runtime
-/// element index, constant element offset)`.
-pub(super) type LaneBody<'a> = dyn FnMut(&mut FunctionBuilder, Type, Option<Value>, usize) + 'a;
-
-/// Runs `body(b, ty, index, lane)` over `len` f32 values: on `f32x4` vectors, four per loop
-/// iteration (`index` the loop's element index, `lane` 0, 4, 8, 12), then on the remaining whole
-/// vectors and the last `len % 4` scalars (`ty` F32) inline (no `index`, `lane` the element).
-/// Elements are visited in increasing order, which the sequential sums rely on.
-pub(super) fn for_each_lane_group(b: &mut FunctionBuilder, len: usize, body: &mut LaneBody) {
-    let unrolled = len / 16 * 16;
-    if unrolled > 0 {
-        let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, unrolled as i64);
-        counted_loop(b, start, end, 16, &mut |b, index| {
-            for lane in (0..16).step_by(4) {
-                body(b, types::F32X4, Some(index), lane);
-            }
-        });
-    }
-    for lane in (unrolled..len / 4 * 4).step_by(4) {
-        body(b, types::F32X4, None, lane);
-    }
-    for lane in len / 4 * 4..len {
-        body(b, types::F32, None, lane);
-    }
-}
-
 /// `((−0 + x₀²) + x₁²) + … + x²ₗₑₙ₋₁`, in that order (see the module doc).
 fn sum_of_squares(b: &mut FunctionBuilder, base: Value, len: usize) -> Value {
     let sum = b.declare_var(types::F32);
@@ -310,58 +232,30 @@ fn compute_here(b: &mut FunctionBuilder, v: Value) {
     b.ins().stack_store(types::I64, v, slot, 0);
 }
 
+/// `src[i] · inv (· weight[i])` for the `ty` (F32 or F32X4) at element `index + lane`.
+fn normalised(b: &mut FunctionBuilder, ty: Type, src: Value, weight: Option<Value>, inv: Inverse, index: Option<Value>, lane: usize) -> Value {
+    let v = load(b, ty, src, index, lane);
+    let v = b.ins().fmul(v, if ty.is_vector() { inv.vector } else { inv.scalar });
+    match weight {
+        Some(w) => {
+            let w = load(b, ty, w, index, lane);
+            b.ins().fmul(v, w)
+        }
+        None => v,
+    }
+}
+
 /// `dst[i] = src[i] · inv (· weight[i])` over `len` values (`dst` may be `src`).
 fn scale_row(b: &mut FunctionBuilder, src: Value, dst: Value, weight: Option<Value>, len: usize, inv: Inverse) {
     for_each_lane_group(b, len, &mut |b, ty, index, lane| {
-        let v = load(b, ty, src, index, lane);
-        let v = b.ins().fmul(v, if ty.is_vector() { inv.vector } else { inv.scalar });
-        let v = match weight {
-            Some(w) => {
-                let w = load(b, ty, w, index, lane);
-                b.ins().fmul(v, w)
-            }
-            None => v,
-        };
+        let v = normalised(b, ty, src, weight, inv, index, lane);
         store(b, v, dst, index, lane);
     });
 }
 
-/// `out[i] = quantize(x[i] · inv (· weight[i]), scale of i)` over `len` values: sixteen per step
-/// through [`quantize_16`], the last `len % 16` through [`quantize_one`], like `super::quantize`.
+/// `out[i] = quantize(x[i] · inv (· weight[i]), scale of i)` over `len` values, through
+/// [`super::quantize::quantize_row`] like `super::quantize`.
 #[allow(clippy::too_many_arguments)]
 fn quantize_scaled_row(b: &mut FunctionBuilder, x: Value, weight: Option<Value>, scales: Value, tensor_scale: Option<Value>, out: Value, len: usize, inv: Inverse) {
-    let tensor_scale_vec = tensor_scale.map(|s| b.ins().splat(types::F32X4, s));
-    let scaled = |b: &mut FunctionBuilder, ty: Type, index: Option<Value>, lane: usize| {
-        let v = load(b, ty, x, index, lane);
-        let v = b.ins().fmul(v, if ty.is_vector() { inv.vector } else { inv.scalar });
-        match weight {
-            Some(w) => {
-                let w = load(b, ty, w, index, lane);
-                b.ins().fmul(v, w)
-            }
-            None => v,
-        }
-    };
-    let vector_end = len / 16 * 16;
-    if vector_end > 0 {
-        let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, vector_end as i64);
-        counted_loop(b, start, end, 16, &mut |b, c| {
-            let bytes = quantize_16(b, &mut |b, i| {
-                let lane = 4 * i as usize;
-                let v = scaled(b, types::F32X4, Some(c), lane);
-                let s = tensor_scale_vec.unwrap_or_else(|| load(b, types::F32X4, scales, Some(c), lane));
-                (v, s)
-            });
-            let out_at = b.ins().iadd(out, c);
-            b.ins().store(mem(), bytes, out_at, 0);
-        });
-    }
-    for c in vector_end..len {
-        let v = scaled(b, types::F32, None, c);
-        let s = tensor_scale.unwrap_or_else(|| load(b, types::F32, scales, None, c));
-        let q = quantize_one(b, v, s);
-        b.ins().istore8(mem(), q, out, c as i32);
-    }
+    quantize_row(b, len, scales, tensor_scale, out, &mut |b, ty, index, lane| normalised(b, ty, x, weight, inv, index, lane));
 }
-

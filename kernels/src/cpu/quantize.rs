@@ -14,6 +14,7 @@ use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::FunctionBuilder;
 
 use super::qlinear::counted_loop;
+use super::rows::{for_each_row, load, LaneBodyValue};
 use super::function::build_function;
 use super::KernelError;
 
@@ -43,48 +44,42 @@ pub fn build_quantize(spec: &QuantizeSpec, target: TargetFrontendConfig) -> Resu
         return Err(KernelError::Unsupported(format!("{spec:?}")));
     }
     Ok(build_function(target, spec.symbol(), &[types::I64; 4], |b, p| {
-    let (x, scales, out, rows) = (p[0], p[1], p[2], p[3]);
-    let tensor_scale = (!spec.per_channel).then(|| b.ins().load(types::F32, mem(), scales, 0));
+        let (x, scales, out, rows) = (p[0], p[1], p[2], p[3]);
+        let tensor_scale = (!spec.per_channel).then(|| b.ins().load(types::F32, mem(), scales, 0));
+        for_each_row(b, rows, &[(x, spec.width * 4), (out, spec.width)], &mut |b, row| {
+            let x_row = row[0];
+            quantize_row(b, spec.width, scales, tensor_scale, row[1], &mut |b, ty, index, lane| load(b, ty, x_row, index, lane));
+        });
+    }))
+}
+
+/// `out[i] = quantize(value(i), scale of i)` for `len` values: sixteen per loop step through
+/// [`quantize_16`], the last `len % 16` through [`quantize_one`]. `value(b, ty, index, lane)`
+/// emits the `ty` (F32X4 or F32) at element `index + lane` (`index` the loop's element index,
+/// none in the tail); `scales` has `len` values unless `tensor_scale` (one for all) is given.
+pub(super) fn quantize_row(b: &mut FunctionBuilder, len: usize, scales: Value, tensor_scale: Option<Value>, out: Value, value: &mut LaneBodyValue) {
     let tensor_scale_vec = tensor_scale.map(|s| b.ins().splat(types::F32X4, s));
-    let zero = b.ins().iconst(types::I64, 0);
-    let width = spec.width as i64;
-    counted_loop(b, zero, rows, 1, &mut |b, m| {
-        let x_row = {
-            let off = b.ins().imul_imm_s(m, width * 4);
-            b.ins().iadd(x, off)
-        };
-        let out_row = {
-            let off = b.ins().imul_imm_s(m, width);
-            b.ins().iadd(out, off)
-        };
-        let vector_end = (spec.width / 16 * 16) as i64;
+    let vector_end = len / 16 * 16;
+    if vector_end > 0 {
         let start = b.ins().iconst(types::I64, 0);
-        let end = b.ins().iconst(types::I64, vector_end);
+        let end = b.ins().iconst(types::I64, vector_end as i64);
         counted_loop(b, start, end, 16, &mut |b, c| {
-            let x_at = {
-                let off = b.ins().imul_imm_s(c, 4);
-                b.ins().iadd(x_row, off)
-            };
-            let scale_at = {
-                let off = b.ins().imul_imm_s(c, 4);
-                b.ins().iadd(scales, off)
-            };
             let bytes = quantize_16(b, &mut |b, i| {
-                let v = b.ins().load(types::F32X4, mem(), x_at, 16 * i);
-                let s = tensor_scale_vec.unwrap_or_else(|| b.ins().load(types::F32X4, mem(), scale_at, 16 * i));
+                let lane = 4 * i as usize;
+                let v = value(b, types::F32X4, Some(c), lane);
+                let s = tensor_scale_vec.unwrap_or_else(|| load(b, types::F32X4, scales, Some(c), lane));
                 (v, s)
             });
-            let out_at = b.ins().iadd(out_row, c);
+            let out_at = b.ins().iadd(out, c);
             b.ins().store(mem(), bytes, out_at, 0);
         });
-        for c in vector_end as i32..spec.width as i32 {
-            let v = b.ins().load(types::F32, mem(), x_row, 4 * c);
-            let s = tensor_scale.unwrap_or_else(|| b.ins().load(types::F32, mem(), scales, 4 * c));
-            let i = quantize_one(b, v, s);
-            b.ins().istore8(mem(), i, out_row, c);
-        }
-    });
-    }))
+    }
+    for c in vector_end..len {
+        let v = value(b, types::F32, None, c);
+        let s = tensor_scale.unwrap_or_else(|| load(b, types::F32, scales, None, c));
+        let q = quantize_one(b, v, s);
+        b.ins().istore8(mem(), q, out, c as i32);
+    }
 }
 
 /// The int8 quantization of sixteen values as one `i8x16`: `group(b, i)` emits the `i`-th four
