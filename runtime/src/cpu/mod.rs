@@ -18,6 +18,7 @@ pub mod profile;
 pub mod qgemm_avx512;
 pub mod quant;
 pub(crate) mod scan;
+pub(crate) mod scan_lanes;
 pub(crate) mod ssd;
 mod step;
 mod team;

@@ -2,11 +2,12 @@
 //!
 //! Per channel d and state n: Δ = softplus(dt), h ← exp(Δ·A[d,n])·h + Δ·B[n]·x[d],
 //! y[d] = Σₙ C[n]·h[n] + D[d]·x[d], with A = −exp(A_log). A prefill runs the decode step's
-//! loop ([`selective_scan_channels`]) once per token, so both give the same values.
+//! operations lane-wise over blocks of channels (`scan_lanes.rs`), or runs the generated step
+//! kernel once per token: both give a decode's values bit for bit.
 
 use rayon::prelude::*;
 
-use super::StepRow;
+use super::{scan_lanes, StepRow};
 use crate::jit::JitSelectiveScan;
 
 /// Channels per parallel task.
@@ -34,19 +35,25 @@ pub fn selective_scan(
     // contiguous, and it returns its outputs as a [seq, width] block to scatter afterwards. (Split
     // per sequence first: with d_inner not a multiple of the block, a flat split would put one
     // task across two sequences.)
+    // Without a generated step kernel, blocks of channels run through the whole sequence with
+    // channels across the lanes (scan_lanes.rs); with one, token by token on it.
+    let per_task = if kernel.is_some() { CHANNELS_PER_TASK } else { scan_lanes::LANES };
     let results: Vec<(usize, usize, usize, Vec<f32>)> = state
         .par_chunks_mut(d_inner * d_state)
         .enumerate()
-        .flat_map(|(bi, sb)| sb.par_chunks_mut(CHANNELS_PER_TASK * d_state).enumerate().map(move |(blk, h)| (bi, blk, h)))
+        .flat_map(|(bi, sb)| sb.par_chunks_mut(per_task * d_state).enumerate().map(move |(blk, h)| (bi, blk, h)))
         .map(|(bi, blk, h)| {
-            let d0 = blk * CHANNELS_PER_TASK;
+            let d0 = blk * per_task;
             let width = h.len() / d_state;
             let mut y = vec![0.0f32; seq * width];
-            // Time step by time step, on the decode step's vectorised loop (the same values a
-            // decode of these tokens would give).
-            for (t, y_t) in y.chunks_exact_mut(width).enumerate() {
-                let rows = StepRow::of_sequence([x, dt, b, c], bi * seq + t, [d_inner, d_inner, d_state]);
-                step_channels(kernel, &rows, d0..d0 + width, &a, d, h, y_t);
+            let rows = |t: usize| StepRow::of_sequence([x, dt, b, c], bi * seq + t, [d_inner, d_inner, d_state]);
+            match kernel {
+                Some(kernel) => {
+                    for (t, y_t) in y.chunks_exact_mut(width).enumerate() {
+                        kernel.channels(&rows(t), d0..d0 + width, &a, d, h, y_t);
+                    }
+                }
+                None => scan_lanes::scan_block(&scan_lanes::LaneBlock { first: d0, width, seq, rows: &rows }, &a, d, h, &mut y),
             }
             (bi, d0, width, y)
         })
