@@ -1,8 +1,8 @@
 //! Every generated CPU kernel lowers for both target architectures, whatever the host: x86-64
 //! (baseline SSE, and AVX-512 VNNI) and aarch64 (baseline NEON, and I8MM, the Orin's and the
 //! Raspberry Pi 5's cores have DotProd; I8MM is Armv8.6). The int8 dot products must become
-//! `vpdpbusd` / `usdot` where the ISA has them. Nothing runs here: the code is compiled, not
-//! executed (CI has no aarch64 machine).
+//! `vpdpbusd` / `usdot` where the ISA has them. Nothing runs here: `aarch64_replay.rs` runs the
+//! aarch64 code (under qemu-aarch64) and checks its bits against x86-64's.
 
 mod common;
 

@@ -52,8 +52,8 @@ impl JitSelectiveScan {
         // SAFETY: the kernel reads x, dt, d at channels s..s+count, a at rows s..s+count of n
         // values, b and c at n values, and reads and writes state at count rows of n values and y
         // at count values: the asserts bound each by its slice. `state` and `y` are borrowed
-        // mutably (no aliasing); the kernel keeps no pointer after returning. It reads the constants
-        // table only at the rows `kernels::cpu::vmath` defines (a static, 16-byte aligned).
+        // mutably (no aliasing); the kernel keeps no pointer after returning. Its constants sit in
+        // its own code (no other memory is read).
         unsafe {
             kernel(
                 r.x[s..].as_ptr(),
