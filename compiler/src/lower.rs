@@ -60,7 +60,7 @@ impl Builder<'_> {
         }
         let raw = &self.ckpt.tensors[name];
         let id = self.graph.add_weight(WeightDecl { name: name.to_string(), dtype: raw.dtype, shape: raw.shape.clone() });
-        self.weights.push(WeightData { shape: raw.shape.clone(), values: self.ckpt.f32(name)? });
+        self.weights.push(WeightData::new(raw.shape.clone(), self.ckpt.f32(name)?));
         self.ids.insert(name.to_string(), id);
         Ok(id)
     }

@@ -35,7 +35,7 @@ impl Program {
     pub fn add_weight(&mut self, name: impl Into<String>, dtype: DType, shape: Vec<usize>, values: Vec<f32>) -> WeightId {
         debug_assert_eq!(values.len(), shape.iter().product::<usize>());
         let id = self.graph.add_weight(WeightDecl { name: name.into(), dtype, shape: shape.clone() });
-        let data_id = self.weights.push(WeightData { shape, values });
+        let data_id = self.weights.push(WeightData::new(shape, values));
         debug_assert_eq!(id, data_id);
         id
     }
@@ -49,7 +49,7 @@ impl Program {
     pub fn set_values(&mut self, id: WeightId, values: Vec<f32>) {
         let shape = self.graph.weight(id).shape.clone();
         debug_assert_eq!(values.len(), shape.iter().product::<usize>());
-        self.weights.set(id, WeightData { shape, values });
+        self.weights.set(id, WeightData::new(shape, values));
     }
 
     /// A per-channel scale vector weight (f32 `[width]`) for quantize/dequantize ops.

@@ -301,32 +301,35 @@ fn encode_blob(dtype: DType, values: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes a blob whose length has been checked against `count`.
-fn decode_blob(dtype: DType, blob: &[u8], count: usize) -> Result<Vec<f32>, String> {
-    let values: Vec<f32> = match dtype {
-        DType::F32 => blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        DType::F16 => blob.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        DType::BF16 => blob.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        DType::I8 => blob.iter().map(|b| f32::from(*b as i8)).collect(),
+/// Decodes a blob whose length has been checked against `count`: integer weights (i8, i4) stay
+/// integers, one byte each; the rest become f32.
+fn decode_blob(dtype: DType, blob: &[u8], count: usize, shape: Vec<usize>) -> Result<WeightData, String> {
+    let floats = |values: Vec<f32>| WeightData::new(shape.clone(), values);
+    let data = match dtype {
+        DType::F32 => floats(blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        DType::F16 => floats(blob.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        DType::BF16 => floats(blob.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        DType::I32 => floats(blob.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect()),
+        DType::I64 => floats(blob.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect()),
+        DType::I8 => WeightData::integers(shape.clone(), blob.iter().map(|b| *b as i8).collect()),
         DType::I4 => {
             if count % 2 == 1 && blob.last().is_some_and(|b| b >> 4 != 0) {
                 return Err("the unused high nibble of an odd-length i4 blob is not zero".into());
             }
-            (0..count)
+            let ints = (0..count)
                 .map(|i| {
                     let b = blob[i / 2];
                     let nibble = if i % 2 == 0 { b << 4 } else { b & 0xf0 };
-                    f32::from((nibble as i8) >> 4)
+                    (nibble as i8) >> 4
                 })
-                .collect()
+                .collect();
+            WeightData::integers(shape.clone(), ints)
         }
-        DType::I32 => blob.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect(),
-        DType::I64 => blob.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect(),
     };
-    if values.len() != count {
-        return Err(format!("decoded {} values, expected {count}", values.len()));
+    if data.count() != count {
+        return Err(format!("decoded {} values, expected {count}", data.count()));
     }
-    Ok(values)
+    Ok(data)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,7 +427,7 @@ pub fn write_artifact(path: &Path, meta: &ArtifactMeta, graph: &Graph, weights: 
     let decls = graph.weights();
     let data: Vec<&WeightData> = (0..decls.len()).map(|i| weights.get(WeightId::new(i))).collect();
     for (decl, d) in decls.iter().zip(&data) {
-        check_values(decl, &d.values).map_err(invalid)?;
+        check_values(decl, &d.floats()).map_err(invalid)?;
     }
     let graph_text = graph.to_string();
     match ir::parse(&graph_text) {
@@ -474,7 +477,7 @@ pub fn write_artifact(path: &Path, meta: &ArtifactMeta, graph: &Graph, weights: 
         let mut buf = Vec::new();
         for (info, d) in header.weights.iter().zip(&data) {
             w.pad_to(info.offset)?;
-            encode_blob(DType::from_name(&info.dtype).expect("written from a DType"), &d.values, &mut buf);
+            encode_blob(DType::from_name(&info.dtype).expect("written from a DType"), &d.floats(), &mut buf);
             debug_assert_eq!(buf.len() as u64, info.bytes);
             w.write_all(&buf)?;
         }
@@ -586,8 +589,7 @@ pub fn read_artifact_bytes(bytes: &[u8], path: &Path, expected_target: Option<&s
         // Both fit in usize: they are at most payload_end, a slice length.
         let blob = &bytes[info.offset as usize..end as usize];
         let count = usize::try_from(count.unwrap_or(0)).map_err(|_| blob_err("too many elements".into()))?;
-        let values = decode_blob(decl.dtype, blob, count).map_err(blob_err)?;
-        weights.push(WeightData { shape: decl.shape.clone(), values });
+        weights.push(decode_blob(decl.dtype, blob, count, decl.shape.clone()).map_err(blob_err)?);
         prev_end = end;
     }
     if prev_end != payload_end {

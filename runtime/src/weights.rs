@@ -1,5 +1,8 @@
-//! Weight data for a graph's weight table, held in f32 for the FP32 executor.
+//! Weight data for a graph's weight table: f32 values, or the integers of a quantized weight read
+//! from an artifact (one byte each, not four: widening them all to f32 at load made a W8A8
+//! model's peak memory as large as the FP32 model's).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use ir::{Graph, WeightId};
@@ -11,8 +14,51 @@ use crate::RuntimeError;
 pub struct WeightData {
     /// The shape, as declared in the graph.
     pub shape: Vec<usize>,
-    /// `shape.product()` values.
+    /// `shape.product()` values; empty when the weight is held as [`WeightData::ints`].
     pub values: Vec<f32>,
+    /// The values of an integer (i8 / i4) weight read from an artifact, with `values` empty.
+    pub ints: Vec<i8>,
+}
+
+impl WeightData {
+    /// A weight of f32 values.
+    pub fn new(shape: Vec<usize>, values: Vec<f32>) -> WeightData {
+        WeightData { shape, values, ints: Vec::new() }
+    }
+
+    /// An integer weight held as its integers.
+    pub fn integers(shape: Vec<usize>, ints: Vec<i8>) -> WeightData {
+        WeightData { shape, values: Vec::new(), ints }
+    }
+
+    /// How many values it holds, in either form.
+    pub fn count(&self) -> usize {
+        if self.ints.is_empty() {
+            self.values.len()
+        } else {
+            self.ints.len()
+        }
+    }
+
+    /// The values as f32: borrowed, or widened from the integers (a copy: for loading and
+    /// packing, not for a hot path).
+    pub fn floats(&self) -> Cow<'_, [f32]> {
+        if self.ints.is_empty() {
+            Cow::Borrowed(&self.values)
+        } else {
+            Cow::Owned(self.ints.iter().map(|v| f32::from(*v)).collect())
+        }
+    }
+
+    /// The values of an integer weight as i8: borrowed, or narrowed from f32 integers (a weight
+    /// a compiler built in f32).
+    pub fn int_values(&self) -> Cow<'_, [i8]> {
+        if self.ints.is_empty() {
+            Cow::Owned(self.values.iter().map(|v| *v as i8).collect())
+        } else {
+            Cow::Borrowed(&self.ints)
+        }
+    }
 }
 
 /// The data of every weight in a graph's table, indexed by [`WeightId`]. Cheap to clone (shared).
@@ -63,13 +109,13 @@ impl Weights {
             return Err(RuntimeError::Weights(format!("graph declares {} weights, {} were given", graph.weights().len(), self.0.len())));
         }
         for (decl, data) in graph.weights().iter().zip(&self.0) {
-            if decl.shape != data.shape || data.values.len() != decl.shape.iter().product::<usize>() {
+            if decl.shape != data.shape || data.count() != decl.shape.iter().product::<usize>() {
                 return Err(RuntimeError::Weights(format!(
                     "weight `{}` is declared {:?} but its data has shape {:?} and {} values",
                     decl.name,
                     decl.shape,
                     data.shape,
-                    data.values.len()
+                    data.count()
                 )));
             }
         }

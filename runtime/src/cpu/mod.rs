@@ -132,6 +132,8 @@ pub struct Executor {
     weights: Weights,
     /// Integer weights (i8 / i4 tables) as i8 lanes, for the integer kernels.
     int_weights: HashMap<ir::WeightId, Vec<i8>>,
+    /// The same as f32 integers, for the reference prefill product (an exact f32 GEMM).
+    int_weights_f32: HashMap<ir::WeightId, Vec<f32>>,
     /// Weight-only quantized linears (f32 operand) see their weights dequantized once.
     dequantized: HashMap<ir::WeightId, Vec<f32>>,
     /// Generated kernels of the int8-activation linears, by node.
@@ -177,6 +179,7 @@ impl Executor {
     /// Like [`Executor::new`], choosing what runs the integer ops.
     pub fn with_kernel_backend(graph: VerifiedGraph, mut weights: Weights, backend: KernelBackend) -> Result<Executor, RuntimeError> {
         weights.check_against(&graph)?;
+        hold_integers_as_ints(&graph, &mut weights);
         let order = graph.topo_order().ok_or_else(|| RuntimeError::Input("verified graph has a cycle".into()))?;
         let slot: HashMap<ValueId, usize> = order.iter().enumerate().map(|(i, v)| (*v, i)).collect();
         let outputs = graph.outputs();
@@ -215,15 +218,17 @@ impl Executor {
             KernelBackend::Reference => Default::default(),
         };
         let mut int_weights = HashMap::new();
+        let mut int_weights_f32 = HashMap::new();
         let mut dequantized = HashMap::new();
         for v in order.iter().filter(|v| !jit_qlinear.contains_key(v)) {
             match graph.node(*v).op {
                 Op::QLinear { weight, scales, group, act_scale: None, .. } => {
                     let in_dim = graph.weight(weight).shape[1];
-                    dequantized.entry(weight).or_insert_with(|| quant::dequantize_weight(&weights.get(weight).values, &weights.get(scales).values, in_dim, group));
+                    dequantized.entry(weight).or_insert_with(|| quant::dequantize_weight(&weights.get(weight).floats(), &weights.get(scales).values, in_dim, group));
                 }
                 Op::QLinear { weight, act_scale: Some(_), .. } => {
-                    int_weights.entry(weight).or_insert_with(|| weights.get(weight).values.iter().map(|v| *v as i8).collect());
+                    int_weights.entry(weight).or_insert_with(|| weights.get(weight).int_values().into_owned());
+                    int_weights_f32.entry(weight).or_insert_with(|| weights.get(weight).floats().into_owned());
                 }
                 _ => {}
             }
@@ -233,6 +238,7 @@ impl Executor {
             graph,
             weights,
             int_weights,
+            int_weights_f32,
             dequantized,
             jit_qlinear,
             jit_quantize,
@@ -397,14 +403,11 @@ impl Executor {
             Op::Tokens => Vec::new(),
             Op::Embedding { table } => gather_rows(w(*table), width, tokens, |row| row.to_vec())?,
             Op::QEmbedding { table, scales, group } => {
-                let per_row = width / group;
-                let scales = w(*scales);
-                let mut index = 0;
-                gather_rows(w(*table), width, tokens, |row| {
-                    let t = tokens[index] as usize;
-                    index += 1;
-                    row.iter().enumerate().map(|(k, q)| q * scales[t * per_row + k / group]).collect()
-                })?
+                let mut out = vec![0.0f32; tokens.len() * width];
+                for (dst, &t) in out.chunks_exact_mut(width.max(1)).zip(tokens) {
+                    qembedding_row(self.weights.get(*table), w(*scales), *group, t, dst)?;
+                }
+                out
             }
             Op::Hadamard if self.jit_steps.hadamard.contains_key(&value) => self.jit_steps.hadamard[&value].forward(&inputs[0].data)?,
             Op::Hadamard => {
@@ -427,7 +430,7 @@ impl Executor {
             Op::QLinear { .. } if self.jit_qlinear.contains_key(&value) => self.jit_qlinear[&value].forward(&inputs[0].ints, rows)?,
             Op::QLinear { weight, scales, bias, group, act_scale } => match act_scale {
                 // Many rows go through the exact-integer f32 GEMM; decode rows through the int8 dot.
-                Some(s) if rows > 4 => quant::qlinear_i8_gemm(&inputs[0].ints, rows, inputs[0].width, w(*weight), width, w(*scales), *group, *s, bias.map(w)),
+                Some(s) if rows > 4 => quant::qlinear_i8_gemm(&inputs[0].ints, rows, inputs[0].width, &self.int_weights_f32[weight], width, w(*scales), *group, *s, bias.map(w)),
                 Some(s) => {
                     let ints = &self.int_weights[weight];
                     quant::qlinear_i8(&inputs[0].ints, rows, inputs[0].width, ints, width, w(*scales), *group, *s, bias.map(w))
@@ -509,10 +512,9 @@ fn jit_kernels(jit: &HostJit, graph: &Graph, order: &[ValueId], weights: &mut We
         let decl = graph.weight(weight);
         let weight_bits = if decl.dtype == ir::DType::I4 { 4 } else { 8 };
         let spec = kernels::cpu::QLinearSpec { in_dim: decl.shape[1], group, weight_bits };
-        let ints: Vec<i8> = weights.get(weight).values.iter().map(|q| *q as i8).collect();
         let bias = bias.map(|b| weights.get(b).values.as_slice());
         // An unsupported shape keeps the reference kernel for this layer.
-        if let Ok(kernel) = JitQLinear::new(jit, spec, &ints, decl.shape[0], &weights.get(scales).values, bias, act_scale) {
+        if let Ok(kernel) = JitQLinear::new(jit, spec, &weights.get(weight).int_values(), decl.shape[0], &weights.get(scales).values, bias, act_scale) {
             kernels.insert(*v, kernel);
         }
     }
@@ -526,7 +528,7 @@ fn jit_kernels(jit: &HostJit, graph: &Graph, order: &[ValueId], weights: &mut We
     for v in kernels.keys() {
         if let Op::QLinear { weight, .. } = graph.node(*v).op {
             if !still_read.contains(&weight) {
-                weights.set(weight, WeightData { shape: graph.weight(weight).shape.clone(), values: Vec::new() });
+                weights.set(weight, WeightData::new(graph.weight(weight).shape.clone(), Vec::new()));
             }
         }
     }
@@ -534,6 +536,35 @@ fn jit_kernels(jit: &HostJit, graph: &Graph, order: &[ValueId], weights: &mut We
 }
 
 /// Looks up each token's row of `table` (rows of `width`), mapping it through `row_fn`.
+/// Integer (i8 / i4) weights given as f32 integers (a graph the compiler built) are held as i8
+/// from here on: a quarter of the memory, and what the integer kernels read.
+fn hold_integers_as_ints(graph: &Graph, weights: &mut Weights) {
+    for (i, decl) in graph.weights().iter().enumerate() {
+        let id = ir::WeightId::new(i);
+        let data = weights.get(id);
+        if matches!(decl.dtype, ir::DType::I8 | ir::DType::I4) && data.ints.is_empty() && !data.values.is_empty() {
+            weights.set(id, WeightData::integers(data.shape.clone(), data.int_values().into_owned()));
+        }
+    }
+}
+
+/// Row `token` of a quantized embedding table (integers `[vocab, width]`, `scales` `[vocab, width /
+/// group]`) dequantized into `out` (`width` values).
+pub(crate) fn qembedding_row(table: &WeightData, scales: &[f32], group: usize, token: i64, out: &mut [f32]) -> Result<(), RuntimeError> {
+    let ints = table.int_values();
+    let width = out.len();
+    let rows = ints.len() / width.max(1);
+    if token < 0 || token as usize >= rows {
+        return Err(RuntimeError::Input(format!("token id {token} is outside the vocabulary (0..{rows})")));
+    }
+    let t = token as usize;
+    let per_row = width / group.max(1);
+    for (k, (dst, q)) in out.iter_mut().zip(&ints[t * width..][..width]).enumerate() {
+        *dst = f32::from(*q) * scales[t * per_row + k / group];
+    }
+    Ok(())
+}
+
 fn gather_rows(table: &[f32], width: usize, tokens: &[i64], mut row_fn: impl FnMut(&[f32]) -> Vec<f32>) -> Result<Vec<f32>, RuntimeError> {
     let rows_in_table = table.len() / width.max(1);
     let mut out = Vec::with_capacity(tokens.len() * width);

@@ -134,18 +134,18 @@ impl CudaExecutor {
         let mut memory = MemoryReport::default();
         let mut device_weights = Vec::with_capacity(plan.weights.len());
         for (i, upload) in plan.weights.iter().enumerate() {
-            let data = &weights.get(ir::WeightId::new(i)).values;
+            let data = || weights.get(ir::WeightId::new(i)).floats();
             let bytes: Vec<u8> = match upload {
                 WeightUpload::Unused => {
                     device_weights.push(None);
                     continue;
                 }
                 WeightUpload::F32 { len } => {
-                    let mut v: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let mut v: Vec<u8> = data().iter().flat_map(|x| x.to_le_bytes()).collect();
                     v.resize(len * 4, 0);
                     v
                 }
-                WeightUpload::Packed { kind, n, k } => pack::pack(*kind, data, *n, *k),
+                WeightUpload::Packed { kind, n, k } => pack::pack(*kind, &data(), *n, *k),
             };
             memory.weights += bytes.len();
             device_weights.push(Some(stream.clone_htod(&bytes)?));

@@ -158,24 +158,19 @@ impl Executor {
         let x = |k: usize| f32s[f32_in(k)].as_slice();
         match &node.op {
             Op::Tokens => {}
-            Op::Embedding { table } | Op::QEmbedding { table, .. } => {
+            Op::Embedding { table } => {
                 let table = w(*table);
                 let in_table = table.len() / width.max(1);
                 for (dst, &t) in out.chunks_exact_mut(width).zip(tokens) {
                     if t < 0 || t as usize >= in_table {
                         return Err(Some(RuntimeError::Input(format!("token id {t} is outside the vocabulary (0..{in_table})"))));
                     }
-                    let src = &table[t as usize * width..][..width];
-                    match node.op {
-                        Op::QEmbedding { scales, group, .. } => {
-                            let per_row = width / group;
-                            let scales = &w(scales)[t as usize * per_row..][..per_row];
-                            for (k, (d, q)) in dst.iter_mut().zip(src).enumerate() {
-                                *d = q * scales[k / group];
-                            }
-                        }
-                        _ => dst.copy_from_slice(src),
-                    }
+                    dst.copy_from_slice(&table[t as usize * width..][..width]);
+                }
+            }
+            Op::QEmbedding { table, scales, group } => {
+                for (dst, &t) in out.chunks_exact_mut(width).zip(tokens) {
+                    super::qembedding_row(self.weights.get(*table), w(*scales), *group, t, dst).map_err(Some)?;
                 }
             }
             Op::RmsNorm { .. } if self.jit_steps.norm.contains_key(&op.value) => self.jit_steps.norm[&op.value].forward_into(x(0), out).map_err(Some)?,
