@@ -42,7 +42,14 @@
 //!
 //! The selective-scan and SSD steps run on their generated kernel only where it times faster
 //! than the Rust loop at load (`runtime::jit::generated_is_faster`): the Rust loops are compiled
-//! for AVX2's eight lanes where the CPU has them, and on such hosts they win.
+//! for AVX2's eight lanes where the CPU has them, and on such hosts they win. A prefill's scan then
+//! runs the Rust lane-wise blocks (`runtime::cpu::scan_lanes`, 16 lanes with AVX-512), and a
+//! prefill's SSD is always the chunked matrix-product form on the `gemm` crate: a generated
+//! token-by-token recurrence would do as many multiply-adds with 4-lane vectors and no register
+//! blocking.
+//!
+//! Every kernel here is also run as aarch64 code under qemu-aarch64 and checked bit for bit against
+//! its x86-64 build (`tests/aarch64_replay.rs`).
 
 pub mod conv;
 mod function;
