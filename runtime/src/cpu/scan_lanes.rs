@@ -74,11 +74,16 @@ unsafe fn scan_block_avx2(block: &LaneBlock, a: &[f32], d: &[f32], state: &mut [
 
 type Lanes = [f32; LANES];
 
-/// Copies `src` into the first lanes of a zeroed vector.
+/// Copies `src` into the first lanes of a zeroed vector (a whole block without a library call).
 #[inline(always)]
 fn lanes_of(src: &[f32]) -> Lanes {
+    if let Ok(whole) = <&Lanes>::try_from(src) {
+        return *whole;
+    }
     let mut v = [0.0; LANES];
-    v[..src.len()].copy_from_slice(src);
+    for (lane, value) in v.iter_mut().zip(src) {
+        *lane = *value;
+    }
     v
 }
 
@@ -144,7 +149,10 @@ fn scan_block_body(block: &LaneBlock, a: &[f32], d: &[f32], state: &mut [f32], y
             let p = |k: usize| partial[k][l];
             out[l] = (p(0) + p(4)) + (p(1) + p(5)) + (p(2) + p(6)) + (p(3) + p(7)) + tail[l] + d_lanes[l] * x[l];
         }
-        y_t.copy_from_slice(&out[..width]);
+        match <&mut Lanes>::try_from(&mut *y_t) {
+            Ok(whole) => *whole = out,
+            Err(_) => y_t.copy_from_slice(&out[..width]),
+        }
     }
     for c in 0..width {
         for n in 0..d_state {
