@@ -3,13 +3,13 @@
 //!
 //! Per head h (group g) and row i of its state: y[i] = decay·(C·S[i]) + D·x[i], then
 //! y[i] += w·x[i], then S[i] ← S[i]·decay + (Δ·x[i])·B — the operations of
-//! `runtime::cpu::ssd::ssd_step_heads` in its order (C·S summed like `runtime::cpu::linear::dot`:
-//! eight partial sums, lanes of two vectors, then left to right), so the result is bit-identical.
+//! `runtime::cpu::ssd::ssd_step_heads` in its order (C·S in sixteen partial sums, the lanes of four
+//! vectors, totalled by [`vmath::dot_total_16`]), so the result is bit-identical.
 //! The per-head scalars (decay = e^(Δ·A), Δ, w = (C·B)·Δ, D) use libm's exp and log1p, so the
 //! caller computes them, as the Rust step does, and passes them in.
 //!
 //! One pass per state row: each `f32x4` of the row is loaded once, multiplied into C·S and
-//! updated (the Rust step reads a row twice, once for the dot product and once to update it).
+//! updated.
 //!
 //! Signature: `fn(x, b, c: *const f32, head_scalars: *const f32, state: *mut f32, y: *mut f32,
 //! first_head: i64, end_head: i64)`: `x`, `b`, `c` point at the sequence's rows, `head_scalars`
@@ -91,20 +91,20 @@ pub fn build_ssd_step(spec: &SsdStepSpec, target: TargetFrontendConfig) -> Resul
                 let row_off = b.ins().imul_imm_s(i, row_bytes);
                 let row = b.ins().iadd(state_head, row_off);
                 let zeros = k.f32(b, 0.0);
-                let mut sums = [zeros, zeros];
+                let mut sums = [zeros; 4];
                 for v in 0..vectors {
                     let off = 16 * v as i32;
                     let s_v = b.ins().load(types::F32X4, mem(), row, off);
                     let c_v = b.ins().load(types::F32X4, mem(), cs, off);
                     let b_v = b.ins().load(types::F32X4, mem(), bs, off);
                     let product = b.ins().fmul(s_v, c_v);
-                    sums[v % 2] = b.ins().fadd(sums[v % 2], product);
+                    sums[v % 4] = b.ins().fadd(sums[v % 4], product);
                     let kept = b.ins().fmul(s_v, decay_v);
                     let input = b.ins().fmul(wx_v, b_v);
                     let s_new = b.ins().fadd(kept, input);
                     b.ins().store(mem(), s_new, row, off);
                 }
-                let dot = vmath::dot_total(b, sums);
+                let dot = vmath::dot_total_16(b, sums);
                 let decayed = b.ins().fmul(decay, dot);
                 let skip = b.ins().fmul(d, xv);
                 let out = b.ins().fadd(decayed, skip);

@@ -199,12 +199,69 @@ impl Head<'_> {
     }
 }
 
+/// Partial sums of a decode step's C·S.
+const PARTIALS: usize = 16;
+
+/// One state row's step: returns C·S of the row as it was, and updates it to
+/// `S·decay + wx·B`. C·S is summed in [`PARTIALS`] partial sums (element e into partial
+/// e mod 16: one AVX-512 vector, or the four f32x4 of the generated kernel), then totalled by
+/// [`partials_total`], as `kernels::cpu::vmath::dot_total_16` does.
+#[inline(always)]
+fn row_step(srow: &mut [f32], cs: &[f32], bs: &[f32], decay: f32, wx: f32) -> f32 {
+    let mut partial = [0.0f32; PARTIALS];
+    for (k, ((sv, cv), bv)) in srow.iter_mut().zip(cs).zip(bs).enumerate() {
+        partial[k % PARTIALS] += *sv * cv;
+        *sv = *sv * decay + wx * bv;
+    }
+    partials_total(&partial)
+}
+
+/// [`row_step`] on 512-bit vectors (the same operations lane by lane, so the same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_step_avx512(srow: &mut [f32], cs: &[f32], bs: &[f32], decay: f32, wx: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let len = srow.len().min(cs.len()).min(bs.len());
+    let whole = len / PARTIALS * PARTIALS;
+    let (decay_v, wx_v) = (_mm512_set1_ps(decay), _mm512_set1_ps(wx));
+    let mut acc = _mm512_setzero_ps();
+    for j in (0..whole).step_by(PARTIALS) {
+        // SAFETY: j + 16 ≤ whole ≤ the length of all three slices, so the 16-value loads and
+        // store stay inside them (unaligned loads and stores are allowed).
+        unsafe {
+            let s = _mm512_loadu_ps(srow.as_ptr().add(j));
+            let c = _mm512_loadu_ps(cs.as_ptr().add(j));
+            let b = _mm512_loadu_ps(bs.as_ptr().add(j));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(s, c));
+            _mm512_storeu_ps(srow.as_mut_ptr().add(j), _mm512_add_ps(_mm512_mul_ps(s, decay_v), _mm512_mul_ps(wx_v, b)));
+        }
+    }
+    let mut partial = [0.0f32; PARTIALS];
+    // SAFETY: `partial` holds 16 f32.
+    unsafe { _mm512_storeu_ps(partial.as_mut_ptr(), acc) };
+    for (k, ((sv, cv), bv)) in srow[whole..len].iter_mut().zip(&cs[whole..len]).zip(&bs[whole..len]).enumerate() {
+        partial[k] += *sv * cv;
+        *sv = *sv * decay + wx * bv;
+    }
+    partials_total(&partial)
+}
+
+/// `(p[l] + p[8 + l]) + (p[4 + l] + p[12 + l])` for l < 4, those four left to right, `+ 0.0`.
+#[inline(always)]
+fn partials_total(p: &[f32; PARTIALS]) -> f32 {
+    let quad = |l: usize| (p[l] + p[8 + l]) + (p[4 + l] + p[12 + l]);
+    quad(0) + quad(1) + quad(2) + quad(3) + 0.0
+}
+
 /// One decode step (one token per sequence) of [`ssd`], writing y into `y`.
 ///
 /// The same operations as a chunk of one token, in one pass over each head's state, except the
-/// two dot products over `d_state` (C·B and the state row · C), which [`super::dot`] sums in eight
-/// partial sums instead of left to right: vectorisable, and within a few f32 roundings of the
-/// chunked form (tested against it in `tests::the_step_matches_a_chunk_of_one`).
+/// two dot products over `d_state`: C·B, which [`super::dot`] sums in eight partial sums, and the
+/// state row · C in sixteen, instead of left to right: vectorisable, and within a few f32
+/// roundings of the chunked form (tested against it in `tests::the_step_matches_a_chunk_of_one`).
 #[allow(clippy::too_many_arguments)]
 pub fn ssd_step(x: &[f32], dt: &[f32], b: &[f32], c: &[f32], batch: usize, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32], kernel: Option<&JitSsdStep>) {
     let width = s.heads * s.head_dim;
@@ -226,9 +283,17 @@ pub fn step_heads(kernel: Option<&JitSsdStep>, rows: &StepRow, heads: std::ops::
 }
 
 /// The step of `heads` of one sequence (`rows`: its x, dt, B and C); `state` holds those heads'
-/// `[head_dim, d_state]` states, `y` their outputs. Runs the AVX2 build of the loop where the CPU
-/// has it (8 lanes instead of the baseline's 4; the same operations, so the same values).
+/// `[head_dim, d_state]` states, `y` their outputs. Runs its state rows on 512-bit vectors where
+/// the CPU has AVX-512 (one vector of the sixteen partial sums), else the AVX2 build of the loop
+/// (the same operations, so the same values).
 pub fn ssd_step_heads(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above), the one requirement of calling a
+        // function compiled with `#[target_feature(enable = "avx512f")]`.
+        unsafe { ssd_step_heads_avx512(rows, heads, s, p, state, y) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked above), the one requirement of calling a function
@@ -236,7 +301,7 @@ pub fn ssd_step_heads(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape
         unsafe { ssd_step_heads_avx2(rows, heads, s, p, state, y) };
         return;
     }
-    ssd_step_heads_body(rows, heads, s, p, state, y)
+    ssd_step_heads_body(rows, heads, s, p, state, y, row_step)
 }
 
 /// [`ssd_step_heads`] compiled for AVX2.
@@ -246,11 +311,22 @@ pub fn ssd_step_heads(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn ssd_step_heads_avx2(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
-    ssd_step_heads_body(rows, heads, s, p, state, y)
+    ssd_step_heads_body(rows, heads, s, p, state, y, row_step)
+}
+
+/// [`ssd_step_heads`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn ssd_step_heads_avx512(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+    // SAFETY (each call): this function runs only where the CPU has AVX-512F.
+    ssd_step_heads_body(rows, heads, s, p, state, y, |srow, cs, bs, decay, wx| unsafe { row_step_avx512(srow, cs, bs, decay, wx) })
 }
 
 #[inline(always)]
-fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32]) {
+fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShape, p: &SsdParams, state: &mut [f32], y: &mut [f32], row: impl Fn(&mut [f32], &[f32], &[f32], f32, f32) -> f32) {
     let StepRow { x, b, c, .. } = *rows;
     let heads_per_group = s.heads / s.groups;
     let per_head = s.head_dim * s.d_state;
@@ -261,12 +337,9 @@ fn ssd_step_heads_body(rows: &StepRow, heads: std::ops::Range<usize>, s: SsdShap
         let bs = &b[g * s.d_state..][..s.d_state];
         let cs = &c[g * s.d_state..][..s.d_state];
         for ((srow, out), xv) in st.chunks_exact_mut(s.d_state).zip(ys.iter_mut()).zip(xs) {
-            *out = decay * super::dot(srow, cs) + d * xv;
+            let dot = row(srow, cs, bs, decay, delta * xv);
+            *out = decay * dot + d * xv;
             *out += w * xv;
-            let wx = delta * xv;
-            for (sv, bv) in srow.iter_mut().zip(bs) {
-                *sv = *sv * decay + wx * bv;
-            }
         }
     }
 }
@@ -349,6 +422,28 @@ mod tests {
                 std::hint::black_box(ssd(&x, &dt, &b, &c, shape, &params, &mut state));
             }
             eprintln!("chunk {chunk}: {:?} for 12 layers", start.elapsed());
+        }
+    }
+
+    /// Times one mamba2-small-shaped decode step of the SSD (all 16 heads, state in cache).
+    #[test]
+    #[ignore]
+    fn time_ssd_step() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (heads, head_dim, groups, d_state) = (16, 64, 1, 64);
+        let mut r = |n: usize, lo: f32, hi: f32| -> Vec<f32> { (0..n).map(|_| rng.gen_range(lo..hi)).collect() };
+        let (x, dt, b, c) = (r(heads * head_dim, -1.0, 1.0), r(heads, -2.0, 1.0), r(groups * d_state, -1.0, 1.0), r(groups * d_state, -1.0, 1.0));
+        let (a_log, d, dt_bias) = (r(heads, -1.0, 1.0), r(heads, -1.0, 1.0), r(heads, -0.5, 0.5));
+        let params = SsdParams { a_log: &a_log, d: &d, dt_bias: &dt_bias, dt_limit: (0.0, f32::INFINITY) };
+        let shape = SsdShape { seq: 1, heads, head_dim, groups, d_state, chunk: 128 };
+        let mut state = r(heads * head_dim * d_state, -1.0, 1.0);
+        let mut y = vec![0.0f32; heads * head_dim];
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            for _ in 0..1000 {
+                ssd_step(&x, &dt, &b, &c, 1, shape, &params, &mut state, &mut y, None);
+            }
+            eprintln!("ssd step: {:?} per step (state in cache)", start.elapsed() / 1000);
         }
     }
 
