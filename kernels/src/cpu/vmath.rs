@@ -192,19 +192,13 @@ impl Lanes {
 }
 
 /// The total of sixteen partial sums held as the lanes of four `f32x4` (partial `4·v + lane`
-/// in vector v): `(s0 + s2) + (s1 + s3)` lane-wise, then its lanes left to right, then `+ 0.0`,
-/// as `runtime::cpu::ssd` sums a state row's C·S.
+/// in vector v): `(s0 + s2) + (s1 + s3)` lane-wise, then [`lanes_then_zero`], as
+/// `runtime::cpu::ssd` sums a state row's C·S.
 pub(super) fn dot_total_16(b: &mut FunctionBuilder, sums: [Value; 4]) -> Value {
     let low = b.ins().fadd(sums[0], sums[2]);
     let high = b.ins().fadd(sums[1], sums[3]);
     let quads = b.ins().fadd(low, high);
-    let mut total = b.ins().extractlane(quads, 0);
-    for lane in 1..4u8 {
-        let v = b.ins().extractlane(quads, lane);
-        total = b.ins().fadd(total, v);
-    }
-    let tail = b.ins().f32const(0.0);
-    b.ins().fadd(total, tail)
+    lanes_then_zero(b, quads)
 }
 
 /// The end of `runtime::cpu::linear::dot` over a multiple of 8 values whose eight partial sums
@@ -212,10 +206,15 @@ pub(super) fn dot_total_16(b: &mut FunctionBuilder, sums: [Value; 4]) -> Value {
 /// (a3 + a7), left to right, plus its empty scalar tail's 0.0 (−0.0 + 0.0 is +0.0).
 pub(super) fn dot_total(b: &mut FunctionBuilder, sums: [Value; 2]) -> Value {
     let pairs = b.ins().fadd(sums[0], sums[1]);
-    let mut total = b.ins().extractlane(pairs, 0);
+    lanes_then_zero(b, pairs)
+}
+
+/// The four lanes of `v` added left to right, then `+ 0.0`.
+fn lanes_then_zero(b: &mut FunctionBuilder, v: Value) -> Value {
+    let mut total = b.ins().extractlane(v, 0);
     for lane in 1..4u8 {
-        let v = b.ins().extractlane(pairs, lane);
-        total = b.ins().fadd(total, v);
+        let next = b.ins().extractlane(v, lane);
+        total = b.ins().fadd(total, next);
     }
     let tail = b.ins().f32const(0.0);
     b.ins().fadd(total, tail)

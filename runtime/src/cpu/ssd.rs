@@ -242,11 +242,7 @@ unsafe fn row_step_avx512(srow: &mut [f32], cs: &[f32], bs: &[f32], decay: f32, 
     let mut partial = [0.0f32; PARTIALS];
     // SAFETY: `partial` holds 16 f32.
     unsafe { _mm512_storeu_ps(partial.as_mut_ptr(), acc) };
-    for (k, ((sv, cv), bv)) in srow[whole..len].iter_mut().zip(&cs[whole..len]).zip(&bs[whole..len]).enumerate() {
-        partial[k] += *sv * cv;
-        *sv = *sv * decay + wx * bv;
-    }
-    partials_total(&partial)
+    finish_row(partial, &mut srow[whole..len], &cs[whole..len], &bs[whole..len], decay, wx)
 }
 
 /// [`row_step`] on 256-bit vectors: partials 0-7 and 8-15 in two registers (the same operations
@@ -282,7 +278,14 @@ unsafe fn row_step_avx2(srow: &mut [f32], cs: &[f32], bs: &[f32], decay: f32, wx
         _mm256_storeu_ps(partial.as_mut_ptr(), acc[0]);
         _mm256_storeu_ps(partial.as_mut_ptr().add(8), acc[1]);
     }
-    for (k, ((sv, cv), bv)) in srow[whole..len].iter_mut().zip(&cs[whole..len]).zip(&bs[whole..len]).enumerate() {
+    finish_row(partial, &mut srow[whole..len], &cs[whole..len], &bs[whole..len], decay, wx)
+}
+
+/// The values of a row past its last whole 16 (element k of the remainder into partial k), then
+/// the total of the partial sums.
+#[inline(always)]
+fn finish_row(mut partial: [f32; PARTIALS], srow: &mut [f32], cs: &[f32], bs: &[f32], decay: f32, wx: f32) -> f32 {
+    for (k, ((sv, cv), bv)) in srow.iter_mut().zip(cs).zip(bs).enumerate() {
         partial[k] += *sv * cv;
         *sv = *sv * decay + wx * bv;
     }
