@@ -304,14 +304,13 @@ fn encode_blob(dtype: DType, values: &[f32], out: &mut Vec<u8>) {
 /// Decodes a blob whose length has been checked against `count`: integer weights (i8, i4) stay
 /// integers, one byte each; the rest become f32.
 fn decode_blob(dtype: DType, blob: &[u8], count: usize, shape: Vec<usize>) -> Result<WeightData, String> {
-    let floats = |values: Vec<f32>| WeightData::new(shape.clone(), values);
     let data = match dtype {
-        DType::F32 => floats(blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-        DType::F16 => floats(blob.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-        DType::BF16 => floats(blob.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-        DType::I32 => floats(blob.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect()),
-        DType::I64 => floats(blob.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect()),
-        DType::I8 => WeightData::integers(shape.clone(), blob.iter().map(|b| *b as i8).collect()),
+        DType::F32 => WeightData::new(shape, blob.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        DType::F16 => WeightData::new(shape, blob.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        DType::BF16 => WeightData::new(shape, blob.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+        DType::I32 => WeightData::new(shape, blob.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32).collect()),
+        DType::I64 => WeightData::new(shape, blob.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32).collect()),
+        DType::I8 => WeightData::integers(shape, blob.iter().map(|b| *b as i8).collect()),
         DType::I4 => {
             if count % 2 == 1 && blob.last().is_some_and(|b| b >> 4 != 0) {
                 return Err("the unused high nibble of an odd-length i4 blob is not zero".into());
@@ -323,7 +322,7 @@ fn decode_blob(dtype: DType, blob: &[u8], count: usize, shape: Vec<usize>) -> Re
                     (nibble as i8) >> 4
                 })
                 .collect();
-            WeightData::integers(shape.clone(), ints)
+            WeightData::integers(shape, ints)
         }
     };
     if data.count() != count {

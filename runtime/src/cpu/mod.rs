@@ -130,9 +130,9 @@ pub enum KernelBackend {
 pub struct Executor {
     graph: VerifiedGraph,
     weights: Weights,
-    /// Integer weights (i8 / i4 tables) as i8 lanes, for the integer kernels.
-    int_weights: HashMap<ir::WeightId, Vec<i8>>,
-    /// The same as f32 integers, for the reference prefill product (an exact f32 GEMM).
+    /// Integer weights of the int8-activation linears without a generated kernel, as f32
+    /// integers, for the reference prefill product (an exact f32 GEMM; decode reads the weights'
+    /// own i8 values).
     int_weights_f32: HashMap<ir::WeightId, Vec<f32>>,
     /// Weight-only quantized linears (f32 operand) see their weights dequantized once.
     dequantized: HashMap<ir::WeightId, Vec<f32>>,
@@ -217,7 +217,6 @@ impl Executor {
             },
             KernelBackend::Reference => Default::default(),
         };
-        let mut int_weights = HashMap::new();
         let mut int_weights_f32 = HashMap::new();
         let mut dequantized = HashMap::new();
         for v in order.iter().filter(|v| !jit_qlinear.contains_key(v)) {
@@ -227,7 +226,6 @@ impl Executor {
                     dequantized.entry(weight).or_insert_with(|| quant::dequantize_weight(&weights.get(weight).floats(), &weights.get(scales).values, in_dim, group));
                 }
                 Op::QLinear { weight, act_scale: Some(_), .. } => {
-                    int_weights.entry(weight).or_insert_with(|| weights.get(weight).int_values().into_owned());
                     int_weights_f32.entry(weight).or_insert_with(|| weights.get(weight).floats().into_owned());
                 }
                 _ => {}
@@ -237,7 +235,6 @@ impl Executor {
         let mut exec = Executor {
             graph,
             weights,
-            int_weights,
             int_weights_f32,
             dequantized,
             jit_qlinear,
@@ -361,35 +358,23 @@ impl Executor {
             }
             let node = self.graph.node(step.value);
             let width = node.ty.width().unwrap_or(0);
-            if let Some(&first) = step.inputs.first() {
+            let start = std::time::Instant::now();
+            let act = match self.in_place_operand(step, &slots, &node.op, width) {
                 // An element-wise op on an f32 operand read by nothing later: rewrite its buffer
                 // in place (no allocation, no page faults on a fresh one, half the memory traffic).
-                let last_read = step.frees.contains(&first) && step.inputs.iter().filter(|&&s| s == first).count() == 1;
-                let operand_fits = slots[first].as_ref().is_some_and(|a| a.width == width && !a.data.is_empty());
-                if last_read && operand_fits && self.runs_in_place(step.value, &node.op) {
-                    let start = std::time::Instant::now();
+                Some(first) => {
                     let mut act = slots[first].take().expect("operands are computed before use");
                     let other = step.inputs.get(1).map(|&s| slots[s].as_ref().expect("operands are computed before use"));
                     self.run_in_place(step.value, &node.op, width, &mut act.data, other)?;
-                    let fake_quant = self.fake_quant.contains(&step.value);
-                    if let Some(p) = profile.as_deref_mut() {
-                        p.add(if fake_quant { "quantize+dequantize" } else { node.op.name() }, start);
-                    }
-                    if !fake_quant {
-                        observe(step.value, &act.data, width);
-                    }
-                    slots[index] = Some(act);
-                    for &f in &step.frees {
-                        slots[f] = None;
-                    }
-                    continue;
+                    act
                 }
-            }
-            let inputs: Vec<&Act> = step.inputs.iter().map(|&s| slots[s].as_ref().expect("operands are computed before use")).collect();
-            let start = std::time::Instant::now();
-            let act = match self.run_op(step.value, &node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))? {
-                Out::F32(data) => Act { width, data, ints: Vec::new() },
-                Out::I8(ints) => Act { width, data: Vec::new(), ints },
+                None => {
+                    let inputs: Vec<&Act> = step.inputs.iter().map(|&s| slots[s].as_ref().expect("operands are computed before use")).collect();
+                    match self.run_op(step.value, &node.op, &inputs, tokens, batch, seq, width, state.buffers.get_mut(&step.value))? {
+                        Out::F32(data) => Act { width, data, ints: Vec::new() },
+                        Out::I8(ints) => Act { width, data: Vec::new(), ints },
+                    }
+                }
             };
             let fake_quant = self.fake_quant.contains(&step.value);
             if let Some(p) = profile.as_deref_mut() {
@@ -408,13 +393,51 @@ impl Executor {
         Ok(Logits { batch, seq, vocab: out.width, data: out.data })
     }
 
-    /// Whether [`Executor::run_in_place`] computes `op` (the value `value`).
-    fn runs_in_place(&self, value: ValueId, op: &Op) -> bool {
-        match op {
+    /// The slot of `step`'s first operand where [`Executor::run_in_place`] can compute `op` in
+    /// it: an element-wise op whose f32 operand nothing reads after this step.
+    fn in_place_operand(&self, step: &Step, slots: &[Option<Act>], op: &Op, width: usize) -> Option<usize> {
+        let element_wise = match op {
             Op::Activation { .. } | Op::Hadamard | Op::Mul | Op::Add => true,
-            Op::Quantize { .. } => self.fake_quant.contains(&value),
+            Op::Quantize { .. } => self.fake_quant.contains(&step.value),
             _ => false,
+        };
+        let &first = step.inputs.first()?;
+        let last_read = step.frees.contains(&first) && step.inputs.iter().filter(|&&s| s == first).count() == 1;
+        let operand_fits = slots[first].as_ref().is_some_and(|a| a.width == width && !a.data.is_empty());
+        (element_wise && last_read && operand_fits).then_some(first)
+    }
+
+    /// Row `token` of the table of an `Embedding` or `QEmbedding` op (`op`), dequantized for the
+    /// latter, into `out` (`width` values); a token outside the table is an input error.
+    fn embedding_row(&self, op: &Op, token: i64, out: &mut [f32]) -> Result<(), RuntimeError> {
+        let width = out.len();
+        let (Op::Embedding { table } | Op::QEmbedding { table, .. }) = op else {
+            return Err(RuntimeError::Input(format!("{} is not an embedding", op.name())));
+        };
+        let data = self.weights.get(*table);
+        let rows = data.count() / width.max(1);
+        if token < 0 || token as usize >= rows {
+            return Err(RuntimeError::Input(format!("token id {token} is outside the vocabulary (0..{rows})")));
         }
+        let t = token as usize;
+        match op {
+            // The verifier makes a quantized table i8 / i4, which the executor holds as integers.
+            Op::QEmbedding { scales, group, .. } => {
+                let scales = &self.weights.get(*scales).values[t * (width / group)..][..width / group];
+                for (k, (dst, q)) in out.iter_mut().zip(&data.ints[t * width..][..width]).enumerate() {
+                    *dst = f32::from(*q) * scales[k / group];
+                }
+            }
+            _ => out.copy_from_slice(&data.values[t * width..][..width]),
+        }
+        Ok(())
+    }
+
+    /// [`Executor::run_in_place`] on a copy of the first operand.
+    fn run_on_copy(&self, value: ValueId, op: &Op, width: usize, inputs: &[&Act]) -> Result<Vec<f32>, RuntimeError> {
+        let mut out = inputs[0].data.clone();
+        self.run_in_place(value, op, width, &mut out, inputs.get(1).copied())?;
+        Ok(out)
     }
 
     /// `op` on `data` in place (its first operand, `[rows, width]`; `other` the second one of a
@@ -423,19 +446,13 @@ impl Executor {
         let w = |id: ir::WeightId| self.weights.get(id).values.as_slice();
         let block = (width * 16).max(1);
         match op {
+            // The vectorisable forms the decode plan uses too (within a few ulp of libm's).
             Op::Activation { kind: Activation::Silu } => data.par_chunks_mut(block).for_each(|c| c.iter_mut().for_each(|v| *v = fastmath::silu(*v))),
             Op::Activation { kind: Activation::Softplus } => data.par_chunks_mut(block).for_each(|c| c.iter_mut().for_each(|v| *v = fastmath::softplus(*v))),
+            // The decode plan's fused quantize -> dequantize, over blocks of rows across threads.
             Op::Quantize { scale } => {
                 let scale = w(*scale);
-                data.par_chunks_mut((width * 64).max(1)).for_each(|rows| {
-                    for row in rows.chunks_exact_mut(width.max(1)) {
-                        if let [s] = scale {
-                            row.iter_mut().for_each(|v| *v = quant::quantize_value(*v, *s) * *s);
-                        } else {
-                            row.iter_mut().zip(scale).for_each(|(v, s)| *v = quant::quantize_value(*v, *s) * s);
-                        }
-                    }
-                });
+                data.par_chunks_mut((width * 64).max(1)).for_each(|rows| quant::per_channel_in_place(scale, width, rows, |v, s| quant::quantize_value(v, s) * s));
             }
             Op::Hadamard => match self.jit_steps.hadamard.get(&value) {
                 Some(kernel) => {
@@ -480,29 +497,17 @@ impl Executor {
         let missing_state = || RuntimeError::Input("state does not belong to this executor".into());
         Ok(Out::F32(match op {
             Op::Tokens => Vec::new(),
-            Op::Embedding { table } => gather_rows(w(*table), width, tokens, |row| row.to_vec())?,
-            Op::QEmbedding { table, scales, group } => {
+            Op::Embedding { .. } | Op::QEmbedding { .. } => {
                 let mut out = vec![0.0f32; tokens.len() * width];
                 for (dst, &t) in out.chunks_exact_mut(width.max(1)).zip(tokens) {
-                    qembedding_row(self.weights.get(*table), w(*scales), *group, t, dst)?;
+                    self.embedding_row(op, t, dst)?;
                 }
                 out
             }
             Op::Hadamard if self.jit_steps.hadamard.contains_key(&value) => self.jit_steps.hadamard[&value].forward(&inputs[0].data)?,
-            Op::Hadamard => {
-                let mut out = inputs[0].data.clone();
-                crate::hadamard::hadamard_rows(&mut out, width);
-                out
-            }
-            Op::Quantize { scale } if self.fake_quant.contains(&value) => {
-                // The decode plan's fused quantize -> dequantize, over blocks of rows across threads.
-                let mut out = vec![0.0f32; inputs[0].data.len()];
-                let block = (width * 64).max(1);
-                out.par_chunks_mut(block).zip(inputs[0].data.par_chunks(block)).for_each(|(out, x)| {
-                    quant::per_channel(w(*scale), width, x, out, |v, s| quant::quantize_value(v, s) * s);
-                });
-                out
-            }
+            // Element-wise ops whose operand is read again later: on a copy.
+            Op::Hadamard | Op::Activation { .. } | Op::Mul | Op::Add => self.run_on_copy(value, op, width, inputs)?,
+            Op::Quantize { .. } if self.fake_quant.contains(&value) => self.run_on_copy(value, op, width, inputs)?,
             Op::Quantize { .. } if self.jit_quantize.contains_key(&value) => return Ok(Out::I8(self.jit_quantize[&value].forward(&inputs[0].data)?)),
             Op::Quantize { scale } => return Ok(Out::I8(quant::quantize(&inputs[0].data, &quant::channel_scales(w(*scale), width)))),
             Op::Dequantize { scale } => quant::dequantize(&inputs[0].ints, &quant::channel_scales(w(*scale), width)),
@@ -511,7 +516,7 @@ impl Executor {
                 // Many rows go through the exact-integer f32 GEMM; decode rows through the int8 dot.
                 Some(s) if rows > 4 => quant::qlinear_i8_gemm(&inputs[0].ints, rows, inputs[0].width, &self.int_weights_f32[weight], width, w(*scales), *group, *s, bias.map(w)),
                 Some(s) => {
-                    let ints = &self.int_weights[weight];
+                    let ints = &self.weights.get(*weight).ints;
                     quant::qlinear_i8(&inputs[0].ints, rows, inputs[0].width, ints, width, w(*scales), *group, *s, bias.map(w))
                 }
                 None => linear::linear(&inputs[0].data, rows, inputs[0].width, &self.dequantized[weight], width, bias.map(w)),
@@ -542,19 +547,6 @@ impl Executor {
                 }
                 out
             }
-            Op::Activation { kind } => {
-                // The vectorisable forms the decode plan uses too (within a few ulp of libm's),
-                // rows split across threads.
-                let mut out = inputs[0].data.clone();
-                let chunk = (inputs[0].width * 16).max(1);
-                match kind {
-                    Activation::Silu => out.par_chunks_mut(chunk).for_each(|c| c.iter_mut().for_each(|v| *v = fastmath::silu(*v))),
-                    Activation::Softplus => out.par_chunks_mut(chunk).for_each(|c| c.iter_mut().for_each(|v| *v = fastmath::softplus(*v))),
-                }
-                out
-            }
-            Op::Mul => inputs[0].data.iter().zip(&inputs[1].data).map(|(a, b)| a * b).collect(),
-            Op::Add => inputs[0].data.iter().zip(&inputs[1].data).map(|(a, b)| a + b).collect(),
             Op::SelectiveScan { a_log, d } => {
                 let d_state = inputs[2].width;
                 let st = state.ok_or_else(missing_state)?;
@@ -614,46 +606,16 @@ fn jit_kernels(jit: &HostJit, graph: &Graph, order: &[ValueId], weights: &mut We
     (kernels, quantizers)
 }
 
-/// Looks up each token's row of `table` (rows of `width`), mapping it through `row_fn`.
 /// Integer (i8 / i4) weights given as f32 integers (a graph the compiler built) are held as i8
 /// from here on: a quarter of the memory, and what the integer kernels read.
 fn hold_integers_as_ints(graph: &Graph, weights: &mut Weights) {
     for (i, decl) in graph.weights().iter().enumerate() {
         let id = ir::WeightId::new(i);
         let data = weights.get(id);
-        if matches!(decl.dtype, ir::DType::I8 | ir::DType::I4) && data.ints.is_empty() && !data.values.is_empty() {
+        if decl.dtype.is_quantized() && data.ints.is_empty() && !data.values.is_empty() {
             weights.set(id, WeightData::integers(data.shape.clone(), data.int_values().into_owned()));
         }
     }
-}
-
-/// Row `token` of a quantized embedding table (integers `[vocab, width]`, `scales` `[vocab, width /
-/// group]`) dequantized into `out` (`width` values).
-pub(crate) fn qembedding_row(table: &WeightData, scales: &[f32], group: usize, token: i64, out: &mut [f32]) -> Result<(), RuntimeError> {
-    let ints = table.int_values();
-    let width = out.len();
-    let rows = ints.len() / width.max(1);
-    if token < 0 || token as usize >= rows {
-        return Err(RuntimeError::Input(format!("token id {token} is outside the vocabulary (0..{rows})")));
-    }
-    let t = token as usize;
-    let per_row = width / group.max(1);
-    for (k, (dst, q)) in out.iter_mut().zip(&ints[t * width..][..width]).enumerate() {
-        *dst = f32::from(*q) * scales[t * per_row + k / group];
-    }
-    Ok(())
-}
-
-fn gather_rows(table: &[f32], width: usize, tokens: &[i64], mut row_fn: impl FnMut(&[f32]) -> Vec<f32>) -> Result<Vec<f32>, RuntimeError> {
-    let rows_in_table = table.len() / width.max(1);
-    let mut out = Vec::with_capacity(tokens.len() * width);
-    for &t in tokens {
-        if t < 0 || t as usize >= rows_in_table {
-            return Err(RuntimeError::Input(format!("token id {t} is outside the vocabulary (0..{rows_in_table})")));
-        }
-        out.extend(row_fn(&table[t as usize * width..][..width]));
-    }
-    Ok(out)
 }
 
 /// The quantize → dequantize pairs a prefill computes in one pass (see `Executor::fake_quant`):

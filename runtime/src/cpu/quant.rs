@@ -28,6 +28,17 @@ pub(crate) fn per_channel<X: Copy, Y>(scale: &[f32], width: usize, x: &[X], out:
     }
 }
 
+/// [`per_channel`] rewriting `data` in place.
+pub(crate) fn per_channel_in_place(scale: &[f32], width: usize, data: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    for row in data.chunks_exact_mut(width.max(1)) {
+        if let [s] = scale {
+            row.iter_mut().for_each(|v| *v = f(*v, *s));
+        } else {
+            row.iter_mut().zip(scale).for_each(|(v, s)| *v = f(*v, *s));
+        }
+    }
+}
+
 /// q = clamp(round_half_even(x / scale[c]), −128, 127) over rows of `scale.len()` channels.
 pub fn quantize(x: &[f32], scale: &[f32]) -> Vec<i8> {
     let width = scale.len();

@@ -158,19 +158,9 @@ impl Executor {
         let x = |k: usize| f32s[f32_in(k)].as_slice();
         match &node.op {
             Op::Tokens => {}
-            Op::Embedding { table } => {
-                let table = w(*table);
-                let in_table = table.len() / width.max(1);
+            Op::Embedding { .. } | Op::QEmbedding { .. } => {
                 for (dst, &t) in out.chunks_exact_mut(width).zip(tokens) {
-                    if t < 0 || t as usize >= in_table {
-                        return Err(Some(RuntimeError::Input(format!("token id {t} is outside the vocabulary (0..{in_table})"))));
-                    }
-                    dst.copy_from_slice(&table[t as usize * width..][..width]);
-                }
-            }
-            Op::QEmbedding { table, scales, group } => {
-                for (dst, &t) in out.chunks_exact_mut(width).zip(tokens) {
-                    super::qembedding_row(self.weights.get(*table), w(*scales), *group, t, dst).map_err(Some)?;
+                    self.embedding_row(&node.op, t, dst).map_err(Some)?;
                 }
             }
             Op::RmsNorm { .. } if self.jit_steps.norm.contains_key(&op.value) => self.jit_steps.norm[&op.value].forward_into(x(0), out).map_err(Some)?,
@@ -190,7 +180,7 @@ impl Executor {
             Op::QLinear { weight, scales, bias, group, act_scale: Some(s) } if !self.jit_qlinear.contains_key(&op.value) => {
                 // Reference integer kernel (no generated one for this layer).
                 let in_dim = i8s[i8_in(0)].len() / batch;
-                let ints = &self.int_weights[weight];
+                let ints = &self.weights.get(*weight).ints;
                 out.copy_from_slice(&quant::qlinear_i8(&i8s[i8_in(0)], batch, in_dim, ints, width, w(*scales), *group, *s, bias.map(w)));
             }
             Op::QLinear { .. } | Op::Linear { .. } | Op::LmHead { .. } => {
