@@ -5,7 +5,8 @@
 #   bench/gpu_variants.sh ./quambac "- QUAMBA_CUDA_STAGE_A=0 QUAMBA_CUDA_CARVEOUT=default" m27 m27.qmb
 # Knobs: QUAMBA_CUDA_STAGE_A (0: no activation staging, 1: every kind), QUAMBA_CUDA_CARVEOUT
 # (default: the driver's per-kernel split, or a percentage), QUAMBA_CUDA_PDL=0, QUAMBA_CUDA_ROW_SPLIT=0,
-# QUAMBA_CUDA_DECODE=WARPS,DEPTH. Two rounds, models and variants interleaved; TPOT in ms.
+# QUAMBA_CUDA_DECODE=WARPS,DEPTH (not through this script: commas split settings), QUAMBA_CUDA_GEMV=0 or
+# WARPSxDEPTHxCHUNKS (the one-row int8 product). Two rounds, models and variants interleaved; TPOT in ms.
 set -uo pipefail
 Q=$1; variants=$2; shift 2
 args=${BENCH_ARGS:-"--prompt-len 64 --batches 1,16 --decode-tokens 64 --repeats 5"}

@@ -98,15 +98,16 @@ fn every_entry_point_waits_for_its_predecessor() {
         for e in entries {
             let body = &e[e.find('{').expect("an entry has a body")..];
             let first = body[1..].trim_start();
-            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
+            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemv<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
     }
     // The templates that wait themselves (after requesting weights, or a scan's own state) touch
     // activations and outputs only after the wait.
     let library = kernels::cuda::codegen::LIBRARY;
-    let templates: [(&str, &[&str]); 3] = [
+    let templates: [(&str, &[&str]); 4] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
+        ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];
@@ -181,6 +182,59 @@ fn split_gated_hadamard_kernel_compiles() {
         let ptx = runtime::cuda::compile_ptx(&source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
         for i in 0..entries.len() {
             assert!(ptx.contains(&format!(".entry split_{i}(")), "{arch}: split_{i} missing");
+        }
+        assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: spills to local memory");
+    }
+}
+
+/// The one-row decode product's layout at the real models' shapes: long k-slices where a product
+/// has tiles to spare, finer ones where it has few, and no GEMV where the int4 groups straddle
+/// its 32-column segments or the activations are f32.
+#[test]
+fn gemv_layouts_at_real_shapes() {
+    use kernels::cuda::codegen::{GemmShape, GemvConfig};
+    if std::env::var("QUAMBA_CUDA_GEMV").is_ok() {
+        return; // the knob overrides the rule
+    }
+    let cfg = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true }).map(|c| (c.wn, c.wk, c.depth));
+    assert_eq!(cfg(3, 4096, 18560, 128), Some((4, 2, 4)), "mamba2-8b in_proj: 2320 tiles, 16 chunks per warp");
+    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 4, 4)), "mamba2-8b out_proj: 512 tiles, k in four, a tile per block");
+    assert_eq!(cfg(3, 2560, 10576, 128), Some((4, 2, 4)), "mamba2-2.7b in_proj: 20 chunks in two slices");
+    assert_eq!(cfg(3, 5120, 2560, 128), Some((1, 7, 4)), "mamba2-2.7b out_proj: 320 tiles, k in seven");
+    assert_eq!(cfg(3, 5120, 192, 128), Some((1, 32, 2)), "mamba-2.8b x_proj: 24 tiles, k as fine as allowed");
+    assert_eq!(cfg(3, 4096, 256000, 32), Some((4, 2, 2)), "a tied head's groups of 32 split its chunks: a shallower ring");
+    assert_eq!(cfg(2, 4096, 4096, 4096), Some((1, 4, 4)), "int8 weights, one group per row");
+    assert_eq!(cfg(3, 200, 64, 200), Some((1, 2, 1)), "a per-channel group narrower than the padded row");
+    assert_eq!(cfg(3, 192, 64, 96), None, "groups of 96 straddle the 32-column segments");
+    assert_eq!(cfg(1, 4096, 4096, 128), None, "f32 activations (W4A16)");
+    assert_eq!(cfg(3, 64 * 1024, 64, 128), None, "a row too wide for static shared memory");
+}
+
+/// The one-row decode product compiles at the real models' shapes for every target GPU without
+/// spilling its weight ring.
+#[test]
+fn gemv_kernel_compiles_at_real_shapes() {
+    use kernels::cuda::codegen::{self, GemmShape, GemvConfig};
+    if !runtime::cuda::nvrtc_available() {
+        assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        eprintln!("skipped: no libnvrtc on this machine");
+        return;
+    }
+    let shapes = [(3, 4096, 18560, 128), (3, 8192, 4096, 128), (3, 5120, 192, 128), (3, 4096, 256000, 32), (2, 4096, 4096, 4096), (2, 160, 5120, 160), (3, 200, 64, 200)];
+    let entries: Vec<String> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(kind, k, n, group))| {
+            let shape = GemmShape { kind, k, n, group, vec: true };
+            let c = GemvConfig::decode(&shape).expect("a GEMV shape");
+            codegen::gemv(&shape, &c).replace("ENTRY", &format!("gemv_{i}"))
+        })
+        .collect();
+    let source = codegen::source(&entries, 64);
+    for arch in ["sm_90", "sm_87", "sm_86"] {
+        let ptx = runtime::cuda::compile_ptx(&source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        for i in 0..entries.len() {
+            assert!(ptx.contains(&format!(".entry gemv_{i}(")), "{arch}: gemv_{i} missing");
         }
         assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: spills to local memory");
     }

@@ -524,6 +524,187 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
 }
 
 // ---------------------------------------------------------------------------------------------
+// Decode products with int8 activations at one row per block (batch-1 decode), on dp4a.
+//
+// At one row `mma.sync` computes 16 rows of which 15 are padding, every k-step waits on its own
+// activation loads, and a block's few chunks per warp leave its prologue and reduction as long as
+// its streaming. Here every lane does useful work on the same packed weights: lane (g, t) of a
+// chunk holds row g's weights at k offsets {32j + 4t .. +3} (low nibbles of word j, or int8 word
+// 2j) and {32j + 16 + 4t .. +3} (high nibbles, or word 2j + 1), so it needs the activation words
+// p = 4i + t of the chunk, i.e. those with p % 4 == t. The block stages its row once in shared
+// memory with each chunk's words permuted to (p % 4) * (CH / 16) + p / 4, where a lane reads its
+// CH / 4 bytes for a chunk with one or two 16-byte loads. A warp streams one 8-row tile's chunks
+// of its k-slice (WK warps split k, WN tiles per block) through a ring of DEPTH chunks, with their
+// weight-group scales alongside, requested before the wait together with an L2 prefetch of the
+// rest of the slice, so the weights stream while the previous kernel finishes.
+//
+// Exactness: int4 nibbles are used in place as 16 v (low: word << 4, high: word, each masked to
+// the high nibbles of its bytes), so dp4a sums 16 times the exact group sum, which an arithmetic
+// shift undoes. A group's int32 sum gathers the four t-lanes of its row by shuffles and is scaled
+// once, as in `gemm`; k-slices meet in shared memory in slice order.
+QDEV int dp4a_s8(u32 a, u32 b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// Row `x` (K int8, zero-padded to KP) into `stage` as 4-byte words, chunk-permuted as above, in
+// passes of up to 8 words per thread with every load of a pass issued before its first store.
+template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8* x, u32* stage) {
+    const int WORDS = KP / 4;
+    const int PER = (WORDS + THREADS - 1) / THREADS < 8 ? (WORDS + THREADS - 1) / THREADS : 8;
+    const int PASS = PER * THREADS;
+    const bool aligned = ((unsigned long long)x & 3) == 0;
+    for (int base = 0; base < WORDS; base += PASS) {
+        u32 v[PER];
+#pragma unroll
+        for (int it = 0; it < PER; it++) {
+            int w = base + it * THREADS + (int)threadIdx.x, k = 4 * w;
+            u32 word = 0;
+            if (w < WORDS) {
+                if (aligned && k + 3 < K) {
+                    word = *(const u32*)(x + k);
+                } else {
+#pragma unroll
+                    for (int b = 0; b < 4; b++)
+                        if (k + b < K) word |= (u32)(unsigned char)x[k + b] << (8 * b);
+                }
+            }
+            v[it] = word;
+        }
+#pragma unroll
+        for (int it = 0; it < PER; it++) {
+            int w = base + it * THREADS + (int)threadIdx.x;
+            if (w < WORDS) {
+                int c = w / (CH / 4), p = w % (CH / 4);
+                stage[c * (CH / 4) + (p % 4) * (CH / 16) + p / 4] = v[it];
+            }
+        }
+    }
+}
+
+// Same contract as `gemm` (out = act_scale * sum_g scale * group sum + bias (+ resid)), row
+// blockIdx.y, tiles blockIdx.x * WN + (warp % WN). GROUP is a multiple of the chunk (or the whole
+// row: one group), or a multiple of 32 dividing the chunk; the generator checks.
+template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH>
+QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
+               const float* resid, int ldr, float* out, int ldo, int M) {
+    static_assert(KIND == 2 || KIND == 3, "gemv: int8 activations only");
+    typedef Layout<KIND> L;
+    const int CH = L::CH;
+    const int KC = (K + CH - 1) / CH;
+    const int KP = KC * CH;
+    const int NG = (K + GROUP - 1) / GROUP;
+    const int SEGS = CH / 32;                          // 32-k segments per chunk
+    const bool WHOLE = GROUP % CH == 0 || NG == 1;     // a chunk lies in one group
+    const int SPC = WHOLE ? 1 : CH / GROUP;            // scales per chunk
+    const int N_TILES = (N + 7) / 8;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int wn = warp % WN, wk = warp / WN;
+    int g = lane >> 2, t = lane & 3;
+    int nt = blockIdx.x * WN + wn;
+    int m = blockIdx.y;
+    if (m >= M) return;                                // block-uniform
+    bool tile_ok = nt < N_TILES;                       // warp-uniform, like the k-slice
+    int n = nt * 8 + g;
+    int c_begin = (KC * wk) / WK, c_end = (KC * (wk + 1)) / WK;
+    const uint4* wt = W + (i64)nt * KC * 32 + lane;
+    const float* srow = scales && tile_ok ? scales + (i64)n * NG : nullptr;
+
+    uint4 ring[DEPTH];
+    float ring_scale[DEPTH][SPC];
+    auto request = [&](int c, int d) {
+        bool ok = tile_ok && c < c_end;
+        ring[d] = ok ? wt[(i64)c * 32] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int q = 0; q < SPC; q++) {
+            int grp = min((c * CH + q * GROUP) / GROUP, NG - 1);
+            ring_scale[d][q] = ok && srow ? srow[grp] : 1.f;
+        }
+    };
+#pragma unroll
+    for (int d = 0; d < DEPTH; d++) request(c_begin + d, d);
+    if (tile_ok) {
+        // The slice's chunks past the ring are contiguous: 4 lines of 128 bytes each.
+        const char* rest = (const char*)(W + ((i64)nt * KC + c_begin + DEPTH) * 32);
+        for (int line = lane; line < (c_end - c_begin - DEPTH) * 4; line += 32) prefetch_l2(rest + line * 128);
+    }
+    pdl_enter();
+    float early_bias = 0.f, early_resid = 0.f;
+    if (wk == 0 && t == 0 && tile_ok && n < N) {
+        early_bias = bias ? bias[n] : 0.f;
+        early_resid = resid ? resid[(i64)m * ldr + n] : 0.f;
+    }
+    __shared__ __align__(16) u32 stage[KP / 4];
+    stage_permuted<CH, K, KP, WN * WK * 32>((const i8*)A + (i64)m * lda, stage);
+    __syncthreads();
+
+    int part = 0, cur = -1;
+    float acc = 0.f, cur_scale = 1.f;
+    auto flush = [&]() {
+        int v = part;
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (KIND == 3) v >>= 4;
+        acc += cur_scale * (float)v;
+        part = 0;
+    };
+    for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
+#pragma unroll
+        for (int d = 0; d < DEPTH; d++) {
+            const int c = c0 + d;
+            if (c >= c_end) break;
+            u32 w[4] = {ring[d].x, ring[d].y, ring[d].z, ring[d].w};
+            float sc[SPC];
+#pragma unroll
+            for (int q = 0; q < SPC; q++) sc[q] = ring_scale[d][q];
+            if (c + DEPTH < c_end) request(c + DEPTH, d);
+            const u32* ap = stage + c * (CH / 4) + t * (CH / 16);
+            u32 a[CH / 16];
+#pragma unroll
+            for (int i = 0; i < CH / 64; i++) {
+                uint4 v = *(const uint4*)(ap + 4 * i);
+                a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
+            }
+#pragma unroll
+            for (int s = 0; s < SEGS; s++) {
+                if (s == 0 || !WHOLE) {
+                    int grp = min((c * CH + s * 32) / GROUP, NG - 1);
+                    if (grp != cur) {
+                        if (cur >= 0) flush();
+                        cur = grp;
+                        cur_scale = sc[WHOLE ? 0 : (s * 32) / GROUP];
+                    }
+                }
+                if (KIND == 3) {
+                    part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
+                    part = dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
+                } else {
+                    part = dp4a_s8(w[2 * s], a[2 * s], part);
+                    part = dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
+                }
+            }
+        }
+    }
+    if (cur >= 0) flush();
+
+    if (WK > 1) {
+        __shared__ float red[WK][WN][8];
+        if (t == 0) red[wk][wn][g] = acc;
+        __syncthreads();
+        if (wk != 0) return;
+        acc = red[0][wn][g];
+#pragma unroll
+        for (int s = 1; s < WK; s++) acc += red[s][wn][g];
+    }
+    if (t == 0 && tile_ok && n < N) {
+        float v = acc * act_scale + early_bias;
+        if (resid) v = early_resid + v;
+        out[(i64)m * ldo + n] = v;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Row kernels: one block per row, the row staged in shared memory through a chain of stages.
 //
 // T is the block size: every loop below has a compile-time trip count and unrolls, so a

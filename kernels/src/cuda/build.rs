@@ -548,13 +548,26 @@ impl Builder<'_> {
         let decode = codegen::GemmConfig::decode(kind, k, 1);
         let batched = codegen::GemmConfig::decode(kind, k, SMALL_ROWS);
         let prefill = codegen::GemmConfig::PREFILL;
-        let small_name = self.entry("gemm", codegen::gemm(&shape, &decode));
-        let batched = (batched != decode).then(|| {
-            let name = self.entry("gemm", codegen::gemm(&shape, &batched));
-            Kernel { name, grid: batched.grid(n), block: batched.threads(), shared_bytes: batched.shared_bytes() }
-        });
+        // One-row calls of int8-activation products run the dp4a GEMV; calls of more rows keep
+        // the tensor-core decode kernel.
+        let (small, batched) = match codegen::GemvConfig::decode(&shape) {
+            Some(one_row) => {
+                let name = self.entry("gemv", codegen::gemv(&shape, &one_row));
+                let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: 0 };
+                let name = self.entry("gemm", codegen::gemm(&shape, &batched));
+                (small, Some(Kernel { name, grid: batched.grid(n), block: batched.threads(), shared_bytes: batched.shared_bytes() }))
+            }
+            None => {
+                let name = self.entry("gemm", codegen::gemm(&shape, &decode));
+                let small = Kernel { name, grid: decode.grid(n), block: decode.threads(), shared_bytes: decode.shared_bytes() };
+                let batched = (batched != decode).then(|| {
+                    let name = self.entry("gemm", codegen::gemm(&shape, &batched));
+                    Kernel { name, grid: batched.grid(n), block: batched.threads(), shared_bytes: batched.shared_bytes() }
+                });
+                (small, batched)
+            }
+        };
         let large_name = self.entry("gemm", codegen::gemm(&shape, &prefill));
-        let small = Kernel { name: small_name, grid: decode.grid(n), block: decode.threads(), shared_bytes: decode.shared_bytes() };
         let large = Kernel { name: large_name, grid: prefill.grid(n), block: prefill.threads(), shared_bytes: prefill.shared_bytes() };
         let args = vec![
             a_arg,

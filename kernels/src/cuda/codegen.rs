@@ -2,7 +2,7 @@
 //! instantiating a `quamba.cuh` template with the model's dimensions as constants (so loops over
 //! widths, heads and states unroll and index arithmetic folds). `ENTRY` is replaced by the name.
 //! Every entry point starts with `quamba::pdl_enter()` (products: after their first weight
-//! loads, inside `quamba::gemm`; scans: after loading their own recurrent state, inside
+//! loads, inside `quamba::gemm` / `quamba::gemv`; scans: after loading their own recurrent state, inside
 //! `quamba::ssd_scan` / `quamba::selective_scan`), which programmatic dependent launch relies on.
 
 use super::plan::Grid;
@@ -260,6 +260,90 @@ pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
     format!(
         "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
         s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, c.depth, s.vec, c.stage
+    )
+}
+
+/// Warp layout of a one-row decode product with int8 activations (`quamba::gemv`): `wk` warps
+/// split k for each of `wn` 8-column tiles per block, each streaming its chunks through a ring
+/// of `depth`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemvConfig {
+    pub wn: usize,
+    pub wk: usize,
+    pub depth: usize,
+}
+
+impl GemvConfig {
+    /// The layout for a product of `shape`, or `None` where `quamba::gemv` does not apply (f16 /
+    /// f32 activations, a weight group that straddles its 32-column segments, or a row too wide
+    /// to stage in shared memory) or `QUAMBA_CUDA_GEMV=0` turns it off.
+    ///
+    /// Each warp streams about 16 chunks (a slice long enough that its prologue, staging and
+    /// reduction are a small part of its time), but k is split finer where the product has few
+    /// tiles, so that about 2048 warps stream at once (about 16 per SM of an H100). Blocks hold
+    /// about 8 warps. The ring holds 4 chunks, or 2 where a chunk carries several group scales
+    /// (groups of 32 or 64: the tied head), so that it costs about 20 registers: the rest of a
+    /// slice is prefetched into L2, and a deeper ring only costs occupancy. Measured on an H200,
+    /// TPOT at batch 1 side by side against the tensor-core decode kernel (`QUAMBA_CUDA_GEMV=0`),
+    /// 16-layer mamba2-2.7b W4A8 and 4-layer mamba2-8b W4A8 (whose tied head is most of its
+    /// weights), warps x ring x chunks per warp for every product:
+    ///
+    /// | | mma kernel | 8x2x16 | 8x3x16 | 8x4x16 | 8x8x16 | 4x4x16 | 16x4x16 | 8x4x8 | 8x4x24 |
+    /// |---|---|---|---|---|---|---|---|---|---|
+    /// | 2.7B, 16 layers | 0.493 | 0.463 | 0.463 | **0.460** | 0.505 | 0.464 | 0.471 | 0.475 | 0.460 |
+    /// | 8B, 4 layers | 0.647 | **0.545** | 0.572 | 0.578 | 0.863 | 0.589 | 0.661 | 0.663 | 0.578 |
+    ///
+    /// `QUAMBA_CUDA_GEMV=WARPSxDEPTHxCHUNKS` (or comma-separated) sets the three for every
+    /// product (a tuning aid; the plan, hence the source hash, changes with it).
+    pub fn decode(shape: &GemmShape) -> Option<GemvConfig> {
+        let ch = crate::cuda::pack::chunk(shape.kind);
+        let whole = shape.group.is_multiple_of(ch) || shape.group >= shape.k;
+        let splits_chunk = shape.group.is_multiple_of(32) && ch.is_multiple_of(shape.group);
+        let (warps, depth, chunks_per_warp) = match std::env::var("QUAMBA_CUDA_GEMV").ok().as_deref() {
+            Some("0") => return None,
+            Some(v) => {
+                let p: Vec<usize> = v.split([',', 'x']).filter_map(|x| x.trim().parse().ok()).collect();
+                match p.as_slice() {
+                    [w, d, c] => ((*w).clamp(1, 32), (*d).clamp(1, 16), (*c).max(1)),
+                    _ => (8, if whole { 4 } else { 2 }, 16),
+                }
+            }
+            None => (8, if whole { 4 } else { 2 }, 16),
+        };
+        let chunks = shape.k.div_ceil(ch);
+        if shape.kind < 2 || !(whole || splits_chunk) || chunks * ch > GEMV_MAX_K {
+            return None;
+        }
+        let tiles = shape.n.div_ceil(8);
+        let wk = chunks.div_ceil(chunks_per_warp).max(GEMV_WARPS.div_ceil(tiles)).clamp(1, chunks.min(32));
+        let mut wn = (warps / wk).max(1);
+        while wn > 1 && tiles.div_ceil(wn) < GEMV_MIN_BLOCKS {
+            wn /= 2;
+        }
+        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth) })
+    }
+
+    pub fn threads(&self) -> u32 {
+        (self.wn * self.wk * 32) as u32
+    }
+
+    pub fn grid(&self, n: usize) -> Grid {
+        Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn), rows_per_block: 1 }
+    }
+}
+
+/// Warps a one-row product aims to stream with at once.
+const GEMV_WARPS: usize = 2048;
+/// Fewest blocks worth keeping when grouping tiles into blocks (two per SM of an H100).
+const GEMV_MIN_BLOCKS: usize = 264;
+/// The widest row (padded k, bytes) `quamba::gemv` stages in static shared memory.
+const GEMV_MAX_K: usize = 32 * 1024;
+
+pub fn gemv(s: &GemmShape, c: &GemvConfig) -> String {
+    let threads = c.threads();
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth
     )
 }
 
