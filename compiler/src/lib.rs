@@ -21,6 +21,7 @@ pub mod passes;
 pub mod pipeline;
 pub mod program;
 pub mod quant;
+pub mod sensitivity;
 pub mod synth;
 pub mod target;
 
