@@ -275,17 +275,30 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         for (what, tokens, batch) in [("prefill", &prompt[..], 1usize), ("decode", &prompt[..1], 1)] {
             gpu.reset()?;
             let times = gpu.profile(tokens, batch)?;
-            let mut by_kernel: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
-            for (_, kernel, ms) in &times {
-                let family = kernel.split('_').next().unwrap_or(kernel).to_string();
-                let e = by_kernel.entry(family).or_default();
+            let mut by_family: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+            let mut by_kernel: std::collections::BTreeMap<&str, (usize, f64, usize)> = Default::default();
+            for t in &times {
+                let family = t.kernel.split('_').next().unwrap_or(&t.kernel).to_string();
+                let e = by_family.entry(family).or_default();
                 e.0 += 1;
-                e.1 += ms;
+                e.1 += t.ms;
+                let e = by_kernel.entry(&t.kernel).or_default();
+                e.0 += 1;
+                e.1 += t.ms;
+                e.2 += t.weight_bytes;
             }
-            let total: f64 = times.iter().map(|t| t.2).sum();
+            let total: f64 = times.iter().map(|t| t.ms).sum();
             eprintln!("profile {what} ({} tokens): {total:.3} ms in {} launches", tokens.len(), times.len());
-            for (k, (n, ms)) in by_kernel {
+            for (k, (n, ms)) in by_family {
                 eprintln!("  {k:<10} {n:>4} launches {ms:>9.3} ms ({:.1}%)", 100.0 * ms / total);
+            }
+            // The costliest kernels, with the weight bytes their launches read per second (a
+            // product's bandwidth; each launch alone carries its launch latency too).
+            let mut kernels: Vec<_> = by_kernel.into_iter().collect();
+            kernels.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            for (k, (n, ms, bytes)) in kernels.into_iter().take(12) {
+                let rate = if bytes > 0 { format!(", {:.1} MB of weights per launch at {:.2} TB/s", bytes as f64 / n as f64 / 1e6, bytes as f64 / (ms * 1e-3) / 1e12) } else { String::new() };
+                eprintln!("    {k:<10} {n:>4} × {:>8.4} ms{rate}", ms / n as f64);
             }
         }
     }

@@ -53,7 +53,7 @@ pub struct CudaExecutor {
     functions: HashMap<String, CudaFunction>,
     plan: CudaPlan,
     /// Owns the weight allocations that `weight_ptrs` point into.
-    _weights: Vec<Option<CudaSlice<u8>>>,
+    weight_allocs: Vec<Option<CudaSlice<u8>>>,
     slots: Vec<CudaSlice<u8>>,
     states: Vec<CudaSlice<f32>>,
     tokens: CudaSlice<i64>,
@@ -77,8 +77,8 @@ pub struct CudaExecutor {
     dependent_launch: bool,
     /// The shared-memory carveout every kernel asks for, in percent (None: the driver's choice).
     carveout: Option<i32>,
-    /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,conv leaves out launches of
-    /// kernels whose names start with those prefixes, so that a step's time with and without
+    /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,gemv_12 leaves out launches of
+    /// those kernel families or kernels (see `skipped`), so that a step's time with and without
     /// them shows their in-graph cost (`bench/gpu_ablate.sh`). Results are wrong then.
     skip: Vec<String>,
 }
@@ -180,7 +180,7 @@ impl CudaExecutor {
             _module: module,
             functions,
             plan,
-            _weights: device_weights,
+            weight_allocs: device_weights,
             slots,
             states,
             tokens,
@@ -380,8 +380,8 @@ impl CudaExecutor {
     }
 
     /// Times every launch of one `[batch, seq]` call separately (events between launches, no
-    /// graph): `(value, kernel, milliseconds)` in plan order. Advances the state like a call.
-    pub fn profile(&mut self, tokens: &[i64], batch: usize) -> Result<Vec<(String, String, f64)>, CudaError> {
+    /// graph), in plan order. Advances the state like a call.
+    pub fn profile(&mut self, tokens: &[i64], batch: usize) -> Result<Vec<LaunchTime>, CudaError> {
         let seq = self.check_call(tokens, batch)?;
         self.stream.memcpy_htod(tokens, &mut self.tokens)?;
         let tokens_ptr = self.ptr_tokens();
@@ -393,9 +393,18 @@ impl CudaExecutor {
             Ok(())
         })?;
         self.stream.synchronize()?;
+        // Bytes of the weights each launch reads (products: packed weights, scales, bias).
+        let weight_bytes: HashMap<&str, usize> = self
+            .plan
+            .launches
+            .iter()
+            .map(|l| (l.value.as_str(), l.args.iter().map(|a| if let Arg::Weight(w) = a { self.weight_allocs[*w].as_ref().map_or(0, |d| d.len()) } else { 0 }).sum()))
+            .collect();
         let mut out = Vec::with_capacity(names.len());
         for (i, (value, kernel)) in names.into_iter().enumerate() {
-            out.push((value, kernel, events[i].elapsed_ms(&events[i + 1])? as f64));
+            let ms = events[i].elapsed_ms(&events[i + 1])? as f64;
+            let weight_bytes = weight_bytes.get(value.as_str()).copied().unwrap_or(0);
+            out.push(LaunchTime { value, kernel, ms, weight_bytes });
         }
         Ok(out)
     }
@@ -409,7 +418,7 @@ impl CudaExecutor {
     fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut dyn FnMut(&Self, &str, &str) -> Result<(), CudaError>) -> Result<(), CudaError> {
         let rows = batch * seq;
         for launch in &self.plan.launches {
-            if self.skip.iter().any(|k| launch.kernel.name.starts_with(k.as_str())) {
+            if self.skip.iter().any(|k| skipped(&launch.kernel.name, k)) {
                 continue;
             }
             // On the last position only, the head reads row seq-1 of each sequence: its input
@@ -551,6 +560,25 @@ impl CudaExecutor {
     }
 }
 
+/// One launch timed on its own by [`CudaExecutor::profile`].
+#[derive(Clone, Debug)]
+pub struct LaunchTime {
+    /// The graph value it computes (IR text numbering).
+    pub value: String,
+    /// The kernel that ran.
+    pub kernel: String,
+    /// Milliseconds between the events around it.
+    pub ms: f64,
+    /// Bytes of the weights its launch passes (a product's packed weights, scales and bias).
+    pub weight_bytes: usize,
+}
+
+/// Whether QUAMBA_CUDA_SKIP entry `pattern` leaves out kernel `name`: the name itself
+/// (`gemv_12`, not `gemv_120`) or a family (`gemv`: every `gemv_N`).
+fn skipped(name: &str, pattern: &str) -> bool {
+    name.strip_prefix(pattern).is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+}
+
 /// Rows of the tables embeddings read (the valid token ids).
 fn embedding_rows(graph: &VerifiedGraph) -> Option<usize> {
     graph
@@ -566,5 +594,19 @@ fn embedding_rows(graph: &VerifiedGraph) -> Option<usize> {
 impl std::fmt::Debug for CudaExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaExecutor").field("launches", &self.plan.launches.len()).field("memory", &self.memory).field("max_batch", &self.max_batch).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skipped;
+
+    #[test]
+    fn skip_patterns_name_a_kernel_or_a_family() {
+        assert!(skipped("gemv_12", "gemv"));
+        assert!(skipped("gemv_12", "gemv_12"));
+        assert!(!skipped("gemv_120", "gemv_12"), "a kernel's name is not a prefix of another's");
+        assert!(!skipped("gemm_3", "gemv"));
+        assert!(!skipped("rows_1", "row"), "a family is a whole name part");
     }
 }

@@ -12,7 +12,7 @@ mod compile;
 mod device;
 
 pub use compile::{compile_ptx, nvrtc_available, ptx_cache_path, source_hash};
-pub use device::{CudaExecutor, MemoryReport};
+pub use device::{CudaExecutor, LaunchTime, MemoryReport};
 
 /// Errors of the CUDA backend.
 #[derive(Debug, thiserror::Error)]
