@@ -45,6 +45,13 @@ impl Program {
         &self.weights.get(id).values
     }
 
+    /// A weight's values moved out for rewriting in place (copied only if shared); put them
+    /// back with [`Program::set_values`]. Saves a copy of every rewritten weight (an 8B model's
+    /// embedding is 4 GB in f32).
+    pub fn take_values(&mut self, id: WeightId) -> Vec<f32> {
+        self.weights.take_values(id)
+    }
+
     /// Replaces a weight's values (same shape and dtype).
     pub fn set_values(&mut self, id: WeightId, values: Vec<f32>) {
         let shape = self.graph.weight(id).shape.clone();

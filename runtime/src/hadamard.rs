@@ -31,6 +31,60 @@ pub fn hadamard_rows(data: &mut [f32], width: usize) {
     data.par_chunks_mut(width * 16).for_each(|rows| rows.chunks_exact_mut(width).for_each(hadamard_row));
 }
 
+/// Transforms each column of the row-major `[rows, cols]` matrix `data` in place (T·W where
+/// [`hadamard_rows`] computes W·T), with the same butterflies in the same order as transforming
+/// the transposed matrix's rows, so the values are bit for bit those. Strips of columns are
+/// gathered so that a strip's stages run in cache, in parallel.
+pub fn hadamard_columns(data: &mut [f32], rows: usize, cols: usize) {
+    use rayon::prelude::*;
+    const STRIP: usize = 64;
+    assert_eq!(data.len(), rows * cols, "hadamard_columns: {} values for {rows} × {cols}", data.len());
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let block = block_size(rows);
+    let norm = 1.0 / (block as f32).sqrt();
+    let source = &*data;
+    let strips: Vec<Vec<f32>> = (0..cols.div_ceil(STRIP))
+        .into_par_iter()
+        .map(|s| {
+            let (c0, w) = (s * STRIP, STRIP.min(cols - s * STRIP));
+            let mut strip = vec![0.0f32; rows * w];
+            for (r, dst) in strip.chunks_exact_mut(w).enumerate() {
+                dst.copy_from_slice(&source[r * cols + c0..r * cols + c0 + w]);
+            }
+            for blk in strip.chunks_exact_mut(block * w) {
+                fwht_strided(blk, w);
+                blk.iter_mut().for_each(|v| *v *= norm);
+            }
+            strip
+        })
+        .collect();
+    for (s, strip) in strips.iter().enumerate() {
+        let (c0, w) = (s * STRIP, STRIP.min(cols - s * STRIP));
+        for (r, src) in strip.chunks_exact(w).enumerate() {
+            data[r * cols + c0..r * cols + c0 + w].copy_from_slice(src);
+        }
+    }
+}
+
+/// [`fwht`] of every column of a row-major `[n, w]` block at once: row i pairs with row i + h.
+fn fwht_strided(x: &mut [f32], w: usize) {
+    let n = x.len() / w;
+    let mut h = 1;
+    while h < n {
+        for pair in x.chunks_exact_mut(2 * h * w) {
+            let (lo, hi) = pair.split_at_mut(h * w);
+            for (a, b) in lo.iter_mut().zip(hi.iter_mut()) {
+                let (s, d) = (*a + *b, *a - *b);
+                *a = s;
+                *b = d;
+            }
+        }
+        h *= 2;
+    }
+}
+
 /// Unnormalised fast Walsh–Hadamard transform of a power-of-two-long slice.
 ///
 /// Every butterfly is (a, b) ↦ (a + b, a − b), stage by stage (h = 1, 2, 4, ...); the two halves
@@ -66,6 +120,24 @@ fn fwht(x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Columns transformed in place are bit for bit the rows of the transposed matrix
+    /// transformed, at strip-aligned and ragged widths and at non-power-of-two heights.
+    #[test]
+    fn columns_match_transposed_rows_bit_for_bit() {
+        for (rows, cols) in [(8, 3), (24, 64), (40, 130), (128, 200), (1, 5)] {
+            let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 0.0137).collect();
+            let mut t: Vec<f32> = (0..cols * rows).map(|i| w[(i % rows) * cols + i / rows]).collect();
+            hadamard_rows(&mut t, rows);
+            let mut got = w.clone();
+            hadamard_columns(&mut got, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(got[r * cols + c].to_bits(), t[c * rows + r].to_bits(), "{rows}×{cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
 
     #[test]
     fn is_orthonormal_and_self_inverse() {

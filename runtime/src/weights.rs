@@ -82,6 +82,17 @@ impl Weights {
         &self.0[id.index()]
     }
 
+    /// The f32 values of weight `id`, moved out when nothing else shares them (else copied), for
+    /// a pass that rewrites them in place and [`Weights::set`]s the result; until then the weight
+    /// holds no values. Integer data is widened (a copy).
+    pub fn take_values(&mut self, id: WeightId) -> Vec<f32> {
+        let slot = &mut self.0[id.index()];
+        match Arc::get_mut(slot) {
+            Some(data) if data.ints.is_empty() => std::mem::take(&mut data.values),
+            _ => slot.floats().into_owned(),
+        }
+    }
+
     /// Replaces the data of weight `id` (for passes that rewrite weights).
     pub fn set(&mut self, id: WeightId, data: WeightData) {
         self.0[id.index()] = Arc::new(data);

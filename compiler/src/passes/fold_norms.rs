@@ -62,7 +62,7 @@ impl Pass for FoldNorms {
                         return Err(CompileError::Structure(format!("fold_norms: {user} weight {weight} has shape {other:?}, expected [out, {}]", scale.len())))
                     }
                 };
-                let mut w = program.values(weight).to_vec();
+                let mut w = program.take_values(weight);
                 for row in w.chunks_exact_mut(cols) {
                     row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
                 }

@@ -77,9 +77,14 @@ pub fn run_passes(program: &mut Program, passes: &[&dyn Pass], cx: &mut PassCont
         write_ir(dir, 0, "lowered", program)?;
     }
     for (i, pass) in passes.iter().enumerate() {
+        let start = std::time::Instant::now();
         pass.run(program, cx)?;
         ir::verify(&program.graph).map_err(|e| CompileError::PassBrokeIr { pass: pass.name(), errors: e })?;
         program.weights.check_against(&program.graph)?;
+        if cx.progress {
+            // Where a long compile goes (an 8B model takes minutes).
+            eprintln!("  {:<24} {:>7.1} s", pass.name(), start.elapsed().as_secs_f64());
+        }
         if let Some(dir) = emit_ir {
             write_ir(dir, i + 1, pass.name(), program)?;
         }

@@ -41,7 +41,7 @@
 use std::collections::BTreeSet;
 
 use ir::{Op, ValueId, WeightId};
-use runtime::hadamard::hadamard_rows;
+use runtime::hadamard::{hadamard_columns, hadamard_rows};
 
 use super::blocks::{blocks, ends};
 use super::fold_norms::{is_float, private_weight, set_f32_values};
@@ -215,7 +215,7 @@ fn private_bias(program: &mut Program, user: ValueId, bias: WeightId) -> WeightI
 fn transform_rows(program: &mut Program, weight: WeightId) -> Result<(), CompileError> {
     let shape = program.graph.weight(weight).shape.clone();
     let width = *shape.last().ok_or_else(|| structure(format!("weight {weight} is a scalar")))?;
-    let mut values = program.values(weight).to_vec();
+    let mut values = program.take_values(weight);
     hadamard_rows(&mut values, width);
     set_f32_values(program, weight, values);
     Ok(())
@@ -227,27 +227,10 @@ fn transform_columns(program: &mut Program, weight: WeightId) -> Result<(), Comp
         [r, c] => (*r, *c),
         other => return Err(structure(format!("weight {weight} has shape {other:?}, expected 2-D"))),
     };
-    let out = columns_transformed(program.values(weight), rows, cols);
-    set_f32_values(program, weight, out);
+    let mut values = program.take_values(weight);
+    hadamard_columns(&mut values, rows, cols);
+    set_f32_values(program, weight, values);
     Ok(())
-}
-
-/// T·W for row-major `w` `[rows, cols]`: transpose, transform each row, transpose back.
-fn columns_transformed(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = w[r * cols + c];
-        }
-    }
-    hadamard_rows(&mut t, rows);
-    let mut out = vec![0.0f32; rows * cols];
-    for c in 0..cols {
-        for r in 0..rows {
-            out[r * cols + c] = t[c * rows + r];
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -285,7 +268,9 @@ mod tests {
             // Writer: y·(T·W)ᵀ = (y·Wᵀ)·T.
             let mut want = matmul_t(&y, &w_out, d_inner);
             want.chunks_exact_mut(d_model).for_each(hadamard_row);
-            let got = matmul_t(&y, &columns_transformed(&w_out, d_model, d_inner), d_inner);
+            let mut w_out_c = w_out.clone();
+            hadamard_columns(&mut w_out_c, d_model, d_inner);
+            let got = matmul_t(&y, &w_out_c, d_inner);
             assert!(close(&got, &want), "writer {d_model}×{d_inner}");
 
             // Online: (y·T)·(W·T)ᵀ = y·Wᵀ.

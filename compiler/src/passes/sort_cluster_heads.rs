@@ -417,7 +417,7 @@ fn apply(program: &mut Program, l: &Layout, layer: usize, perm: &[usize], hperm:
     }
     for w in std::iter::once(in_w).chain(in_b) {
         let row = if w == in_w { cols } else { 1 };
-        let mut v = program.values(w).to_vec();
+        let mut v = program.take_values(w);
         if v.len() != rows * row {
             return Err(bad_shape(if w == in_w { "in_proj weight" } else { "in_proj bias" }, w, program));
         }
@@ -435,7 +435,7 @@ fn apply(program: &mut Program, l: &Layout, layer: usize, perm: &[usize], hperm:
     }
     for w in std::iter::once(conv_w).chain(conv_b) {
         let row = if w == conv_w { kernel } else { 1 };
-        let mut v = program.values(w).to_vec();
+        let mut v = program.take_values(w);
         if v.len() != channels * row {
             return Err(bad_shape(if w == conv_w { "conv weight" } else { "conv bias" }, w, program));
         }
@@ -445,7 +445,7 @@ fn apply(program: &mut Program, l: &Layout, layer: usize, perm: &[usize], hperm:
 
     // Per-head parameters (D may also be per channel), and the gated-norm weight (per channel).
     for (w, what, per_channel_ok, per_head_ok) in [(l.a_log, "A_log", false, true), (l.dt_bias, "dt_bias", false, true), (l.d, "D", true, true), (l.norm, "gated norm weight", true, false)] {
-        let mut v = program.values(w).to_vec();
+        let mut v = program.take_values(w);
         let p = if per_head_ok && v.len() == l.heads {
             hperm
         } else if per_channel_ok && v.len() == di {
