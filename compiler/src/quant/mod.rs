@@ -120,9 +120,17 @@ pub(crate) fn group_scale(max_abs: f32, bits: u8) -> f32 {
 }
 
 /// The integer value of `w` on the grid of scale `s`: `clamp(round_ties_even(w/s), qmin, qmax)`.
+///
+/// Clamping first gives the same integer (rounding is monotonic and the bounds are integers),
+/// and within ±2²² adding and subtracting 1.5·2²³ rounds half to even exactly, in two
+/// instructions instead of a `rintf` call per weight (a tenth of a compile's time). A zero may
+/// come out as +0 where `round_ties_even` gives −0: the same integer.
 #[inline]
 pub(crate) fn quantize_value(w: f32, s: f32, qmin: f32, qmax: f32) -> f32 {
-    (w / s).round_ties_even().clamp(qmin, qmax)
+    const ROUNDER: f32 = 12_582_912.0; // 1.5 · 2²³
+    debug_assert!(qmin >= -4_194_304.0 && qmax <= 4_194_304.0);
+    let v = (w / s).clamp(qmin, qmax);
+    (v + ROUNDER) - ROUNDER
 }
 
 /// Checks shapes shared by both quantizers.
@@ -257,6 +265,25 @@ pub(crate) mod testutil {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast rounding is `round_ties_even` then clamp, for every tie and near-tie around the
+    /// grid and for values far outside it.
+    #[test]
+    fn quantize_value_rounds_half_to_even_and_clamps() {
+        for (qmin, qmax) in [(-8.0f32, 7.0f32), (-128.0, 127.0)] {
+            let mut w = -300.0f32;
+            while w <= 300.0 {
+                for x in [w, f32::from_bits(w.to_bits() + 1), f32::from_bits(w.to_bits().saturating_sub(1))] {
+                    let want = x.round_ties_even().clamp(qmin, qmax);
+                    assert_eq!(quantize_value(x, 1.0, qmin, qmax), want, "{x}");
+                }
+                w += 0.25;
+            }
+            assert_eq!(quantize_value(1e30, 1.0, qmin, qmax), qmax);
+            assert_eq!(quantize_value(-1e30, 1.0, qmin, qmax), qmin);
+            assert!(quantize_value(f32::NAN, 1.0, qmin, qmax).is_nan());
+        }
+    }
 
     #[test]
     fn group_size_rules() {
