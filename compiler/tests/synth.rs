@@ -14,6 +14,6 @@ fn synthesized_checkpoint_loads_at_the_requested_depth_and_vocabulary() {
     assert_eq!(ckpt.config.d_model, 768);
     let embedding = ckpt.tensors.iter().find(|(name, _)| name.contains("embed")).expect("an embedding table");
     assert_eq!(embedding.1.shape, vec![8192, 768]);
-    let loaded: usize = ckpt.tensors.iter().map(|(_, t)| t.shape.iter().product::<usize>()).sum();
+    let loaded: usize = ckpt.tensors.values().map(|t| t.shape.iter().product::<usize>()).sum();
     assert_eq!(loaded, params, "the parameter count synth reports is what the loader reads");
 }
