@@ -67,7 +67,7 @@ pub fn calibrate(program: &Program, set: &CalibrationSet, requests: &HashMap<Val
     bar.set_message(label.to_string());
     for window in &set.windows {
         let mut state = exec.new_state(1);
-        exec.forward_observed(&mut state, window, &mut |v, data, width| {
+        exec.observe_activations(&mut state, window, &mut |v, data, width| {
             let Some(req) = requests.get(&v) else { return };
             let s = stats.entry(v).or_default();
             observe(s, req, data, width, &mut percentile_sums, v);
@@ -121,6 +121,44 @@ fn observe(s: &mut Stats, req: &Request, data: &[f32], width: usize, percentile_
         let h = s.hessian.get_or_insert_with(|| vec![0.0; width * width]);
         for (a, b) in h.iter_mut().zip(&xtx) {
             *a += *b as f64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use runtime::KernelBackend;
+
+    /// Calibration's forward without the head shows every activation the full forward shows,
+    /// bit for bit, except the logits, and advances the state the same.
+    #[test]
+    fn observing_without_the_head_shows_the_same_activations() {
+        let fp = crate::model::FpModel::open_with(&crate::model::default_model_dir(), KernelBackend::Reference).unwrap();
+        let exec = &fp.executor;
+        let tokens: Vec<i64> = (0..24).map(|i| (i * 131 + 7) % 8192).collect();
+        let collect = |full: bool| {
+            let mut seen: HashMap<ir::ValueId, Vec<u32>> = HashMap::new();
+            let mut state = exec.new_state(2);
+            let mut keep = |v, data: &[f32], _| {
+                seen.insert(v, data.iter().map(|x| x.to_bits()).collect());
+            };
+            if full {
+                exec.forward_observed(&mut state, &tokens, &mut keep).unwrap();
+            } else {
+                exec.observe_activations(&mut state, &tokens, &mut keep).unwrap();
+            }
+            (seen, state.position)
+        };
+        let (full, full_position) = collect(true);
+        let (partial, partial_position) = collect(false);
+        assert_eq!(full_position, partial_position);
+        let missing: Vec<_> = full.keys().filter(|v| !partial.contains_key(v)).collect();
+        assert_eq!(missing.len(), 1, "only the logits are left out");
+        assert!(matches!(exec.verified_graph().node(*missing[0]).op, ir::Op::LmHead { .. }));
+        for (v, bits) in &partial {
+            assert_eq!(Some(bits), full.get(v), "value {v:?}");
         }
     }
 }

@@ -325,16 +325,23 @@ impl Executor {
             }
             return logits;
         }
-        self.forward_inner(state, tokens, &mut |_, _, _| {}, profile)
+        self.forward_inner(state, tokens, &mut |_, _, _| {}, profile, true)
     }
 
     /// Like [`Executor::forward`], and shows every f32 value to `observe` (value id, data
     /// `[batch·seq, width]`, width) as soon as it is computed: calibration reads activations this way.
     pub fn forward_observed(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize)) -> Result<Logits, RuntimeError> {
-        self.forward_inner(state, tokens, observe, None)
+        self.forward_inner(state, tokens, observe, None, true)
     }
 
-    fn forward_inner(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize), mut profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
+    /// [`Executor::forward_observed`] without the vocabulary projection, whose logits
+    /// calibration never reads (an 8B model's head is a seventh of its multiply-adds): every
+    /// other value is computed and shown as there, and the state advances the same.
+    pub fn observe_activations(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize)) -> Result<(), RuntimeError> {
+        self.forward_inner(state, tokens, observe, None, false).map(|_| ())
+    }
+
+    fn forward_inner(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize), mut profile: Option<&mut OpProfile>, logits: bool) -> Result<Logits, RuntimeError> {
         let batch = state.batch;
         if batch == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(batch) {
             return Err(RuntimeError::Input(format!("{} tokens cannot be split into {batch} equal non-empty sequences", tokens.len())));
@@ -357,6 +364,9 @@ impl Executor {
                 continue;
             }
             let node = self.graph.node(step.value);
+            if !logits && matches!(node.op, Op::LmHead { .. }) {
+                continue;
+            }
             let width = node.ty.width().unwrap_or(0);
             let start = std::time::Instant::now();
             let act = match self.in_place_operand(step, &slots, &node.op, width) {
@@ -389,6 +399,9 @@ impl Executor {
             }
         }
         state.position += seq;
+        if !logits {
+            return Ok(Logits { batch, seq, vocab: 0, data: Vec::new() });
+        }
         let out = slots[self.output_slot].take().expect("the output slot is never freed");
         Ok(Logits { batch, seq, vocab: out.width, data: out.data })
     }
