@@ -7,8 +7,10 @@
 //! boundary that last bit flips an int8 value, which then travels through the rest of the model.
 //! How far such flips move the logits is a property of the model, not of the executors, so it is
 //! measured here on the reference alone: every group scale of every int8-activation product is
-//! multiplied by 1 ± k·2⁻²³, the sign drawn per scale (an output change of about k roundings, up
-//! or down per output feature, as an executor's differences are), and the logits compared.
+//! multiplied by 1 ± k·2⁻²³, the sign drawn per scale (each weight group's share of an output
+//! moves by about k roundings, up or down, as an executor's differences do), and the logits
+//! compared. Scales that something else reads too (a tied table's, which the embedding lookup
+//! also uses, identically on every executor) are left alone.
 
 use ir::Op;
 use runtime::{Executor, KernelBackend, RuntimeError, WeightData};
@@ -36,7 +38,8 @@ pub const ROUNDINGS: [f32; 3] = [1.0, 2.0, 4.0];
 /// has them. Empty for a graph without int8-activation products (nothing to flip).
 pub fn envelope(exec: &Executor, tokens: &[i64], batch: usize, reference: Option<&[f32]>) -> Result<Vec<UlpEffect>, RuntimeError> {
     let graph = exec.verified_graph();
-    let scales: Vec<_> = graph
+    let int8_product = |op: &Op| matches!(op, Op::QLinear { act_scale: Some(_), .. });
+    let mut scales: Vec<_> = graph
         .values()
         .into_iter()
         .filter_map(|v| match graph.node(v).op {
@@ -44,6 +47,9 @@ pub fn envelope(exec: &Executor, tokens: &[i64], batch: usize, reference: Option
             _ => None,
         })
         .collect();
+    scales.sort();
+    scales.dedup();
+    scales.retain(|w| graph.values().into_iter().all(|v| int8_product(&graph.node(v).op) || !graph.node(v).op.weights().contains(w)));
     if scales.is_empty() || tokens.is_empty() {
         return Ok(Vec::new());
     }
@@ -69,7 +75,7 @@ pub fn envelope(exec: &Executor, tokens: &[i64], batch: usize, reference: Option
         }
         let perturbed = Executor::with_kernel_backend(graph.clone(), weights, KernelBackend::Reference)?;
         let logits = run(&perturbed)?;
-        let max_diff = reference.iter().zip(&logits).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let max_diff = max_abs_diff(reference, &logits);
         let mean_abs = reference.iter().zip(&logits).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / logits.len() as f64;
         let argmax_agree = (0..rows)
             .filter(|r| {
@@ -91,14 +97,59 @@ fn sign(weight: usize, element: usize, roundings: f32) -> f32 {
     if h & 1 == 0 { 1.0 } else { -1.0 }
 }
 
-/// The largest relative change over `effects` (0 for none).
-pub fn widest(effects: &[UlpEffect]) -> f32 {
-    effects.iter().fold(0f32, |m, e| m.max(e.relative))
+/// max |a − b| over two equally long vectors, NaN counted as infinite (`f32::max` would drop it)
+/// and a length mismatch too.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter().zip(b).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() { f32::INFINITY } else { m.max(d) }
+    })
+}
+
+/// The widest effect of a set of perturbations: the largest relative and mean changes and the
+/// lowest argmax agreement.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Envelope {
+    /// Largest `relative` (0 for none).
+    pub relative: f32,
+    /// Largest `mean_abs`.
+    pub mean_abs: f64,
+    /// Lowest argmax agreement as a fraction (1 for none).
+    pub argmax_agreement: f64,
+}
+
+/// The envelope of `effects` (all zero changes and full agreement for none).
+pub fn widest(effects: &[UlpEffect]) -> Envelope {
+    effects.iter().fold(Envelope { argmax_agreement: 1.0, ..Envelope::default() }, |e, x| Envelope {
+        relative: e.relative.max(x.relative),
+        mean_abs: e.mean_abs.max(x.mean_abs),
+        argmax_agreement: e.argmax_agreement.min(x.argmax_agree as f64 / x.rows.max(1) as f64),
+    })
+}
+
+impl Envelope {
+    /// Whether another executor's differences (largest relative, mean |Δ|, argmax agreement) look
+    /// like int8 flips: within twice the envelope's largest and mean changes, and agreeing on the
+    /// argmax nearly as often (5 points of slack). A real error that stays under twice the largest
+    /// flip would have to also keep the mean change and the argmax this close.
+    pub fn covers(&self, relative: f32, mean_abs: f64, argmax_agreement: f64) -> bool {
+        self.relative > 0.0 && relative <= 2.0 * self.relative && mean_abs <= 2.0 * self.mean_abs && argmax_agreement >= self.argmax_agreement - 0.05
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differences_count_nan_and_length_mismatches_as_infinite() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0, 2.5]), 0.5);
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[f32::NAN, 2.0]), f32::INFINITY);
+        assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.0]), f32::INFINITY);
+    }
 
     /// The float model has no int8 quantizer to flip: nothing to measure. The W8A8 artifact of
     /// the embedded model does, and a perturbation of a few roundings must move its logits by
@@ -119,7 +170,11 @@ mod tests {
         let exec = Executor::with_kernel_backend(ir::VerifiedGraph::new(program.graph.clone()).unwrap(), program.weights.clone(), KernelBackend::Reference).unwrap();
         let effects = envelope(&exec, &tokens, 2, None).unwrap();
         assert_eq!(effects.len(), ROUNDINGS.len());
-        assert!(widest(&effects) < 5e-2, "a few roundings moved the tiny model's logits by {}", widest(&effects));
+        let env = widest(&effects);
+        assert!(env.relative < 5e-2, "a few roundings moved the tiny model's logits by {}", env.relative);
+        assert!(env.covers(env.relative, env.mean_abs, env.argmax_agreement), "an envelope covers its own widest effect");
+        assert!(!env.covers(3.0 * env.relative, env.mean_abs, 1.0), "nor three times it");
+        assert!(!Envelope { argmax_agreement: 1.0, ..Envelope::default() }.covers(0.0, 0.0, 1.0), "an empty envelope covers nothing");
         assert!(effects.iter().any(|e| e.mean_abs > 0.0), "the perturbation changed nothing");
         assert!(effects.iter().all(|e| e.rows == tokens.len()));
     }

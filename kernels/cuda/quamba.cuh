@@ -541,7 +541,8 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
 // Exactness: int4 nibbles are used in place as 16 v (low: word << 4, high: word, each masked to
 // the high nibbles of its bytes), so dp4a sums 16 times the exact group sum, which an arithmetic
 // shift undoes. A group's int32 sum gathers the four t-lanes of its row by shuffles and is scaled
-// once, as in `gemm`; k-slices meet in shared memory in slice order.
+// once per k-slice (a group that spans slices, such as a per-channel one, is scaled in each, as
+// in `gemm`); k-slices meet in shared memory in slice order.
 QDEV int dp4a_s8(u32 a, u32 b, int c) {
     int d;
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));

@@ -77,9 +77,10 @@ pub struct CudaExecutor {
     dependent_launch: bool,
     /// The shared-memory carveout every kernel asks for, in percent (None: the driver's choice).
     carveout: Option<i32>,
-    /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,gemv_12 leaves out launches of
-    /// those kernel families or kernels (see `skipped`), so that a step's time with and without
-    /// them shows their in-graph cost (`bench/gpu_ablate.sh`). Results are wrong then.
+    /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,gemv_12 leaves out the launches
+    /// that would run those kernels or kernel families (see `skipped`; a launch with a prefill
+    /// follow-up keeps or drops both), so that a step's time with and without them shows their
+    /// in-graph cost (`bench/gpu_ablate.sh`). Results are wrong then.
     skip: Vec<String>,
 }
 
@@ -393,7 +394,8 @@ impl CudaExecutor {
             Ok(())
         })?;
         self.stream.synchronize()?;
-        // Bytes of the weights each launch reads (products: packed weights, scales, bias).
+        // Bytes of the weights a product reads in full (packed weights, scales, bias); other
+        // kernels (an embedding reads a few rows of its table) count none.
         let weight_bytes: HashMap<&str, usize> = self
             .plan
             .launches
@@ -403,7 +405,8 @@ impl CudaExecutor {
         let mut out = Vec::with_capacity(names.len());
         for (i, (value, kernel)) in names.into_iter().enumerate() {
             let ms = events[i].elapsed_ms(&events[i + 1])? as f64;
-            let weight_bytes = weight_bytes.get(value.as_str()).copied().unwrap_or(0);
+            let product = kernel.starts_with("gemm_") || kernel.starts_with("gemv_");
+            let weight_bytes = if product { weight_bytes.get(value.as_str()).copied().unwrap_or(0) } else { 0 };
             out.push(LaunchTime { value, kernel, ms, weight_bytes });
         }
         Ok(out)
@@ -418,15 +421,15 @@ impl CudaExecutor {
     fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut dyn FnMut(&Self, &str, &str) -> Result<(), CudaError>) -> Result<(), CudaError> {
         let rows = batch * seq;
         for launch in &self.plan.launches {
-            if self.skip.iter().any(|k| skipped(&launch.kernel.name, k)) {
-                continue;
-            }
             // On the last position only, the head reads row seq-1 of each sequence: its input
             // pointer moves to that row and its row stride spans a whole sequence.
             let head = launch.head && last_only;
             let call_rows = if head { batch } else { rows };
             let large = call_rows > SMALL_ROWS;
             let kernel: &Kernel = launch.kernel_for(call_rows);
+            if self.skip.iter().any(|k| skipped(&kernel.name, k)) {
+                continue;
+            }
             let values = self.resolve(&launch.args, head, seq, batch, call_rows, tokens);
             self.launch(&kernel.name, self.config(kernel, call_rows, batch, seq), &values)
                 .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", kernel.name, launch.value)))?;
@@ -569,14 +572,16 @@ pub struct LaunchTime {
     pub kernel: String,
     /// Milliseconds between the events around it.
     pub ms: f64,
-    /// Bytes of the weights its launch passes (a product's packed weights, scales and bias).
+    /// Bytes of the weights it reads in full: a product's packed weights, scales and bias (0 for
+    /// other kernels).
     pub weight_bytes: usize,
 }
 
 /// Whether QUAMBA_CUDA_SKIP entry `pattern` leaves out kernel `name`: the name itself
-/// (`gemv_12`, not `gemv_120`) or a family (`gemv`: every `gemv_N`).
+/// (`gemv_12`, not `gemv_120`) or its family, the name without its number (`conv`: every
+/// `conv_N`, not `conv_state_N`).
 fn skipped(name: &str, pattern: &str) -> bool {
-    name.strip_prefix(pattern).is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+    name == pattern || name.rsplit_once('_').is_some_and(|(family, _)| family == pattern)
 }
 
 /// Rows of the tables embeddings read (the valid token ids).
@@ -608,5 +613,7 @@ mod tests {
         assert!(!skipped("gemv_120", "gemv_12"), "a kernel's name is not a prefix of another's");
         assert!(!skipped("gemm_3", "gemv"));
         assert!(!skipped("rows_1", "row"), "a family is a whole name part");
+        assert!(!skipped("conv_state_7", "conv"), "and the whole name but its number");
+        assert!(skipped("conv_state_7", "conv_state"));
     }
 }
