@@ -504,6 +504,12 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The tensor-core product entry point for `shape` tiled as `cfg`, with its launch shape.
+    fn gemm_kernel(&mut self, shape: &GemmShape, cfg: &codegen::GemmConfig) -> Kernel {
+        let name = self.entry("gemm", codegen::gemm(shape, cfg));
+        Kernel { name, grid: cfg.grid(shape.n), block: cfg.threads(), shared_bytes: cfg.shared_bytes() }
+    }
+
     fn gemm(&mut self, v: ValueId, weight: WeightId, scales: Option<WeightId>, bias: Option<WeightId>, group: Option<usize>, act_scale: f32) -> Result<(), PlanError> {
         let kind = self.gemm_kind[&weight];
         let shape = self.g.weight(weight).shape.clone();
@@ -554,21 +560,15 @@ impl Builder<'_> {
             Some(one_row) => {
                 let name = self.entry("gemv", codegen::gemv(&shape, &one_row));
                 let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: 0 };
-                let name = self.entry("gemm", codegen::gemm(&shape, &batched));
-                (small, Some(Kernel { name, grid: batched.grid(n), block: batched.threads(), shared_bytes: batched.shared_bytes() }))
+                (small, Some(self.gemm_kernel(&shape, &batched)))
             }
             None => {
-                let name = self.entry("gemm", codegen::gemm(&shape, &decode));
-                let small = Kernel { name, grid: decode.grid(n), block: decode.threads(), shared_bytes: decode.shared_bytes() };
-                let batched = (batched != decode).then(|| {
-                    let name = self.entry("gemm", codegen::gemm(&shape, &batched));
-                    Kernel { name, grid: batched.grid(n), block: batched.threads(), shared_bytes: batched.shared_bytes() }
-                });
+                let small = self.gemm_kernel(&shape, &decode);
+                let batched = (batched != decode).then(|| self.gemm_kernel(&shape, &batched));
                 (small, batched)
             }
         };
-        let large_name = self.entry("gemm", codegen::gemm(&shape, &prefill));
-        let large = Kernel { name: large_name, grid: prefill.grid(n), block: prefill.threads(), shared_bytes: prefill.shared_bytes() };
+        let large = self.gemm_kernel(&shape, &prefill);
         let args = vec![
             a_arg,
             Arg::Stride(lda as i32),

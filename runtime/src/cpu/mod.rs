@@ -365,6 +365,9 @@ impl Executor {
             }
             let node = self.graph.node(step.value);
             if !logits && matches!(node.op, Op::LmHead { .. }) {
+                for &f in &step.frees {
+                    slots[f] = None;
+                }
                 continue;
             }
             let width = node.ty.width().unwrap_or(0);
