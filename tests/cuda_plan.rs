@@ -35,6 +35,7 @@ fn assert_slots_sound(p: &CudaPlan) {
             .filter_map(|a| match a {
                 Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => Some(*buffer),
                 Arg::Operand(o) if o.stride > 0 => Some(o.buffer),
+                Arg::ConvStep(Some(step)) => Some(step.out),
                 _ => None,
             })
             .collect();
@@ -81,6 +82,19 @@ fn quantized_plans_are_pinned_and_sound() {
         // Per layer: norm+quantize, in_proj, conv, ssd, gated-norm+hadamard+quantize, out_proj+residual.
         let per_layer = p.launches.iter().filter(|l| l.kernel.name.starts_with("ssd")).count();
         assert_eq!(per_layer, 4, "{target}: one SSD launch per layer");
+        // With int8 activations a one-row in_proj runs each layer's conv step (its GEMV's
+        // epilogue writes the conv's output and state), so a decode step has no conv launch.
+        for (i, conv) in p.launches.iter().enumerate().filter(|(_, l)| l.kernel.name.starts_with("conv_")) {
+            assert_eq!(conv.skip_one_row, target != "h100-w4a16", "{target}: {}", conv.value);
+            let Some(Arg::Buffer { buffer: out, .. }) = conv.args.get(4) else { panic!("{target}: a conv launch writes its output 5th") };
+            let steps: Vec<usize> = p.launches.iter().enumerate().filter(|(_, l)| l.args.iter().any(|a| matches!(a, Arg::ConvStep(Some(s)) if s.out == *out))).map(|(j, _)| j).collect();
+            if conv.skip_one_row {
+                assert_eq!(steps.len(), 1, "{target}: one product runs {}'s step", conv.value);
+                assert!(steps[0] < i && p.launches[steps[0]].kernel.name.starts_with("gemv_"), "{target}: the GEMV before it");
+            } else {
+                assert!(steps.is_empty());
+            }
+        }
         insta::assert_snapshot!(format!("mamba2_tiny_{target}_launches"), p.describe());
         insta::assert_snapshot!(format!("mamba2_tiny_{target}_source"), p.generated_source());
     }
@@ -107,7 +121,7 @@ fn every_entry_point_waits_for_its_predecessor() {
     let library = kernels::cuda::codegen::LIBRARY;
     let templates: [(&str, &[&str]); 4] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
-        ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] ="]),
+        ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] =", "conv_step_column<"]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];
@@ -225,8 +239,14 @@ fn gemv_kernel_compiles_at_real_shapes() {
         .iter()
         .map(|&(kind, k, n, group)| {
             let shape = GemmShape { kind, k, n, group, vec: true };
-            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"))
+            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), None)
         })
+        .chain(std::iter::once({
+            // mamba2-2.7b's in_proj with its conv step: z, then x B C through the conv, then dt.
+            let shape = GemmShape { kind: 3, k: 2560, n: 10576, group: 128, vec: true };
+            let conv = codegen::ConvEpilogue { first_column: 5120, channels: 5376, taps: 4, silu: true };
+            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv))
+        }))
         .collect();
     assert_entries_compile_without_spills(&entries, "gemv");
 }

@@ -524,6 +524,32 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
 }
 
 // ---------------------------------------------------------------------------------------------
+// The causal conv's decode step on one channel, applied by the one-row product that computes the
+// conv's input (Mamba's in_proj) to each conv column as it stores it, so that a decode step has
+// no conv launch. The same operations in the same order as `causal_conv1d` at one position.
+struct ConvStep {
+    const float* weight;  // [C][KW]
+    const float* bias;    // [C], or null
+    float* state;         // [sequences][KW - 1][C]
+    float* out;           // [rows][C]
+    const float* scale;   // the conv input's fake quantization, or null
+    int scale_vec;        // 1: one scale per channel
+};
+template <int C, int KW, bool SILU> QDEV void conv_step_column(const ConvStep& cs, int c, float v, i64 b) {
+    float hist[KW];
+    float* st = cs.state + b * (KW - 1) * C;
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) hist[k] = st[k * C + c];
+    hist[KW - 1] = cs.scale ? fake_quant(v, cs.scale[cs.scale_vec ? c : 0]) : v;
+    float acc = cs.bias ? cs.bias[c] : 0.f;
+#pragma unroll
+    for (int k = 0; k < KW; k++) acc += cs.weight[c * KW + k] * hist[k];
+    cs.out[b * C + c] = SILU ? silu_f(acc) : acc;
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) st[k * C + c] = hist[k + 1];
+}
+
+// ---------------------------------------------------------------------------------------------
 // Decode products with int8 activations at one row per block (batch-1 decode), on dp4a.
 //
 // At one row `mma.sync` computes 16 rows of which 15 are padding, every k-step waits on its own
@@ -543,6 +569,9 @@ QDEV void gemm(const void* A, int lda, const uint4* W, const float* scales, floa
 // shift undoes. A group's int32 sum gathers the four t-lanes of its row by shuffles and is scaled
 // once per k-slice (a group that spans slices, such as a per-channel one, is scaled in each, as
 // in `gemm`); k-slices meet in shared memory in slice order.
+//
+// CONV_C > 0: output columns [CONV_LO, CONV_LO + CONV_C) are also the input of a causal conv of
+// CONV_KW taps (then SiLU if CONV_SILU), whose decode step `conv` runs on each as it is stored.
 QDEV int dp4a_s8(u32 a, u32 b, int c) {
     int d;
     asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
@@ -587,9 +616,9 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
 // Same contract as `gemm` (out = act_scale * sum_g scale * group sum + bias (+ resid)), row
 // blockIdx.y, tiles blockIdx.x * WN + (warp % WN). GROUP is a multiple of the chunk (or the whole
 // row: one group), or a multiple of 32 dividing the chunk; the generator checks.
-template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH>
+template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
 QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
-               const float* resid, int ldr, float* out, int ldo, int M) {
+               const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}) {
     static_assert(KIND == 2 || KIND == 3, "gemv: int8 activations only");
     typedef Layout<KIND> L;
     const int CH = L::CH;
@@ -702,6 +731,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
         float v = acc * act_scale + early_bias;
         if (resid) v = early_resid + v;
         out[(i64)m * ldo + n] = v;
+        if (CONV_C > 0 && n >= CONV_LO && n < CONV_LO + CONV_C) conv_step_column<(CONV_C > 0 ? CONV_C : 1), CONV_KW, CONV_SILU>(conv, n - CONV_LO, v, m);
     }
 }
 

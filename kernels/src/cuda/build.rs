@@ -59,6 +59,16 @@ struct Builder<'g> {
     weights: Vec<WeightUpload>,
     gemm_kind: HashMap<WeightId, u8>,
     states: Vec<usize>,
+    /// The product launch writing each product output buffer, for epilogues added later.
+    products: HashMap<BufferId, ProductSite>,
+}
+
+/// Where a product was planned: what a later op needs to fold itself into its one-row kernel.
+struct ProductSite {
+    launch: usize,
+    shape: GemmShape,
+    one_row: Option<codegen::GemvConfig>,
+    residual: bool,
 }
 
 /// Builds the plan of `graph`.
@@ -78,6 +88,7 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
         weights: vec![WeightUpload::Unused; g.weights().len()],
         gemm_kind: HashMap::new(),
         states: Vec::new(),
+        products: HashMap::new(),
     };
     b.choose_gemm_layouts(&order)?;
     for v in &order {
@@ -93,7 +104,9 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
         _ => return Err(PlanError::Unsupported("the graph output is not a plain f32 buffer".into())),
     };
     let (buffers, slots) = assign_slots(&b.buffers, &b.launches, logits);
-    let entries: Vec<String> = b.entries.into_values().map(|(_, src)| src).collect();
+    // An epilogue folded in later replaces a product's kernel, whose entry no launch runs now.
+    let launched: HashSet<&str> = b.launches.iter().flat_map(|l| l.kernels()).map(|k| k.name.as_str()).collect();
+    let entries: Vec<String> = b.entries.into_values().filter(|(name, _)| launched.contains(name.as_str())).map(|(_, src)| src).collect();
     let source = codegen::source(&entries, vocab);
     Ok(CudaPlan { source, weights: b.weights, buffers, slots, states: b.states, launches: b.launches, logits, vocab })
 }
@@ -180,7 +193,7 @@ impl Builder<'_> {
 
     fn push(&mut self, v: ValueId, kernel: Kernel, large: Option<Kernel>, args: Vec<Arg>) {
         let head = self.g.outputs().contains(&v);
-        self.launches.push(Launch { kernel, batched: None, large, then_large: None, args, head, value: format!("%{}", self.name[&v]) });
+        self.launches.push(Launch { kernel, batched: None, large, then_large: None, args, skip_one_row: false, head, value: format!("%{}", self.name[&v]) });
     }
 
     /// The f32 view of `v`, materializing a fake-quantized or deferred value if `plain` is required.
@@ -321,10 +334,20 @@ impl Builder<'_> {
                 let small = Kernel { name: step_name, grid: grid.clone(), block: 128, shared_bytes: 0 };
                 let large = Kernel { name: seq_name, grid, block: 128, shared_bytes: 0 };
                 let then = Kernel { name: state_name, grid: Grid::PerSequence { per_sequence: width }, block: 128, shared_bytes: 0 };
-                let args = vec![x.operand(), w_arg, b_arg, Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                let args = vec![x.operand(), w_arg, b_arg.clone(), Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
                 let then_args = vec![x.operand(), Arg::State(state), Arg::Batch, Arg::Seq];
+                let folded = self.fold_conv_step(&x, width, kw, silu, ConvStep {
+                    weight: weight.index(),
+                    bias: bias.map(|b| b.index()),
+                    state,
+                    out: out.buffer,
+                    scale: x.fq.map(|f| f.0),
+                    scale_per_column: x.fq.is_some_and(|f| f.1),
+                });
                 self.push(result, small, Some(large), args);
-                self.launches.last_mut().expect("just pushed").then_large = Some((then, then_args));
+                let conv = self.launches.last_mut().expect("just pushed");
+                conv.then_large = Some((then, then_args));
+                conv.skip_one_row = folded;
                 if let Some(u) = silu_user {
                     self.fused.insert(v);
                     self.repr.insert(u, Repr::F32(out));
@@ -504,6 +527,27 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Folds a conv's decode step into the one-row kernel of the product that computes its input
+    /// `x` (consecutive columns of the product's own output, no residual added), so that a
+    /// one-row call runs no conv launch; returns whether it did. Where the product has no
+    /// one-row GEMV, the conv runs on its own.
+    fn fold_conv_step(&mut self, x: &View, channels: usize, taps: usize, silu: bool, step: ConvStep) -> bool {
+        let Some(site) = self.products.get(&x.buffer) else { return false };
+        let Some(one_row) = site.one_row else { return false };
+        if site.residual || x.stride != site.shape.n || x.col + channels > site.shape.n {
+            return false;
+        }
+        let (launch, shape) = (site.launch, site.shape);
+        let epilogue = codegen::ConvEpilogue { first_column: x.col, channels, taps, silu };
+        let name = self.entry("gemv", codegen::gemv(&shape, &one_row, Some(epilogue)));
+        let product = &mut self.launches[launch];
+        let Some(slot) = product.args.iter_mut().find(|a| matches!(a, Arg::ConvStep(None))) else { return false };
+        *slot = Arg::ConvStep(Some(step));
+        product.kernel.name = name;
+        self.products.remove(&x.buffer);
+        true
+    }
+
     /// The tensor-core product entry point for `shape` tiled as `cfg`, with its launch shape.
     fn gemm_kernel(&mut self, shape: &GemmShape, cfg: &codegen::GemmConfig) -> Kernel {
         let name = self.entry("gemm", codegen::gemm(shape, cfg));
@@ -558,7 +602,7 @@ impl Builder<'_> {
         // the tensor-core decode kernel.
         let (small, batched) = match codegen::GemvConfig::decode(&shape) {
             Some(one_row) => {
-                let name = self.entry("gemv", codegen::gemv(&shape, &one_row));
+                let name = self.entry("gemv", codegen::gemv(&shape, &one_row, None));
                 let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: 0 };
                 (small, Some(self.gemm_kernel(&shape, &batched)))
             }
@@ -581,11 +625,14 @@ impl Builder<'_> {
             Arg::Buffer { buffer: out.buffer, offset: 0 },
             Arg::I32(n as i32),
             Arg::Rows,
+            Arg::ConvStep(None),
         ];
+        let one_row = codegen::GemvConfig::decode(&shape);
         self.push(result, small, Some(large), args);
         if let Some(last) = self.launches.last_mut() {
             last.batched = batched;
         }
+        self.products.insert(out.buffer, ProductSite { launch: self.launches.len() - 1, shape, one_row, residual: result != v });
         if result != v {
             self.fused.insert(v);
         }
@@ -620,6 +667,7 @@ fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId
         for arg in launch.args.iter().chain(then_args) {
             let b = match arg {
                 Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => *buffer,
+                Arg::ConvStep(Some(step)) => step.out,
                 Arg::Operand(o) if o.stride > 0 => o.buffer,
                 _ => continue,
             };

@@ -255,10 +255,15 @@ impl GemmConfig {
     }
 }
 
+/// Every product entry point's parameters: the operands of `quamba::gemm` / `quamba::gemv`, then
+/// the conv step a one-row product may apply to its output (`quamba::ConvStep`,
+/// [`crate::cuda::plan::Arg::ConvStep`]; only a [`gemv`] with a [`ConvEpilogue`] reads it).
+const PRODUCT_PARAMS: &str = "const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M, quamba::ConvStep conv";
+
 pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
     let threads = c.threads();
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
         s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, c.depth, s.vec, c.stage
     )
 }
@@ -339,10 +344,26 @@ const GEMV_MIN_BLOCKS: usize = 264;
 /// The widest row (padded k, bytes) `quamba::gemv` stages in static shared memory.
 const GEMV_MAX_K: usize = 32 * 1024;
 
-pub fn gemv(s: &GemmShape, c: &GemvConfig) -> String {
+/// A causal conv whose decode step a one-row product runs on the output columns it feeds
+/// (`quamba::conv_step_column`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvEpilogue {
+    /// The product's first output column that is a conv input.
+    pub first_column: usize,
+    /// Conv channels (consecutive output columns).
+    pub channels: usize,
+    /// Taps.
+    pub taps: usize,
+    /// Whether SiLU follows the conv.
+    pub silu: bool,
+}
+
+/// A one-row product's kernel; with `conv`, it also runs that conv's decode step on its output.
+pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>) -> String {
     let threads = c.threads();
+    let conv = conv.map_or(String::new(), |e| format!(", {}, {}, {}, {}", e.first_column, e.channels, e.taps, e.silu));
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
         s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth
     )
 }

@@ -33,7 +33,8 @@ impl CudaPlan {
         for l in &self.launches {
             let batched = l.batched.as_ref().map_or(String::new(), |k| format!(" | batched {}", k.name));
             let large = l.large.as_ref().map_or(String::new(), |k| format!(" | {}", k.name));
-            let _ = writeln!(s, "{:>5} {}{batched}{large}{}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
+            let one_row = if l.skip_one_row { " (one row: in the product before)" } else { "" };
+            let _ = writeln!(s, "{:>5} {}{batched}{large}{}{one_row}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
         }
         s
     }

@@ -137,6 +137,9 @@ pub struct Launch {
     pub then_large: Option<(Kernel, Vec<Arg>)>,
     /// Arguments in the entry point's parameter order.
     pub args: Vec<Arg>,
+    /// Whether calls of one row leave this launch out: the product before it does its work
+    /// then (a conv step run by `quamba::gemv`, [`Arg::ConvStep`]).
+    pub skip_one_row: bool,
     /// Whether this launch computes the logits (it may then run on the last position only).
     pub head: bool,
     /// The graph value it computes, in the IR text form's numbering (for error messages).
@@ -212,6 +215,26 @@ pub enum Arg {
     Stride(i32),
     /// An f32 operand view, optionally fake-quantized on load (`quamba::Opnd`).
     Operand(Operand),
+    /// The conv step a one-row product applies to its conv columns (`quamba::ConvStep`; all
+    /// null where it applies none).
+    ConvStep(Option<ConvStep>),
+}
+
+/// The operands of a conv's decode step run by the product that computes its input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvStep {
+    /// The conv weight (f32 `[channels, taps]`).
+    pub weight: usize,
+    /// Its bias.
+    pub bias: Option<usize>,
+    /// The conv state.
+    pub state: usize,
+    /// The buffer of the conv's output (after SiLU where it follows).
+    pub out: BufferId,
+    /// The fake-quantization scale of the conv's input, if any.
+    pub scale: Option<usize>,
+    /// Whether that scale is per channel.
+    pub scale_per_column: bool,
 }
 
 impl Arg {
