@@ -788,16 +788,31 @@ template <int W, int G, int T> QDEV void row_gated_norm(float* row, const Opnd& 
             row[sw(i)] = row[sw(i)] * silu_f(ld(z, r, i));
         }
     }
-    if (GS % T == 0) {
-        // Each of a thread's elements lies in group (e * T) / GS: one reduction per group, and
-        // the thread keeps its own elements.
+    if constexpr (GS % T == 0) {
+        // Each of a thread's elements lies in group (e * T) / GS, and the thread keeps its own
+        // elements. The G sums of squares are reduced together, each along `block_sum`'s tree
+        // (lanes, then the warps' partial sums in one warp), so the results are block_sum's, with
+        // two barriers for all groups instead of two per group.
+        __shared__ float partial[G][32];
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (T + 31) >> 5;
+        float s[G];
 #pragma unroll
         for (int grp = 0; grp < G; grp++) {
-            float s = 0.f;
+            s[grp] = 0.f;
 #pragma unroll
             for (int e = 0; e < E; e++)
-                if ((e * T) / GS == grp) s += row[sw(threadIdx.x + e * T)] * row[sw(threadIdx.x + e * T)];
-            float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+                if ((e * T) / GS == grp) s[grp] += row[sw(threadIdx.x + e * T)] * row[sw(threadIdx.x + e * T)];
+            s[grp] = warp_sum(s[grp]);
+        }
+        __syncthreads();
+        if (lane == 0) {
+#pragma unroll
+            for (int grp = 0; grp < G; grp++) partial[grp][warp] = s[grp];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int grp = 0; grp < G; grp++) {
+            float inv = rsqrtf(warp_sum(lane < warps ? partial[grp][lane] : 0.f) / (float)GS + eps);
 #pragma unroll
             for (int e = 0; e < E; e++)
                 if ((e * T) / GS == grp) row[sw(threadIdx.x + e * T)] = row[sw(threadIdx.x + e * T)] * inv * w[e];
