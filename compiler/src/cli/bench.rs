@@ -36,7 +36,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let dir = super::model_dir(a.model);
     let model = super::open(&dir)?;
     let exec = &model.executor;
-    let prompt = super::synthetic_tokens(a.prompt_len, model.config.vocab_size);
+    let prompt = compiler::synth::pseudo_random_tokens(a.prompt_len, model.config.vocab_size);
     let mut best_prefill = f64::INFINITY;
     for _ in 0..a.repeats.max(1) {
         let mut state = exec.new_state(1);

@@ -62,8 +62,9 @@ struct CheckArgs {
     /// 5e-2 for an artifact, whose int8 roundings may flip where the CPU rounded the other way).
     /// Without this flag, an artifact with int8 activations also passes when its differences look
     /// like int8 flips: within twice its own flip envelope (how far its CPU logits move when every
-    /// product's output moves by 1-4 f32 roundings, `compiler::sensitivity`, measured on the same
-    /// tokens) in largest and mean change, with the argmax agreeing nearly as often.
+    /// int8 product's output moves by 1-4 f32 roundings, and that of every product the GPU runs
+    /// with f16 activations by 1-4 quarters of an f16 rounding, `compiler::sensitivity`, measured
+    /// on the same tokens) in largest and mean change, with the argmax agreeing nearly as often.
     #[arg(long)]
     tolerance: Option<f32>,
     /// Print one JSON object instead of text.
@@ -142,19 +143,6 @@ fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize,
     CudaExecutor::new(exec.verified_graph(), exec.weights(), plan, ahead, max_batch, max_rows, max_steps).context("loading the model on the GPU")
 }
 
-/// Deterministic token ids for a check: the embedded sample text if the model has a
-/// tokenizer, else a fixed pseudo-random sequence.
-fn sample_tokens(model: &compiler::model::FpModel, count: usize) -> anyhow::Result<Vec<i64>> {
-    if let Some(tok) = &model.tokenizer {
-        let text = include_str!("../../../assets/text/sample.txt");
-        let ids = tok.encode(text)?;
-        if ids.len() >= count {
-            return Ok(ids[..count].to_vec());
-        }
-    }
-    Ok(super::synthetic_tokens(count, model.config.vocab_size))
-}
-
 fn check(a: CheckArgs) -> anyhow::Result<()> {
     if a.batch == 0 || a.seq == 0 {
         bail!("--batch and --seq must be positive");
@@ -163,7 +151,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let model = open_reference(&dir)?;
     let quantized = dir.is_file();
     let tolerance = a.tolerance.unwrap_or(if quantized { 5e-2 } else { 1e-2 });
-    let tokens = sample_tokens(&model, a.batch * a.seq)?;
+    let tokens = compiler::sensitivity::sample_tokens(&model, a.batch * a.seq)?;
     let mut gpu = open_gpu(&model, a.batch.max(1), a.batch * a.seq, a.steps + 1)?;
 
     let cpu_logits = model.executor.forward(&mut model.executor.new_state(a.batch), &tokens)?;
@@ -243,7 +231,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let mut gpu = open_gpu(&model, max_batch, max_rows, a.decode_tokens + 1)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let vocab = model.config.vocab_size as i64;
-    let prompt = super::synthetic_tokens(a.prompt_len, model.config.vocab_size);
+    let prompt = compiler::synth::pseudo_random_tokens(a.prompt_len, model.config.vocab_size);
     let reps = a.repeats.max(1);
 
     // Time to first token: prefill of the whole prompt and the greedy pick of the first token.

@@ -133,8 +133,3 @@ fn default_calibration_text() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/text/calib.txt")
 }
 
-/// A fixed pseudo-random token sequence for timing: speed does not depend on the token values,
-/// and every engine in the benchmarks (bench/*.py too) uses this same sequence.
-fn synthetic_tokens(count: usize, vocab: usize) -> Vec<i64> {
-    (0..count as i64).map(|i| (i * 7919 + 13) % vocab.max(1) as i64).collect()
-}
