@@ -43,8 +43,8 @@ pub const ROUNDINGS: [f32; 3] = [1.0, 2.0, 4.0];
 /// The relative change of a scale per rounding of its product's arithmetic: one f32 rounding for
 /// an int8-activation product's group scales, a quarter of an f16 rounding for the scales of a
 /// weight-only product or the weights of a float product.
-const F32_ROUNDING: f32 = f32::EPSILON;
-const F16_QUARTER_ROUNDING: f32 = 1.0 / 8192.0;
+pub const F32_ROUNDING: f32 = f32::EPSILON;
+pub const F16_QUARTER_ROUNDING: f32 = 1.0 / 8192.0;
 
 /// The weight a product's perturbation scales, with its change per rounding.
 fn perturbed_by(op: &Op) -> Option<(WeightId, f32)> {
@@ -75,8 +75,7 @@ pub fn perturbed_weights(graph: &ir::Graph) -> Vec<(WeightId, f32)> {
 /// is and under each of [`ROUNDINGS`]; `reference` is the unperturbed run's logits if the caller
 /// has them. Empty for a graph without int8-activation products (nothing to flip).
 pub fn envelope(exec: &Executor, tokens: &[i64], batch: usize, reference: Option<&[f32]>) -> Result<Vec<UlpEffect>, RuntimeError> {
-    let graph = exec.verified_graph();
-    let scales = perturbed_weights(graph);
+    let scales = perturbed_weights(exec.verified_graph());
     if scales.is_empty() || tokens.is_empty() {
         return Ok(Vec::new());
     }
@@ -91,14 +90,7 @@ pub fn envelope(exec: &Executor, tokens: &[i64], batch: usize, reference: Option
     };
     let mut effects = Vec::with_capacity(ROUNDINGS.len());
     for k in ROUNDINGS {
-        let mut weights = exec.weights().clone();
-        for &(w, per_rounding) in &scales {
-            let data = weights.get(w);
-            let values: Vec<f32> = data.floats().iter().enumerate().map(|(i, s)| s * (1.0 + k * per_rounding * sign(w.index(), i, k))).collect();
-            weights.set(w, WeightData::new(data.shape.clone(), values));
-        }
-        let perturbed = Executor::with_kernel_backend(graph.clone(), weights, KernelBackend::Reference)?;
-        let logits = run(&perturbed)?;
+        let logits = run(&perturbed(exec, &scales, k)?)?;
         effects.push(compare(reference, &logits, tokens.len(), k));
     }
     Ok(effects)
@@ -114,6 +106,18 @@ pub fn sample_tokens(model: &crate::model::FpModel, count: usize) -> Result<Vec<
         }
     }
     Ok(crate::synth::pseudo_random_tokens(count, model.config.vocab_size))
+}
+
+/// A reference executor of `exec`'s graph whose `targets` (weight, change per rounding) are
+/// multiplied by 1 ± k·(change per rounding), the sign drawn per element.
+pub fn perturbed(exec: &Executor, targets: &[(WeightId, f32)], k: f32) -> Result<Executor, RuntimeError> {
+    let mut weights = exec.weights().clone();
+    for &(w, per_rounding) in targets {
+        let data = weights.get(w);
+        let values: Vec<f32> = data.floats().iter().enumerate().map(|(i, s)| s * (1.0 + k * per_rounding * sign(w.index(), i, k))).collect();
+        weights.set(w, WeightData::new(data.shape.clone(), values));
+    }
+    Executor::with_kernel_backend(exec.verified_graph().clone(), weights, KernelBackend::Reference)
 }
 
 /// How far `logits` are from `reference` (`rows` rows of equal width): largest |Δ| over

@@ -109,7 +109,6 @@ pub fn synthesize(like: Like, dir: &Path, seed: u64, layers: Option<usize>, voca
     Ok(params)
 }
 
-/// Values for one tensor, by its role.
 /// A fixed pseudo-random sequence of `count` token ids below `vocab`: a prompt for timing (speed
 /// does not depend on the token values, and every engine in the benchmarks, bench/*.py too, uses
 /// this same sequence), or a check's tokens for a model without a tokenizer.
@@ -117,6 +116,7 @@ pub fn pseudo_random_tokens(count: usize, vocab: usize) -> Vec<i64> {
     (0..count as i64).map(|i| (i * 7919 + 13) % vocab.max(1) as i64).collect()
 }
 
+/// Values for one tensor, by its role.
 fn init(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let count: usize = shape.iter().product();
     let fan_in = *shape.last().unwrap_or(&1) as f32;

@@ -158,14 +158,9 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let gpu_logits = gpu.forward(&tokens, a.batch, false)?;
     let max_ref = cpu_logits.data.iter().fold(0f32, |m, v| m.max(v.abs()));
     let max_diff = compiler::sensitivity::max_abs_diff(&cpu_logits.data, &gpu_logits.data);
-    let mean_diff = cpu_logits.data.iter().zip(&gpu_logits.data).map(|(x, y)| (x - y).abs() as f64).sum::<f64>() / cpu_logits.data.len() as f64;
     let rows = a.batch * a.seq;
-    let argmax_agree = (0..rows)
-        .filter(|r| {
-            let (b, t) = (r / a.seq, r % a.seq);
-            runtime::sampling::argmax(cpu_logits.row(b, t)) == runtime::sampling::argmax(gpu_logits.row(b, t))
-        })
-        .count();
+    let diff = compiler::sensitivity::compare(&cpu_logits.data, &gpu_logits.data, rows, 0.0);
+    let (rel, mean_diff, argmax_agree) = (diff.relative, diff.mean_abs, diff.argmax_agree);
 
     // Greedy generation: CPU token by token vs the GPU's prefill + graph-replayed decode.
     let prompt = &tokens[..a.seq.min(16)];
@@ -187,7 +182,6 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
         None => compiler::sensitivity::widest(&compiler::sensitivity::envelope(&model.executor, &tokens, a.batch, Some(&cpu_logits.data))?),
     };
     let flips = envelope.relative;
-    let rel = max_diff / max_ref.max(1e-12);
     let like_flips = envelope.covers(rel, mean_diff, argmax_agree as f64 / rows as f64);
     let passed = rel <= tolerance || like_flips;
     if a.json {
