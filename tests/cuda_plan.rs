@@ -208,22 +208,25 @@ fn assert_entries_compile_without_spills(entries: &[String], prefix: &str) {
 
 /// The one-row decode product's layout at the real models' shapes: long k-slices where a product
 /// has tiles to spare, finer ones where it has few, and no GEMV where the int4 groups straddle
-/// its 32-column segments or the activations are f32.
+/// its 32-column segments or the activations are f32. Blocks fetch their tiles into shared
+/// memory in bulk where up to 48 KB holds them (fewer tiles per block where that needs it) and
+/// one wave of an H100 holds the blocks.
 #[test]
 fn gemv_layouts_at_real_shapes() {
     use kernels::cuda::codegen::{GemmShape, GemvConfig};
-    if std::env::var("QUAMBA_CUDA_GEMV").is_ok() {
-        return; // the knob overrides the rule
+    if std::env::var("QUAMBA_CUDA_GEMV").is_ok() || std::env::var("QUAMBA_CUDA_GEMV_BULK").is_ok() {
+        return; // the knobs override the rule
     }
-    let cfg = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true }).map(|c| (c.wn, c.wk, c.depth));
-    assert_eq!(cfg(3, 4096, 18560, 128), Some((4, 2, 4)), "mamba2-8b in_proj: 2320 tiles, 16 chunks per warp");
-    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 4, 4)), "mamba2-8b out_proj: 512 tiles, k in four, a tile per block");
-    assert_eq!(cfg(3, 2560, 10576, 128), Some((4, 2, 4)), "mamba2-2.7b in_proj: 20 chunks in two slices");
-    assert_eq!(cfg(3, 5120, 2560, 128), Some((1, 7, 4)), "mamba2-2.7b out_proj: 320 tiles, k in seven");
-    assert_eq!(cfg(3, 5120, 192, 128), Some((1, 32, 2)), "mamba-2.8b x_proj: 24 tiles, k as fine as allowed");
-    assert_eq!(cfg(3, 4096, 256000, 32), Some((4, 2, 2)), "a tied head's groups of 32 split its chunks: a shallower ring");
-    assert_eq!(cfg(2, 4096, 4096, 4096), Some((1, 4, 4)), "int8 weights, one group per row");
-    assert_eq!(cfg(3, 200, 64, 200), Some((1, 2, 1)), "a per-channel group narrower than the padded row");
+    let cfg = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true }).map(|c| (c.wn, c.wk, c.depth, c.shared_bytes()));
+    assert_eq!(cfg(3, 4096, 18560, 128), Some((4, 2, 4, 0)), "mamba2-8b in_proj: 2320 tiles, 16 chunks per warp; too many blocks for one wave, the ring");
+    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 4, 4, 0)), "mamba2-8b out_proj: 512 tiles, k in four, a tile per block; 3 x 132 blocks of 43 KB per wave, the ring");
+    assert_eq!(cfg(3, 2560, 10576, 128), Some((4, 2, 4, 4 * (10240 + 640))), "mamba2-2.7b in_proj: 20 chunks in two slices, 331 blocks of 45 KB in bulk (3 per SM)");
+    assert_eq!(cfg(3, 5120, 2560, 128), Some((1, 7, 4, 20480 + 1280)), "mamba2-2.7b out_proj: 320 tiles, k in seven");
+    assert_eq!(cfg(3, 5120, 192, 128), Some((1, 32, 2, 20480 + 1280)), "mamba-2.8b x_proj: 24 tiles, k as fine as allowed");
+    assert_eq!(cfg(3, 4096, 256000, 32), Some((4, 2, 2, 0)), "a tied head's groups of 32: a shallower ring");
+    assert_eq!(cfg(2, 4096, 4096, 4096), Some((1, 4, 4, 0)), "int8 weights, one group per row: 512 blocks of 37 KB, the ring");
+    assert_eq!(cfg(3, 200, 64, 200), Some((1, 2, 1, 2 * 512 + 32)), "a per-channel group narrower than the padded row: two chunks");
+    assert_eq!(cfg(2, 16384, 4096, 16384), Some((1, 16, 4, 0)), "a 128 KB tile keeps the register ring");
     assert_eq!(cfg(3, 192, 64, 96), None, "groups of 96 straddle the 32-column segments");
     assert_eq!(cfg(1, 4096, 4096, 128), None, "f32 activations (W4A16)");
     assert_eq!(cfg(3, 64 * 1024, 64, 128), None, "a row too wide for static shared memory");
@@ -249,4 +252,29 @@ fn gemv_kernel_compiles_at_real_shapes() {
         }))
         .collect();
     assert_entries_compile_without_spills(&entries, "gemv");
+}
+
+/// The cluster form of the gated norm -> Hadamard -> quantize chain (mamba2-8b's 8192-wide rows)
+/// is chosen only for one-Hadamard-block rows with a norm group per 1024, compiles for every
+/// target GPU without spilling, and on sm_90 declares its cluster.
+#[test]
+fn cluster_row_chain_at_real_shapes() {
+    use kernels::cuda::codegen;
+    if std::env::var("QUAMBA_CUDA_CLUSTER").is_ok() || std::env::var("QUAMBA_CUDA_ROW_SPLIT").is_ok() {
+        return; // the knobs override the rule
+    }
+    assert_eq!(codegen::cluster_segments(8192, 8), Some(8), "mamba2-8b: eight blocks of one norm group each");
+    assert_eq!(codegen::cluster_segments(4096, 4), Some(4));
+    assert_eq!(codegen::cluster_segments(8192, 1), None, "a norm group spanning blocks");
+    assert_eq!(codegen::cluster_segments(5120, 5), None, "mamba2-2.7b: five 1024 Hadamard blocks, split without a cluster");
+    assert_eq!(codegen::hadamard_segments(5120, 5), Some(5));
+    assert_eq!(codegen::cluster_segments(16384, 16), None, "more than eight blocks per cluster");
+    let entries = [codegen::cluster_gated_hadamard_quantize(8192, 1e-5), codegen::cluster_gated_hadamard_quantize(2048, 1e-5)];
+    assert_entries_compile_without_spills(&entries, "rows");
+    if runtime::cuda::nvrtc_available() {
+        let source = codegen::source(&[entries[0].replace("ENTRY", "rows_0")], 64);
+        let ptx = runtime::cuda::compile_ptx(&source, "sm_90").expect("sm_90");
+        assert!(ptx.contains(".reqnctapercluster 8") || ptx.contains(".explicitcluster"), "sm_90: no cluster in\n{}", &ptx[..ptx.len().min(2000)]);
+        assert!(ptx.contains("mapa.shared::cluster"), "sm_90: no distributed shared memory");
+    }
 }

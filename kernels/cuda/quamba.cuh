@@ -559,10 +559,14 @@ template <int C, int KW, bool SILU> QDEV void conv_step_column(const ConvStep& c
 // 2j) and {32j + 16 + 4t .. +3} (high nibbles, or word 2j + 1), so it needs the activation words
 // p = 4i + t of the chunk, i.e. those with p % 4 == t. The block stages its row once in shared
 // memory with each chunk's words permuted to (p % 4) * (CH / 16) + p / 4, where a lane reads its
-// CH / 4 bytes for a chunk with one or two 16-byte loads. A warp streams one 8-row tile's chunks
-// of its k-slice (WK warps split k, WN tiles per block) through a ring of DEPTH chunks, with their
-// weight-group scales alongside, requested before the wait together with an L2 prefetch of the
-// rest of the slice, so the weights stream while the previous kernel finishes.
+// CH / 4 bytes for a chunk with one or two 16-byte loads. A warp computes one 8-row tile's chunks
+// of its k-slice (WK warps split k, WN tiles per block). The weights are requested before the
+// dependency wait, so that they stream while the previous kernel finishes: with BULK, the block's
+// whole tiles and their scales, into shared memory through the bulk-copy engine (one request per
+// tile; bench/gemv_micro.cu, H200, in a chain of launches: mamba2-2.7b's in_proj 6.2 -> 4.4 us,
+// out_proj 3.8 -> 2.8 us, faster than a kernel that only reads the same bytes into registers);
+// otherwise each warp's ring of DEPTH chunks with their group scales, plus an L2 prefetch of the
+// rest of its slice.
 //
 // Exactness: int4 nibbles are used in place as 16 v (low: word << 4, high: word, each masked to
 // the high nibbles of its bytes), so dp4a sums 16 times the exact group sum, which an arithmetic
@@ -613,10 +617,68 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
     }
 }
 
+// A block's weight tiles (TILE_BYTES each, consecutive in W) and their scales (SCALE_FLOATS
+// each, consecutive; none when `scales` is null) copied into shared memory, all requested at
+// once and before the dependency wait (weights are never written), with no registers held for
+// bytes in flight. On sm_90 one thread hands each tile, and its scales, to the bulk-copy engine,
+// which completes the tile's mbarrier; a warp waits for its own tile only (`tiles_wait`).
+// Earlier GPUs have no bulk copies: every thread issues 16-byte `cp.async` copies, and the block
+// waits for all of them before its barrier (`tiles_landed`).
+QDEV u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+template <int WN, int TILE_BYTES, int SCALE_FLOATS>
+QDEV void tiles_fetch(uint4* sw, float* ss, const uint4* W, const float* scales, int first, int count, unsigned long long* bars) {
+    static_assert(TILE_BYTES % 16 == 0 && SCALE_FLOATS % 4 == 0, "bulk copies move 16-byte units");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x != 0) return;
+    for (int i = 0; i < WN; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&bars[i])) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int i = 0; i < count; i++) {
+        u32 bar = smem_addr(&bars[i]), tx = TILE_BYTES + (scales ? SCALE_FLOATS * 4 : 0);
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(tx) : "memory");
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(sw + i * (TILE_BYTES / 16))),
+                     "l"(W + (i64)(first + i) * (TILE_BYTES / 16)), "r"(TILE_BYTES), "r"(bar)
+                     : "memory");
+        if (scales)
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(ss + i * SCALE_FLOATS)),
+                         "l"(scales + (i64)(first + i) * SCALE_FLOATS), "r"(SCALE_FLOATS * 4), "r"(bar)
+                         : "memory");
+    }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const char* wsrc = (const char*)(W + (i64)first * (TILE_BYTES / 16));
+    for (int off = 16 * threadIdx.x; off < count * TILE_BYTES; off += 16 * blockDim.x)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr((char*)sw + off)), "l"(wsrc + off) : "memory");
+    if (scales) {
+        const char* ssrc = (const char*)(scales + (i64)first * SCALE_FLOATS);
+        for (int off = 16 * threadIdx.x; off < count * SCALE_FLOATS * 4; off += 16 * blockDim.x)
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr((char*)ss + off)), "l"(ssrc + off) : "memory");
+    }
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Before the block's barrier: on GPUs without bulk copies, this thread's copies have landed.
+QDEV void tiles_landed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && __CUDA_ARCH__ < 900
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+// After the block's barrier: on sm_90, tile `i`'s bytes have landed.
+QDEV void tiles_wait(unsigned long long* bars, int i) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile(
+        "{\n .reg .pred landed;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 landed, [%0], 0;\n @!landed bra WAIT;\n}\n" ::"r"(
+            smem_addr(&bars[i]))
+        : "memory");
+#endif
+}
+
 // Same contract as `gemm` (out = act_scale * sum_g scale * group sum + bias (+ resid)), row
 // blockIdx.y, tiles blockIdx.x * WN + (warp % WN). GROUP is a multiple of the chunk (or the whole
 // row: one group), or a multiple of 32 dividing the chunk; the generator checks.
-template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
+//
+// BULK: the block's tiles and their scales come into dynamic shared memory through `tiles_fetch`
+// (WN tiles of KC chunks, then WN x 8 rows of NG scales) instead of each warp's register ring
+// and L2 prefetch; the arithmetic, and so the result, is the same.
+template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, bool BULK, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
 QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}) {
     static_assert(KIND == 2 || KIND == 3, "gemv: int8 activations only");
@@ -641,8 +703,10 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     const uint4* wt = W + (i64)nt * KC * 32 + lane;
     const float* srow = scales && tile_ok ? scales + (i64)n * NG : nullptr;
 
-    uint4 ring[DEPTH];
-    float ring_scale[DEPTH][SPC];
+    extern __shared__ __align__(128) unsigned char tiles[];
+    __shared__ __align__(8) unsigned long long tile_bars[BULK ? WN : 1];
+    uint4 ring[BULK ? 1 : DEPTH];
+    float ring_scale[BULK ? 1 : DEPTH][SPC];
     auto request = [&](int c, int d) {
         bool ok = tile_ok && c < c_end;
         ring[d] = ok ? wt[(i64)c * 32] : make_uint4(0, 0, 0, 0);
@@ -652,12 +716,17 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
             ring_scale[d][q] = ok && srow ? srow[grp] : 1.f;
         }
     };
+    if constexpr (BULK) {
+        int first = blockIdx.x * WN;
+        tiles_fetch<WN, KC * 512, 8 * NG>((uint4*)tiles, (float*)(tiles + WN * KC * 512), W, scales, first, min(WN, N_TILES - first), tile_bars);
+    } else {
 #pragma unroll
-    for (int d = 0; d < DEPTH; d++) request(c_begin + d, d);
-    if (tile_ok) {
-        // The slice's chunks past the ring are contiguous: 4 lines of 128 bytes each.
-        const char* rest = (const char*)(W + ((i64)nt * KC + c_begin + DEPTH) * 32);
-        for (int line = lane; line < (c_end - c_begin - DEPTH) * 4; line += 32) prefetch_l2(rest + line * 128);
+        for (int d = 0; d < DEPTH; d++) request(c_begin + d, d);
+        if (tile_ok) {
+            // The slice's chunks past the ring are contiguous: 4 lines of 128 bytes each.
+            const char* rest = (const char*)(W + ((i64)nt * KC + c_begin + DEPTH) * 32);
+            for (int line = lane; line < (c_end - c_begin - DEPTH) * 4; line += 32) prefetch_l2(rest + line * 128);
+        }
     }
     pdl_enter();
     float early_bias = 0.f, early_resid = 0.f;
@@ -667,6 +736,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     }
     __shared__ __align__(16) u32 stage[KP / 4];
     stage_permuted<CH, K, KP, WN * WK * 32>((const i8*)A + (i64)m * lda, stage);
+    if constexpr (BULK) tiles_landed();
     __syncthreads();
 
     int part = 0, cur = -1;
@@ -679,40 +749,60 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
         acc += cur_scale * (float)v;
         part = 0;
     };
-    for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
+    // Chunk c's weights `w` (this lane's 16 bytes) and group scales `sc` into the sum.
+    auto consume = [&](int c, const u32* w, const float* sc) {
+        const u32* ap = stage + c * (CH / 4) + t * (CH / 16);
+        u32 a[CH / 16];
 #pragma unroll
-        for (int d = 0; d < DEPTH; d++) {
-            const int c = c0 + d;
-            if (c >= c_end) break;
-            u32 w[4] = {ring[d].x, ring[d].y, ring[d].z, ring[d].w};
-            float sc[SPC];
+        for (int i = 0; i < CH / 64; i++) {
+            uint4 v = *(const uint4*)(ap + 4 * i);
+            a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
+        }
 #pragma unroll
-            for (int q = 0; q < SPC; q++) sc[q] = ring_scale[d][q];
-            if (c + DEPTH < c_end) request(c + DEPTH, d);
-            const u32* ap = stage + c * (CH / 4) + t * (CH / 16);
-            u32 a[CH / 16];
-#pragma unroll
-            for (int i = 0; i < CH / 64; i++) {
-                uint4 v = *(const uint4*)(ap + 4 * i);
-                a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
+        for (int s = 0; s < SEGS; s++) {
+            if (s == 0 || !WHOLE) {
+                int grp = min((c * CH + s * 32) / GROUP, NG - 1);
+                if (grp != cur) {
+                    if (cur >= 0) flush();
+                    cur = grp;
+                    cur_scale = sc[WHOLE ? 0 : (s * 32) / GROUP];
+                }
             }
+            if (KIND == 3) {
+                part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
+                part = dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
+            } else {
+                part = dp4a_s8(w[2 * s], a[2 * s], part);
+                part = dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
+            }
+        }
+    };
+    if constexpr (BULK) {
+        if (tile_ok) {
+            tiles_wait(tile_bars, wn);
+            const uint4* tw = (const uint4*)tiles + wn * KC * 32 + lane;
+            const float* ts = (const float*)(tiles + WN * KC * 512) + (wn * 8 + g) * NG;
+            for (int c = c_begin; c < c_end; c++) {
+                uint4 v = tw[c * 32];
+                u32 w[4] = {v.x, v.y, v.z, v.w};
+                float sc[SPC];
 #pragma unroll
-            for (int s = 0; s < SEGS; s++) {
-                if (s == 0 || !WHOLE) {
-                    int grp = min((c * CH + s * 32) / GROUP, NG - 1);
-                    if (grp != cur) {
-                        if (cur >= 0) flush();
-                        cur = grp;
-                        cur_scale = sc[WHOLE ? 0 : (s * 32) / GROUP];
-                    }
-                }
-                if (KIND == 3) {
-                    part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
-                    part = dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
-                } else {
-                    part = dp4a_s8(w[2 * s], a[2 * s], part);
-                    part = dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
-                }
+                for (int q = 0; q < SPC; q++) sc[q] = scales ? ts[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
+                consume(c, w, sc);
+            }
+        }
+    } else {
+        for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
+#pragma unroll
+            for (int d = 0; d < DEPTH; d++) {
+                const int c = c0 + d;
+                if (c >= c_end) break;
+                u32 w[4] = {ring[d].x, ring[d].y, ring[d].z, ring[d].w};
+                float sc[SPC];
+#pragma unroll
+                for (int q = 0; q < SPC; q++) sc[q] = ring_scale[d][q];
+                if (c + DEPTH < c_end) request(c + DEPTH, d);
+                consume(c, w, sc);
             }
         }
     }
@@ -844,9 +934,12 @@ template <int W, int G, int T> QDEV void row_gated_norm(float* row, const Opnd& 
 // of the warp bits run after one pass through shared memory that swaps the warp bits of the
 // element index into the lane bits, and a second pass puts the row back in order: two barriers
 // instead of one per stage. Otherwise, one barrier per stage over the shared row.
-template <int W, int T> QDEV void row_hadamard(float* row) {
+//
+// NORM: the transform size whose 1/sqrt scales the result, when the row is one part of a larger
+// transform (`cluster_gated_hadamard_quantize`); 0: the block's own.
+template <int W, int T, int NORM = 0> QDEV void row_hadamard(float* row) {
     const int B = W & (-W);
-    const float norm = rsqrtf((float)B);
+    const float norm = rsqrtf((float)(NORM ? NORM : B));
     static_assert((T & (T - 1)) == 0, "row kernels run a power-of-two block");
     if constexpr (W % T == 0 && T >= 32) {
         const int E = W / T, LOG_T = T == 32 ? 5 : T == 64 ? 6 : T == 128 ? 7 : T == 256 ? 8 : T == 512 ? 9 : 10;
@@ -965,6 +1058,98 @@ template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r)
 template <int W, int T> QDEV void row_quantize(const float* row, const float* scale, int scale_vec, float scale0, i8* out, int stride, i64 r) {
 #pragma unroll
     for (int i = threadIdx.x; i < W; i += T) out[r * stride + i] = quantize_one(row[sw(i)], scale_vec ? scale[i] : scale0);
+}
+
+// The gated norm -> Hadamard -> quantize chain of a row that is one Hadamard block of W = CL x
+// 1024 elements (mamba2-8b: 8192), with one norm group per 1024 (G = CL), over a cluster of CL
+// blocks of 1024 threads (sm_90) instead of one block: block c of the cluster (its rank) owns
+// elements [1024 c, 1024 c + 1024), one per thread, and its norm group. The transform's stages
+// of element bits 10 and up pair elements of different blocks: after a cluster barrier, the
+// first 1024 / CL threads of each block take 1024 / CL positions each, read the CL elements at
+// a position from every block's shared memory, run those stages and write them back; after a
+// second barrier each block runs the stages of bits 0-9 on its own elements, then quantizes.
+// Same operations, in the same order per element, as one block running row_gated_norm ->
+// row_hadamard -> row_quantize on the row with 1024 threads (which is what GPUs before sm_90
+// run: the first block of each row does it all, the others return), so the result is the same.
+QDEV u32 cluster_rank() {
+    u32 r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+    return r;
+}
+QDEV void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// The address of `p` (this block's shared memory) in the shared memory of cluster block `rank`.
+QDEV u32 cluster_addr(const float* p, u32 rank) {
+    u32 a = smem_addr(p);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(a) : "r"(rank));
+#endif
+    return a;
+}
+QDEV float cluster_ld(u32 a) {
+    float v = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a) : "memory");
+#endif
+    return v;
+}
+QDEV void cluster_st(u32 a, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(a), "f"(v) : "memory");
+#endif
+}
+
+template <int W, int CL>
+QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* weight, float eps, const float* scale, int scale_vec,
+                                          float scale0, i8* out, int stride) {
+    static_assert(W == CL * 1024 && CL >= 2 && CL <= 8 && (CL & (CL - 1)) == 0, "a cluster of 2-8 blocks of 1024 elements");
+    const int T = 1024;
+    const i64 r = blockIdx.x / CL;
+    const int t = threadIdx.x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    __shared__ float buf[T];
+    __shared__ float scratch[32];
+    const u32 c = cluster_rank();
+    const int i = c * T + t;
+    float g = ld(x, r, i) * silu_f(ld(z, r, i));
+    const float w = weight[i];
+    float inv = rsqrtf(block_sum(g * g, scratch) / (float)T + eps);
+    buf[sw(t)] = g * inv * w;
+    cluster_sync();
+    if (t < T / CL) {
+        const int p = c * (T / CL) + t;
+        float v[CL];
+#pragma unroll
+        for (int j = 0; j < CL; j++) v[j] = cluster_ld(cluster_addr(&buf[sw(p)], j));
+#pragma unroll
+        for (int h = 1; h < CL; h <<= 1)
+#pragma unroll
+            for (int j = 0; j < CL; j++)
+                if (!(j & h)) {
+                    float a = v[j], b = v[j + h];
+                    v[j] = a + b;
+                    v[j + h] = a - b;
+                }
+#pragma unroll
+        for (int j = 0; j < CL; j++) cluster_st(cluster_addr(&buf[sw(p)], j), v[j]);
+    }
+    cluster_sync();
+    row_hadamard<T, T, W>(buf);
+    out[r * stride + i] = quantize_one(buf[sw(t)], scale_vec ? scale[i] : scale0);
+#else
+    __shared__ float row[W];
+    __shared__ float scratch[32];
+    if (blockIdx.x % CL != 0) return;
+    row_load<W, T>(row, x, r);
+    row_gated_norm<W, CL, T>(row, z, r, weight, eps, scratch);
+    row_hadamard<W, T>(row);
+    row_quantize<W, T>(row, scale, scale_vec, scale0, out, stride, r);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

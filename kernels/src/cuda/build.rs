@@ -463,7 +463,9 @@ impl Builder<'_> {
                     // Gated norm -> Hadamard -> quantize, and nothing else, may split over blocks.
                     let next_is_hadamard = matches!(self.g.users(cur).as_slice(), [u] if matches!(self.g.node(*u).op, Op::Hadamard));
                     if stages.is_empty() && next_is_hadamard {
-                        split = codegen::hadamard_segments(width, groups).map(|segments| (groups, eps, segments));
+                        split = codegen::hadamard_segments(width, groups)
+                            .map(|segments| (groups, eps, segments, false))
+                            .or_else(|| codegen::cluster_segments(width, groups).map(|segments| (groups, eps, segments, true)));
                     }
                     z = Some(self.view(self.g.inputs(cur)[1])?);
                     stages.push(codegen::stage_gated_norm(width, groups, weights.len(), eps));
@@ -514,7 +516,11 @@ impl Builder<'_> {
             }
         }
         let kernel = match (split, quantize.is_some()) {
-            (Some((groups, eps, segments)), true) if stages.len() == 3 => {
+            (Some((_, eps, segments, true)), true) if stages.len() == 3 => {
+                let name = self.entry("rows", codegen::cluster_gated_hadamard_quantize(width, eps));
+                Kernel { name, grid: Grid::RowSegments { segments }, block: 1024, shared_bytes: 0 }
+            }
+            (Some((groups, eps, segments, false)), true) if stages.len() == 3 => {
                 let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps));
                 Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 }
             }
@@ -603,7 +609,7 @@ impl Builder<'_> {
         let (small, batched) = match codegen::GemvConfig::decode(&shape) {
             Some(one_row) => {
                 let name = self.entry("gemv", codegen::gemv(&shape, &one_row, None));
-                let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: 0 };
+                let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: one_row.shared_bytes() };
                 (small, Some(self.gemm_kernel(&shape, &batched)))
             }
             None => {

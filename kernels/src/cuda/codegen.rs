@@ -192,6 +192,28 @@ pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String 
     )
 }
 
+/// Blocks per row (a cluster) when a gated norm -> Hadamard -> quantize chain of `width` with
+/// `groups` norm groups can run as [`cluster_gated_hadamard_quantize`]: the row is one Hadamard
+/// block of 2048 to 8192 elements, with one norm group per 1024 (mamba2-8b: 8192 in 8 groups),
+/// which [`hadamard_segments`] leaves to one block per row. `QUAMBA_CUDA_CLUSTER=0` keeps that
+/// (to measure side by side).
+pub fn cluster_segments(width: usize, groups: usize) -> Option<usize> {
+    let one_block = width.is_power_of_two() && (2048..=8192).contains(&width);
+    let allowed = std::env::var("QUAMBA_CUDA_CLUSTER").map_or(true, |v| v != "0");
+    (one_block && groups * 1024 == width && allowed).then_some(width / 1024)
+}
+
+/// The gated norm -> Hadamard -> quantize chain of a one-Hadamard-block row over a cluster of
+/// `width / 1024` blocks (sm_90; earlier GPUs run it in the cluster's first block); the
+/// parameters are those of [`row_chain`]'s entry points, so a launch passes the same arguments.
+pub fn cluster_gated_hadamard_quantize(width: usize, eps: f32) -> String {
+    let cluster = width / 1024;
+    format!(
+        "extern \"C\" __global__ void\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n__launch_bounds__(1024) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::cluster_gated_hadamard_quantize<{width}, {cluster}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride);\n}}\n",
+        lit(eps)
+    )
+}
+
 /// The shape of a matrix product.
 #[derive(Clone, Copy, Debug)]
 pub struct GemmShape {
@@ -276,6 +298,16 @@ pub struct GemvConfig {
     pub wn: usize,
     pub wk: usize,
     pub depth: usize,
+    /// Bytes of one 8-column tile's weights and of its scales, when the block's tiles come into
+    /// shared memory through bulk copies (`quamba::tiles_fetch`) instead of each warp's ring.
+    pub bulk: Option<BulkTiles>,
+}
+
+/// The shared-memory footprint of a bulk-fetched one-row product block (see [`GemvConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BulkTiles {
+    pub tile_bytes: usize,
+    pub scale_bytes: usize,
 }
 
 impl GemvConfig {
@@ -300,6 +332,15 @@ impl GemvConfig {
     ///
     /// `QUAMBA_CUDA_GEMV=WARPSxDEPTHxCHUNKS` (or comma-separated) sets the three for every
     /// product (a tuning aid; the plan, hence the source hash, changes with it).
+    ///
+    /// Where a block's tiles and their scales fit in [`GEMV_MAX_BULK_BYTES`] (halving the tiles
+    /// per block until they do), the block fetches them into shared memory in bulk instead of
+    /// the ring (`quamba::tiles_fetch`), with the same warp layout; `QUAMBA_CUDA_GEMV_BULK=0`
+    /// keeps the ring. Side by side on an H200, 16-layer W4A8, TPOT batch 1 / 16 (ms), ring vs
+    /// bulk (with the carveout that leaves room for three in_proj blocks per SM): mamba2-2.7b
+    /// 0.4448 / 1.2327 vs 0.4117 / 1.2355, mamba-2.8b 0.5600 / 1.315 vs 0.5385 / 1.330. Only
+    /// where one wave holds the product's blocks (below); `QUAMBA_CUDA_GEMV_BULK_BLOCKS=N` sets
+    /// that limit instead.
     pub fn decode(shape: &GemmShape) -> Option<GemvConfig> {
         let ch = crate::cuda::pack::chunk(shape.kind);
         let whole = shape.group.is_multiple_of(ch) || shape.group >= shape.k;
@@ -325,11 +366,34 @@ impl GemvConfig {
         while wn > 1 && tiles.div_ceil(wn) < GEMV_MIN_BLOCKS {
             wn /= 2;
         }
-        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth) })
+        let tile = BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 };
+        let mut bulk = std::env::var("QUAMBA_CUDA_GEMV_BULK").map_or(true, |v| v != "0") && tile.tile_bytes + tile.scale_bytes <= GEMV_MAX_BULK_BYTES;
+        let ring_wn = wn;
+        while bulk && wn > 1 && wn * (tile.tile_bytes + tile.scale_bytes) > GEMV_MAX_BULK_BYTES {
+            wn /= 2;
+        }
+        // A bulk block computes only once its whole tiles have landed: where the product's blocks
+        // do not all fit on the GPU at once, later waves wait for their bytes from scratch,
+        // while the ring streams. Measured on an H200, W4A8 TPOT batch 1 (ms), bulk everywhere /
+        // ring everywhere / bulk where one wave holds the blocks: 16-layer mamba2-2.7b 0.4155 /
+        // 0.4490 / 0.4162 (its head goes to the ring), 8-layer mamba2-8b 0.3975 / 0.3593 / —
+        // (every 8B product, out_proj's 512 blocks of 35 KB included, takes two waves or more).
+        let static_bytes = chunks * ch + wk * wn * 8 * 4 + 64;
+        let per_sm = ONE_WAVE_SHARED / (wn * (tile.tile_bytes + tile.scale_bytes) + static_bytes + 1024).max(1);
+        let max_blocks = std::env::var("QUAMBA_CUDA_GEMV_BULK_BLOCKS").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(ONE_WAVE_SMS * per_sm);
+        if bulk && tiles.div_ceil(wn) > max_blocks {
+            (bulk, wn) = (false, ring_wn);
+        }
+        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk: bulk.then_some(tile) })
     }
 
     pub fn threads(&self) -> u32 {
         (self.wn * self.wk * 32) as u32
+    }
+
+    /// Dynamic shared memory per block: the bulk-fetched tiles and their scales.
+    pub fn shared_bytes(&self) -> u32 {
+        self.bulk.map_or(0, |b| (self.wn * (b.tile_bytes + b.scale_bytes)) as u32)
     }
 
     pub fn grid(&self, n: usize) -> Grid {
@@ -343,6 +407,16 @@ const GEMV_WARPS: usize = 2048;
 const GEMV_MIN_BLOCKS: usize = 264;
 /// The widest row (padded k, bytes) `quamba::gemv` stages in static shared memory.
 const GEMV_MAX_K: usize = 32 * 1024;
+/// The most dynamic shared memory a bulk-fetched one-row product block takes (fewer tiles per
+/// block, or the register ring, beyond it): what a kernel may take without opting in, and small
+/// enough that three blocks (mamba2-2.7b's in_proj: 331 blocks on 132 SMs) fit in the shared
+/// memory of the capped carveout (`runtime/src/cuda/carveout.rs`).
+const GEMV_MAX_BULK_BYTES: usize = 48 * 1024;
+/// The GPU a bulk product's blocks should fit on at once (the plan does not know the card; an
+/// H100 / H200): its SMs, and the shared memory per SM under the capped carveout (65 % of
+/// 228 KB; `runtime/src/cuda/carveout.rs`).
+const ONE_WAVE_SMS: usize = 132;
+const ONE_WAVE_SHARED: usize = 148 * 1024;
 
 /// A causal conv whose decode step a one-row product runs on the output columns it feeds
 /// (`quamba::conv_step_column`).
@@ -363,8 +437,8 @@ pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>) -> String
     let threads = c.threads();
     let conv = conv.map_or(String::new(), |e| format!(", {}, {}, {}, {}", e.first_column, e.channels, e.taps, e.silu));
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
-        s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
+        s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth, c.bulk.is_some()
     )
 }
 

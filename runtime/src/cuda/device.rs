@@ -145,7 +145,18 @@ impl CudaExecutor {
         for (name, ..) in &shapes {
             functions.insert(name.clone(), module.load_function(name)?);
         }
-        let launched: Vec<_> = shapes.iter().map(|(name, block, shared)| super::carveout::Launched { function: &functions[name], block: *block, dynamic_shared: *shared }).collect();
+        // A one-row product (a launch's decode kernel that has a batched one beside it) always
+        // runs the same number of blocks.
+        let one_row_blocks = |name: &str| {
+            plan.launches.iter().filter(|l| l.batched.is_some() && l.kernel.name == name).find_map(|l| match l.kernel.grid {
+                Grid::Gemm { n_blocks, rows_per_block: 1 } => Some(n_blocks as u32),
+                _ => None,
+            })
+        };
+        let launched: Vec<_> = shapes
+            .iter()
+            .map(|(name, block, shared)| super::carveout::Launched { function: &functions[name], block: *block, dynamic_shared: *shared, blocks: one_row_blocks(name) })
+            .collect();
         let carveout = super::carveout::apply_uniform(&ctx, &launched)?;
         drop(launched);
 
