@@ -49,18 +49,69 @@ pub fn apply_uniform(ctx: &CudaContext, kernels: &[Launched]) -> Result<Option<i
             let per_sm = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)?.max(1) as i64;
             let reserved = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK).unwrap_or(0) as i64;
             let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as i64;
-            let mut need = 0i64;
+            let mut needs = Vec::with_capacity(kernels.len());
             for k in kernels {
                 let resident = k.function.occupancy_max_active_blocks_per_multiprocessor(k.block, k.dynamic_shared as usize, None)? as i64;
-                let blocks = k.blocks.map_or(resident, |b| resident.min((b as i64 + sms - 1) / sms));
                 let fixed = k.function.get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)? as i64;
-                need = need.max(blocks * (fixed + k.dynamic_shared as i64 + reserved));
+                needs.push(KernelNeed { resident, blocks: k.blocks, bytes_per_block: fixed + k.dynamic_shared as i64 + reserved });
             }
-            ((need * 100 + per_sm - 1) / per_sm).clamp(0, MAX_PERCENT) as i32
+            needed_percent(&needs, sms, per_sm)
         }
     };
     for k in kernels {
         k.function.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent)?;
     }
     Ok(Some(percent))
+}
+
+/// What one kernel asks of an SM's shared memory: the blocks of it that fit on one SM at full
+/// occupancy, the blocks of its every launch where that is fixed, and the bytes per block.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelNeed {
+    pub resident: i64,
+    pub blocks: Option<u32>,
+    pub bytes_per_block: i64,
+}
+
+/// The carveout, in percent of `per_sm` bytes, that holds every kernel's blocks per SM: all it
+/// can keep resident, or for a kernel of fixed launches its share of them on `sms` SMs, capped at
+/// [`MAX_PERCENT`].
+pub fn needed_percent(kernels: &[KernelNeed], sms: i64, per_sm: i64) -> i32 {
+    let sms = sms.max(1);
+    let need = kernels
+        .iter()
+        .map(|k| k.blocks.map_or(k.resident, |b| k.resident.min((b as i64 + sms - 1) / sms)) * k.bytes_per_block)
+        .max()
+        .unwrap_or(0);
+    ((need * 100 + per_sm - 1) / per_sm.max(1)).clamp(0, MAX_PERCENT) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H100_SMS: i64 = 132;
+    const H100_SHARED: i64 = 228 * 1024;
+
+    #[test]
+    fn a_one_row_product_needs_room_for_its_share_of_blocks_only() {
+        // mamba2-2.7b's bulk in_proj: 331 blocks of 44.5 KB dynamic + 3.1 KB static + 1 KB
+        // reserved, 4 resident by registers: three per SM on 132 SMs.
+        let in_proj = KernelNeed { resident: 4, blocks: Some(331), bytes_per_block: 49_728 };
+        assert_eq!(needed_percent(&[in_proj], H100_SMS, H100_SHARED), 64);
+        // Without a fixed grid it would ask for all four, past the cap.
+        let unbounded = KernelNeed { blocks: None, ..in_proj };
+        assert_eq!(needed_percent(&[unbounded], H100_SMS, H100_SHARED), MAX_PERCENT as i32);
+    }
+
+    #[test]
+    fn the_most_demanding_kernel_sets_the_split() {
+        let rows = KernelNeed { resident: 16, blocks: None, bytes_per_block: 2304 };
+        let product = KernelNeed { resident: 8, blocks: Some(24), bytes_per_block: 28_000 };
+        // 16 resident row blocks of 2.25 KB (36 KB) beat one product block of 27 KB (24 blocks on
+        // 132 SMs), which would otherwise need 8 x 27 KB.
+        assert_eq!(needed_percent(&[rows, product], H100_SMS, H100_SHARED), 16);
+        assert_eq!(needed_percent(&[product], H100_SMS, H100_SHARED), 12);
+        assert_eq!(needed_percent(&[], H100_SMS, H100_SHARED), 0);
+    }
 }
