@@ -366,25 +366,8 @@ impl GemvConfig {
         while wn > 1 && tiles.div_ceil(wn) < GEMV_MIN_BLOCKS {
             wn /= 2;
         }
-        let tile = BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 };
-        let mut bulk = std::env::var("QUAMBA_CUDA_GEMV_BULK").map_or(true, |v| v != "0") && tile.tile_bytes + tile.scale_bytes <= GEMV_MAX_BULK_BYTES;
-        let ring_wn = wn;
-        while bulk && wn > 1 && wn * (tile.tile_bytes + tile.scale_bytes) > GEMV_MAX_BULK_BYTES {
-            wn /= 2;
-        }
-        // A bulk block computes only once its whole tiles have landed: where the product's blocks
-        // do not all fit on the GPU at once, later waves wait for their bytes from scratch,
-        // while the ring streams. Measured on an H200, W4A8 TPOT batch 1 (ms), bulk everywhere /
-        // ring everywhere / bulk where one wave holds the blocks: 16-layer mamba2-2.7b 0.4155 /
-        // 0.4490 / 0.4162 (its head goes to the ring), 8-layer mamba2-8b 0.3975 / 0.3593 / —
-        // (every 8B product, out_proj's 512 blocks of 35 KB included, takes two waves or more).
-        let static_bytes = chunks * ch + wk * wn * 8 * 4 + 64;
-        let per_sm = ONE_WAVE_SHARED / (wn * (tile.tile_bytes + tile.scale_bytes) + static_bytes + 1024).max(1);
-        let max_blocks = std::env::var("QUAMBA_CUDA_GEMV_BULK_BLOCKS").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(ONE_WAVE_SMS * per_sm);
-        if bulk && tiles.div_ceil(wn) > max_blocks {
-            (bulk, wn) = (false, ring_wn);
-        }
-        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk: bulk.then_some(tile) })
+        let (wn, bulk) = bulk_layout(shape, chunks, tiles, wn, wk);
+        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk })
     }
 
     pub fn threads(&self) -> u32 {
@@ -399,6 +382,36 @@ impl GemvConfig {
     pub fn grid(&self, n: usize) -> Grid {
         Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn), rows_per_block: 1 }
     }
+}
+
+/// Whether a one-row product's blocks fetch their tiles in bulk, and then how many tiles a block
+/// holds (the ring's `wn`, halved until the tiles fit in [`GEMV_MAX_BULK_BYTES`]).
+///
+/// A bulk block computes only once its whole tiles have landed: where the product's blocks do
+/// not all fit on the GPU at once, later waves wait for their bytes from scratch, while the ring
+/// streams. Measured on an H200, W4A8 TPOT batch 1 (ms), bulk everywhere / ring everywhere /
+/// bulk where one wave holds the blocks: 16-layer mamba2-2.7b 0.4155 / 0.4490 / 0.4162 (its head
+/// goes to the ring), 8-layer mamba2-8b 0.3975 / 0.3593 / — (every 8B product, out_proj's 512
+/// blocks of 35 KB included, takes two waves or more).
+fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, wk: usize) -> (usize, Option<BulkTiles>) {
+    let tile = BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 };
+    let per_tile = tile.tile_bytes + tile.scale_bytes;
+    if std::env::var("QUAMBA_CUDA_GEMV_BULK").is_ok_and(|v| v == "0") || per_tile > GEMV_MAX_BULK_BYTES {
+        return (ring_wn, None);
+    }
+    let mut wn = ring_wn;
+    while wn > 1 && wn * per_tile > GEMV_MAX_BULK_BYTES {
+        wn /= 2;
+    }
+    // Per block beside the tiles: the staged row, the k-slices' sums, the barriers, and what the
+    // driver reserves.
+    let other_bytes = chunks * crate::cuda::pack::chunk(shape.kind) + wk * wn * 8 * 4 + 64 + 1024;
+    let one_wave = ONE_WAVE_SMS * (ONE_WAVE_SHARED / (wn * per_tile + other_bytes));
+    let max_blocks = std::env::var("QUAMBA_CUDA_GEMV_BULK_BLOCKS").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(one_wave);
+    if tiles.div_ceil(wn) > max_blocks {
+        return (ring_wn, None);
+    }
+    (wn, Some(tile))
 }
 
 /// Warps a one-row product aims to stream with at once.
