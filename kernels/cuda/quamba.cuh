@@ -926,6 +926,21 @@ template <int W, int G, int T> QDEV void row_gated_norm(float* row, const Opnd& 
     }
 }
 
+// The butterflies of a thread's own E elements v[j] in stages h = 1, 2, .. < SPAN: v[j] and
+// v[j + h] for each j without bit h, in that order (the transform stages whose partners one
+// thread holds).
+template <int E, int SPAN> QDEV void own_butterflies(float* v) {
+#pragma unroll
+    for (int h = 1; h < SPAN; h <<= 1)
+#pragma unroll
+        for (int j = 0; j < E; j++)
+            if (!(j & h)) {
+                float a = v[j], b = v[j + h];
+                v[j] = a + b;
+                v[j + h] = a - b;
+            }
+}
+
 // Orthonormal block-diagonal Walsh-Hadamard transform: blocks of the largest power of two
 // dividing W, each scaled by 1/sqrt(block).
 //
@@ -949,15 +964,7 @@ template <int W, int T, int NORM = 0> QDEV void row_hadamard(float* row) {
 #pragma unroll
         for (int j = 0; j < E; j++) v[j] = row[sw(j * T + t)];
         // Bits >= log2(T): a thread's own elements j and j ^ (h / T), within one block.
-#pragma unroll
-        for (int h = T; h < B; h <<= 1)
-#pragma unroll
-            for (int j = 0; j < E; j++)
-                if (!(j & (h / T))) {
-                    float a = v[j], b = v[j + h / T];
-                    v[j] = a + b;
-                    v[j + h / T] = a - b;
-                }
+        own_butterflies<E, (B > T ? B / T : 1)>(v);
         // Bits 0-4: lanes.
 #pragma unroll
         for (int h = 1; h < 32 && h < B; h <<= 1)
@@ -1126,15 +1133,7 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const fl
         float v[CL];
 #pragma unroll
         for (int j = 0; j < CL; j++) v[j] = cluster_ld(cluster_addr(&buf[sw(p)], j));
-#pragma unroll
-        for (int h = 1; h < CL; h <<= 1)
-#pragma unroll
-            for (int j = 0; j < CL; j++)
-                if (!(j & h)) {
-                    float a = v[j], b = v[j + h];
-                    v[j] = a + b;
-                    v[j + h] = a - b;
-                }
+        own_butterflies<CL, CL>(v);
 #pragma unroll
         for (int j = 0; j < CL; j++) cluster_st(cluster_addr(&buf[sw(p)], j), v[j]);
     }

@@ -606,7 +606,8 @@ impl Builder<'_> {
         let prefill = codegen::GemmConfig::PREFILL;
         // One-row calls of int8-activation products run the dp4a GEMV; calls of more rows keep
         // the tensor-core decode kernel.
-        let (small, batched) = match codegen::GemvConfig::decode(&shape) {
+        let one_row = codegen::GemvConfig::decode(&shape);
+        let (small, batched) = match one_row {
             Some(one_row) => {
                 let name = self.entry("gemv", codegen::gemv(&shape, &one_row, None));
                 let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: one_row.shared_bytes() };
@@ -633,7 +634,6 @@ impl Builder<'_> {
             Arg::Rows,
             Arg::ConvStep(None),
         ];
-        let one_row = codegen::GemvConfig::decode(&shape);
         self.push(result, small, Some(large), args);
         if let Some(last) = self.launches.last_mut() {
             last.batched = batched;
