@@ -112,16 +112,17 @@ fn every_entry_point_waits_for_its_predecessor() {
         for e in entries {
             let body = &e[e.find('{').expect("an entry has a body")..];
             let first = body[1..].trim_start();
-            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemv<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
+            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
     }
     // The templates that wait themselves (after requesting weights, or a scan's own state) touch
     // activations and outputs only after the wait.
     let library = kernels::cuda::codegen::LIBRARY;
-    let templates: [(&str, &[&str]); 4] = [
+    let templates: [(&str, &[&str]); 5] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
-        ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] =", "conv_step_column<"]),
+        ("QDEV void gemv(", &["stage_permuted<", "resid[", "store_column<"]),
+        ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<"]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];
@@ -210,21 +211,31 @@ fn assert_entries_compile_without_spills(entries: &[String], prefix: &str) {
 /// has tiles to spare, finer ones where it has few, and no GEMV where the int4 groups straddle
 /// its 32-column segments or the activations are f32. Blocks fetch their tiles into shared
 /// memory in bulk where up to 48 KB holds them (fewer tiles per block where that needs it) and
-/// one wave of an H100 holds the blocks.
+/// one wave of an H100 holds the blocks; elsewhere, where two stages of one tile fit in a
+/// block's share of an SM and a chunk is one group, the tiles stream through resident blocks.
 #[test]
 fn gemv_layouts_at_real_shapes() {
-    use kernels::cuda::codegen::{GemmShape, GemvConfig};
-    if std::env::var("QUAMBA_CUDA_GEMV").is_ok() || std::env::var("QUAMBA_CUDA_GEMV_BULK").is_ok() {
+    use kernels::cuda::codegen::{GemmShape, GemvConfig, StreamStages};
+    use kernels::cuda::Grid;
+    if ["QUAMBA_CUDA_GEMV", "QUAMBA_CUDA_GEMV_BULK", "QUAMBA_CUDA_GEMV_STREAM", "QUAMBA_CUDA_GEMV_STREAM_SHAPE"].iter().any(|k| std::env::var(k).is_ok()) {
         return; // the knobs override the rule
     }
-    let cfg = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true }).map(|c| (c.wn, c.wk, c.depth, c.shared_bytes()));
-    assert_eq!(cfg(3, 4096, 18560, 128), Some((4, 2, 4, 0)), "mamba2-8b in_proj: 2320 tiles, 16 chunks per warp; too many blocks for one wave, the ring");
-    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 4, 4, 0)), "mamba2-8b out_proj: 512 tiles, k in four, a tile per block; 3 x 132 blocks of 43 KB per wave, the ring");
+    let config = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true });
+    let cfg = |kind, k, n, group| config(kind, k, n, group).map(|c| (c.wn, c.wk, c.depth, c.shared_bytes()));
+    assert_eq!(cfg(3, 4096, 18560, 128), Some((1, 8, 1, 3 * (16384 + 1024))), "mamba2-8b in_proj: 2320 tiles, too many for one wave of bulk blocks: streamed, three 17 KB stages per block, eight k-slices");
+    let in_proj_8b = config(3, 4096, 18560, 128).expect("a GEMV shape");
+    assert_eq!(in_proj_8b.stream, Some(StreamStages { stages: 3, per_sm: 2, tps: 1 }));
+    assert_eq!(in_proj_8b.grid(18560), Grid::Resident { units: 2320, per_sm: 2 });
+    assert_eq!(Grid::resident_blocks(2320, 2, 132), 264, "two blocks on each of an H100's SMs");
+    assert_eq!(Grid::resident_blocks(2320, 2, 16), 32, "a Jetson Orin's 16 SMs: more tiles per block");
+    assert_eq!(Grid::resident_blocks(24, 2, 132), 24, "never more blocks than tiles");
+    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 4, 4, 0)), "mamba2-8b out_proj: 512 tiles of 34 KB, two of which do not fit beside the 8 KB row in a block's share: the ring");
     assert_eq!(cfg(3, 2560, 10576, 128), Some((4, 2, 4, 4 * (10240 + 640))), "mamba2-2.7b in_proj: 20 chunks in two slices, 331 blocks of 45 KB in bulk (3 per SM)");
     assert_eq!(cfg(3, 5120, 2560, 128), Some((1, 7, 4, 20480 + 1280)), "mamba2-2.7b out_proj: 320 tiles, k in seven");
     assert_eq!(cfg(3, 5120, 192, 128), Some((1, 32, 2, 20480 + 1280)), "mamba-2.8b x_proj: 24 tiles, k as fine as allowed");
-    assert_eq!(cfg(3, 4096, 256000, 32), Some((4, 2, 2, 0)), "a tied head's groups of 32: a shallower ring");
-    assert_eq!(cfg(2, 4096, 4096, 4096), Some((1, 4, 4, 0)), "int8 weights, one group per row: 512 blocks of 37 KB, the ring");
+    assert_eq!(cfg(3, 4096, 256000, 32), Some((4, 2, 2, 0)), "a tied head's groups of 32: a shallower ring, never streamed");
+    assert_eq!(cfg(2, 4096, 4096, 4096), Some((1, 8, 1, 2 * (32768 + 32))), "int8 weights, one group per row: 512 tiles, streamed in two stages");
+    assert_eq!(config(2, 2560, 10576, 2560).and_then(|c| c.stream), Some(StreamStages { stages: 3, per_sm: 2, tps: 1 }), "mamba2-2.7b W8A8 in_proj: 661 bulk blocks would take two waves");
     assert_eq!(cfg(3, 200, 64, 200), Some((1, 2, 1, 2 * 512 + 32)), "a per-channel group narrower than the padded row: two chunks");
     assert_eq!(cfg(2, 16384, 4096, 16384), Some((1, 16, 4, 0)), "a 128 KB tile keeps the register ring");
     assert_eq!(cfg(3, 192, 64, 96), None, "groups of 96 straddle the 32-column segments");
@@ -249,6 +260,20 @@ fn gemv_kernel_compiles_at_real_shapes() {
             let shape = GemmShape { kind: 3, k: 2560, n: 10576, group: 128, vec: true };
             let conv = codegen::ConvEpilogue { first_column: 5120, channels: 5376, taps: 4, silu: true };
             codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv))
+        }))
+        .chain(std::iter::once({
+            // mamba2-8b's streamed in_proj with its conv step.
+            let shape = GemmShape { kind: 3, k: 4096, n: 18560, group: 128, vec: true };
+            let conv = codegen::ConvEpilogue { first_column: 8192, channels: 10240, taps: 4, silu: true };
+            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv))
+        }))
+        .chain(std::iter::once({
+            // A stream of two tiles per stage whose chunks hold four groups each (a head's groups
+            // of 32), as `QUAMBA_CUDA_GEMV_STREAM_SHAPE=2x2x8` lays it out.
+            let shape = GemmShape { kind: 3, k: 2560, n: 50288, group: 32, vec: true };
+            let tile = codegen::BulkTiles { tile_bytes: 20 * 512, scale_bytes: 8 * 80 * 4 };
+            let stream = codegen::StreamStages { stages: 2, per_sm: 2, tps: 2 };
+            codegen::gemv(&shape, &GemvConfig { wn: 1, wk: 8, depth: 1, bulk: Some(tile), stream: Some(stream) }, None)
         }))
         .collect();
     assert_entries_compile_without_spills(&entries, "gemv");

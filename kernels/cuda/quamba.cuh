@@ -582,6 +582,68 @@ QDEV int dp4a_s8(u32 a, u32 b, int c) {
     return d;
 }
 
+// One lane's share of an 8-row tile's sum over chunks of int8 activations staged by
+// `stage_permuted`: each group's exact int32 sum (its four t-lanes gathered by shuffles, int4
+// nibbles used in place as 16 v and shifted back) scaled once by the group's scale, the groups
+// added in k order. `chunk` takes chunk c's weights `w` (this lane's 16 bytes) and the chunk's
+// group scales `sc`; `total` closes the last group.
+template <int KIND, int K, int GROUP> struct GroupDot {
+    static const int CH = Layout<KIND>::CH;
+    static const int NG = (K + GROUP - 1) / GROUP;
+    static const int SEGS = CH / 32;                              // 32-k segments per chunk
+    static const bool WHOLE = GROUP % CH == 0 || NG == 1;         // a chunk lies in one group
+    static const int SPC = WHOLE ? 1 : CH / GROUP;                // scales per chunk
+    int part = 0, cur = -1;
+    float acc = 0.f, cur_scale = 1.f;
+    QDEV void flush() {
+        int v = part;
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (KIND == 3) v >>= 4;
+        acc += cur_scale * (float)v;
+        part = 0;
+    }
+    // This lane's activation words of chunk c.
+    static QDEV void load(const u32* stage, int c, int t, u32* a) {
+        const u32* ap = stage + c * (CH / 4) + t * (CH / 16);
+#pragma unroll
+        for (int i = 0; i < CH / 64; i++) {
+            uint4 v = *(const uint4*)(ap + 4 * i);
+            a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
+        }
+    }
+    QDEV void chunk(const u32* stage, int c, int t, const u32* w, const float* sc) {
+        u32 a[CH / 16];
+        load(stage, c, t, a);
+        chunk(a, c, w, sc);
+    }
+    // Chunk c with its activation words `a` already loaded (`load`).
+    QDEV void chunk(const u32* a, int c, const u32* w, const float* sc) {
+#pragma unroll
+        for (int s = 0; s < SEGS; s++) {
+            if (s == 0 || !WHOLE) {
+                int grp = min((c * CH + s * 32) / GROUP, NG - 1);
+                if (grp != cur) {
+                    if (cur >= 0) flush();
+                    cur = grp;
+                    cur_scale = sc[WHOLE ? 0 : (s * 32) / GROUP];
+                }
+            }
+            if (KIND == 3) {
+                part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
+                part = dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
+            } else {
+                part = dp4a_s8(w[2 * s], a[2 * s], part);
+                part = dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
+            }
+        }
+    }
+    QDEV float total() {
+        if (cur >= 0) flush();
+        return acc;
+    }
+};
+
 // Row `x` (K int8, zero-padded to KP) into `stage` as 4-byte words, chunk-permuted as above, in
 // passes of up to 8 words per thread with every load of a pass issued before its first store.
 template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8* x, u32* stage) {
@@ -625,25 +687,39 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
 // Earlier GPUs have no bulk copies: every thread issues 16-byte `cp.async` copies, and the block
 // waits for all of them before its barrier (`tiles_landed`).
 QDEV u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-template <int WN, int TILE_BYTES, int SCALE_FLOATS>
-QDEV void tiles_fetch(uint4* sw, float* ss, const uint4* W, const float* scales, int first, int count, unsigned long long* bars) {
-    static_assert(TILE_BYTES % 16 == 0 && SCALE_FLOATS % 4 == 0, "bulk copies move 16-byte units");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (threadIdx.x != 0) return;
-    for (int i = 0; i < WN; i++) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(&bars[i])) : "memory");
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    for (int i = 0; i < count; i++) {
-        u32 bar = smem_addr(&bars[i]), tx = TILE_BYTES + (scales ? SCALE_FLOATS * 4 : 0);
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(tx) : "memory");
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(sw + i * (TILE_BYTES / 16))),
-                     "l"(W + (i64)(first + i) * (TILE_BYTES / 16)), "r"(TILE_BYTES), "r"(bar)
+// An mbarrier that one arrival (the thread that issues a tile's copies) plus the copies' bytes
+// complete; `bars_visible` publishes initialized barriers to the copy engine and the block.
+QDEV void bar_init(unsigned long long* bar) { asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory"); }
+QDEV void bars_visible() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+// `tiles` tiles from `tile` on (TILE_BYTES each, consecutive in W) and their SCALE_FLOATS scales
+// each (none when `scales` is null) into `sw` / `ss` through the bulk-copy engine, completing
+// `bar`'s current phase.
+template <int TILE_BYTES, int SCALE_FLOATS>
+QDEV void bulk_tile(uint4* sw, float* ss, const uint4* W, const float* scales, int tile, unsigned long long* bar, int tiles = 1) {
+    u32 b = smem_addr(bar), tx = tiles * (TILE_BYTES + (scales ? SCALE_FLOATS * 4 : 0));
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(b), "r"(tx) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(sw)),
+                 "l"(W + (i64)tile * (TILE_BYTES / 16)), "r"(tiles * TILE_BYTES), "r"(b)
+                 : "memory");
+    if (scales)
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(ss)),
+                     "l"(scales + (i64)tile * SCALE_FLOATS), "r"(tiles * SCALE_FLOATS * 4), "r"(b)
                      : "memory");
-        if (scales)
-            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(ss + i * SCALE_FLOATS)),
-                         "l"(scales + (i64)(first + i) * SCALE_FLOATS), "r"(SCALE_FLOATS * 4), "r"(bar)
-                         : "memory");
-    }
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+}
+// Until `bar`'s phase of this parity has completed.
+QDEV void bar_wait(unsigned long long* bar, u32 parity) {
+    asm volatile(
+        "{\n .reg .pred landed;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 landed, [%0], %1;\n @!landed bra WAIT;\n}\n" ::"r"(smem_addr(bar)),
+        "r"(parity)
+        : "memory");
+}
+#endif
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && __CUDA_ARCH__ < 900
+// Tiles [first, first + count) and their scales into `sw` / `ss` by 16-byte `cp.async` copies
+// spread over the block's threads (GPUs without the bulk-copy engine); committed by the caller.
+template <int TILE_BYTES, int SCALE_FLOATS>
+QDEV void async_tiles(uint4* sw, float* ss, const uint4* W, const float* scales, int first, int count) {
     const char* wsrc = (const char*)(W + (i64)first * (TILE_BYTES / 16));
     for (int off = 16 * threadIdx.x; off < count * TILE_BYTES; off += 16 * blockDim.x)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr((char*)sw + off)), "l"(wsrc + off) : "memory");
@@ -652,7 +728,22 @@ QDEV void tiles_fetch(uint4* sw, float* ss, const uint4* W, const float* scales,
         for (int off = 16 * threadIdx.x; off < count * SCALE_FLOATS * 4; off += 16 * blockDim.x)
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr((char*)ss + off)), "l"(ssrc + off) : "memory");
     }
-    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+QDEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Until at most PENDING of this thread's latest commit groups are still in flight.
+template <int PENDING> QDEV void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory"); }
+#endif
+template <int WN, int TILE_BYTES, int SCALE_FLOATS>
+QDEV void tiles_fetch(uint4* sw, float* ss, const uint4* W, const float* scales, int first, int count, unsigned long long* bars) {
+    static_assert(TILE_BYTES % 16 == 0 && SCALE_FLOATS % 4 == 0, "bulk copies move 16-byte units");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x != 0) return;
+    for (int i = 0; i < WN; i++) bar_init(&bars[i]);
+    bars_visible();
+    for (int i = 0; i < count; i++) bulk_tile<TILE_BYTES, SCALE_FLOATS>(sw + i * (TILE_BYTES / 16), ss + i * SCALE_FLOATS, W, scales, first + i, &bars[i]);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    async_tiles<TILE_BYTES, SCALE_FLOATS>(sw, ss, W, scales, first, count);
+    cp_async_commit();
 #endif
 }
 // Before the block's barrier: on GPUs without bulk copies, this thread's copies have landed.
@@ -664,11 +755,15 @@ QDEV void tiles_landed() {
 // After the block's barrier: on sm_90, tile `i`'s bytes have landed.
 QDEV void tiles_wait(unsigned long long* bars, int i) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile(
-        "{\n .reg .pred landed;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 landed, [%0], 0;\n @!landed bra WAIT;\n}\n" ::"r"(
-            smem_addr(&bars[i]))
-        : "memory");
+    bar_wait(&bars[i], 0);
 #endif
+}
+
+// Column n of row m of a one-row product's output; a conv input column also runs its conv step.
+template <int CONV_LO, int CONV_C, int CONV_KW, bool CONV_SILU>
+QDEV void store_column(float v, float* out, int ldo, int m, int n, const ConvStep& conv) {
+    out[(i64)m * ldo + n] = v;
+    if (CONV_C > 0 && n >= CONV_LO && n < CONV_LO + CONV_C) conv_step_column<(CONV_C > 0 ? CONV_C : 1), CONV_KW, CONV_SILU>(conv, n - CONV_LO, v, m);
 }
 
 // Same contract as `gemm` (out = act_scale * sum_g scale * group sum + bias (+ resid)), row
@@ -687,9 +782,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     const int KC = (K + CH - 1) / CH;
     const int KP = KC * CH;
     const int NG = (K + GROUP - 1) / GROUP;
-    const int SEGS = CH / 32;                          // 32-k segments per chunk
-    const bool WHOLE = GROUP % CH == 0 || NG == 1;     // a chunk lies in one group
-    const int SPC = WHOLE ? 1 : CH / GROUP;            // scales per chunk
+    const int SPC = GroupDot<KIND, K, GROUP>::SPC;     // scales per chunk
     const int N_TILES = (N + 7) / 8;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int wn = warp % WN, wk = warp / WN;
@@ -739,44 +832,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     if constexpr (BULK) tiles_landed();
     __syncthreads();
 
-    int part = 0, cur = -1;
-    float acc = 0.f, cur_scale = 1.f;
-    auto flush = [&]() {
-        int v = part;
-        v += __shfl_xor_sync(0xffffffffu, v, 1);
-        v += __shfl_xor_sync(0xffffffffu, v, 2);
-        if (KIND == 3) v >>= 4;
-        acc += cur_scale * (float)v;
-        part = 0;
-    };
-    // Chunk c's weights `w` (this lane's 16 bytes) and group scales `sc` into the sum.
-    auto consume = [&](int c, const u32* w, const float* sc) {
-        const u32* ap = stage + c * (CH / 4) + t * (CH / 16);
-        u32 a[CH / 16];
-#pragma unroll
-        for (int i = 0; i < CH / 64; i++) {
-            uint4 v = *(const uint4*)(ap + 4 * i);
-            a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
-        }
-#pragma unroll
-        for (int s = 0; s < SEGS; s++) {
-            if (s == 0 || !WHOLE) {
-                int grp = min((c * CH + s * 32) / GROUP, NG - 1);
-                if (grp != cur) {
-                    if (cur >= 0) flush();
-                    cur = grp;
-                    cur_scale = sc[WHOLE ? 0 : (s * 32) / GROUP];
-                }
-            }
-            if (KIND == 3) {
-                part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
-                part = dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
-            } else {
-                part = dp4a_s8(w[2 * s], a[2 * s], part);
-                part = dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
-            }
-        }
-    };
+    GroupDot<KIND, K, GROUP> dot;
     if constexpr (BULK) {
         if (tile_ok) {
             tiles_wait(tile_bars, wn);
@@ -788,7 +844,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
                 float sc[SPC];
 #pragma unroll
                 for (int q = 0; q < SPC; q++) sc[q] = scales ? ts[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
-                consume(c, w, sc);
+                dot.chunk(stage, c, t, w, sc);
             }
         }
     } else {
@@ -802,11 +858,11 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
 #pragma unroll
                 for (int q = 0; q < SPC; q++) sc[q] = ring_scale[d][q];
                 if (c + DEPTH < c_end) request(c + DEPTH, d);
-                consume(c, w, sc);
+                dot.chunk(stage, c, t, w, sc);
             }
         }
     }
-    if (cur >= 0) flush();
+    float acc = dot.total();
 
     if (WK > 1) {
         __shared__ float red[WK][WN][8];
@@ -820,8 +876,137 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     if (t == 0 && tile_ok && n < N) {
         float v = acc * act_scale + early_bias;
         if (resid) v = early_resid + v;
-        out[(i64)m * ldo + n] = v;
-        if (CONV_C > 0 && n >= CONV_LO && n < CONV_LO + CONV_C) conv_step_column<(CONV_C > 0 ? CONV_C : 1), CONV_KW, CONV_SILU>(conv, n - CONV_LO, v, m);
+        store_column<CONV_LO, CONV_C, CONV_KW, CONV_SILU>(v, out, ldo, m, n, conv);
+    }
+}
+
+// A one-row product whose weights stream through shared memory, for products whose tiles one
+// wave of `gemv`'s bulk blocks cannot hold at once (there, a block computes only after its whole
+// tiles have landed, and later waves start from scratch). The grid is what the GPU holds at
+// once (the runtime sizes it by the card's SMs: `Grid::Resident`), and block b takes the tiles
+// [b N_TILES / grid, (b + 1) N_TILES / grid), TPS consecutive tiles per stage of a ring of
+// STAGES in dynamic shared memory: the first STAGES are requested before the dependency wait,
+// and each later one as soon as every warp is done with the stage it reuses. Each of the WK
+// warps sums one k-slice of every tile of a stage, loading each chunk's activations once for
+// the stage's tiles; the slices meet in shared memory in slice order, as `gemv`'s do with
+// WN = 1 (the same WK gives the same result). Sums wait in shared memory, RES tiles at most,
+// for an epilogue (bias, residual, store, conv step) run by all threads at once, so that its
+// global loads never stall the stream.
+template <int KIND, int K, int N, int GROUP, int WK, int TPS, int STAGES, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
+QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
+                      const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}) {
+    static_assert(KIND == 2 || KIND == 3, "gemv_stream: int8 activations only");
+    static_assert(STAGES >= 1 && STAGES <= 8, "gemv_stream: 1 to 8 stages");
+    typedef GroupDot<KIND, K, GROUP> Dot;
+    const int CH = Layout<KIND>::CH;
+    const int KC = (K + CH - 1) / CH;
+    const int KP = KC * CH;
+    const int NG = (K + GROUP - 1) / GROUP;
+    const int N_TILES = (N + 7) / 8;
+    const int TILE_BYTES = KC * 512, SCALE_FLOATS = 8 * NG;
+    const int RES = TPS * ((32 + TPS - 1) / TPS);      // tiles of sums held for the epilogue
+    int lane = threadIdx.x & 31, wk = threadIdx.x >> 5;
+    int g = lane >> 2, t = lane & 3;
+    int m = blockIdx.y;
+    if (m >= M) return;                                // block-uniform
+    const int first = (int)((i64)N_TILES * blockIdx.x / gridDim.x);
+    const int count = (int)((i64)N_TILES * (blockIdx.x + 1) / gridDim.x) - first;
+    const int stages = (count + TPS - 1) / TPS;
+    int c_begin = (KC * wk) / WK, c_end = (KC * (wk + 1)) / WK;
+
+    extern __shared__ __align__(128) unsigned char tiles[];
+    uint4* sw = (uint4*)tiles;
+    float* ss = (float*)(tiles + STAGES * TPS * TILE_BYTES);
+    __shared__ __align__(8) unsigned long long bars[STAGES];
+    // Stage j's tiles into ring slot j % STAGES (sm_90: by thread 0 alone).
+    auto fetch = [&](int j) {
+        const int slot = j % STAGES, here = min(TPS, count - j * TPS);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        bulk_tile<TILE_BYTES, SCALE_FLOATS>(sw + slot * TPS * (TILE_BYTES / 16), ss + slot * TPS * SCALE_FLOATS, W, scales, first + j * TPS, &bars[slot], here);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        async_tiles<TILE_BYTES, SCALE_FLOATS>(sw + slot * TPS * (TILE_BYTES / 16), ss + slot * TPS * SCALE_FLOATS, W, scales, first + j * TPS, here);
+#endif
+    };
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) bar_init(&bars[s]);
+        bars_visible();
+        for (int j = 0; j < min(STAGES, stages); j++) fetch(j);
+    }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    // One commit group per stage, empty or not, so that the wait below counts stages.
+    for (int j = 0; j < STAGES; j++) {
+        if (j < stages) fetch(j);
+        cp_async_commit();
+    }
+#endif
+    pdl_enter();
+    __shared__ __align__(16) u32 stage[KP / 4];
+    stage_permuted<CH, K, KP, WK * 32>((const i8*)A + (i64)m * lda, stage);
+    __syncthreads();
+
+    __shared__ float red[2][WK][TPS][8];               // two, so that one barrier per stage suffices
+    __shared__ float res[RES][8];
+    for (int j = 0; j < stages; j++) {
+        const int slot = j % STAGES, here = min(TPS, count - j * TPS);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        bar_wait(&bars[slot], (j / STAGES) & 1);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        cp_async_wait<STAGES - 1>();
+        __syncthreads();
+#endif
+        const uint4* tw = sw + slot * TPS * (TILE_BYTES / 16) + lane;
+        const float* ts = ss + slot * TPS * SCALE_FLOATS + g * NG;
+        Dot dot[TPS];
+        for (int c = c_begin; c < c_end; c++) {
+            u32 a[CH / 16];
+            Dot::load(stage, c, t, a);
+#pragma unroll
+            for (int q = 0; q < TPS; q++) {
+                if (q < here) {
+                    uint4 v = tw[(q * KC + c) * 32];
+                    u32 w[4] = {v.x, v.y, v.z, v.w};
+                    float sc[Dot::SPC];
+#pragma unroll
+                    for (int e = 0; e < Dot::SPC; e++) sc[e] = scales ? ts[q * SCALE_FLOATS + min((c * CH + e * GROUP) / GROUP, NG - 1)] : 1.f;
+                    dot[q].chunk(a, c, w, sc);
+                }
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < TPS; q++) {
+            float acc = dot[q].total();
+            if (t == 0) red[j & 1][wk][q][g] = acc;
+        }
+        __syncthreads();
+        // Every warp is done with the slot: refill it.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        if (threadIdx.x == 0 && j + STAGES < stages) fetch(j + STAGES);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        if (j + STAGES < stages) fetch(j + STAGES);
+        cp_async_commit();
+#endif
+        if (wk == 0) {
+            for (int i = lane; i < here * 8; i += 32) {
+                float v = red[j & 1][0][i / 8][i % 8];
+#pragma unroll
+                for (int s = 1; s < WK; s++) v += red[j & 1][s][i / 8][i % 8];
+                res[(j * TPS) % RES + i / 8][i % 8] = v;
+            }
+        }
+        const int done = j * TPS + here;               // tiles summed so far
+        if (done % RES == 0 || done == count) {
+            __syncthreads();
+            const int from = (done - 1) / RES * RES;
+            for (int i = threadIdx.x; i < (done - from) * 8; i += WK * 32) {
+                const int n = (first + from) * 8 + i;
+                if (n < N) {
+                    float v = res[i / 8][i % 8] * act_scale + (bias ? bias[n] : 0.f);
+                    if (resid) v = resid[(i64)m * ldr + n] + v;
+                    store_column<CONV_LO, CONV_C, CONV_KW, CONV_SILU>(v, out, ldo, m, n, conv);
+                }
+            }
+        }
     }
 }
 

@@ -301,6 +301,19 @@ pub struct GemvConfig {
     /// Bytes of one 8-column tile's weights and of its scales, when the block's tiles come into
     /// shared memory through bulk copies (`quamba::tiles_fetch`) instead of each warp's ring.
     pub bulk: Option<BulkTiles>,
+    /// With `bulk`: the tiles stream through a ring of stages in blocks that stay resident
+    /// (`quamba::gemv_stream`; `wn` is 1) instead of each block holding its tiles at once.
+    pub stream: Option<StreamStages>,
+}
+
+/// A streaming one-row product's ring (see [`GemvConfig::stream`]): tiles in flight per block,
+/// and blocks per SM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamStages {
+    pub stages: usize,
+    pub per_sm: usize,
+    /// Tiles per stage.
+    pub tps: usize,
 }
 
 /// The shared-memory footprint of a bulk-fetched one-row product block (see [`GemvConfig`]).
@@ -341,6 +354,12 @@ impl GemvConfig {
     /// 0.4448 / 1.2327 vs 0.4117 / 1.2355, mamba-2.8b 0.5600 / 1.315 vs 0.5385 / 1.330. Only
     /// where one wave holds the product's blocks (below); `QUAMBA_CUDA_GEMV_BULK_BLOCKS=N` sets
     /// that limit instead.
+    ///
+    /// Where one wave does not hold them and a chunk is one group, the tiles stream through
+    /// resident blocks instead ([`stream_layout`], `quamba::gemv_stream`). Side by side on an
+    /// H200, 8-layer mamba2-8b W4A8 TPOT batch 1 / 16: ring 0.3600 / 0.9445 ms, its in_proj
+    /// streamed 0.3374 / 0.9643. `QUAMBA_CUDA_GEMV_STREAM=0` keeps the ring there, `=all`
+    /// streams every product that two stages fit (a tuning aid).
     pub fn decode(shape: &GemmShape) -> Option<GemvConfig> {
         let ch = crate::cuda::pack::chunk(shape.kind);
         let whole = shape.group.is_multiple_of(ch) || shape.group >= shape.k;
@@ -366,22 +385,71 @@ impl GemvConfig {
         while wn > 1 && tiles.div_ceil(wn) < GEMV_MIN_BLOCKS {
             wn /= 2;
         }
+        let stream_knob = std::env::var("QUAMBA_CUDA_GEMV_STREAM").ok();
+        if stream_knob.as_deref() == Some("all") {
+            if let Some((wk, tile, stream)) = stream_layout(shape, chunks, tiles) {
+                return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
+            }
+        }
         let (wn, bulk) = bulk_layout(shape, chunks, tiles, wn, wk);
-        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk })
+        // A chunk of several groups (the heads' groups of 32) costs several shuffles per chunk,
+        // and the few warps of a streaming block then leave the product bound by them: measured
+        // on an H200, a 16-layer mamba2-2.7b W4A8 whose head streamed took 0.4197 ms against
+        // 0.4122 with the head on the ring.
+        if bulk.is_none() && whole && stream_knob.as_deref() != Some("0") {
+            if let Some((wk, tile, stream)) = stream_layout(shape, chunks, tiles) {
+                return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
+            }
+        }
+        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None })
     }
 
     pub fn threads(&self) -> u32 {
         (self.wn * self.wk * 32) as u32
     }
 
-    /// Dynamic shared memory per block: the bulk-fetched tiles and their scales.
+    /// Dynamic shared memory per block: the bulk-fetched tiles and their scales (a streaming
+    /// block's stages).
     pub fn shared_bytes(&self) -> u32 {
-        self.bulk.map_or(0, |b| (self.wn * (b.tile_bytes + b.scale_bytes)) as u32)
+        let tiles = self.stream.map_or(self.wn, |s| s.stages * s.tps);
+        self.bulk.map_or(0, |b| (tiles * (b.tile_bytes + b.scale_bytes)) as u32)
     }
 
     pub fn grid(&self, n: usize) -> Grid {
-        Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn), rows_per_block: 1 }
+        match self.stream {
+            Some(s) => Grid::Resident { units: n.div_ceil(8), per_sm: s.per_sm },
+            None => Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn), rows_per_block: 1 },
+        }
     }
+}
+
+/// Warps, stage and ring of a one-row product whose tiles stream through shared memory
+/// ([`GemvConfig::stream`]), or `None` where two of its stages do not fit in a block.
+///
+/// Two blocks per SM of eight warps each, each warp a k-slice of every tile of a stage, one tile
+/// per stage; as many stages as the block's share of the capped carveout holds (at most
+/// [`STREAM_MAX_STAGES`], no more than a block has stages on an H100, and within what one block
+/// may hold on every target GPU: [`STREAM_MAX_BLOCK_BYTES`]).
+/// `QUAMBA_CUDA_GEMV_STREAM_SHAPE=PER_SMxTPSxWARPS` sets blocks per SM, tiles per stage and
+/// warps per block (a tuning aid).
+fn stream_layout(shape: &GemmShape, chunks: usize, tiles: usize) -> Option<(usize, BulkTiles, StreamStages)> {
+    let tile = BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 };
+    let per_tile = tile.tile_bytes + tile.scale_bytes;
+    let (per_sm, tps, warps) = match std::env::var("QUAMBA_CUDA_GEMV_STREAM_SHAPE").ok() {
+        Some(v) => match v.split('x').filter_map(|x| x.trim().parse::<usize>().ok()).collect::<Vec<_>>().as_slice() {
+            [p, t, w] => ((*p).clamp(1, 8), (*t).clamp(1, 8), (*w).clamp(1, 32)),
+            _ => STREAM_SHAPE,
+        },
+        None => STREAM_SHAPE,
+    };
+    let wk = warps.min(chunks);
+    // Static shared memory beside the stages: the staged row, the k-slices' two sums per column,
+    // the sums awaiting the epilogue, the barriers; and what the driver reserves per block.
+    let fixed = chunks * crate::cuda::pack::chunk(shape.kind) + 2 * wk * tps * 8 * 4 + tps * 32usize.div_ceil(tps) * 8 * 4 + 8 * STREAM_MAX_STAGES;
+    let budget = (ONE_WAVE_SHARED / per_sm).min(STREAM_MAX_BLOCK_BYTES + 1024).checked_sub(fixed + 1024)?;
+    let per_block = tiles.div_ceil(ONE_WAVE_SMS * per_sm).div_ceil(tps);
+    let stages = (budget / (tps * per_tile)).min(STREAM_MAX_STAGES).min(per_block);
+    (stages >= 2 || (stages >= 1 && stages == per_block)).then_some((wk, tile, StreamStages { stages, per_sm, tps }))
 }
 
 /// Whether a one-row product's blocks fetch their tiles in bulk, and then how many tiles a block
@@ -416,6 +484,14 @@ fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, w
 
 /// Warps a one-row product aims to stream with at once.
 const GEMV_WARPS: usize = 2048;
+/// Blocks per SM, tiles per stage and warps per block of a streaming one-row product
+/// ([`stream_layout`]).
+const STREAM_SHAPE: (usize, usize, usize) = (2, 1, 8);
+/// The most stages of a streaming product's ring (`quamba::gemv_stream`).
+const STREAM_MAX_STAGES: usize = 8;
+/// The most shared memory a streaming product's block takes, static and dynamic: what an sm_86
+/// GPU (A5000) lets a block opt in to.
+const STREAM_MAX_BLOCK_BYTES: usize = 99 * 1024;
 /// Fewest blocks worth keeping when grouping tiles into blocks (two per SM of an H100).
 const GEMV_MIN_BLOCKS: usize = 264;
 /// The widest row (padded k, bytes) `quamba::gemv` stages in static shared memory.
@@ -449,6 +525,12 @@ pub struct ConvEpilogue {
 pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>) -> String {
     let threads = c.threads();
     let conv = conv.map_or(String::new(), |e| format!(", {}, {}, {}, {}", e.first_column, e.channels, e.taps, e.silu));
+    if let Some(stream) = c.stream {
+        return format!(
+            "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv_stream<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
+            s.kind, s.k, s.n, s.group, c.wk, stream.tps, stream.stages
+        );
+    }
     format!(
         "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
         s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth, c.bulk.is_some()

@@ -108,6 +108,21 @@ pub enum Grid {
         /// Blocks per row.
         segments: usize,
     },
+    /// As many blocks as the GPU holds at once, `per_sm` on each of its SMs, but no more than
+    /// `units` (a one-row product streaming its tiles: `quamba::gemv_stream`), times the rows.
+    Resident {
+        /// Work units to spread over the blocks (the product's 8-column tiles).
+        units: usize,
+        /// Blocks per SM.
+        per_sm: usize,
+    },
+}
+
+impl Grid {
+    /// Blocks along x on a GPU of `sms` SMs.
+    pub fn resident_blocks(units: usize, per_sm: usize, sms: usize) -> usize {
+        units.min(sms.max(1) * per_sm.max(1)).max(1)
+    }
 }
 
 /// A kernel entry point with its launch shape.

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use ir::VerifiedGraph;
 use kernels::cuda::codegen::ARGMAX_THREADS;
@@ -11,6 +12,9 @@ use kernels::cuda::{pack, Arg, CudaPlan, Grid, Kernel, WeightUpload, SMALL_ROWS}
 use super::compile::{arch_name, cached_ptx};
 use super::CudaError;
 use crate::{Logits, Weights};
+
+/// Shared memory per block (static and dynamic) a kernel may take without opting in.
+const DEFAULT_SHARED: u32 = 48 * 1024;
 
 /// `quamba::Opnd` as the kernels see it (same field order, C layout).
 #[repr(C)]
@@ -94,6 +98,8 @@ pub struct CudaExecutor {
     dependent_launch: bool,
     /// The shared-memory carveout every kernel asks for, in percent (None: the driver's choice).
     carveout: Option<i32>,
+    /// The GPU's SMs, which size the grids of kernels that stay resident (`Grid::Resident`).
+    sms: usize,
     /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,gemv_12 leaves out the launches
     /// that would run those kernels or kernel families (see `skipped`; a launch with a prefill
     /// follow-up keeps or drops both), so that a step's time with and without them shows their
@@ -142,14 +148,26 @@ impl CudaExecutor {
                 shapes.push((k.name.clone(), k.block, k.shared_bytes));
             }
         }
-        for (name, ..) in &shapes {
-            functions.insert(name.clone(), module.load_function(name)?);
+        for (name, _, shared) in &shapes {
+            let function = module.load_function(name)?;
+            // Past 48 KB of shared memory per block, static and dynamic together, a kernel has to
+            // opt in to its dynamic part (a streaming one-row product's ring; the plan keeps the
+            // total within what every target GPU allows).
+            let fixed = function.get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?.max(0) as u32;
+            if *shared > 0 && fixed + *shared > DEFAULT_SHARED {
+                function
+                    .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, *shared as i32)
+                    .map_err(|e| CudaError::Device(format!("kernel {name} needs {shared} bytes of dynamic shared memory per block beside {fixed} static, more than this GPU gives ({e:?})")))?;
+            }
+            functions.insert(name.clone(), function);
         }
+        let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
         // A one-row product (a launch's decode kernel that has a batched one beside it) always
         // runs the same number of blocks.
         let one_row_blocks = |name: &str| {
             plan.launches.iter().filter(|l| l.batched.is_some() && l.kernel.name == name).find_map(|l| match l.kernel.grid {
                 Grid::Gemm { n_blocks, rows_per_block: 1 } => Some(n_blocks as u32),
+                Grid::Resident { units, per_sm } => Some(Grid::resident_blocks(units, per_sm, sms) as u32),
                 _ => None,
             })
         };
@@ -228,6 +246,7 @@ impl CudaExecutor {
             state_ptrs,
             dependent_launch,
             carveout,
+            sms,
             skip: std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
         })
     }
@@ -482,6 +501,7 @@ impl CudaExecutor {
             Grid::Chunks { per_position, chunk } => ((batch * per_position * seq.div_ceil(*chunk)).div_ceil(block), 1),
             Grid::PerSequence { per_sequence } => ((batch * per_sequence).div_ceil(block), 1),
             Grid::Gemm { n_blocks, rows_per_block } => (*n_blocks, rows.div_ceil(*rows_per_block)),
+            Grid::Resident { units, per_sm } => (Grid::resident_blocks(*units, *per_sm, self.sms), rows),
         };
         LaunchConfig { grid_dim: (grid.0 as u32, grid.1 as u32, 1), block_dim: (kernel.block, 1, 1), shared_mem_bytes: kernel.shared_bytes }
     }
