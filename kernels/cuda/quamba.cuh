@@ -588,11 +588,14 @@ QDEV int dp4a_s8(u32 a, u32 b, int c) {
 // added in k order. `chunk` takes chunk c's weights `w` (this lane's 16 bytes) and the chunk's
 // group scales `sc`; `total` closes the last group.
 template <int KIND, int K, int GROUP> struct GroupDot {
-    static const int CH = Layout<KIND>::CH;
-    static const int NG = (K + GROUP - 1) / GROUP;
-    static const int SEGS = CH / 32;                              // 32-k segments per chunk
-    static const bool WHOLE = GROUP % CH == 0 || NG == 1;         // a chunk lies in one group
-    static const int SPC = WHOLE ? 1 : CH / GROUP;                // scales per chunk
+    // Enumerators, not static members: they are never objects the PTX would have to hold.
+    enum : int {
+        CH = Layout<KIND>::CH,
+        NG = (K + GROUP - 1) / GROUP,
+        SEGS = CH / 32,                                           // 32-k segments per chunk
+        WHOLE = GROUP % CH == 0 || NG == 1,                       // a chunk lies in one group
+        SPC = WHOLE ? 1 : CH / GROUP,                             // scales per chunk
+    };
     int part = 0, cur = -1;
     float acc = 0.f, cur_scale = 1.f;
     QDEV void flush() {
