@@ -586,7 +586,7 @@ QDEV int dp4a_s8(u32 a, u32 b, int c) {
 // `stage_permuted`: each group's exact int32 sum (its four t-lanes gathered by shuffles, int4
 // nibbles used in place as 16 v and shifted back) scaled once by the group's scale, the groups
 // added in k order. `chunk` takes chunk c's weights `w` (this lane's 16 bytes) and the chunk's
-// group scales `sc`; `total` closes the last group.
+// group scales `sc` (`scales`); `total` closes the last group.
 template <int KIND, int K, int GROUP> struct GroupDot {
     // Enumerators, not static members: they are never objects the PTX would have to hold.
     enum : int {
@@ -614,6 +614,11 @@ template <int KIND, int K, int GROUP> struct GroupDot {
             uint4 v = *(const uint4*)(ap + 4 * i);
             a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
         }
+    }
+    // The scales of chunk c's groups from a row's NG scales (all 1 unless `present`).
+    static QDEV void scales(const float* row, bool present, int c, float* sc) {
+#pragma unroll
+        for (int q = 0; q < SPC; q++) sc[q] = present ? row[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
     }
     QDEV void chunk(const u32* stage, int c, int t, const u32* w, const float* sc) {
         u32 a[CH / 16];
@@ -806,11 +811,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     auto request = [&](int c, int d) {
         bool ok = tile_ok && c < c_end;
         ring[d] = ok ? wt[(i64)c * 32] : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int q = 0; q < SPC; q++) {
-            int grp = min((c * CH + q * GROUP) / GROUP, NG - 1);
-            ring_scale[d][q] = ok && srow ? srow[grp] : 1.f;
-        }
+        GroupDot<KIND, K, GROUP>::scales(srow, ok && srow, c, ring_scale[d]);
     };
     if constexpr (BULK) {
         int first = blockIdx.x * WN;
@@ -845,8 +846,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
                 uint4 v = tw[c * 32];
                 u32 w[4] = {v.x, v.y, v.z, v.w};
                 float sc[SPC];
-#pragma unroll
-                for (int q = 0; q < SPC; q++) sc[q] = scales ? ts[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
+                dot.scales(ts, scales, c, sc);
                 dot.chunk(stage, c, t, w, sc);
             }
         }
@@ -970,8 +970,7 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
                     uint4 v = tw[(q * KC + c) * 32];
                     u32 w[4] = {v.x, v.y, v.z, v.w};
                     float sc[Dot::SPC];
-#pragma unroll
-                    for (int e = 0; e < Dot::SPC; e++) sc[e] = scales ? ts[q * SCALE_FLOATS + min((c * CH + e * GROUP) / GROUP, NG - 1)] : 1.f;
+                    Dot::scales(ts + q * SCALE_FLOATS, scales, c, sc);
                     dot[q].chunk(a, c, w, sc);
                 }
             }

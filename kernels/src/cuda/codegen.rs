@@ -323,6 +323,18 @@ pub struct BulkTiles {
     pub scale_bytes: usize,
 }
 
+impl BulkTiles {
+    /// One 8-column tile of `shape` (`chunks` chunks of k) and its scales.
+    fn of(shape: &GemmShape, chunks: usize) -> BulkTiles {
+        BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 }
+    }
+
+    /// Shared memory per tile: its weights and scales.
+    pub fn bytes(&self) -> usize {
+        self.tile_bytes + self.scale_bytes
+    }
+}
+
 impl GemvConfig {
     /// The layout for a product of `shape`, or `None` where `quamba::gemv` does not apply (f16 /
     /// f32 activations, a weight group that straddles its 32-column segments, or a row too wide
@@ -386,20 +398,18 @@ impl GemvConfig {
             wn /= 2;
         }
         let stream_knob = std::env::var("QUAMBA_CUDA_GEMV_STREAM").ok();
-        if stream_knob.as_deref() == Some("all") {
-            if let Some((wk, tile, stream)) = stream_layout(shape, chunks, tiles) {
-                return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
-            }
-        }
         let (wn, bulk) = bulk_layout(shape, chunks, tiles, wn, wk);
         // A chunk of several groups (the heads' groups of 32) costs several shuffles per chunk,
         // and the few warps of a streaming block then leave the product bound by them: measured
         // on an H200, a 16-layer mamba2-2.7b W4A8 whose head streamed took 0.4197 ms against
         // 0.4122 with the head on the ring.
-        if bulk.is_none() && whole && stream_knob.as_deref() != Some("0") {
-            if let Some((wk, tile, stream)) = stream_layout(shape, chunks, tiles) {
-                return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
-            }
+        let streams = match stream_knob.as_deref() {
+            Some("all") => true,
+            Some("0") => false,
+            _ => bulk.is_none() && whole,
+        };
+        if let Some((wk, tile, stream)) = streams.then(|| stream_layout(shape, chunks, tiles)).flatten() {
+            return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
         }
         Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None })
     }
@@ -412,7 +422,7 @@ impl GemvConfig {
     /// block's stages).
     pub fn shared_bytes(&self) -> u32 {
         let tiles = self.stream.map_or(self.wn, |s| s.stages * s.tps);
-        self.bulk.map_or(0, |b| (tiles * (b.tile_bytes + b.scale_bytes)) as u32)
+        self.bulk.map_or(0, |b| (tiles * b.bytes()) as u32)
     }
 
     pub fn grid(&self, n: usize) -> Grid {
@@ -433,8 +443,8 @@ impl GemvConfig {
 /// `QUAMBA_CUDA_GEMV_STREAM_SHAPE=PER_SMxTPSxWARPS` sets blocks per SM, tiles per stage and
 /// warps per block (a tuning aid).
 fn stream_layout(shape: &GemmShape, chunks: usize, tiles: usize) -> Option<(usize, BulkTiles, StreamStages)> {
-    let tile = BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 };
-    let per_tile = tile.tile_bytes + tile.scale_bytes;
+    let tile = BulkTiles::of(shape, chunks);
+    let per_tile = tile.bytes();
     let (per_sm, tps, warps) = match std::env::var("QUAMBA_CUDA_GEMV_STREAM_SHAPE").ok() {
         Some(v) => match v.split('x').filter_map(|x| x.trim().parse::<usize>().ok()).collect::<Vec<_>>().as_slice() {
             [p, t, w] => ((*p).clamp(1, 8), (*t).clamp(1, 8), (*w).clamp(1, 32)),
@@ -462,8 +472,8 @@ fn stream_layout(shape: &GemmShape, chunks: usize, tiles: usize) -> Option<(usiz
 /// goes to the ring), 8-layer mamba2-8b 0.3975 / 0.3593 / — (every 8B product, out_proj's 512
 /// blocks of 35 KB included, takes two waves or more).
 fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, wk: usize) -> (usize, Option<BulkTiles>) {
-    let tile = BulkTiles { tile_bytes: chunks * 512, scale_bytes: 8 * shape.k.div_ceil(shape.group) * 4 };
-    let per_tile = tile.tile_bytes + tile.scale_bytes;
+    let tile = BulkTiles::of(shape, chunks);
+    let per_tile = tile.bytes();
     if std::env::var("QUAMBA_CUDA_GEMV_BULK").is_ok_and(|v| v == "0") || per_tile > GEMV_MAX_BULK_BYTES {
         return (ring_wn, None);
     }
