@@ -19,10 +19,11 @@ use cudarc::driver::{CudaContext, CudaFunction};
 
 use super::CudaError;
 
-/// A kernel as launched: its function, threads per block and dynamic shared memory.
+/// A kernel as launched: its function, threads per block and static and dynamic shared memory.
 pub struct Launched<'a> {
     pub function: &'a CudaFunction,
     pub block: u32,
+    pub static_shared: u32,
     pub dynamic_shared: u32,
     /// The blocks of its every launch, where that is fixed (a one-row product).
     pub blocks: Option<u32>,
@@ -52,8 +53,7 @@ pub fn apply_uniform(ctx: &CudaContext, kernels: &[Launched]) -> Result<Option<i
             let mut needs = Vec::with_capacity(kernels.len());
             for k in kernels {
                 let resident = k.function.occupancy_max_active_blocks_per_multiprocessor(k.block, k.dynamic_shared as usize, None)? as i64;
-                let fixed = k.function.get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)? as i64;
-                needs.push(KernelNeed { resident, blocks: k.blocks, bytes_per_block: fixed + k.dynamic_shared as i64 + reserved });
+                needs.push(KernelNeed { resident, blocks: k.blocks, bytes_per_block: k.static_shared as i64 + k.dynamic_shared as i64 + reserved });
             }
             needed_percent(&needs, sms, per_sm)
         }

@@ -148,6 +148,8 @@ impl CudaExecutor {
                 shapes.push((k.name.clone(), k.block, k.shared_bytes));
             }
         }
+        // Each kernel's static shared memory, beside the dynamic part it launches with.
+        let mut static_shared = HashMap::new();
         for (name, _, shared) in &shapes {
             let function = module.load_function(name)?;
             // Past 48 KB of shared memory per block, static and dynamic together, a kernel has to
@@ -159,6 +161,7 @@ impl CudaExecutor {
                     .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, *shared as i32)
                     .map_err(|e| CudaError::Device(format!("kernel {name} needs {shared} bytes of dynamic shared memory per block beside {fixed} static, more than this GPU gives ({e:?})")))?;
             }
+            static_shared.insert(name.clone(), fixed);
             functions.insert(name.clone(), function);
         }
         let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
@@ -173,7 +176,13 @@ impl CudaExecutor {
         };
         let launched: Vec<_> = shapes
             .iter()
-            .map(|(name, block, shared)| super::carveout::Launched { function: &functions[name], block: *block, dynamic_shared: *shared, blocks: one_row_blocks(name) })
+            .map(|(name, block, shared)| super::carveout::Launched {
+                function: &functions[name],
+                block: *block,
+                static_shared: static_shared[name],
+                dynamic_shared: *shared,
+                blocks: one_row_blocks(name),
+            })
             .collect();
         let carveout = super::carveout::apply_uniform(&ctx, &launched)?;
         drop(launched);
