@@ -1,6 +1,8 @@
 //! The CUDA plan of the embedded mamba2-tiny, FP and quantized: the generated source is pinned
 //! (insta), and the buffer plan is checked to never hand a live buffer's slot to another.
 
+mod common;
+
 use std::collections::HashMap;
 
 use compiler::checkpoint::load_checkpoint;
@@ -24,6 +26,25 @@ fn plan_of(target: Option<&str>) -> CudaPlan {
     plan(p.executor().unwrap().verified_graph()).unwrap()
 }
 
+/// The plan of a random one-layer Mamba1 compiled for `target`: d_model 192, so that d_inner
+/// (384) is three Hadamard blocks of 128, as mamba-2.8b's 5120 is five of 1024; dt rank 12.
+fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
+    let dir = tempfile::tempdir().unwrap();
+    common::random_checkpoint::write_random_mamba1(dir.path(), 192, 1, 8192, 16, 12, 2, 4, true, 31);
+    let home = compiler::model::default_model_dir();
+    std::fs::copy(home.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let ckpt = load_checkpoint(dir.path()).unwrap();
+    let program = match target {
+        None => Program::from_checkpoint(&ckpt).unwrap(),
+        Some(target) => {
+            let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(home.join("../text/calib.txt")).unwrap(), "calib.txt") };
+            compile(&ckpt, &tok, &opts).unwrap()
+        }
+    };
+    plan(program.executor().unwrap().verified_graph()).unwrap()
+}
+
 /// Walks the launches in order: every buffer a launch reads must still own its slot (no later
 /// buffer was placed there in between), and buffers of one slot share its dtype.
 fn assert_slots_sound(p: &CudaPlan) {
@@ -38,6 +59,10 @@ fn assert_slots_sound(p: &CudaPlan) {
                 Arg::ConvStep(Some(step)) => Some(step.out),
                 _ => None,
             })
+            .chain(launch.args.iter().filter_map(|a| match a {
+                Arg::ConvStep(Some(step)) => step.quantized.as_ref().map(|q| q.buffer),
+                _ => None,
+            }))
             .collect();
         // The output is the last buffer argument of every generated entry point except products,
         // whose output precedes `ldo` and `M`; find writes as the buffers seen for the first time.
@@ -100,6 +125,56 @@ fn quantized_plans_are_pinned_and_sound() {
     }
 }
 
+/// A Mamba1 decode step at one row runs six launches per layer with int8 activations: the input
+/// norm, in_proj (with the conv step and the conv output's quantize), x_proj, the scan (with
+/// dt_proj's product), the gate → Hadamard → quantize chain, out_proj. Every launch a one-row
+/// call leaves out has its work done by exactly one other launch: a conv or quantize by the
+/// GEMV before it, dt_proj (and its input's materialization) by the scan after it.
+#[test]
+fn mamba1_one_row_launches_fold_into_their_neighbours() {
+    for (target, per_layer) in [(Some("h100-w4a8"), 6), (Some("h100-w8a8"), 6), (Some("h100-w4a16"), 7), (None, 7)] {
+        let p = mamba1_plan_of(target);
+        assert_slots_sound(&p);
+        let entry = |name: &str| {
+            let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
+            p.source[at..].split("\n}\n").next().unwrap().to_string()
+        };
+        let layer = p.launches.iter().position(|l| l.kernel.name.starts_with("rows_")).unwrap();
+        let head = p.launches.iter().position(|l| l.head).unwrap();
+        let one_row: Vec<&str> = p.launches[layer..head].iter().filter(|l| !l.skip_one_row).map(|l| l.kernel.name.as_str()).collect();
+        // The layer, then the final norm (the launch before the head).
+        assert_eq!(one_row.len(), per_layer + 1, "{target:?}: one-row launches {one_row:?}");
+        for (i, l) in p.launches.iter().enumerate().filter(|(_, l)| l.skip_one_row) {
+            let Some(Arg::Buffer { buffer: out, .. }) = l.args.iter().rev().find(|a| matches!(a, Arg::Buffer { .. })) else { panic!("{}: an output", l.value) };
+            let name = &l.kernel.name;
+            let by_conv_step = |q: bool| {
+                p.launches[..i].iter().filter(|g| g.args.iter().any(|a| matches!(a, Arg::ConvStep(Some(s)) if if q { s.quantized.as_ref().is_some_and(|x| x.buffer == *out) } else { s.out == *out }))).count()
+            };
+            if name.starts_with("conv_") {
+                assert_eq!(by_conv_step(false), 1, "{target:?}: {}", l.value);
+            } else if name.starts_with("quantize_") {
+                assert_eq!(by_conv_step(true), 1, "{target:?}: {}", l.value);
+            } else {
+                // dt_proj's product or the materialization of its input: the next scan launch
+                // computes it at one row, from that input.
+                assert!(name.starts_with("gemm_") || name.starts_with("ew_"), "{target:?}: {name} skipped");
+                let scan = p.launches[i + 1..].iter().find(|s| s.kernel.name.starts_with("scan_")).expect("a scan after it");
+                assert!(entry(&scan.kernel.name).contains("quamba::selective_step_dt<"), "{target:?}: {}", scan.kernel.name);
+                assert!(scan.batched.is_some() && scan.large.is_some(), "more rows run the plain scan");
+            }
+        }
+        // The gate joins the Hadamard chain wherever there is one, which splits by Hadamard block.
+        if target.is_some_and(|t| t != "h100-w4a16") {
+            assert!(p.source.contains("quamba::hadamard_quantize<384, 128, 128, true>("), "{target:?}: the gate in the split Hadamard chain");
+            assert!(!p.source.contains("quamba::elementwise<384, 4>"), "{target:?}: no gate launch");
+        }
+        if target == Some("h100-w4a8") {
+            insta::assert_snapshot!("mamba1_random_h100-w4a8_launches", p.describe());
+            insta::assert_snapshot!("mamba1_random_h100-w4a8_source", p.generated_source());
+        }
+    }
+}
+
 /// Programmatic dependent launch lets a kernel start before its predecessor finishes; that is
 /// only sound because every entry point waits (`quamba::pdl_enter`) before it reads an
 /// activation or writes anything. Products do it inside `quamba::gemm`, after requesting weights.
@@ -119,12 +194,13 @@ fn every_entry_point_waits_for_its_predecessor() {
     // The templates that wait themselves (after requesting weights, or a scan's own state) touch
     // activations and outputs only after the wait.
     let library = kernels::cuda::codegen::LIBRARY;
-    let templates: [(&str, &[&str]); 5] = [
+    let templates: [(&str, &[&str]); 6] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "resid[", "store_column<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<"]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
+        ("QDEV void selective_step_dt(", &["ld(Bm", "ld(x,", "ld(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];
     for (signature, touches) in templates {
         let start = library.find(signature).expect(signature);
@@ -138,14 +214,15 @@ fn every_entry_point_waits_for_its_predecessor() {
     }
 }
 
-/// The generated source compiles with NVRTC for the H100 (sm_90), Jetson Orin (sm_87) and A5000
-/// (sm_86), every planned entry point is in the PTX, and no kernel spills to local memory.
+/// The generated source (mamba2-tiny, and a random Mamba1) compiles with NVRTC for the H100
+/// (sm_90), Jetson Orin (sm_87) and A5000 (sm_86), every planned entry point is in the PTX, and no
+/// kernel spills to local memory.
 /// Needs libnvrtc (CI installs it from PyPI, `.ci/run`); elsewhere it is skipped unless
 /// QUAMBA_REQUIRE_NVRTC=1.
 #[test]
 fn generated_source_compiles_for_every_target_gpu() {
-    let plans = [plan_of(None), plan_of(Some("orin-w4a8")), plan_of(Some("a5000-w8a8")), plan_of(Some("h100-w4a16"))];
-    for (p, arch) in plans.iter().zip(["sm_90", "sm_87", "sm_86", "sm_90"]) {
+    let plans = [plan_of(None), plan_of(Some("orin-w4a8")), plan_of(Some("a5000-w8a8")), plan_of(Some("h100-w4a16")), mamba1_plan_of(Some("h100-w4a8")), mamba1_plan_of(Some("a5000-w4a16"))];
+    for (p, arch) in plans.iter().zip(["sm_90", "sm_87", "sm_86", "sm_90", "sm_90", "sm_86"]) {
         if !runtime::cuda::nvrtc_available() {
             assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
             eprintln!("skipped: no libnvrtc on this machine");

@@ -534,6 +534,10 @@ struct ConvStep {
     float* out;           // [rows][C]
     const float* scale;   // the conv input's fake quantization, or null
     int scale_vec;        // 1: one scale per channel
+    i8* q_out;            // [rows][q_stride]: the output also quantized (as `quantize_rows`), or null
+    const float* q_scale;
+    int q_vec;            // 1: one scale per channel
+    int q_stride;
 };
 template <int C, int KW, bool SILU> QDEV void conv_step_column(const ConvStep& cs, int c, float v, i64 b) {
     float hist[KW];
@@ -544,7 +548,9 @@ template <int C, int KW, bool SILU> QDEV void conv_step_column(const ConvStep& c
     float acc = cs.bias ? cs.bias[c] : 0.f;
 #pragma unroll
     for (int k = 0; k < KW; k++) acc += cs.weight[c * KW + k] * hist[k];
-    cs.out[b * C + c] = SILU ? silu_f(acc) : acc;
+    const float y = SILU ? silu_f(acc) : acc;
+    cs.out[b * C + c] = y;
+    if (cs.q_out) cs.q_out[b * cs.q_stride + c] = quantize_one(y, cs.q_scale[cs.q_vec ? c : 0]);
 #pragma unroll
     for (int k = 0; k < KW - 1; k++) st[k * C + c] = hist[k + 1];
 }
@@ -1032,6 +1038,13 @@ template <int W, int T> QDEV void row_load(float* row, const Opnd& x, i64 r) {
     for (int i = threadIdx.x; i < W; i += T) row[sw(i)] = ld(x, r, i);
 }
 
+// Mamba1's gate, as `elementwise` OP 4 computes it: x · silu(z). Each thread touches the
+// elements it loaded (as row_load), so no barrier.
+template <int W, int T> QDEV void row_gate(float* row, const Opnd& z, i64 r) {
+#pragma unroll
+    for (int i = threadIdx.x; i < W; i += T) row[sw(i)] = row[sw(i)] * silu_f(ld(z, r, i));
+}
+
 // Plain RMSNorm of the whole row, optionally times a weight (loaded before the reduction, so
 // its latency overlaps it).
 template <int W, int T> QDEV void row_rms_norm(float* row, const float* weight, float eps, float* scratch) {
@@ -1238,6 +1251,31 @@ QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* wei
 #pragma unroll
     for (int j = 0; j < E; j++) {
         int i = base + j * T + t;
+        out[r * stride + i] = quantize_one(buf[sw(j * T + t)], scale_vec ? scale[i] : scale0);
+    }
+}
+
+// Mamba1's out_proj input chain ([gate →] Hadamard → quantize) split over W / B blocks per row,
+// one per Hadamard block of B elements: no step needs the whole row, so each block loads only its
+// own elements. Same operations, in the same order per element, as row_load → row_gate →
+// row_hadamard → row_quantize on the whole row, so the result is the same.
+template <int W, int B, int T, bool GATE>
+QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const float* scale, int scale_vec, float scale0, i8* out, int stride, float* buf) {
+    const int SEGS = W / B, E = B / T;
+    static_assert(B % T == 0 && W % B == 0, "segments of whole Hadamard blocks");
+    const i64 r = blockIdx.x / SEGS;
+    const int base = (blockIdx.x % SEGS) * B, t = threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        const int i = base + j * T + t;
+        float v = ld(x, r, i);
+        if (GATE) v = v * silu_f(ld(z, r, i));
+        buf[sw(j * T + t)] = v;
+    }
+    row_hadamard<B, T>(buf);
+#pragma unroll
+    for (int j = 0; j < E; j++) {
+        const int i = base + j * T + t;
         out[r * stride + i] = quantize_one(buf[sw(j * T + t)], scale_vec ? scale[i] : scale0);
     }
 }
@@ -1570,6 +1608,107 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
         }
         __syncthreads();
     }
+#pragma unroll
+    for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+}
+
+// Mamba1's selective scan at one row (batch-1 decode) with dt_proj's product in it, so that the
+// step runs no dt_proj launch (nor the one materializing its fake-quantized input). A block's CB
+// channels are CB / 8 whole tiles of the packed dt_proj weight (kind 0: f16, kind 1: int4 for f16
+// products), contiguous in memory: the block copies them to shared memory (16-byte `cp.async`)
+// before waiting for the previous kernel, as it loads its state. Each warp then computes whole
+// tiles' Δ with the tensor-core product `gemm` runs for one row (WK: its decode kernel's k-slices),
+// slice by slice in the same order: the same mma.sync sequence on the same f16 operands, each
+// slice's group sums scaled as they end, the slices added in order, times the activation scale,
+// plus the bias; so Δ is bit for bit what the dt_proj launch would have stored. dt's own fake
+// quantization follows, then the step as `selective_scan` runs it.
+template <int DI, int N, int LANES, int CB, int KIND, int DK, int GROUP, int WK>
+QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, float* state, float* out,
+                            Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias) {
+    static_assert(KIND == 0 || KIND == 1, "dt_proj with f16 products");
+    static_assert(CB % 8 == 0 && DI % CB == 0 && (CB * LANES) % 32 == 0, "a block's channels are whole 8-row tiles");
+    typedef Layout<KIND> L;
+    const int PER = N / LANES, T = CB * LANES, KC = (DK + L::CH - 1) / L::CH, NG = (DK + GROUP - 1) / GROUP, STEPS = L::CH / L::KSTEP;
+    const int TILES = CB / 8, WORDS = TILES * KC * 32;  // the block's tiles, in 16-byte words
+    __shared__ uint4 sW[WORDS];
+    __shared__ float sB[N], sC[N], sA[KC * L::CH], sDelta[CB], sScale[CB * NG], sBias[CB];
+    const int cb = blockIdx.x, t = threadIdx.x;
+    const int cl = t / LANES, sub = t % LANES, d = cb * CB + cl;
+    const uint4* src = (const uint4*)dt_w + (i64)cb * WORDS;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    for (int i = t; i < WORDS; i += T) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(&sW[i])), "l"(src + i) : "memory");
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#else
+    for (int i = t; i < WORDS; i += T) sW[i] = src[i];
+#endif
+    float A[PER], s[PER];
+    float* st = state + (i64)d * N;
+#pragma unroll
+    for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = ld_state(st + i * LANES + sub); }
+    const float D = dvec[d], dt_q = dt.scale ? dt.scale[dt.scale_vec ? d : 0] : 0.f;
+    // The product's scales and bias are weights too: in shared memory before the wait, so that
+    // no dependent global load sits between the tiles' products.
+    for (int i = t; i < CB * NG; i += T) sScale[i] = dt_scales ? dt_scales[(i64)cb * CB * NG + i] : 1.f;
+    for (int i = t; i < CB; i += T) sBias[i] = dt_bias ? dt_bias[cb * CB + i] : 0.f;
+    pdl_enter();
+    for (int i = t; i < N; i += T) { sB[i] = ld(Bm, 0, i); sC[i] = ld(Cm, 0, i); }
+    for (int k = t; k < KC * L::CH; k += T) sA[k] = k < DK ? ld(dt_in, 0, k) : 0.f;
+    const float xs = ld(x, 0, d);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+    __syncthreads();
+    const int lane = t & 31, g = lane >> 2, tq = lane & 3;
+    for (int tile = t >> 5; tile < TILES; tile += T / 32) {
+        const int n0 = tile * 8 + 2 * tq;  // this lane's two output channels, within the block
+        float total[2] = {0.f, 0.f};
+#pragma unroll
+        for (int w = 0; w < WK; w++) {
+            const int c_begin = (KC * w) / WK, c_end = (KC * (w + 1)) / WK;
+            float acc[2] = {0.f, 0.f}, pf[4] = {0.f, 0.f, 0.f, 0.f}, gs[2] = {1.f, 1.f};
+            int cur = -1;
+#pragma unroll
+            for (int c = c_begin; c < c_end; c++) {
+                const uint4 wv = sW[(tile * KC + c) * 32 + lane];
+#pragma unroll
+                for (int st_ = 0; st_ < STEPS; st_++) {
+                    const int kb = c * L::CH + st_ * L::KSTEP, grp = kb / GROUP;
+                    if (grp != cur) {
+                        if (cur >= 0) { acc[0] += gs[0] * pf[0]; acc[1] += gs[1] * pf[1]; }
+                        pf[0] = pf[1] = pf[2] = pf[3] = 0.f;
+                        cur = grp;
+                        gs[0] = sScale[n0 * NG + grp];
+                        gs[1] = sScale[(n0 + 1) * NG + grp];
+                    }
+                    u32 b0, b1;
+                    b_frag<KIND>(wv, st_, b0, b1);
+                    const u32 a0 = g == 0 ? pack_half2(sA[kb + 2 * tq], sA[kb + 2 * tq + 1]) : 0u;
+                    const u32 a2 = g == 0 ? pack_half2(sA[kb + 8 + 2 * tq], sA[kb + 9 + 2 * tq]) : 0u;
+                    mma_f16(pf, a0, 0u, a2, 0u, b0, b1);
+                }
+            }
+            if (cur >= 0) { acc[0] += gs[0] * pf[0]; acc[1] += gs[1] * pf[1]; }
+            if (w == 0) { total[0] = acc[0]; total[1] = acc[1]; }
+            else { total[0] += acc[0]; total[1] += acc[1]; }
+        }
+        if (g == 0) {
+            sDelta[n0] = total[0] * dt_act + sBias[n0];
+            sDelta[n0 + 1] = total[1] * dt_act + sBias[n0 + 1];
+        }
+    }
+    __syncthreads();
+    float v = sDelta[cl];
+    if (dt.scale) v = fake_quant(v, dt_q);
+    const float delta = softplus_f(v);
+    float y = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        s[i] = expf(delta * A[i]) * s[i] + delta * sB[i * LANES + sub] * xs;
+        y += sC[i * LANES + sub] * s[i];
+    }
+#pragma unroll
+    for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+    if (sub == 0) out[d] = y + D * xs;
 #pragma unroll
     for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
 }

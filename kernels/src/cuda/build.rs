@@ -5,8 +5,12 @@
 //! - `quantize → dequantize` is a fake-quantizing load in the consumer (no int8 round trip);
 //! - chains of row ops (`rms_norm`, `gated_rms_norm`, `hadamard`, ending in a `quantize` that only
 //!   feeds quantized linears) run in one block per row with the row in shared memory;
-//! - `causal_conv1d → silu` is one kernel; `x · silu(z)` is one kernel;
-//! - a linear whose only user is a residual `add` adds the residual in its epilogue.
+//! - `causal_conv1d → silu` is one kernel; `x · silu(z)` is one kernel, or the first stage of the
+//!   row chain that is its only user;
+//! - a linear whose only user is a residual `add` adds the residual in its epilogue;
+//! - at one row (batch-1 decode): a conv's step runs in the GEMV computing its input, with the
+//!   quantize of its output (Mamba1's x_proj input), and Mamba1's dt_proj runs in the scan
+//!   (the same tensor-core products, in the same order, as its own decode kernel).
 //!
 //! Everything else is one kernel per op. Every kernel is instantiated with the model's
 //! dimensions as template constants in a generated `extern "C"` entry point.
@@ -30,6 +34,9 @@ enum Repr {
     VirtualQuantize { source: View, scale: usize, per_column: bool },
     /// An activation folded into its only user (a `mul`).
     DeferredSilu(View),
+    /// `a · silu(z)` folded into the row chain that is its only user (Mamba1's gate before the
+    /// Hadamard transform): the chain loads `a` and multiplies by `silu(z)` as it does.
+    DeferredGate { a: View, z: View },
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +68,8 @@ struct Builder<'g> {
     states: Vec<usize>,
     /// The product launch writing each product output buffer, for epilogues added later.
     products: HashMap<BufferId, ProductSite>,
+    /// The one-row product launch that runs the conv step writing each conv output buffer.
+    conv_steps: HashMap<BufferId, usize>,
 }
 
 /// Where a product was planned: what a later op needs to fold itself into its one-row kernel.
@@ -69,10 +78,16 @@ struct ProductSite {
     shape: GemmShape,
     one_row: Option<codegen::GemvConfig>,
     residual: bool,
+    /// The graph value it computes.
+    value: ValueId,
+    /// An f16 product's input as its producer left it (possibly fake-quantized), and the launch
+    /// that materialized it plainly for the product, if one did.
+    float_input: Option<(View, Option<usize>)>,
 }
 
 /// Builds the plan of `graph`.
 pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
+    super::knobs::check()?;
     let g: &Graph = graph;
     let order = g.topo_order().ok_or_else(|| PlanError::Unsupported("the graph has a cycle".into()))?;
     let name = order.iter().enumerate().map(|(i, v)| (*v, i)).collect();
@@ -89,6 +104,7 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
         gemm_kind: HashMap::new(),
         states: Vec::new(),
         products: HashMap::new(),
+        conv_steps: HashMap::new(),
     };
     b.choose_gemm_layouts(&order)?;
     for v in &order {
@@ -206,6 +222,12 @@ impl Builder<'_> {
                 self.repr.insert(v, Repr::F32(out.clone()));
                 Ok(out)
             }
+            Some(Repr::DeferredGate { a, z }) => {
+                let out = self.f32_out(v);
+                self.elementwise(v, 4, &a, Some(&z), &out);
+                self.repr.insert(v, Repr::F32(out.clone()));
+                Ok(out)
+            }
             _ => self.unsupported(v, "expected an f32 value here"),
         }
     }
@@ -278,6 +300,17 @@ impl Builder<'_> {
                 let kernel = Kernel { name, grid: Grid::Elements { width }, block: 256, shared_bytes: 0 };
                 let args = vec![source.operand(), scale_arg, Arg::I32(per_column as i32), Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32), Arg::Rows];
                 self.push(v, kernel, None, args);
+                // The output of a conv whose decode step a one-row product runs is quantized by
+                // that product too, as it stores each channel.
+                if let Some(&product) = self.conv_steps.get(&source.buffer).filter(|_| source.fq.is_none() && source.col == 0 && source.stride == width) {
+                    let quantize = ConvQuantize { buffer, stride, scale: scale.index(), per_column };
+                    if let Some(Arg::ConvStep(Some(step))) = self.launches[product].args.iter_mut().find(|a| matches!(a, Arg::ConvStep(Some(_)))) {
+                        if step.quantized.is_none() {
+                            step.quantized = Some(quantize);
+                            self.launches.last_mut().expect("just pushed").skip_one_row = true;
+                        }
+                    }
+                }
                 let source = source.fq.is_none().then_some(source);
                 self.repr.insert(v, Repr::I8 { buffer, stride, source });
             }
@@ -343,6 +376,7 @@ impl Builder<'_> {
                     out: out.buffer,
                     scale: x.fq.map(|f| f.0),
                     scale_per_column: x.fq.is_some_and(|f| f.1),
+                    quantized: None,
                 });
                 self.push(result, small, Some(large), args);
                 let conv = self.launches.last_mut().expect("just pushed");
@@ -371,6 +405,22 @@ impl Builder<'_> {
                     Some(Repr::DeferredSilu(z)) => Some(z.clone()),
                     _ => None,
                 };
+                // A gate whose only user starts a row chain that has no z of its own joins it.
+                let gated_chain = matches!(node.op, Op::Mul)
+                    && !self.g.outputs().contains(&v)
+                    && matches!(users.as_slice(), [u] if matches!(self.g.node(*u).op, Op::Hadamard | Op::RmsNorm { .. }));
+                if gated_chain {
+                    let gate = match (deferred(self, inputs[1]), deferred(self, inputs[0])) {
+                        (Some(z), _) => Some((inputs[0], z)),
+                        (None, Some(z)) => Some((inputs[1], z)),
+                        _ => None,
+                    };
+                    if let Some((a, z)) = gate {
+                        let a = self.view(a)?;
+                        self.repr.insert(v, Repr::DeferredGate { a, z });
+                        return Ok(());
+                    }
+                }
                 let out = self.f32_out(v);
                 if matches!(node.op, Op::Mul) {
                     if let Some(z) = deferred(self, inputs[1]) {
@@ -403,8 +453,23 @@ impl Builder<'_> {
                 let channels_per_block = largest_divisor_at_most(width, 128 / lanes);
                 let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: width * lanes }, block: (channels_per_block * lanes) as u32, shared_bytes: 0 };
-                let args = vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
-                self.push(v, kernel, None, args);
+                let mut args = vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                let step_shape = codegen::dt_step_shape(width, n);
+                match step_shape.and_then(|(channels, _)| self.fold_dt_product(v, inputs[1], &dt, channels)) {
+                    Some((dt_kind, product_args)) => {
+                        let (step_channels, step_lanes) = step_shape.expect("folded with a shape");
+                        // One row: the scan computes Δ itself; more rows: dt_proj, then the scan.
+                        args.extend(product_args);
+                        let name = self.entry("scan", codegen::selective_step_dt(width, n, step_lanes, step_channels, dt_kind));
+                        let one_row = Kernel { name, grid: Grid::PerSequence { per_sequence: width * step_lanes }, block: (step_channels * step_lanes) as u32, shared_bytes: 0 };
+                        self.push(v, one_row, Some(kernel.clone()), args);
+                        self.launches.last_mut().expect("just pushed").batched = Some(kernel);
+                    }
+                    None => {
+                        args.extend([Arg::absent_operand(), Arg::Null, Arg::Null, Arg::F32(1.0), Arg::Null]);
+                        self.push(v, kernel, None, args);
+                    }
+                }
                 self.repr.insert(v, Repr::F32(out));
             }
             Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, dt_min, dt_max, .. } => {
@@ -444,10 +509,17 @@ impl Builder<'_> {
     fn row_chain(&mut self, start: ValueId) -> Result<(), PlanError> {
         let width = self.width(start);
         let inputs = self.g.inputs(start);
-        let x = self.view(inputs[0])?;
         let mut z = None;
-        let mut weights: Vec<Arg> = Vec::new();
         let mut stages: Vec<String> = Vec::new();
+        let x = match self.repr.get(&inputs[0]).cloned() {
+            Some(Repr::DeferredGate { a, z: gate }) if !matches!(self.g.node(start).op, Op::GatedRmsNorm { .. }) => {
+                z = Some(gate);
+                stages.push(codegen::stage_gate(width));
+                a
+            }
+            _ => self.view(inputs[0])?,
+        };
+        let mut weights: Vec<Arg> = Vec::new();
         let mut quantize = None;
         let mut split = None;
         let mut cur = start;
@@ -515,6 +587,15 @@ impl Builder<'_> {
                 self.repr.insert(cur, Repr::F32(out));
             }
         }
+        // [gate →] Hadamard → quantize needs no whole-row step: one block per Hadamard block.
+        let gated = z.is_some();
+        let hadamard_only = matches!(self.g.node(start).op, Op::Hadamard) && quantize.is_some() && stages.len() == 2 + gated as usize;
+        if let Some(segments) = codegen::hadamard_segments(width, 1).filter(|_| hadamard_only) {
+            let name = self.entry("rows", codegen::hadamard_quantize(width, segments, gated));
+            let kernel = Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 };
+            self.push(cur, kernel, None, args);
+            return Ok(());
+        }
         let kernel = match (split, quantize.is_some()) {
             (Some((_, eps, segments, true)), true) if stages.len() == 3 => {
                 let name = self.entry("rows", codegen::cluster_gated_hadamard_quantize(width, eps));
@@ -548,10 +629,54 @@ impl Builder<'_> {
         let name = self.entry("gemv", codegen::gemv(&shape, &one_row, Some(epilogue)));
         let product = &mut self.launches[launch];
         let Some(slot) = product.args.iter_mut().find(|a| matches!(a, Arg::ConvStep(None))) else { return false };
+        let out = step.out;
         *slot = Arg::ConvStep(Some(step));
         product.kernel.name = name;
         self.products.remove(&x.buffer);
+        self.conv_steps.insert(out, launch);
         true
+    }
+
+    /// Folds dt_proj's product into a Mamba1 scan's one-row kernel when the scan's Δ input `dt`
+    /// (value `dt_value`, read through `dt`) is an f16 product's output that only the scan reads
+    /// (through a fake quantization at most): that product's launch, and the one materializing
+    /// its input, are then left out of one-row calls. Returns the product's shape and the scan's
+    /// extra arguments (its input, weight, scales, activation scale, bias).
+    fn fold_dt_product(&mut self, scan: ValueId, dt_value: ValueId, dt: &View, channels_per_block: usize) -> Option<(codegen::DtProduct, Vec<Arg>)> {
+        if !codegen::dt_in_scan() {
+            return None;
+        }
+        let site = self.products.get(&dt.buffer)?;
+        let (given, materialized) = site.float_input.clone()?;
+        let shape = site.shape;
+        let wk = codegen::GemmConfig::decode(shape.kind, shape.k, 1).wk;
+        let dt_kind = codegen::DtProduct { kind: shape.kind, k: shape.k, group: shape.group, wk };
+        let fits = shape.kind <= 1 && dt.col == 0 && dt.stride == shape.n && !site.residual && channels_per_block % 8 == 0 && dt_kind.tile_bytes(channels_per_block) <= codegen::DT_TILES_MAX_BYTES;
+        if !fits || !self.only_feeds(site.value, dt_value, scan) {
+            return None;
+        }
+        let launch = site.launch;
+        let product = &mut self.launches[launch];
+        product.skip_one_row = true;
+        let product_args = vec![given.operand(), product.args[2].clone(), product.args[3].clone(), product.args[4].clone(), product.args[5].clone()];
+        if let Some(m) = materialized {
+            self.launches[m].skip_one_row = true;
+        }
+        self.products.remove(&dt.buffer);
+        Some((dt_kind, product_args))
+    }
+
+    /// Whether `v` reaches `consumer` only through `via` (itself, or a quantize → dequantize
+    /// chain ending in it) and nothing else reads it.
+    fn only_feeds(&self, v: ValueId, via: ValueId, consumer: ValueId) -> bool {
+        if self.g.outputs().contains(&v) {
+            return false;
+        }
+        match self.g.users(v).as_slice() {
+            [u] if *u == consumer => v == via,
+            [u] if matches!(self.g.node(*u).op, Op::Quantize { .. } | Op::Dequantize { .. }) => self.only_feeds(*u, via, consumer),
+            _ => false,
+        }
     }
 
     /// The tensor-core product entry point for `shape` tiled as `cfg`, with its launch shape.
@@ -566,13 +691,17 @@ impl Builder<'_> {
         let (n, k) = (shape[0], shape[1]);
         let group = group.unwrap_or(k);
         let input = self.g.inputs(v)[0];
+        let mut float_input = None;
         let (a_arg, lda, vec) = if kind >= 2 {
             match self.repr.get(&input) {
                 Some(Repr::I8 { buffer, stride, .. }) => (Arg::RowsInput { buffer: *buffer, offset: 0, row_bytes: *stride }, *stride, true),
                 _ => return self.unsupported(v, "an integer product needs an int8 input"),
             }
         } else {
+            let given = self.view(input)?;
+            let before = self.launches.len();
             let view = self.plain_view(input)?;
+            float_input = Some((given, (self.launches.len() > before).then_some(before)));
             (Arg::RowsInput { buffer: view.buffer, offset: view.col * 4, row_bytes: view.stride * 4 }, view.stride, view.col % 2 == 0 && view.stride % 2 == 0)
         };
         let n_pad = round_up(n, 8);
@@ -638,7 +767,7 @@ impl Builder<'_> {
         if let Some(last) = self.launches.last_mut() {
             last.batched = batched;
         }
-        self.products.insert(out.buffer, ProductSite { launch: self.launches.len() - 1, shape, one_row, residual: result != v });
+        self.products.insert(out.buffer, ProductSite { launch: self.launches.len() - 1, shape, one_row, residual: result != v, value: v, float_input });
         if result != v {
             self.fused.insert(v);
         }
@@ -671,14 +800,16 @@ fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId
     for (i, launch) in launches.iter().enumerate() {
         let then_args = launch.then_large.iter().flat_map(|(_, a)| a.iter());
         for arg in launch.args.iter().chain(then_args) {
-            let b = match arg {
-                Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => *buffer,
-                Arg::ConvStep(Some(step)) => step.out,
-                Arg::Operand(o) if o.stride > 0 => o.buffer,
+            let touched: Vec<BufferId> = match arg {
+                Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => vec![*buffer],
+                Arg::ConvStep(Some(step)) => std::iter::once(step.out).chain(step.quantized.as_ref().map(|q| q.buffer)).collect(),
+                Arg::Operand(o) if o.stride > 0 => vec![o.buffer],
                 _ => continue,
             };
-            first[b] = first[b].min(i);
-            last[b] = last[b].max(i);
+            for b in touched {
+                first[b] = first[b].min(i);
+                last[b] = last[b].max(i);
+            }
         }
     }
     last[logits] = usize::MAX;

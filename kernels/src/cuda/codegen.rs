@@ -81,10 +81,70 @@ pub fn conv_state(channels: usize, taps: usize) -> String {
     )
 }
 
+/// The parameters of every Mamba1 scan entry point: the scan's own, then dt_proj's product
+/// (input, weight, scales, activation scale, bias), which only [`selective_step_dt`] reads, so
+/// that a launch passes one argument list to its one-row and its other kernels.
+const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq, quamba::Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias";
+
 pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize) -> String {
     let threads = lanes * channels_per_block;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
+    )
+}
+
+/// dt_proj's product as the scan's Δ: its weight layout kind, its input width (the dt rank), its
+/// scale group, and the k-slices of the decode kernel it replaces (whose order of additions the
+/// scan repeats, so that Δ is the same to the bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DtProduct {
+    pub kind: u8,
+    pub k: usize,
+    pub group: usize,
+    pub wk: usize,
+}
+
+impl DtProduct {
+    /// Shared memory a block of `channels_per_block` channels copies the product's tiles into.
+    pub fn tile_bytes(&self, channels_per_block: usize) -> usize {
+        let chunk = if self.kind == 0 { 32 } else { 128 };
+        channels_per_block / 8 * self.k.div_ceil(chunk) * 512
+    }
+}
+
+/// Whether one-row Mamba1 scans compute dt_proj's product themselves ([`selective_step_dt`]);
+/// `QUAMBA_CUDA_DT_IN_SCAN=0` keeps dt_proj's own launch (to measure both side by side).
+pub fn dt_in_scan() -> bool {
+    std::env::var("QUAMBA_CUDA_DT_IN_SCAN").map_or(true, |v| v != "0")
+}
+
+/// Channels per block and threads per channel of the one-row scan with dt_proj
+/// ([`selective_step_dt`]): 32 channels (four 8-row tiles of dt_proj, one per warp) of four
+/// threads each (four states each at d_state 16), so that each warp runs one tile's products and
+/// each thread a quarter of a channel's step, and mamba-2.8b's 5120 channels spread over 160
+/// blocks rather than 40. `QUAMBA_CUDA_DT_STEP_SHAPE=CHANNELSxLANES` sets both (a tuning aid).
+/// `None` where no such shape divides the width.
+pub fn dt_step_shape(width: usize, d_state: usize) -> Option<(usize, usize)> {
+    let knob = std::env::var("QUAMBA_CUDA_DT_STEP_SHAPE").ok().and_then(|v| {
+        let (c, l) = v.split_once('x')?;
+        Some((c.trim().parse::<usize>().ok()?, l.trim().parse::<usize>().ok()?))
+    });
+    let (channels, lanes) = knob.unwrap_or((32, 4));
+    let lanes = if lanes.is_power_of_two() && lanes <= 32 && d_state.is_multiple_of(lanes) { lanes } else { 1 };
+    // Whole 8-row tiles, whole warps, and a divisor of the width.
+    let channels = (1..=channels / 8).rev().map(|t| 8 * t).find(|c| width.is_multiple_of(*c) && (c * lanes).is_multiple_of(32))?;
+    Some((channels, lanes))
+}
+
+/// Largest shared-memory copy of dt_proj's tiles a one-row scan makes (mamba-2.8b: 40 KB).
+pub const DT_TILES_MAX_BYTES: usize = 40 * 1024;
+
+/// The one-row Mamba1 scan that computes Δ from dt_proj's input itself (`quamba::selective_step_dt`).
+pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, dt: DtProduct) -> String {
+    let threads = lanes * channels_per_block;
+    let DtProduct { kind, k, group, wk } = dt;
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {kind}, {k}, {group}, {wk}>(x, dt, b, c, a_log, d, state, out, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
     )
 }
 
@@ -102,6 +162,11 @@ pub fn stage_rms_norm(width: usize, weight_index: usize, has_weight: bool, eps: 
 
 pub fn stage_gated_norm(width: usize, groups: usize, weight_index: usize, eps: f32) -> String {
     format!("quamba::row_gated_norm<{width}, {groups}, T>(row, z, r, w{weight_index}, {}, scratch);", lit(eps))
+}
+
+/// Mamba1's gate `x · silu(z)` on the loaded row.
+pub fn stage_gate(width: usize) -> String {
+    format!("quamba::row_gate<{width}, T>(row, z, r);")
 }
 
 pub fn stage_hadamard(width: usize) -> String {
@@ -189,6 +254,17 @@ pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String 
     format!(
         "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride, buf, scratch);\n}}\n",
         lit(eps)
+    )
+}
+
+/// The [gate ->] Hadamard -> quantize chain (Mamba1's out_proj input) as one block per (row,
+/// Hadamard block of `width / segments`); the parameters are those of [`row_chain`]'s entry
+/// points, so a launch passes the same arguments.
+pub fn hadamard_quantize(width: usize, segments: usize, gate: bool) -> String {
+    let block = width / segments;
+    let padded = block.div_ceil(32) * 32;
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::hadamard_quantize<{width}, {block}, {block}, {gate}>(x, z, qscale, qvec, qscale0, out_q, q_stride, buf);\n}}\n"
     )
 }
 

@@ -4,6 +4,7 @@
 
 mod build;
 pub mod codegen;
+mod knobs;
 pub mod pack;
 pub mod plan;
 
@@ -16,6 +17,9 @@ pub enum PlanError {
     /// The graph uses an op or a combination the CUDA backend does not implement.
     #[error("the CUDA backend cannot run this graph: {0}")]
     Unsupported(String),
+    /// A tuning knob (`QUAMBA_CUDA_*`) is set to a value it does not take.
+    #[error("tuning knob {0}")]
+    Knob(String),
 }
 
 impl CudaPlan {
@@ -33,7 +37,7 @@ impl CudaPlan {
         for l in &self.launches {
             let batched = l.batched.as_ref().map_or(String::new(), |k| format!(" | batched {}", k.name));
             let large = l.large.as_ref().map_or(String::new(), |k| format!(" | {}", k.name));
-            let one_row = if l.skip_one_row { " (one row: in the product before)" } else { "" };
+            let one_row = if l.skip_one_row { " (one row: run inside another launch)" } else { "" };
             let _ = writeln!(s, "{:>5} {}{batched}{large}{}{one_row}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
         }
         s

@@ -153,7 +153,8 @@ pub struct Launch {
     /// Arguments in the entry point's parameter order.
     pub args: Vec<Arg>,
     /// Whether calls of one row leave this launch out: the product before it does its work
-    /// then (a conv step run by `quamba::gemv`, [`Arg::ConvStep`]).
+    /// then (a conv step run by `quamba::gemv`, [`Arg::ConvStep`], with the quantize of its
+    /// output).
     pub skip_one_row: bool,
     /// Whether this launch computes the logits (it may then run on the last position only).
     pub head: bool,
@@ -250,6 +251,22 @@ pub struct ConvStep {
     pub scale: Option<usize>,
     /// Whether that scale is per channel.
     pub scale_per_column: bool,
+    /// The int8 rows the conv's output is also quantized into (Mamba1's x_proj input), which
+    /// the product then writes in place of the quantize launch.
+    pub quantized: Option<ConvQuantize>,
+}
+
+/// The quantize a one-row product applies to the conv output it computes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvQuantize {
+    /// The int8 buffer.
+    pub buffer: BufferId,
+    /// Bytes per row of it.
+    pub stride: usize,
+    /// The scale weight.
+    pub scale: usize,
+    /// Whether the scale is per channel.
+    pub per_column: bool,
 }
 
 impl Arg {

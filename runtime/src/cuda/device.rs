@@ -40,10 +40,15 @@ struct ConvStepRepr {
     out: u64,
     scale: u64,
     scale_vec: i32,
+    q_out: u64,
+    q_scale: u64,
+    q_vec: i32,
+    q_stride: i32,
 }
 
 // SAFETY: a plain C struct of integers matching `quamba::ConvStep` field for field (five pointers
-// as u64, then an int: the same offsets and trailing padding under repr(C)), passed by value.
+// as u64, an int, two pointers, two ints: the same offsets and padding under repr(C) as the C
+// struct's natural alignment gives), passed by value.
 unsafe impl DeviceRepr for ConvStepRepr {}
 
 /// A resolved kernel argument.
@@ -552,6 +557,10 @@ impl CudaExecutor {
                     out: self.buffer_ptr(c.out),
                     scale: c.scale.map_or(0, |w| weight_ptrs[w]),
                     scale_vec: c.scale_per_column as i32,
+                    q_out: c.quantized.as_ref().map_or(0, |q| self.buffer_ptr(q.buffer)),
+                    q_scale: c.quantized.as_ref().map_or(0, |q| weight_ptrs[q.scale]),
+                    q_vec: c.quantized.as_ref().is_some_and(|q| q.per_column) as i32,
+                    q_stride: c.quantized.as_ref().map_or(0, |q| q.stride as i32),
                 })),
             })
             .collect()

@@ -1,0 +1,72 @@
+//! The plan's tuning knobs (`QUAMBA_CUDA_*` environment variables that change the generated
+//! kernels, for measuring variants side by side), checked before a plan is built: a malformed
+//! value is an error naming the knob and what it takes, never a silent fall back to the default.
+
+use super::PlanError;
+
+/// Each knob with a check of its value and what it takes.
+const KNOBS: &[(&str, fn(&str) -> bool, &str)] = &[
+    ("QUAMBA_CUDA_DECODE", |v| numbers(v, &[','], 2), "WARPS,DEPTH (two positive integers)"),
+    ("QUAMBA_CUDA_DECODE_NT", |v| matches!(v, "1" | "2" | "4"), "1, 2 or 4"),
+    ("QUAMBA_CUDA_ROW_SPLIT", switch, "0 or 1"),
+    ("QUAMBA_CUDA_CLUSTER", switch, "0 or 1"),
+    ("QUAMBA_CUDA_GEMV", |v| v == "0" || numbers(v, &['x', ','], 3), "0, or WARPSxDEPTHxCHUNKS (three positive integers)"),
+    ("QUAMBA_CUDA_GEMV_STREAM", |v| matches!(v, "0" | "1" | "all"), "0 (never), 1 (the default rule) or all"),
+    ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", |v| numbers(v, &['x'], 3), "PER_SMxTILES_PER_STAGExWARPS (three positive integers)"),
+    ("QUAMBA_CUDA_GEMV_BULK", switch, "0 or 1"),
+    ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", |v| numbers(v, &[], 1), "a positive integer"),
+    ("QUAMBA_CUDA_DT_IN_SCAN", switch, "0 or 1"),
+    ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
+    ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),
+];
+
+fn switch(v: &str) -> bool {
+    matches!(v, "0" | "1")
+}
+
+/// Whether `v` is `count` positive integers separated by any of `separators`.
+fn numbers(v: &str, separators: &[char], count: usize) -> bool {
+    let parts: Vec<&str> = if separators.is_empty() { vec![v] } else { v.split(separators).collect() };
+    parts.len() == count && parts.iter().all(|p| p.trim().parse::<usize>().is_ok_and(|n| n > 0))
+}
+
+/// Fails on the first knob set to a value it does not take.
+pub fn check() -> Result<(), PlanError> {
+    check_with(|name| std::env::var(name).ok())
+}
+
+fn check_with(get: impl Fn(&str) -> Option<String>) -> Result<(), PlanError> {
+    for (name, valid, takes) in KNOBS {
+        if let Some(value) = get(name) {
+            if !valid(value.trim()) {
+                return Err(PlanError::Knob(format!("{name}={value}: expected {takes}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &'static str, value: &'static str) -> Result<(), PlanError> {
+        check_with(|n| (n == name).then(|| value.to_string()))
+    }
+
+    #[test]
+    fn well_formed_values_pass() {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4x16"), ("QUAMBA_CUDA_GEMV", "0"), ("QUAMBA_CUDA_DECODE", "8,4"), ("QUAMBA_CUDA_GEMV_STREAM", "all"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x1x8"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", " 528 ")] {
+            assert!(with(name, value).is_ok(), "{name}={value}");
+        }
+        assert!(check_with(|_| None).is_ok());
+    }
+
+    #[test]
+    fn malformed_values_name_the_knob_and_what_it_takes() {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1")] {
+            let e = with(name, value).unwrap_err().to_string();
+            assert!(e.contains(&format!("{name}={value}")) && e.contains("expected"), "{e}");
+        }
+    }
+}
