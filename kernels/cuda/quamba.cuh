@@ -1671,8 +1671,8 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
             for (int c = c_begin; c < c_end; c++) {
                 const uint4 wv = sW[(tile * KC + c) * 32 + lane];
 #pragma unroll
-                for (int st_ = 0; st_ < STEPS; st_++) {
-                    const int kb = c * L::CH + st_ * L::KSTEP, grp = kb / GROUP;
+                for (int ks = 0; ks < STEPS; ks++) {
+                    const int kb = c * L::CH + ks * L::KSTEP, grp = kb / GROUP;
                     if (grp != cur) {
                         if (cur >= 0) { acc[0] += gs[0] * pf[0]; acc[1] += gs[1] * pf[1]; }
                         pf[0] = pf[1] = pf[2] = pf[3] = 0.f;
@@ -1681,7 +1681,7 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
                         gs[1] = sScale[(n0 + 1) * NG + grp];
                     }
                     u32 b0, b1;
-                    b_frag<KIND>(wv, st_, b0, b1);
+                    b_frag<KIND>(wv, ks, b0, b1);
                     const u32 a0 = g == 0 ? pack_half2(sA[kb + 2 * tq], sA[kb + 2 * tq + 1]) : 0u;
                     const u32 a2 = g == 0 ? pack_half2(sA[kb + 8 + 2 * tq], sA[kb + 9 + 2 * tq]) : 0u;
                     mma_f16(pf, a0, 0u, a2, 0u, b0, b1);
