@@ -651,7 +651,7 @@ impl Builder<'_> {
         let shape = site.shape;
         let wk = codegen::GemmConfig::decode(shape.kind, shape.k, 1).wk;
         let dt_kind = codegen::DtProduct { kind: shape.kind, k: shape.k, group: shape.group, wk };
-        let fits = shape.kind <= 1 && dt.col == 0 && dt.stride == shape.n && !site.residual && channels_per_block % 8 == 0 && dt_kind.tile_bytes(channels_per_block) <= codegen::DT_TILES_MAX_BYTES;
+        let fits = shape.kind <= 1 && dt.col == 0 && dt.stride == shape.n && !site.residual && channels_per_block.is_multiple_of(8) && dt_kind.tile_bytes(channels_per_block) <= codegen::DT_TILES_MAX_BYTES;
         if !fits || !self.only_feeds(site.value, dt_value, scan) {
             return None;
         }

@@ -4,8 +4,11 @@
 
 use super::PlanError;
 
-/// Each knob with a check of its value and what it takes.
-const KNOBS: &[(&str, fn(&str) -> bool, &str)] = &[
+/// A knob's name, a check of its value, and what it takes (for the error).
+type Knob = (&'static str, fn(&str) -> bool, &'static str);
+
+/// Every knob.
+const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_DECODE", |v| numbers(v, &[','], 2), "WARPS,DEPTH (two positive integers)"),
     ("QUAMBA_CUDA_DECODE_NT", |v| matches!(v, "1" | "2" | "4"), "1, 2 or 4"),
     ("QUAMBA_CUDA_ROW_SPLIT", switch, "0 or 1"),
