@@ -1557,6 +1557,21 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
 }
 
+// One step of a Mamba1 channel on this thread's PER states (state n = i * LANES + sub): each
+// decays by exp(Δ·A) and takes Δ·B·x; returns C·state summed over the channel's LANES threads.
+template <int PER, int LANES>
+QDEV float channel_step(float* s, const float* A, float delta, const float* B, const float* C, float x, int sub) {
+    float y = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        s[i] = expf(delta * A[i]) * s[i] + delta * B[i * LANES + sub] * x;
+        y += C[i * LANES + sub] * s[i];
+    }
+#pragma unroll
+    for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+    return y;
+}
+
 // Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
 // with N / LANES states each; the sequence's B and C are staged in shared memory every TB steps
 // (fake-quantized once per block).
@@ -1596,14 +1611,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (t0 + j >= seq) break;
-            float delta = softplus_f(dts[j]), y = 0.f;
-#pragma unroll
-            for (int i = 0; i < PER; i++) {
-                s[i] = expf(delta * A[i]) * s[i] + delta * sB[j][i * LANES + sub] * xs[j];
-                y += sC[j][i * LANES + sub] * s[i];
-            }
-#pragma unroll
-            for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+            const float y = channel_step<PER, LANES>(s, A, softplus_f(dts[j]), sB[j], sC[j], xs[j], sub);
             if (sub == 0) out[((i64)b * seq + t0 + j) * DI + d] = y + D * xs[j];
         }
         __syncthreads();
@@ -1621,7 +1629,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 // slice by slice in the same order: the same mma.sync sequence on the same f16 operands, each
 // slice's group sums scaled as they end, the slices added in order, times the activation scale,
 // plus the bias; so Δ is bit for bit what the dt_proj launch would have stored. dt's own fake
-// quantization follows, then the step as `selective_scan` runs it.
+// quantization follows, then the step as `selective_scan` runs it (`channel_step`).
 template <int DI, int N, int LANES, int CB, int KIND, int DK, int GROUP, int WK>
 QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, float* state, float* out,
                             Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias) {
@@ -1699,15 +1707,7 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     __syncthreads();
     float v = sDelta[cl];
     if (dt.scale) v = fake_quant(v, dt_q);
-    const float delta = softplus_f(v);
-    float y = 0.f;
-#pragma unroll
-    for (int i = 0; i < PER; i++) {
-        s[i] = expf(delta * A[i]) * s[i] + delta * sB[i * LANES + sub] * xs;
-        y += sC[i * LANES + sub] * s[i];
-    }
-#pragma unroll
-    for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+    const float y = channel_step<PER, LANES>(s, A, softplus_f(v), sB, sC, xs, sub);
     if (sub == 0) out[d] = y + D * xs;
 #pragma unroll
     for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];

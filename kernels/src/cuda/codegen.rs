@@ -107,8 +107,7 @@ pub struct DtProduct {
 impl DtProduct {
     /// Shared memory a block of `channels_per_block` channels copies the product's tiles into.
     pub fn tile_bytes(&self, channels_per_block: usize) -> usize {
-        let chunk = if self.kind == 0 { 32 } else { 128 };
-        channels_per_block / 8 * self.k.div_ceil(chunk) * 512
+        channels_per_block / 8 * self.k.div_ceil(crate::cuda::pack::chunk(self.kind)) * 512
     }
 }
 
