@@ -177,7 +177,9 @@ fn mamba1_one_row_launches_fold_into_their_neighbours() {
 
 /// Programmatic dependent launch lets a kernel start before its predecessor finishes; that is
 /// only sound because every entry point waits (`quamba::pdl_enter`) before it reads an
-/// activation or writes anything. Products do it inside `quamba::gemm`, after requesting weights.
+/// activation or writes anything. Products do it inside `quamba::gemm`, after requesting weights
+/// (a one-row product with a conv step also loads its conv columns' operands first: weights, and
+/// a state whose last writer has completed, see `quamba::ld_state`).
 #[test]
 fn every_entry_point_waits_for_its_predecessor() {
     let plans = [plan_of(None), plan_of(Some("h100-w8a8")), plan_of(Some("h100-w4a8")), plan_of(Some("h100-w4a16"))];
@@ -196,7 +198,7 @@ fn every_entry_point_waits_for_its_predecessor() {
     let library = kernels::cuda::codegen::LIBRARY;
     let templates: [(&str, &[&str]); 6] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
-        ("QDEV void gemv(", &["stage_permuted<", "resid[", "store_column<"]),
+        ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<"]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
@@ -208,6 +210,11 @@ fn every_entry_point_waits_for_its_predecessor() {
         let end = ["\nQDEV ", "\ntemplate"].iter().filter_map(|next| rest.find(next)).min().map_or(library.len(), |e| start + 1 + e);
         let body = &library[start..end];
         let wait = body.find("pdl_enter();").unwrap_or_else(|| panic!("{signature} waits"));
+        if signature == "QDEV void gemv(" {
+            // Its conv columns' operands (a state whose last writer completed, see `ld_state`)
+            // are loaded before, so that the epilogue waits on no load.
+            assert!(body.find("conv_column_load<").is_some_and(|at| at < wait), "gemv loads its conv columns before waiting");
+        }
         for touch in touches {
             assert!(body.find(touch).unwrap_or_else(|| panic!("{signature}: {touch}")) > wait, "{signature} touches `{touch}` before waiting");
         }

@@ -95,9 +95,10 @@ QDEV void pdl_enter() {
 }
 QDEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 // A recurrent state read before the wait, from L2 (never a line an SM's L1 kept from an earlier
-// kernel). The state's last writer is the same layer's scan one step earlier, several kernels
-// back in the stream: it has completed before this kernel can be scheduled, since the kernel
-// just before this one only lets it be scheduled after its own wait.
+// kernel). The state's last writer ran its step one decode step earlier (a scan's state: the
+// same layer's scan; a conv state: the product or conv launch that ran the same layer's conv
+// step), several kernels back in the stream: it has completed before this kernel can be
+// scheduled, since the kernel just before this one only lets it be scheduled after its own wait.
 QDEV float ld_state(const float* p) {
     float v;
     asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
@@ -539,20 +540,43 @@ struct ConvStep {
     int q_vec;            // 1: one scale per channel
     int q_stride;
 };
-template <int C, int KW, bool SILU> QDEV void conv_step_column(const ConvStep& cs, int c, float v, i64 b) {
-    float hist[KW];
+// One conv column's operands: its state (the last KW - 1 inputs), taps, bias and scales. `gemv`
+// loads them before its dependency wait, so that its epilogue waits on no global load (on
+// mamba-2.8b / mamba2-2.7b W4A8, 3.8-4.2 % off a decode step): the weights and scales never
+// change, and the state's last writer, the conv step one decode step earlier, has completed
+// (see `ld_state`). `gemv_stream`'s epilogue loads them after the wait.
+template <int KW> struct ConvColumn {
+    float hist[KW], w[KW], bias, in_scale, q_scale;
+};
+// BEFORE_WAIT: loaded before the dependency wait, the state through `ld_state`.
+template <int C, int KW, bool BEFORE_WAIT> QDEV ConvColumn<KW> conv_column_load(const ConvStep& cs, int c, i64 b) {
+    ConvColumn<KW> p;
+    const float* st = cs.state + b * (KW - 1) * C;
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) p.hist[k] = BEFORE_WAIT ? ld_state(st + k * C + c) : st[k * C + c];
+#pragma unroll
+    for (int k = 0; k < KW; k++) p.w[k] = cs.weight[c * KW + k];
+    p.bias = cs.bias ? cs.bias[c] : 0.f;
+    p.in_scale = cs.scale ? cs.scale[cs.scale_vec ? c : 0] : 0.f;
+    p.q_scale = cs.q_out ? cs.q_scale[cs.q_vec ? c : 0] : 0.f;
+    return p;
+}
+// The conv's decode step on column c given its new input v: the output (and its quantize),
+// and the state shifted by one.
+template <int C, int KW, bool SILU> QDEV void conv_column_step(const ConvStep& cs, ConvColumn<KW> p, int c, float v, i64 b) {
     float* st = cs.state + b * (KW - 1) * C;
+    p.hist[KW - 1] = cs.scale ? fake_quant(v, p.in_scale) : v;
+    float acc = p.bias;
 #pragma unroll
-    for (int k = 0; k < KW - 1; k++) hist[k] = st[k * C + c];
-    hist[KW - 1] = cs.scale ? fake_quant(v, cs.scale[cs.scale_vec ? c : 0]) : v;
-    float acc = cs.bias ? cs.bias[c] : 0.f;
-#pragma unroll
-    for (int k = 0; k < KW; k++) acc += cs.weight[c * KW + k] * hist[k];
+    for (int k = 0; k < KW; k++) acc += p.w[k] * p.hist[k];
     const float y = SILU ? silu_f(acc) : acc;
     cs.out[b * C + c] = y;
-    if (cs.q_out) cs.q_out[b * cs.q_stride + c] = quantize_one(y, cs.q_scale[cs.q_vec ? c : 0]);
+    if (cs.q_out) cs.q_out[b * cs.q_stride + c] = quantize_one(y, p.q_scale);
 #pragma unroll
-    for (int k = 0; k < KW - 1; k++) st[k * C + c] = hist[k + 1];
+    for (int k = 0; k < KW - 1; k++) st[k * C + c] = p.hist[k + 1];
+}
+template <int C, int KW, bool SILU> QDEV void conv_step_column(const ConvStep& cs, int c, float v, i64 b) {
+    conv_column_step<C, KW, SILU>(cs, conv_column_load<C, KW, false>(cs, c, b), c, v, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -831,6 +855,10 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
             for (int line = lane; line < (c_end - c_begin - DEPTH) * 4; line += 32) prefetch_l2(rest + line * 128);
         }
     }
+    const int CONV_W = CONV_C > 0 ? CONV_C : 1;
+    const bool conv_column = CONV_C > 0 && wk == 0 && t == 0 && tile_ok && n >= CONV_LO && n < CONV_LO + CONV_C;
+    ConvColumn<CONV_KW> conv_pre;
+    if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, n - CONV_LO, m);
     pdl_enter();
     float early_bias = 0.f, early_resid = 0.f;
     if (wk == 0 && t == 0 && tile_ok && n < N) {
@@ -885,7 +913,8 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     if (t == 0 && tile_ok && n < N) {
         float v = acc * act_scale + early_bias;
         if (resid) v = early_resid + v;
-        store_column<CONV_LO, CONV_C, CONV_KW, CONV_SILU>(v, out, ldo, m, n, conv);
+        out[(i64)m * ldo + n] = v;
+        if (conv_column) conv_column_step<CONV_W, CONV_KW, CONV_SILU>(conv, conv_pre, n - CONV_LO, v, m);
     }
 }
 

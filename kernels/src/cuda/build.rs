@@ -475,11 +475,11 @@ impl Builder<'_> {
             Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, dt_min, dt_max, .. } => {
                 let (x, dt, bm, cm) = (self.view(inputs[0])?, self.view(inputs[1])?, self.view(inputs[2])?, self.view(inputs[3])?);
                 let lanes = scan_lanes(d_state);
+                let (lanes, rows_per_block) = codegen::ssd_shape(head_dim, d_state, (lanes, largest_divisor_at_most(head_dim, 256 / lanes)));
                 self.states.push(heads * head_dim * d_state);
                 let state = self.states.len() - 1;
                 let (a_arg, d_arg, bias_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0), self.use_f32(dt_bias, 0));
                 let out = self.f32_out(v);
-                let rows_per_block = largest_divisor_at_most(head_dim, 256 / lanes);
                 let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows_per_block * lanes) as u32, shared_bytes: 0 };
                 let args = vec![

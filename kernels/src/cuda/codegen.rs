@@ -147,6 +147,18 @@ pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_
     )
 }
 
+/// The SSD scan's block, `lanes` threads per state row (d_state / lanes states each) times the
+/// head's rows per block: `default`, or `QUAMBA_CUDA_SSD_SHAPE=LANESxROWS` where that divides
+/// d_state and head_dim (to measure side by side).
+pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (usize, usize) {
+    let knob = std::env::var("QUAMBA_CUDA_SSD_SHAPE").ok().and_then(|v| {
+        let (l, r) = v.split_once('x')?;
+        let (l, r) = (l.trim().parse::<usize>().ok()?, r.trim().parse::<usize>().ok()?);
+        (l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && head_dim.is_multiple_of(r) && l * r <= 1024).then_some((l, r))
+    });
+    knob.unwrap_or(default)
+}
+
 pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize) -> String {
     let threads = lanes * rows_per_block;
     format!(

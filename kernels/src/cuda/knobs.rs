@@ -20,6 +20,7 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", |v| numbers(v, &[], 1), "a positive integer"),
     ("QUAMBA_CUDA_DT_IN_SCAN", switch, "0 or 1"),
     ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
+    ("QUAMBA_CUDA_SSD_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
     ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),
 ];
 
