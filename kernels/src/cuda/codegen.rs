@@ -124,11 +124,7 @@ pub fn dt_in_scan() -> bool {
 /// blocks rather than 40. `QUAMBA_CUDA_DT_STEP_SHAPE=CHANNELSxLANES` sets both (a tuning aid).
 /// `None` where no such shape divides the width.
 pub fn dt_step_shape(width: usize, d_state: usize) -> Option<(usize, usize)> {
-    let knob = std::env::var("QUAMBA_CUDA_DT_STEP_SHAPE").ok().and_then(|v| {
-        let (c, l) = v.split_once('x')?;
-        Some((c.trim().parse::<usize>().ok()?, l.trim().parse::<usize>().ok()?))
-    });
-    let (channels, lanes) = knob.unwrap_or((32, 4));
+    let (channels, lanes) = super::knobs::pair("QUAMBA_CUDA_DT_STEP_SHAPE", 'x').unwrap_or((32, 4));
     let lanes = if lanes.is_power_of_two() && lanes <= 32 && d_state.is_multiple_of(lanes) { lanes } else { 1 };
     // Whole 8-row tiles, whole warps, and a divisor of the width.
     let channels = (1..=channels / 8).rev().map(|t| 8 * t).find(|c| width.is_multiple_of(*c) && (c * lanes).is_multiple_of(32))?;
@@ -151,12 +147,9 @@ pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_
 /// head's rows per block: `default`, or `QUAMBA_CUDA_SSD_SHAPE=LANESxROWS` where that divides
 /// d_state and head_dim (to measure side by side).
 pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (usize, usize) {
-    let knob = std::env::var("QUAMBA_CUDA_SSD_SHAPE").ok().and_then(|v| {
-        let (l, r) = v.split_once('x')?;
-        let (l, r) = (l.trim().parse::<usize>().ok()?, r.trim().parse::<usize>().ok()?);
-        (l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && head_dim.is_multiple_of(r) && l * r <= 1024).then_some((l, r))
-    });
-    knob.unwrap_or(default)
+    super::knobs::pair("QUAMBA_CUDA_SSD_SHAPE", 'x')
+        .filter(|&(l, r)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && head_dim.is_multiple_of(r) && l * r <= 1024)
+        .unwrap_or(default)
 }
 
 pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize) -> String {
@@ -225,11 +218,7 @@ pub fn row_chain(width: usize, stages: &[String]) -> String {
 /// [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE=WARPS,DEPTH` for every kind (a tuning aid;
 /// the plan, hence the source hash, changes with it).
 fn decode_limits(kind: u8) -> (usize, usize) {
-    let parsed = std::env::var("QUAMBA_CUDA_DECODE").ok().and_then(|v| {
-        let (w, d) = v.split_once(',')?;
-        Some((w.trim().parse::<usize>().ok()?.clamp(1, 32), d.trim().parse::<usize>().ok()?.clamp(1, 8)))
-    });
-    parsed.unwrap_or(if kind == 0 { (16, 1) } else { (8, 4) })
+    super::knobs::pair("QUAMBA_CUDA_DECODE", ',').map_or(if kind == 0 { (16, 1) } else { (8, 4) }, |(w, d)| (w.clamp(1, 32), d.clamp(1, 8)))
 }
 
 /// 8-column tiles per warp of a decode product of `kind` for calls of up to `rows` rows (see

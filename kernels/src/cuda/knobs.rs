@@ -34,6 +34,14 @@ fn numbers(v: &str, separators: &[char], count: usize) -> bool {
     parts.len() == count && parts.iter().all(|p| p.trim().parse::<usize>().is_ok_and(|n| n > 0))
 }
 
+/// The two numbers knob `name` is set to, `A{separator}B` (such as `QUAMBA_CUDA_SSD_SHAPE=8x16`),
+/// if it is set to that.
+pub(super) fn pair(name: &str, separator: char) -> Option<(usize, usize)> {
+    let value = std::env::var(name).ok()?;
+    let (a, b) = value.split_once(separator)?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
 /// Fails on the first knob set to a value it does not take.
 pub fn check() -> Result<(), PlanError> {
     check_with(|name| std::env::var(name).ok())
