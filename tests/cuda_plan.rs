@@ -199,7 +199,7 @@ fn every_entry_point_waits_for_its_predecessor() {
     let templates: [(&str, &[&str]); 6] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
-        ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<"]),
+        ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_step_dt(", &["ld(Bm", "ld(x,", "ld(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
@@ -210,10 +210,10 @@ fn every_entry_point_waits_for_its_predecessor() {
         let end = ["\nQDEV ", "\ntemplate"].iter().filter_map(|next| rest.find(next)).min().map_or(library.len(), |e| start + 1 + e);
         let body = &library[start..end];
         let wait = body.find("pdl_enter();").unwrap_or_else(|| panic!("{signature} waits"));
-        if signature == "QDEV void gemv(" {
-            // Its conv columns' operands (a state whose last writer completed, see `ld_state`)
+        if signature.starts_with("QDEV void gemv") {
+            // Their conv columns' operands (a state whose last writer completed, see `ld_state`)
             // are loaded before, so that the epilogue waits on no load.
-            assert!(body.find("conv_column_load<").is_some_and(|at| at < wait), "gemv loads its conv columns before waiting");
+            assert!(body.find("conv_column_load<").is_some_and(|at| at < wait), "{signature} loads its conv columns before waiting");
         }
         for touch in touches {
             assert!(body.find(touch).unwrap_or_else(|| panic!("{signature}: {touch}")) > wait, "{signature} touches `{touch}` before waiting");

@@ -544,7 +544,8 @@ struct ConvStep {
 // loads them before its dependency wait, so that its epilogue waits on no global load (on
 // mamba-2.8b / mamba2-2.7b W4A8, 3.8-4.2 % off a decode step): the weights and scales never
 // change, and the state's last writer, the conv step one decode step earlier, has completed
-// (see `ld_state`). `gemv_stream`'s epilogue loads them after the wait.
+// (see `ld_state`). `gemv_stream` does the same where its epilogue runs once, one column per
+// thread.
 template <int KW> struct ConvColumn {
     float hist[KW], w[KW], bias, in_scale, q_scale;
 };
@@ -929,7 +930,9 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
 // the stage's tiles; the slices meet in shared memory in slice order, as `gemv`'s do with
 // WN = 1 (the same WK gives the same result). Sums wait in shared memory, RES tiles at most,
 // for an epilogue (bias, residual, store, conv step) run by all threads at once, so that its
-// global loads never stall the stream.
+// global loads never stall the stream. Where that epilogue runs once with thread i on the
+// block's column i (at most RES tiles, no more columns than threads: every plan's shapes), each
+// thread loads its column's bias and conv operands before the dependency wait, as `gemv` does.
 template <int KIND, int K, int N, int GROUP, int WK, int TPS, int STAGES, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
 QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                       const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}) {
@@ -978,6 +981,14 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
         cp_async_commit();
     }
 #endif
+    const int CONV_W = CONV_C > 0 ? CONV_C : 1;
+    const bool one_epilogue = count <= RES && count * 8 <= WK * 32;
+    const int own_n = first * 8 + threadIdx.x;         // this thread's column in that epilogue
+    const bool own_column = one_epilogue && (int)threadIdx.x < count * 8 && own_n < N;
+    const bool conv_column = CONV_C > 0 && own_column && own_n >= CONV_LO && own_n < CONV_LO + CONV_C;
+    const float own_bias = own_column && bias ? bias[own_n] : 0.f;
+    ConvColumn<CONV_KW> conv_pre;
+    if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, own_n - CONV_LO, m);
     pdl_enter();
     __shared__ __align__(16) u32 stage[KP / 4];
     stage_permuted<CH, K, KP, WK * 32>((const i8*)A + (i64)m * lda, stage);
@@ -1035,6 +1046,15 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
         if (done % RES == 0 || done == count) {
             __syncthreads();
             const int from = (done - 1) / RES * RES;
+            if (one_epilogue) {
+                if (own_column) {
+                    float v = res[threadIdx.x / 8][threadIdx.x % 8] * act_scale + own_bias;
+                    if (resid) v = resid[(i64)m * ldr + own_n] + v;
+                    out[(i64)m * ldo + own_n] = v;
+                    if (conv_column) conv_column_step<CONV_W, CONV_KW, CONV_SILU>(conv, conv_pre, own_n - CONV_LO, v, m);
+                }
+                continue;
+            }
             for (int i = threadIdx.x; i < (done - from) * 8; i += WK * 32) {
                 const int n = (first + from) * 8 + i;
                 if (n < N) {

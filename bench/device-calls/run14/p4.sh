@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Session 10, call 4 (on the machine call 3 left warm, its files in place): call 3's W4A8 bench of
+# the full-size mamba2-8b with the new binary had timed out while loading; rerun with more time,
+# then a 2-layer mamba2-8b W4A8 side by side with the session-start binary.
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} QUAMBA_CACHE_DIR=/tmp/qc; ls /tmp/w/ /tmp/qn >/dev/null && T0=$(date +%s); mkdir -p $OUT; timeout 170 /tmp/qn cuda bench /tmp/w/mamba2-8b-w4a8.qmb --label "mamba2-8b w4a8" --json --prompt-len 1024 --batches 1,16 --decode-tokens 64 --repeats 3 | tail -1 | tee -a $OUT/gpu.jsonl; echo "at $(( $(date +%s) - T0 )) s"; if [ $(( $(date +%s) - T0 )) -lt 130 ]; then A="--prompt-len 16 --batches 1,16 --decode-tokens 64 --repeats 5"; for r in 1 2; do for b in qo qn; do echo "| $r | m8c-2L | $b | $(timeout 30 /tmp/$b cuda bench /tmp/w/m8c.qmb --json $A 2>/dev/null | tail -1 | python3 -c 'import json,sys; t=json.loads(sys.stdin.read())["tpot_ms"]; print(" / ".join("%.4f" % t[k] for k in sorted(t, key=int)))') |"; done; done | tee $OUT/m8c.md; fi; echo "end $(( $(date +%s) - T0 )) s"
