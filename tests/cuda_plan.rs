@@ -189,6 +189,8 @@ fn every_entry_point_waits_for_its_predecessor() {
         for e in entries {
             let body = &e[e.find('{').expect("an entry has a body")..];
             let first = body[1..].trim_start();
+            // The timeline hook first (empty unless built with QUAMBA_TRACE: it only reads a clock).
+            let first = first.strip_prefix("QUAMBA_TRACE_BEGIN;").map_or(first, str::trim_start);
             let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
@@ -242,6 +244,40 @@ fn generated_source_compiles_for_every_target_gpu() {
             }
         }
         assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: a kernel spills to local memory");
+    }
+}
+
+/// Every generated entry point records its own index in the timeline (`quambac cuda trace`), the
+/// host finds every launched kernel by that index, and without QUAMBA_TRACE the hooks are empty:
+/// the PTX has no timer reads. With it, the source compiles for the H100 and every entry point
+/// records its events.
+#[test]
+fn timeline_hooks_name_every_entry_point_and_cost_nothing_when_off() {
+    use kernels::cuda::codegen::entry_names;
+    let p = plan_of(Some("h100-w4a8"));
+    let names = entry_names(&p.source);
+    assert_eq!(names.last().map(String::as_str), Some("quamba_argmax"));
+    for (i, name) in names.iter().enumerate() {
+        let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
+        let end = p.source[at..].find(&format!("QUAMBA_TRACE_END({i});")).map(|e| at + e);
+        let next_entry = p.source[at + 1..].find("extern \"C\"").map_or(p.source.len(), |e| at + 1 + e);
+        assert!(end.is_some_and(|e| e < next_entry), "{name} records index {i}");
+    }
+    for k in p.launches.iter().flat_map(|l| l.kernels()) {
+        assert!(names.contains(&k.name), "{} is a traced entry point", k.name);
+    }
+    if !runtime::cuda::nvrtc_available() {
+        assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        return;
+    }
+    let plain = runtime::cuda::compile_ptx(&p.source, "sm_90").expect("plain source");
+    assert!(!plain.contains("globaltimer") && !plain.contains("quamba_trace_events"));
+    let traced = runtime::cuda::compile_ptx(&runtime::cuda::traced_source(&p.source, 4096), "sm_90").expect("traced source");
+    assert!(traced.contains(".global .align 8 .b8 quamba_trace_events[131072];"), "4096 events of 32 bytes");
+    for name in &names {
+        let body = traced.split(&format!(".entry {name}(")).nth(1).unwrap_or_else(|| panic!("{name} in the traced PTX"));
+        let body = &body[..body.find(".entry ").unwrap_or(body.len())];
+        assert!(body.contains("%globaltimer") && body.contains("quamba_trace_events"), "{name} records its block's events");
     }
 }
 

@@ -16,6 +16,56 @@ typedef unsigned short f16bits;
 
 #define QDEV __device__ __forceinline__
 
+// A device-side timeline of the step (`quambac cuda trace`), compiled in only where the source is
+// built with QUAMBA_TRACE defined to the events it holds: every block of every generated entry
+// point records when it began, when its dependency wait returned and when it ended
+// (%globaltimer, ns), and which entry point it ran (its index in the generated source); the host
+// assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
+// kernels are the same instructions.
+#ifdef QUAMBA_TRACE
+struct QuambaTraceEvent {
+    unsigned long long begin, waited, end;
+    unsigned entry, block;
+};
+extern "C" {
+__device__ QuambaTraceEvent quamba_trace_events[QUAMBA_TRACE];
+__device__ unsigned quamba_trace_count;
+}
+QDEV unsigned long long quamba_global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+// The block's begin and wait-return times, kept by thread 0.
+QDEV unsigned long long* quamba_trace_times() {
+    __shared__ unsigned long long times[2];
+    return times;
+}
+QDEV void quamba_trace_begin() {
+    if (threadIdx.x == 0) {
+        quamba_trace_times()[0] = quamba_global_ns();
+        quamba_trace_times()[1] = 0;
+    }
+}
+QDEV void quamba_trace_waited() {
+    if (threadIdx.x == 0) quamba_trace_times()[1] = quamba_global_ns();
+}
+// Every thread of the block reaches the end of its entry point (the templates only return).
+QDEV void quamba_trace_end(unsigned entry) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned i = atomicAdd(&quamba_trace_count, 1u);
+        if (i < QUAMBA_TRACE)
+            quamba_trace_events[i] = {quamba_trace_times()[0], quamba_trace_times()[1], quamba_global_ns(), entry, blockIdx.x + blockIdx.y * gridDim.x};
+    }
+}
+#define QUAMBA_TRACE_BEGIN quamba_trace_begin()
+#define QUAMBA_TRACE_END(entry) quamba_trace_end(entry)
+#else
+#define QUAMBA_TRACE_BEGIN
+#define QUAMBA_TRACE_END(entry)
+#endif
+
 namespace quamba {
 
 // An f32 operand: a row-major view (a split is a column offset plus the parent's row stride),
@@ -81,6 +131,9 @@ QDEV float block_sum(float v, float* scratch) {
 QDEV void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+#ifdef QUAMBA_TRACE
+    quamba_trace_waited();
 #endif
 }
 QDEV void pdl_launch_dependents() {

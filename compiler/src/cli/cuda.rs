@@ -31,6 +31,10 @@ enum Action {
     ///
     /// Example: quambac cuda source model.qmb -o kernels.cu --arch sm_87
     Source(SourceArgs),
+    /// Where a decode step's time goes, launch by launch, from the blocks' own clocks.
+    ///
+    /// Example: quambac cuda trace model.qmb --steps 4 --svg step.svg
+    Trace(super::cuda_trace::TraceArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,6 +108,7 @@ pub fn run(a: CudaArgs) -> anyhow::Result<()> {
         Action::Check(c) => check(c),
         Action::Bench(b) => bench(b),
         Action::Source(s) => source(s),
+        Action::Trace(t) => super::cuda_trace::trace(t),
     }
 }
 
@@ -132,13 +137,18 @@ fn source(a: SourceArgs) -> anyhow::Result<()> {
 
 /// The model with every weight's data kept (the reference integer backend), which the GPU
 /// uploads from and checks against.
-fn open_reference(dir: &std::path::Path) -> anyhow::Result<compiler::model::FpModel> {
+pub(super) fn open_reference(dir: &std::path::Path) -> anyhow::Result<compiler::model::FpModel> {
     compiler::model::FpModel::open_with(dir, runtime::KernelBackend::Reference).with_context(|| format!("loading model {}", dir.display()))
 }
 
-fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize, max_steps: usize) -> anyhow::Result<CudaExecutor> {
+/// The model on the GPU; with `trace_events`, its kernels built with the timeline hooks holding
+/// that many events (compiled here, not taken from the artifact).
+pub(super) fn open_gpu(model: &compiler::model::FpModel, max_batch: usize, max_rows: usize, max_steps: usize, trace_events: Option<usize>) -> anyhow::Result<CudaExecutor> {
     let exec = &model.executor;
-    let plan = kernels::cuda::plan(exec.verified_graph()).context("planning the CUDA kernels")?;
+    let mut plan = kernels::cuda::plan(exec.verified_graph()).context("planning the CUDA kernels")?;
+    if let Some(events) = trace_events {
+        plan.source = runtime::cuda::traced_source(&plan.source, events);
+    }
     let ahead = model.cuda.as_ref().map(|c| (c.arch.as_str(), c.source_hash, c.ptx.as_str()));
     CudaExecutor::new(exec.verified_graph(), exec.weights(), plan, ahead, max_batch, max_rows, max_steps).context("loading the model on the GPU")
 }
@@ -152,7 +162,7 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let quantized = dir.is_file();
     let tolerance = a.tolerance.unwrap_or(if quantized { 5e-2 } else { 1e-2 });
     let tokens = compiler::sensitivity::sample_tokens(&model, a.batch * a.seq)?;
-    let mut gpu = open_gpu(&model, a.batch.max(1), a.batch * a.seq, a.steps + 1)?;
+    let mut gpu = open_gpu(&model, a.batch.max(1), a.batch * a.seq, a.steps + 1, None)?;
 
     let cpu_logits = model.executor.forward(&mut model.executor.new_state(a.batch), &tokens)?;
     let gpu_logits = gpu.forward(&tokens, a.batch, false)?;
@@ -222,7 +232,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let model = open_reference(&dir)?;
     let max_batch = *a.batches.iter().max().unwrap_or(&1);
     let max_rows = a.prompt_len.max(16 * max_batch);
-    let mut gpu = open_gpu(&model, max_batch, max_rows, a.decode_tokens + 1)?;
+    let mut gpu = open_gpu(&model, max_batch, max_rows, a.decode_tokens + 1, None)?;
     let load_s = load_start.elapsed().as_secs_f64();
     let vocab = model.config.vocab_size as i64;
     let prompt = compiler::synth::pseudo_random_tokens(a.prompt_len, model.config.vocab_size);

@@ -3,6 +3,7 @@
 mod bench;
 mod compile;
 mod cuda;
+mod cuda_trace;
 mod eval;
 mod inspect;
 mod plot;

@@ -7,6 +7,9 @@
 
 use super::plan::Grid;
 
+/// Where the generated entry points begin in a plan's source.
+pub const GENERATED_MARKER: &str = "\n// ---- generated for this model ----\n";
+
 /// The hand-written kernel library the entry points instantiate.
 pub const LIBRARY: &str = include_str!("../../cuda/quamba.cuh");
 
@@ -14,7 +17,7 @@ pub const LIBRARY: &str = include_str!("../../cuda/quamba.cuh");
 pub fn source(entries: &[String], vocab: usize) -> String {
     let mut s = String::with_capacity(LIBRARY.len() + entries.len() * 400);
     s.push_str(LIBRARY);
-    s.push_str("\n// ---- generated for this model ----\n");
+    s.push_str(GENERATED_MARKER);
     s.push_str(&generated(entries, vocab));
     s
 }
@@ -25,15 +28,45 @@ pub const ARGMAX_THREADS: u32 = 1024;
 
 /// The generated part alone (what the snapshot tests pin).
 pub fn generated(entries: &[String], vocab: usize) -> String {
-    let mut s = String::new();
-    for e in entries {
-        s.push_str(e);
-        s.push('\n');
-    }
-    s.push_str(&format!(
+    let argmax = format!(
         "extern \"C\" __global__ void __launch_bounds__({ARGMAX_THREADS}) quamba_argmax(const float* logits, int row_step, int row_off, i64* next, i64* history, int* step, int batch) {{\n    quamba::pdl_enter();\n    quamba::argmax_rows<{vocab}>(logits, row_step, row_off, next, history, step, batch);\n}}\n"
-    ));
+    );
+    let mut s = String::new();
+    for (i, e) in entries.iter().chain(std::iter::once(&argmax)).enumerate() {
+        s.push_str(&traced(e, i));
+        if i < entries.len() {
+            s.push('\n');
+        }
+    }
     s
+}
+
+/// An entry point with the timeline hooks of `quambac cuda trace` (`QUAMBA_TRACE_BEGIN` /
+/// `QUAMBA_TRACE_END`, empty unless the source is built with QUAMBA_TRACE) around its body;
+/// `index` is the entry's position in the generated source, by which the host knows its events.
+fn traced(entry: &str, index: usize) -> String {
+    match (entry.find("{\n"), entry.rfind('}')) {
+        (Some(open), Some(close)) if open < close => {
+            format!("{}\n    QUAMBA_TRACE_BEGIN;{}    QUAMBA_TRACE_END({index});\n{}", &entry[..=open], &entry[open + 1..close], &entry[close..])
+        }
+        _ => entry.to_string(),
+    }
+}
+
+/// The generated entry points' names in source order: the index `QUAMBA_TRACE_END` records.
+pub fn entry_names(source: &str) -> Vec<String> {
+    let generated = source.find(GENERATED_MARKER).map_or(source, |i| &source[i..]);
+    generated
+        .split("extern \"C\" __global__ void ")
+        .skip(1)
+        .filter_map(|e| {
+            let signature = e.split('(').next()?;
+            let rest = &e[signature.len()..];
+            // `__launch_bounds__(N) name(`: the name follows the bounds.
+            let name = if signature.starts_with("__launch_bounds__") { rest.split(") ").nth(1)?.split('(').next()? } else { signature };
+            Some(name.trim().to_string())
+        })
+        .collect()
 }
 
 /// A literal for an f32 constant.

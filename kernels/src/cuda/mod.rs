@@ -25,7 +25,7 @@ pub enum PlanError {
 impl CudaPlan {
     /// The generated part of the source (entry points), without the fixed library.
     pub fn generated_source(&self) -> &str {
-        let marker = "// ---- generated for this model ----\n";
+        let marker = codegen::GENERATED_MARKER;
         self.source.find(marker).map_or(self.source.as_str(), |i| &self.source[i + marker.len()..])
     }
 

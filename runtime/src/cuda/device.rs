@@ -51,6 +51,10 @@ struct ConvStepRepr {
 // struct's natural alignment gives), passed by value.
 unsafe impl DeviceRepr for ConvStepRepr {}
 
+/// What [`CudaExecutor::run_with`] calls after queueing each launch: executor, graph value,
+/// kernel name, blocks.
+type AfterLaunch<'a> = dyn FnMut(&CudaExecutor, &str, &str, usize) -> Result<(), CudaError> + 'a;
+
 /// A resolved kernel argument.
 enum ArgValue {
     Ptr(u64),
@@ -75,7 +79,7 @@ pub struct MemoryReport {
 pub struct CudaExecutor {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
+    module: Arc<CudaModule>,
     functions: HashMap<String, CudaFunction>,
     plan: CudaPlan,
     /// Owns the weight allocations that `weight_ptrs` point into.
@@ -93,6 +97,11 @@ pub struct CudaExecutor {
     recorded: usize,
     table_rows: usize,
     graphs: HashMap<usize, CudaGraph>,
+    /// The launches each captured graph replays: graph value, kernel, blocks.
+    graph_launches: HashMap<usize, Vec<(String, String, usize)>>,
+    /// Events the kernels' timeline holds, where the source was built with it
+    /// (`super::trace::traced_source`).
+    trace_events: Option<usize>,
     memory: MemoryReport,
     /// Device addresses of the slots, weights (0: not uploaded) and states, fixed for the
     /// executor's life: resolved once, not per call.
@@ -170,6 +179,7 @@ impl CudaExecutor {
             functions.insert(name.clone(), function);
         }
         let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        let trace_events = super::trace::capacity(&plan.source);
         // A one-row product (a launch's decode kernel that has a batched one beside it) always
         // runs the same number of blocks.
         let one_row_blocks = |name: &str| {
@@ -238,7 +248,7 @@ impl CudaExecutor {
         Ok(CudaExecutor {
             ctx,
             stream,
-            _module: module,
+            module,
             functions,
             plan,
             weight_allocs: device_weights,
@@ -254,6 +264,8 @@ impl CudaExecutor {
             recorded: 0,
             table_rows,
             graphs: HashMap::new(),
+            graph_launches: HashMap::new(),
+            trace_events,
             memory,
             slot_ptrs,
             weight_ptrs,
@@ -362,17 +374,48 @@ impl CudaExecutor {
             // Capture records launches without running them: the state is untouched.
             self.stream.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
             let next = self.ptr(&self.next_tokens);
-            let captured = self.run(batch, 1, true, next).and_then(|_| self.argmax(batch));
+            let mut issued = Vec::new();
+            let captured = self.run_with(batch, 1, true, next, &mut |_, value, kernel, blocks| {
+                issued.push((value.to_string(), kernel.to_string(), blocks));
+                Ok(())
+            });
+            issued.push(("argmax".to_string(), "quamba_argmax".to_string(), batch));
+            let captured = captured.and_then(|_| self.argmax(batch));
             let graph = self.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
             captured?;
             let graph = graph.ok_or_else(|| CudaError::Device("stream capture produced no graph".into()))?;
             self.graphs.insert(batch, graph);
+            self.graph_launches.insert(batch, issued);
         }
         let graph = &self.graphs[&batch];
         for _ in 0..steps {
             graph.launch()?;
         }
         Ok(())
+    }
+
+    /// The device-side timeline of `steps` decode steps of `batch` sequences from the device's
+    /// next tokens (prefill first), one list of launch spans per step; the kernels must have been
+    /// built with the timeline hooks ([`super::traced_source`]). Like [`Self::decode_steps`], it
+    /// advances the state.
+    pub fn trace_decode(&mut self, batch: usize, steps: usize) -> Result<Vec<Vec<super::trace::LaunchSpan>>, CudaError> {
+        let held = self.trace_events.ok_or_else(|| CudaError::Input("these kernels were built without the timeline hooks (runtime::cuda::traced_source)".into()))?;
+        self.decode_steps(batch, 0)?; // captures the graph, which records nothing until replayed
+        self.stream.synchronize()?;
+        let module = self.module.clone();
+        self.stream.memset_zeros(&mut module.get_global("quamba_trace_count", &self.stream)?)?;
+        self.decode_steps(batch, steps)?;
+        self.stream.synchronize()?;
+        let count = self.stream.clone_dtoh(&module.get_global("quamba_trace_count", &self.stream)?)?;
+        let recorded = u32::from_le_bytes(count[..4].try_into().map_err(|_| CudaError::Device("the trace counter is not 4 bytes".into()))?) as usize;
+        let events = self.stream.clone_dtoh(&module.get_global("quamba_trace_events", &self.stream)?)?;
+        let events = super::trace::BlockEvent::parse(&events[..recorded.min(held) * super::trace::BlockEvent::BYTES]);
+        let entries: HashMap<String, u32> = kernels::cuda::codegen::entry_names(&self.plan.source).into_iter().enumerate().map(|(i, n)| (n, i as u32)).collect();
+        let issued: Vec<super::trace::IssuedLaunch> = self.graph_launches[&batch]
+            .iter()
+            .map(|(value, kernel, blocks)| super::trace::IssuedLaunch { value: value.clone(), kernel: kernel.clone(), entry: entries.get(kernel).copied(), blocks: *blocks })
+            .collect();
+        super::trace::assign(&events, recorded, &issued, steps).map_err(|e| CudaError::Input(e.to_string()))
     }
 
     /// Device-to-device copy bandwidth in bytes per second, counting bytes read and written
@@ -449,7 +492,7 @@ impl CudaExecutor {
         let tokens_ptr = self.ptr_tokens();
         let mut events = vec![self.record_event()?];
         let mut names = Vec::new();
-        self.run_with(batch, seq, true, tokens_ptr, &mut |exec, launch, kernel| {
+        self.run_with(batch, seq, true, tokens_ptr, &mut |exec, launch, kernel, _| {
             events.push(exec.record_event()?);
             names.push((launch.to_string(), kernel.to_string()));
             Ok(())
@@ -475,11 +518,12 @@ impl CudaExecutor {
 
     /// Queues every launch of the plan for a `[batch, seq]` call.
     fn run(&self, batch: usize, seq: usize, last_only: bool, tokens: u64) -> Result<(), CudaError> {
-        self.run_with(batch, seq, last_only, tokens, &mut |_, _, _| Ok(()))
+        self.run_with(batch, seq, last_only, tokens, &mut |_, _, _, _| Ok(()))
     }
 
-    /// [`Self::run`], calling `after` (executor, value, kernel name) after queueing each launch.
-    fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut dyn FnMut(&Self, &str, &str) -> Result<(), CudaError>) -> Result<(), CudaError> {
+    /// [`Self::run`], calling `after` (executor, value, kernel name, blocks) after queueing each
+    /// launch.
+    fn run_with(&self, batch: usize, seq: usize, last_only: bool, tokens: u64, after: &mut AfterLaunch<'_>) -> Result<(), CudaError> {
         let rows = batch * seq;
         for launch in &self.plan.launches {
             // On the last position only, the head reads row seq-1 of each sequence: its input
@@ -492,14 +536,14 @@ impl CudaExecutor {
                 continue;
             }
             let values = self.resolve(&launch.args, head, seq, batch, call_rows, tokens);
-            self.launch(&kernel.name, self.config(kernel, call_rows, batch, seq), &values)
-                .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", kernel.name, launch.value)))?;
-            after(self, &launch.value, &kernel.name)?;
+            let cfg = self.config(kernel, call_rows, batch, seq);
+            self.launch(&kernel.name, cfg, &values).map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", kernel.name, launch.value)))?;
+            after(self, &launch.value, &kernel.name, (cfg.grid_dim.0 * cfg.grid_dim.1) as usize)?;
             if let (true, Some((then, args))) = (large, &launch.then_large) {
                 let values = self.resolve(args, false, seq, batch, call_rows, tokens);
-                self.launch(&then.name, self.config(then, call_rows, batch, seq), &values)
-                    .map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", then.name, launch.value)))?;
-                after(self, &launch.value, &then.name)?;
+                let cfg = self.config(then, call_rows, batch, seq);
+                self.launch(&then.name, cfg, &values).map_err(|e| CudaError::Device(format!("launching {} for {}: {e}", then.name, launch.value)))?;
+                after(self, &launch.value, &then.name, (cfg.grid_dim.0 * cfg.grid_dim.1) as usize)?;
             }
         }
         Ok(())

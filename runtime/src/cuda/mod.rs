@@ -10,9 +10,11 @@
 mod carveout;
 mod compile;
 mod device;
+mod trace;
 
 pub use compile::{compile_ptx, nvrtc_available, ptx_cache_path, source_hash};
 pub use device::{CudaExecutor, LaunchTime, MemoryReport};
+pub use trace::{traced_source, LaunchSpan};
 
 /// Errors of the CUDA backend.
 #[derive(Debug, thiserror::Error)]
