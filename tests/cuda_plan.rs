@@ -266,6 +266,11 @@ fn timeline_hooks_name_every_entry_point_and_cost_nothing_when_off() {
     for k in p.launches.iter().flat_map(|l| l.kernels()) {
         assert!(names.contains(&k.name), "{} is a traced entry point", k.name);
     }
+    // Every thread reaches QUAMBA_TRACE_END, which synchronizes the block: the entry points
+    // themselves never return early (the templates they call may; control comes back).
+    for p in [&p, &plan_of(None), &mamba1_plan_of(Some("h100-w4a8"))] {
+        assert!(!p.generated_source().contains("return"), "an entry point returns before its trace hook");
+    }
     if !runtime::cuda::nvrtc_available() {
         assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
         return;
