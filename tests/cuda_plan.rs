@@ -255,7 +255,7 @@ fn generated_source_compiles_for_every_target_gpu() {
 fn timeline_hooks_name_every_entry_point_and_cost_nothing_when_off() {
     use kernels::cuda::codegen::entry_names;
     let p = plan_of(Some("h100-w4a8"));
-    let names = entry_names(&p.source);
+    let names = entry_names(p.generated_source());
     assert_eq!(names.last().map(String::as_str), Some("quamba_argmax"));
     for (i, name) in names.iter().enumerate() {
         let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));

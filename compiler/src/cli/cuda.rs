@@ -223,6 +223,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The 16-token prompt per sequence that decode timings start from (any valid ids do).
+pub(super) fn short_prompt(batch: usize, vocab: i64) -> Vec<i64> {
+    (0..16 * batch as i64).map(|i| (i * 131 + 7) % vocab).collect()
+}
+
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if a.prompt_len == 0 || a.decode_tokens == 0 || a.batches.is_empty() {
         bail!("--prompt-len, --decode-tokens and --batches must be positive");
@@ -254,7 +259,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     // Time per output token: graph-replayed decode steps after a short prompt.
     let mut tpot = Vec::new();
     for &batch in &a.batches {
-        let short: Vec<i64> = (0..16 * batch as i64).map(|i| (i * 131 + 7) % vocab).collect();
+        let short = short_prompt(batch, vocab);
         let mut per_token = Vec::with_capacity(reps);
         for i in 0..reps + 1 {
             gpu.reset()?;

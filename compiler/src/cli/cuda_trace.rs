@@ -51,9 +51,7 @@ pub fn trace(a: TraceArgs) -> anyhow::Result<()> {
     let dir = super::model_dir(a.model);
     let model = super::cuda::open_reference(&dir)?;
     let mut gpu = super::cuda::open_gpu(&model, a.batch, 16 * a.batch, a.steps + 1, Some(a.events))?;
-    let vocab = model.config.vocab_size as i64;
-    let prompt: Vec<i64> = (0..16 * a.batch as i64).map(|i| (i * 131 + 7) % vocab).collect();
-    gpu.prefill_to_device(&prompt, a.batch)?;
+    gpu.prefill_to_device(&super::cuda::short_prompt(a.batch, model.config.vocab_size as i64), a.batch)?;
     let steps = gpu.trace_decode(a.batch, a.steps).context("tracing the decode steps")?;
     let positions = average(&steps);
     if a.json {

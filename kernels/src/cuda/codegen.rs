@@ -53,9 +53,11 @@ fn traced(entry: &str, index: usize) -> String {
     }
 }
 
-/// The generated entry points' names in source order: the index `QUAMBA_TRACE_END` records.
-pub fn entry_names(source: &str) -> Vec<String> {
-    let generated = source.find(GENERATED_MARKER).map_or(source, |i| &source[i..]);
+/// The names of the entry points in `generated` (a plan's [`CudaPlan::generated_source`]), in
+/// source order: the index `QUAMBA_TRACE_END` records.
+///
+/// [`CudaPlan::generated_source`]: super::CudaPlan::generated_source
+pub fn entry_names(generated: &str) -> Vec<String> {
     generated
         .split("extern \"C\" __global__ void ")
         .skip(1)

@@ -55,6 +55,13 @@ unsafe impl DeviceRepr for ConvStepRepr {}
 /// kernel name, blocks.
 type AfterLaunch<'a> = dyn FnMut(&CudaExecutor, &str, &str, usize) -> Result<(), CudaError> + 'a;
 
+/// A captured decode step and the launches it replays (graph value, kernel, blocks), which the
+/// timeline of `trace_decode` assigns its events to.
+struct CapturedStep {
+    graph: CudaGraph,
+    launches: Vec<(String, String, usize)>,
+}
+
 /// A resolved kernel argument.
 enum ArgValue {
     Ptr(u64),
@@ -96,9 +103,8 @@ pub struct CudaExecutor {
     /// Tokens in the device history since the last prefill (bounds the history writes).
     recorded: usize,
     table_rows: usize,
-    graphs: HashMap<usize, CudaGraph>,
-    /// The launches each captured graph replays: graph value, kernel, blocks.
-    graph_launches: HashMap<usize, Vec<(String, String, usize)>>,
+    /// The decode step of each batch size, captured on first use.
+    graphs: HashMap<usize, CapturedStep>,
     /// Events the kernels' timeline holds, where the source was built with it
     /// (`super::trace::traced_source`).
     trace_events: Option<usize>,
@@ -264,7 +270,6 @@ impl CudaExecutor {
             recorded: 0,
             table_rows,
             graphs: HashMap::new(),
-            graph_launches: HashMap::new(),
             trace_events,
             memory,
             slot_ptrs,
@@ -384,10 +389,9 @@ impl CudaExecutor {
             let graph = self.stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
             captured?;
             let graph = graph.ok_or_else(|| CudaError::Device("stream capture produced no graph".into()))?;
-            self.graphs.insert(batch, graph);
-            self.graph_launches.insert(batch, issued);
+            self.graphs.insert(batch, CapturedStep { graph, launches: issued });
         }
-        let graph = &self.graphs[&batch];
+        let graph = &self.graphs[&batch].graph;
         for _ in 0..steps {
             graph.launch()?;
         }
@@ -400,8 +404,9 @@ impl CudaExecutor {
     /// advances the state.
     pub fn trace_decode(&mut self, batch: usize, steps: usize) -> Result<Vec<Vec<super::trace::LaunchSpan>>, CudaError> {
         let held = self.trace_events.ok_or_else(|| CudaError::Input("these kernels were built without the timeline hooks (runtime::cuda::traced_source)".into()))?;
-        self.decode_steps(batch, 0)?; // captures the graph, which records nothing until replayed
-        self.stream.synchronize()?;
+        // Captures the graph (which records nothing until replayed); the counter is reset in stream
+        // order, after the traced prefill's own events.
+        self.decode_steps(batch, 0)?;
         let module = self.module.clone();
         self.stream.memset_zeros(&mut module.get_global("quamba_trace_count", &self.stream)?)?;
         self.decode_steps(batch, steps)?;
@@ -410,8 +415,9 @@ impl CudaExecutor {
         let recorded = u32::from_le_bytes(count[..4].try_into().map_err(|_| CudaError::Device("the trace counter is not 4 bytes".into()))?) as usize;
         let events = self.stream.clone_dtoh(&module.get_global("quamba_trace_events", &self.stream)?)?;
         let events = super::trace::BlockEvent::parse(&events[..recorded.min(held) * super::trace::BlockEvent::BYTES]);
-        let entries: HashMap<String, u32> = kernels::cuda::codegen::entry_names(&self.plan.source).into_iter().enumerate().map(|(i, n)| (n, i as u32)).collect();
-        let issued: Vec<super::trace::IssuedLaunch> = self.graph_launches[&batch]
+        let entries: HashMap<String, u32> = kernels::cuda::codegen::entry_names(self.plan.generated_source()).into_iter().enumerate().map(|(i, n)| (n, i as u32)).collect();
+        let issued: Vec<super::trace::IssuedLaunch> = self.graphs[&batch]
+            .launches
             .iter()
             .map(|(value, kernel, blocks)| super::trace::IssuedLaunch { value: value.clone(), kernel: kernel.clone(), entry: entries.get(kernel).copied(), blocks: *blocks })
             .collect();
