@@ -278,7 +278,7 @@ fn timeline_hooks_name_every_entry_point_and_cost_nothing_when_off() {
     let plain = runtime::cuda::compile_ptx(&p.source, "sm_90").expect("plain source");
     assert!(!plain.contains("globaltimer") && !plain.contains("quamba_trace_events"));
     let traced = runtime::cuda::compile_ptx(&runtime::cuda::traced_source(&p.source, 4096), "sm_90").expect("traced source");
-    assert!(traced.contains(".global .align 8 .b8 quamba_trace_events[131072];"), "4096 events of 32 bytes");
+    assert!(traced.contains(".global .align 8 .b8 quamba_trace_events[163840];"), "4096 events of 40 bytes");
     for name in &names {
         let body = traced.split(&format!(".entry {name}(")).nth(1).unwrap_or_else(|| panic!("{name} in the traced PTX"));
         let body = &body[..body.find(".entry ").unwrap_or(body.len())];
@@ -337,7 +337,9 @@ fn assert_entries_compile_without_spills(entries: &[String], prefix: &str) {
 /// its 32-column segments or the activations are f32. Blocks fetch their tiles into shared
 /// memory in bulk where up to 48 KB holds them (fewer tiles per block where that needs it) and
 /// one wave of an H100 holds the blocks; elsewhere, where two stages of one tile fit in a
-/// block's share of an SM and a chunk is one group, the tiles stream through resident blocks.
+/// block's share of an SM and a chunk is one group, the tiles stream through resident blocks
+/// (three per SM for int4 weights where their shares hold two stages, else two). What stays on
+/// the ring with int4 weights in whole-group chunks splits k toward 8192 warps.
 #[test]
 fn gemv_layouts_at_real_shapes() {
     use kernels::cuda::codegen::{GemmShape, GemvConfig, StreamStages};
@@ -347,14 +349,14 @@ fn gemv_layouts_at_real_shapes() {
     }
     let config = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true });
     let cfg = |kind, k, n, group| config(kind, k, n, group).map(|c| (c.wn, c.wk, c.depth, c.shared_bytes()));
-    assert_eq!(cfg(3, 4096, 18560, 128), Some((1, 8, 1, 3 * (16384 + 1024))), "mamba2-8b in_proj: 2320 tiles, too many for one wave of bulk blocks: streamed, three 17 KB stages per block, eight k-slices");
+    assert_eq!(cfg(3, 4096, 18560, 128), Some((1, 8, 1, 2 * (16384 + 1024))), "mamba2-8b in_proj: 2320 tiles, too many for one wave of bulk blocks: streamed, two 17 KB stages per block, eight k-slices");
     let in_proj_8b = config(3, 4096, 18560, 128).expect("a GEMV shape");
-    assert_eq!(in_proj_8b.stream, Some(StreamStages { stages: 3, per_sm: 2, tps: 1 }));
-    assert_eq!(in_proj_8b.grid(18560), Grid::Resident { units: 2320, per_sm: 2 });
+    assert_eq!(in_proj_8b.stream, Some(StreamStages { stages: 2, per_sm: 3, tps: 1 }));
+    assert_eq!(in_proj_8b.grid(18560), Grid::Resident { units: 2320, per_sm: 3 });
     assert_eq!(Grid::resident_blocks(2320, 2, 132), 264, "two blocks on each of an H100's SMs");
     assert_eq!(Grid::resident_blocks(2320, 2, 16), 32, "a Jetson Orin's 16 SMs: more tiles per block");
     assert_eq!(Grid::resident_blocks(24, 2, 132), 24, "never more blocks than tiles");
-    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 4, 4, 0)), "mamba2-8b out_proj: 512 tiles of 34 KB, two of which do not fit beside the 8 KB row in a block's share: the ring");
+    assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 16, 4, 0)), "mamba2-8b out_proj: 512 tiles of 34 KB, two of which do not fit beside the 8 KB row in a block's share: the ring, k in sixteen");
     assert_eq!(cfg(3, 2560, 10576, 128), Some((4, 2, 4, 4 * (10240 + 640))), "mamba2-2.7b in_proj: 20 chunks in two slices, 331 blocks of 45 KB in bulk (3 per SM)");
     assert_eq!(cfg(3, 5120, 2560, 128), Some((1, 7, 4, 20480 + 1280)), "mamba2-2.7b out_proj: 320 tiles, k in seven");
     assert_eq!(cfg(3, 5120, 192, 128), Some((1, 32, 2, 20480 + 1280)), "mamba-2.8b x_proj: 24 tiles, k as fine as allowed");
@@ -363,6 +365,7 @@ fn gemv_layouts_at_real_shapes() {
     assert_eq!(config(2, 2560, 10576, 2560).and_then(|c| c.stream), Some(StreamStages { stages: 3, per_sm: 2, tps: 1 }), "mamba2-2.7b W8A8 in_proj: 661 bulk blocks would take two waves");
     assert_eq!(cfg(3, 200, 64, 200), Some((1, 2, 1, 2 * 512 + 32)), "a per-channel group narrower than the padded row: two chunks");
     assert_eq!(cfg(2, 16384, 4096, 16384), Some((1, 16, 4, 0)), "a 128 KB tile keeps the register ring");
+    assert_eq!(cfg(2, 8192, 4096, 8192), Some((1, 8, 4, 0)), "mamba2-8b W8A8 out_proj on the ring: k-slices of 16 chunks, not split finer for int8 weights");
     assert_eq!(cfg(3, 192, 64, 96), None, "groups of 96 straddle the 32-column segments");
     assert_eq!(cfg(1, 4096, 4096, 128), None, "f32 activations (W4A16)");
     assert_eq!(cfg(3, 64 * 1024, 64, 128), None, "a row too wide for static shared memory");
@@ -421,6 +424,9 @@ fn cluster_row_chain_at_real_shapes() {
     assert_eq!(codegen::cluster_segments(16384, 16), None, "more than eight blocks per cluster");
     let entries = [codegen::cluster_gated_hadamard_quantize(8192, 1e-5), codegen::cluster_gated_hadamard_quantize(2048, 1e-5)];
     assert_entries_compile_without_spills(&entries, "rows");
+    // The timeline finds its entry point by name behind the #if'd cluster qualifier.
+    let named = [entries[0].replace("ENTRY", "rows_0"), entries[1].replace("ENTRY", "rows_1")];
+    assert_eq!(codegen::entry_names(&codegen::generated(&named, 64)), ["rows_0", "rows_1", "quamba_argmax"]);
     if runtime::cuda::nvrtc_available() {
         let source = codegen::source(&[entries[0].replace("ENTRY", "rows_0")], 64);
         let ptx = runtime::cuda::compile_ptx(&source, "sm_90").expect("sm_90");

@@ -18,13 +18,14 @@ typedef unsigned short f16bits;
 
 // A device-side timeline of the step (`quambac cuda trace`), compiled in only where the source is
 // built with QUAMBA_TRACE defined to the events it holds: every block of every generated entry
-// point records when it began, when its dependency wait returned and when it ended
+// point records when it began, when its dependency wait returned, when its last weights landed
+// in shared memory (products that fetch them there; 0 elsewhere) and when it ended
 // (%globaltimer, ns), and which entry point it ran (its index in the generated source); the host
 // assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
 // kernels are the same instructions.
 #ifdef QUAMBA_TRACE
 struct QuambaTraceEvent {
-    unsigned long long begin, waited, end;
+    unsigned long long begin, waited, landed, end;
     unsigned entry, block;
 };
 extern "C" {
@@ -36,16 +37,22 @@ QDEV unsigned long long quamba_global_ns() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
-// The block's begin and wait-return times, kept by thread 0.
+// The block's begin and wait-return times, kept by thread 0, and when its last weights landed.
 QDEV unsigned long long* quamba_trace_times() {
-    __shared__ unsigned long long times[2];
+    __shared__ unsigned long long times[3];
     return times;
 }
 QDEV void quamba_trace_begin() {
     if (threadIdx.x == 0) {
         quamba_trace_times()[0] = quamba_global_ns();
         quamba_trace_times()[1] = 0;
+        quamba_trace_times()[2] = 0;
     }
+    __syncthreads();
+}
+// Called by every warp once the weights it reads have landed: the block keeps the latest.
+QDEV void quamba_trace_landed() {
+    if ((threadIdx.x & 31) == 0) atomicMax(&quamba_trace_times()[2], quamba_global_ns());
 }
 QDEV void quamba_trace_waited() {
     if (threadIdx.x == 0) quamba_trace_times()[1] = quamba_global_ns();
@@ -56,13 +63,15 @@ QDEV void quamba_trace_end(unsigned entry) {
     if (threadIdx.x == 0) {
         const unsigned i = atomicAdd(&quamba_trace_count, 1u);
         if (i < QUAMBA_TRACE)
-            quamba_trace_events[i] = {quamba_trace_times()[0], quamba_trace_times()[1], quamba_global_ns(), entry, blockIdx.x + blockIdx.y * gridDim.x};
+            quamba_trace_events[i] = {quamba_trace_times()[0], quamba_trace_times()[1], quamba_trace_times()[2], quamba_global_ns(), entry, blockIdx.x + blockIdx.y * gridDim.x};
     }
 }
 #define QUAMBA_TRACE_BEGIN quamba_trace_begin()
+#define QUAMBA_TRACE_LANDED quamba_trace_landed()
 #define QUAMBA_TRACE_END(entry) quamba_trace_end(entry)
 #else
 #define QUAMBA_TRACE_BEGIN
+#define QUAMBA_TRACE_LANDED
 #define QUAMBA_TRACE_END(entry)
 #endif
 
@@ -928,6 +937,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     if constexpr (BULK) {
         if (tile_ok) {
             tiles_wait(tile_bars, wn);
+            QUAMBA_TRACE_LANDED;
             const uint4* tw = (const uint4*)tiles + wn * KC * 32 + lane;
             const float* ts = (const float*)(tiles + WN * KC * 512) + (wn * 8 + g) * NG;
             for (int c = c_begin; c < c_end; c++) {
@@ -1057,6 +1067,7 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
         cp_async_wait<STAGES - 1>();
         __syncthreads();
 #endif
+        if (j == stages - 1) QUAMBA_TRACE_LANDED;
         const uint4* tw = sw + slot * TPS * (TILE_BYTES / 16) + lane;
         const float* ts = ss + slot * TPS * SCALE_FLOATS + g * NG;
         Dot dot[TPS];

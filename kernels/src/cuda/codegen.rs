@@ -59,14 +59,19 @@ fn traced(entry: &str, index: usize) -> String {
 /// [`CudaPlan::generated_source`]: super::CudaPlan::generated_source
 pub fn entry_names(generated: &str) -> Vec<String> {
     generated
-        .split("extern \"C\" __global__ void ")
+        .split("extern \"C\" __global__ void")
         .skip(1)
         .filter_map(|e| {
-            let signature = e.split('(').next()?;
-            let rest = &e[signature.len()..];
-            // `__launch_bounds__(N) name(`: the name follows the bounds.
-            let name = if signature.starts_with("__launch_bounds__") { rest.split(") ").nth(1)?.split('(').next()? } else { signature };
-            Some(name.trim().to_string())
+            // Before the name: preprocessor lines and `__attribute__(…)` qualifiers
+            // (`__launch_bounds__(N)`, `__cluster_dims__(x, y, z)` behind an #if).
+            let head: String = e[..e.find('{')?].lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join(" ");
+            let mut rest = head.trim_start();
+            while rest.starts_with("__") {
+                let open = rest.find('(')?;
+                let close = open + rest[open..].find(')')?;
+                rest = rest[close + 1..].trim_start();
+            }
+            Some(rest.split('(').next()?.trim().to_string())
         })
         .collect()
 }
@@ -487,7 +492,8 @@ impl GemvConfig {
         let ch = crate::cuda::pack::chunk(shape.kind);
         let whole = shape.group.is_multiple_of(ch) || shape.group >= shape.k;
         let splits_chunk = shape.group.is_multiple_of(32) && ch.is_multiple_of(shape.group);
-        let (warps, depth, chunks_per_warp) = match std::env::var("QUAMBA_CUDA_GEMV").ok().as_deref() {
+        let gemv_knob = std::env::var("QUAMBA_CUDA_GEMV").ok();
+        let (warps, depth, chunks_per_warp) = match gemv_knob.as_deref() {
             Some("0") => return None,
             Some(v) => {
                 let p: Vec<usize> = v.split([',', 'x']).filter_map(|x| x.trim().parse().ok()).collect();
@@ -522,6 +528,17 @@ impl GemvConfig {
         if let Some((wk, tile, stream)) = streams.then(|| stream_layout(shape, chunks, tiles)).flatten() {
             return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
         }
+        if bulk.is_none() && whole && shape.kind == INT4_WEIGHTS && gemv_knob.is_none() {
+            // Left on the ring with whole-group chunks of int4 weights (mamba2-8b W4A8's out_proj:
+            // 512 tiles of 64 chunks): nothing of it is fetched ahead of its wait but the ring's
+            // first chunks, so its loads in flight after the wait are all it has; k is split
+            // finer, toward GEMV_RING_WARPS warps (not measured with int8 weights). Measured on an H200, 8-layer mamba2-8b W4A8, TPOT batch 1 /
+            // 16 ms: 4 k-slices of 16 chunks (2048 warps) 0.3289 / 0.970, 16 of 4 (8192 warps, one
+            // 512-thread block per tile) 0.3189 / 0.971 (`bench/gpu-results/stream-shapes-run15.md`).
+            let wk = wk.max(GEMV_RING_WARPS.div_ceil(tiles)).clamp(1, chunks.min(32));
+            let wn = (warps / wk).max(1);
+            return Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk: None, stream: None });
+        }
         Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None })
     }
 
@@ -547,22 +564,43 @@ impl GemvConfig {
 /// Warps, stage and ring of a one-row product whose tiles stream through shared memory
 /// ([`GemvConfig::stream`]), or `None` where two of its stages do not fit in a block.
 ///
-/// Two blocks per SM of eight warps each, each warp a k-slice of every tile of a stage, one tile
-/// per stage; as many stages as the block's share of the capped carveout holds (at most
-/// [`STREAM_MAX_STAGES`], no more than a block has stages on an H100, and within what one block
-/// may hold on every target GPU: [`STREAM_MAX_BLOCK_BYTES`]).
+/// Two blocks per SM of eight warps each (int4 weights: three, where each block's share of the
+/// capped carveout holds two stages); each warp a k-slice of every tile of a stage, one tile per
+/// stage; as many stages as the block's share holds (at most [`STREAM_MAX_STAGES`], no more
+/// than a block has stages on an H100, and within what one block may hold on every target GPU:
+/// [`STREAM_MAX_BLOCK_BYTES`]). A block's work after its dependency wait is a chain of stages
+/// (wait for the stage, sum it, barrier, refill); int4 weights cost twice the unpacking and
+/// products per byte of a stage, and there more blocks per SM, each with a shorter ring, ran
+/// more of those chains at once. Measured on an H200 (`bench/gpu-results/stream-shapes-run15.md`),
+/// TPOT batch 1 / 16 ms: 8-layer mamba2-8b W4A8 (its in_proj streams), two blocks per SM
+/// 0.3289 / 0.970 (three stages each), three 0.3160 / 0.981 (two), one 0.3832 / 0.957; sixteen
+/// warps instead of eight 0.3284 / 0.970 (two per SM) and 0.3622 / 0.955 (three). 16-layer
+/// mamba2-2.7b W8A8 (in_proj and head stream, int8 weights): two per SM 0.4258 / 1.185, three
+/// 0.4351 / 1.184.
 /// `QUAMBA_CUDA_GEMV_STREAM_SHAPE=PER_SMxTPSxWARPS` sets blocks per SM, tiles per stage and
 /// warps per block (a tuning aid).
 fn stream_layout(shape: &GemmShape, chunks: usize, tiles: usize) -> Option<(usize, BulkTiles, StreamStages)> {
+    let knob = std::env::var("QUAMBA_CUDA_GEMV_STREAM_SHAPE").ok().and_then(|v| match v.split('x').filter_map(|x| x.trim().parse::<usize>().ok()).collect::<Vec<_>>().as_slice() {
+        [p, t, w] => Some(((*p).clamp(1, 8), (*t).clamp(1, 8), (*w).clamp(1, 32))),
+        _ => None,
+    });
+    match knob {
+        Some(shape_knob) => stream_stages(shape, chunks, tiles, shape_knob),
+        None => {
+            let per_sm: &[usize] = if shape.kind == INT4_WEIGHTS { &[3, 2] } else { &[2] };
+            per_sm.iter().find_map(|&p| stream_stages(shape, chunks, tiles, (p, STREAM_TILES_PER_STAGE, STREAM_WARPS)).filter(|s| s.2.stages >= 2)).or_else(|| {
+                // Where no share holds two stages, two blocks per SM may still hold a block's
+                // every tile in one.
+                stream_stages(shape, chunks, tiles, (2, STREAM_TILES_PER_STAGE, STREAM_WARPS))
+            })
+        }
+    }
+}
+
+/// [`stream_layout`] with `per_sm` blocks per SM of `warps` warps and `tps` tiles per stage.
+fn stream_stages(shape: &GemmShape, chunks: usize, tiles: usize, (per_sm, tps, warps): (usize, usize, usize)) -> Option<(usize, BulkTiles, StreamStages)> {
     let tile = BulkTiles::of(shape, chunks);
     let per_tile = tile.bytes();
-    let (per_sm, tps, warps) = match std::env::var("QUAMBA_CUDA_GEMV_STREAM_SHAPE").ok() {
-        Some(v) => match v.split('x').filter_map(|x| x.trim().parse::<usize>().ok()).collect::<Vec<_>>().as_slice() {
-            [p, t, w] => ((*p).clamp(1, 8), (*t).clamp(1, 8), (*w).clamp(1, 32)),
-            _ => STREAM_SHAPE,
-        },
-        None => STREAM_SHAPE,
-    };
     let wk = warps.min(chunks);
     // Static shared memory beside the stages: the staged row, the k-slices' two sums per column,
     // the sums awaiting the epilogue, the barriers; and what the driver reserves per block.
@@ -605,9 +643,14 @@ fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, w
 
 /// Warps a one-row product aims to stream with at once.
 const GEMV_WARPS: usize = 2048;
-/// Blocks per SM, tiles per stage and warps per block of a streaming one-row product
-/// ([`stream_layout`]).
-const STREAM_SHAPE: (usize, usize, usize) = (2, 1, 8);
+/// Warps a one-row product left on the register ring with whole-group chunks aims for.
+const GEMV_RING_WARPS: usize = 8192;
+/// The weight kind of int4 weights with int8 activations (W4A8), whose one-row products take
+/// more blocks per SM or k-slices ([`stream_layout`], [`GemvConfig::decode`]).
+const INT4_WEIGHTS: u8 = 3;
+/// Tiles per stage and warps per block of a streaming one-row product.
+const STREAM_TILES_PER_STAGE: usize = 1;
+const STREAM_WARPS: usize = 8;
 /// The most stages of a streaming product's ring (`quamba::gemv_stream`).
 const STREAM_MAX_STAGES: usize = 8;
 /// The most shared memory a streaming product's block takes, static and dynamic: what an sm_86

@@ -416,11 +416,16 @@ impl CudaExecutor {
         let events = self.stream.clone_dtoh(&module.get_global("quamba_trace_events", &self.stream)?)?;
         let events = super::trace::BlockEvent::parse(&events[..recorded.min(held) * super::trace::BlockEvent::BYTES]);
         let entries: HashMap<String, u32> = kernels::cuda::codegen::entry_names(self.plan.generated_source()).into_iter().enumerate().map(|(i, n)| (n, i as u32)).collect();
+        // Every launched kernel is a generated entry point that records: one the names miss
+        // would shift every later launch onto another kernel's events.
         let issued: Vec<super::trace::IssuedLaunch> = self.graphs[&batch]
             .launches
             .iter()
-            .map(|(value, kernel, blocks)| super::trace::IssuedLaunch { value: value.clone(), kernel: kernel.clone(), entry: entries.get(kernel).copied(), blocks: *blocks })
-            .collect();
+            .map(|(value, kernel, blocks)| match entries.get(kernel) {
+                Some(entry) => Ok(super::trace::IssuedLaunch { value: value.clone(), kernel: kernel.clone(), entry: Some(*entry), blocks: *blocks }),
+                None => Err(CudaError::Device(format!("kernel {kernel} (launched for {value}) is not among the generated entry points the trace knows"))),
+            })
+            .collect::<Result<_, _>>()?;
         super::trace::assign(&events, recorded, &issued, steps).map_err(|e| CudaError::Input(e.to_string()))
     }
 
