@@ -458,7 +458,8 @@ impl GemvConfig {
     ///
     /// Each warp streams about 16 chunks (a slice long enough that its prologue, staging and
     /// reduction are a small part of its time), but k is split finer where the product has few
-    /// tiles, so that about 2048 warps stream at once (about 16 per SM of an H100). Blocks hold
+    /// tiles, so that about 2048 warps stream at once (about 16 per SM of an H100; 8192 for
+    /// int4 weights left on the ring, below). Blocks hold
     /// about 8 warps. The ring holds 4 chunks, or 2 where a chunk carries several group scales
     /// (groups of 32 or 64: the tied head), so that it costs about 20 registers: the rest of a
     /// slice is prefetched into L2, and a deeper ring only costs occupancy. Measured on an H200,
@@ -532,9 +533,10 @@ impl GemvConfig {
             // Left on the ring with whole-group chunks of int4 weights (mamba2-8b W4A8's out_proj:
             // 512 tiles of 64 chunks): nothing of it is fetched ahead of its wait but the ring's
             // first chunks, so its loads in flight after the wait are all it has; k is split
-            // finer, toward GEMV_RING_WARPS warps (not measured with int8 weights). Measured on an H200, 8-layer mamba2-8b W4A8, TPOT batch 1 /
-            // 16 ms: 4 k-slices of 16 chunks (2048 warps) 0.3289 / 0.970, 16 of 4 (8192 warps, one
-            // 512-thread block per tile) 0.3189 / 0.971 (`bench/gpu-results/stream-shapes-run15.md`).
+            // finer, toward GEMV_RING_WARPS warps (not measured with int8 weights). Measured on
+            // an H200, 8-layer mamba2-8b W4A8, TPOT batch 1 / 16 ms: 4 k-slices of 16 chunks
+            // (2048 warps) 0.3289 / 0.970, 16 of 4 (8192 warps, one 512-thread block per tile)
+            // 0.3189 / 0.971 (`bench/gpu-results/stream-shapes-run15.md`).
             let wk = wk.max(GEMV_RING_WARPS.div_ceil(tiles)).clamp(1, chunks.min(32));
             let wn = (warps / wk).max(1);
             return Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk: None, stream: None });
@@ -643,7 +645,8 @@ fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, w
 
 /// Warps a one-row product aims to stream with at once.
 const GEMV_WARPS: usize = 2048;
-/// Warps a one-row product left on the register ring with whole-group chunks aims for.
+/// Warps a one-row product of int4 weights left on the register ring with whole-group chunks
+/// aims for ([`GemvConfig::decode`]).
 const GEMV_RING_WARPS: usize = 8192;
 /// The weight kind of int4 weights with int8 activations (W4A8), whose one-row products take
 /// more blocks per SM or k-slices ([`stream_layout`], [`GemvConfig::decode`]).
