@@ -4,7 +4,7 @@
 # Each VARIANT is a comma-separated list of NAME=VALUE settings (or `-` for none), e.g.
 #   bench/gpu_variants.sh ./quambac "- QUAMBA_CUDA_STAGE_A=0 QUAMBA_CUDA_CARVEOUT=default" m27 m27.qmb
 # Knobs: QUAMBA_CUDA_STAGE_A (0: no activation staging, 1: every kind), QUAMBA_CUDA_CARVEOUT
-# (default: the driver's per-kernel split, or a percentage), QUAMBA_CUDA_PDL=0, QUAMBA_CUDA_ROW_SPLIT=0,
+# (default: the driver's per-kernel split, or a percentage), QUAMBA_CUDA_PDL=0, QUAMBA_CUDA_ROW_SPLIT=0, QUAMBA_CUDA_ROW_TRIGGER=exit,
 # QUAMBA_CUDA_DECODE=WARPS,DEPTH (not through this script: commas split settings), QUAMBA_CUDA_GEMV=0 or
 # WARPSxDEPTHxCHUNKS (the one-row int8 product). Two rounds, models and variants interleaved; TPOT in ms.
 set -uo pipefail

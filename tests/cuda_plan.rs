@@ -278,7 +278,7 @@ fn timeline_hooks_name_every_entry_point_and_cost_nothing_when_off() {
     let plain = runtime::cuda::compile_ptx(&p.source, "sm_90").expect("plain source");
     assert!(!plain.contains("globaltimer") && !plain.contains("quamba_trace_events"));
     let traced = runtime::cuda::compile_ptx(&runtime::cuda::traced_source(&p.source, 4096), "sm_90").expect("traced source");
-    assert!(traced.contains(".global .align 8 .b8 quamba_trace_events[163840];"), "4096 events of 40 bytes");
+    assert!(traced.contains(".global .align 8 .b8 quamba_trace_events[196608];"), "4096 events of 48 bytes");
     for name in &names {
         let body = traced.split(&format!(".entry {name}(")).nth(1).unwrap_or_else(|| panic!("{name} in the traced PTX"));
         let body = &body[..body.find(".entry ").unwrap_or(body.len())];
@@ -432,5 +432,37 @@ fn cluster_row_chain_at_real_shapes() {
         let ptx = runtime::cuda::compile_ptx(&source, "sm_90").expect("sm_90");
         assert!(ptx.contains(".reqnctapercluster 8") || ptx.contains(".explicitcluster"), "sm_90: no cluster in\n{}", &ptx[..ptx.len().min(2000)]);
         assert!(ptx.contains("mapa.shared::cluster"), "sm_90: no distributed shared memory");
+    }
+}
+
+/// `QUAMBA_CUDA_ROW_TRIGGER=exit` (a measurement aid): every row kernel of the plans starts with
+/// `quamba::pdl_enter()` (its dependency wait, then the trigger that lets the next launch start),
+/// and the rewrite keeps the wait and drops the trigger, so the next launch starts when the row
+/// kernel's blocks exit; on sm_90 its PTX then has the wait and no `launch_dependents`.
+#[test]
+fn row_kernels_can_trigger_at_exit() {
+    use kernels::cuda::codegen::{entry_names, trigger_at_exit};
+    let plans = [plan_of(Some("h100-w4a8")), plan_of(None), mamba1_plan_of(Some("h100-w4a8"))];
+    let mut rows = Vec::new();
+    for p in &plans {
+        let generated = p.generated_source();
+        for (name, body) in entry_names(generated).into_iter().zip(generated.split("extern \"C\" __global__ void").skip(1)) {
+            if name.starts_with("rows_") {
+                assert_eq!(body.matches("quamba::pdl_enter();").count(), 1, "{name} starts with its wait and trigger");
+                rows.push((name, format!("extern \"C\" __global__ void{body}")));
+            }
+        }
+    }
+    assert!(rows.len() >= 3, "the plans have row kernels");
+    for (name, body) in &rows {
+        let at_exit = trigger_at_exit(body);
+        assert!(!at_exit.contains("pdl_enter") && at_exit.matches("quamba::pdl_wait();").count() == 1, "{name}: {at_exit}");
+    }
+    if runtime::cuda::nvrtc_available() {
+        let (name, body) = &rows[0];
+        let ptx = runtime::cuda::compile_ptx(&kernels::cuda::codegen::source(&[trigger_at_exit(body)], 64), "sm_90").expect("sm_90");
+        let entry = ptx.split(&format!(".entry {name}(")).nth(1).expect("the row kernel in the PTX");
+        let entry = &entry[..entry.find(".entry ").unwrap_or(entry.len())];
+        assert!(entry.contains("griddepcontrol.wait") && !entry.contains("griddepcontrol.launch_dependents"), "{name} waits and never triggers");
     }
 }

@@ -18,14 +18,16 @@ typedef unsigned short f16bits;
 
 // A device-side timeline of the step (`quambac cuda trace`), compiled in only where the source is
 // built with QUAMBA_TRACE defined to the events it holds: every block of every generated entry
-// point records when it began, when its dependency wait returned, when its last weights landed
-// in shared memory (products that fetch them there; 0 elsewhere) and when it ended
+// point records when it began, when its dependency wait returned, when what it reads first had
+// landed (a product's weights in shared memory, a row kernel's row; 0 where not marked), when its
+// sums were done (a product's dot products, a row kernel's reduction; 0 where not marked) and when
+// it ended
 // (%globaltimer, ns), and which entry point it ran (its index in the generated source); the host
 // assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
 // kernels are the same instructions.
 #ifdef QUAMBA_TRACE
 struct QuambaTraceEvent {
-    unsigned long long begin, waited, landed, end;
+    unsigned long long begin, waited, landed, summed, end;
     unsigned entry, block;
 };
 extern "C" {
@@ -34,12 +36,13 @@ __device__ unsigned quamba_trace_count;
 }
 QDEV unsigned long long quamba_global_ns() {
     unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)::"memory");
     return t;
 }
-// The block's begin and wait-return times, kept by thread 0, and when its last weights landed.
+// The block's begin and wait-return times, kept by thread 0, and its latest warp's landed and
+// summed marks.
 QDEV unsigned long long* quamba_trace_times() {
-    __shared__ unsigned long long times[3];
+    __shared__ unsigned long long times[4];
     return times;
 }
 QDEV void quamba_trace_begin() {
@@ -47,12 +50,18 @@ QDEV void quamba_trace_begin() {
         quamba_trace_times()[0] = quamba_global_ns();
         quamba_trace_times()[1] = 0;
         quamba_trace_times()[2] = 0;
+        quamba_trace_times()[3] = 0;
     }
     __syncthreads();
 }
-// Called by every warp once the weights it reads have landed: the block keeps the latest.
+// Called by every warp once what it reads first has landed (after an instruction that uses it:
+// a shared-memory store of a loaded value, a barrier wait), and once its sums are done: the
+// block keeps the latest warp's.
 QDEV void quamba_trace_landed() {
     if ((threadIdx.x & 31) == 0) atomicMax(&quamba_trace_times()[2], quamba_global_ns());
+}
+QDEV void quamba_trace_summed() {
+    if ((threadIdx.x & 31) == 0) atomicMax(&quamba_trace_times()[3], quamba_global_ns());
 }
 QDEV void quamba_trace_waited() {
     if (threadIdx.x == 0) quamba_trace_times()[1] = quamba_global_ns();
@@ -61,17 +70,21 @@ QDEV void quamba_trace_waited() {
 QDEV void quamba_trace_end(unsigned entry) {
     __syncthreads();
     if (threadIdx.x == 0) {
+        // Read before the slot's atomic, whose round trip to L2 is the trace's, not the block's.
+        const unsigned long long end = quamba_global_ns();
         const unsigned i = atomicAdd(&quamba_trace_count, 1u);
         if (i < QUAMBA_TRACE)
-            quamba_trace_events[i] = {quamba_trace_times()[0], quamba_trace_times()[1], quamba_trace_times()[2], quamba_global_ns(), entry, blockIdx.x + blockIdx.y * gridDim.x};
+            quamba_trace_events[i] = {quamba_trace_times()[0], quamba_trace_times()[1], quamba_trace_times()[2], quamba_trace_times()[3], end, entry, blockIdx.x + blockIdx.y * gridDim.x};
     }
 }
 #define QUAMBA_TRACE_BEGIN quamba_trace_begin()
 #define QUAMBA_TRACE_LANDED quamba_trace_landed()
+#define QUAMBA_TRACE_SUMMED quamba_trace_summed()
 #define QUAMBA_TRACE_END(entry) quamba_trace_end(entry)
 #else
 #define QUAMBA_TRACE_BEGIN
 #define QUAMBA_TRACE_LANDED
+#define QUAMBA_TRACE_SUMMED
 #define QUAMBA_TRACE_END(entry)
 #endif
 
@@ -974,6 +987,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
 #pragma unroll
         for (int s = 1; s < WK; s++) acc += red[s][wn][g];
     }
+    QUAMBA_TRACE_SUMMED;
     if (t == 0 && tile_ok && n < N) {
         float v = acc * act_scale + early_bias;
         if (resid) v = early_resid + v;
@@ -1109,6 +1123,7 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
         const int done = j * TPS + here;               // tiles summed so far
         if (done % RES == 0 || done == count) {
             __syncthreads();
+            if (done == count) QUAMBA_TRACE_SUMMED;
             const int from = (done - 1) / RES * RES;
             if (one_epilogue) {
                 if (own_column) {
@@ -1149,6 +1164,7 @@ QDEV int sw(int i) { return i ^ ((i >> 5) & 31); }
 template <int W, int T> QDEV void row_load(float* row, const Opnd& x, i64 r) {
 #pragma unroll
     for (int i = threadIdx.x; i < W; i += T) row[sw(i)] = ld(x, r, i);
+    QUAMBA_TRACE_LANDED;
 }
 
 // Mamba1's gate, as `elementwise` OP 4 computes it: x · silu(z). Each thread touches the
@@ -1171,6 +1187,7 @@ template <int W, int T> QDEV void row_rms_norm(float* row, const float* weight, 
         if (i < W) s += row[sw(i)] * row[sw(i)];
     }
     float inv = rsqrtf(block_sum(s, scratch) / (float)W + eps);
+    QUAMBA_TRACE_SUMMED;
 #pragma unroll
     for (int e = 0; e < E; e++) {
         int i = threadIdx.x + e * T;
@@ -1358,6 +1375,7 @@ QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* wei
         if (k * T >= off && k * T < off + B) buf[sw(k * T - off + t)] = g;
     }
     float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+    QUAMBA_TRACE_SUMMED;
 #pragma unroll
     for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * w[j];
     row_hadamard<B, T>(buf);
@@ -1385,7 +1403,9 @@ QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const float* scale, in
         if (GATE) v = v * silu_f(ld(z, r, i));
         buf[sw(j * T + t)] = v;
     }
+    QUAMBA_TRACE_LANDED;
     row_hadamard<B, T>(buf);
+    QUAMBA_TRACE_SUMMED;
 #pragma unroll
     for (int j = 0; j < E; j++) {
         const int i = base + j * T + t;
@@ -1464,6 +1484,7 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const fl
     float g = ld(x, r, i) * silu_f(ld(z, r, i));
     const float w = weight[i];
     float inv = rsqrtf(block_sum(g * g, scratch) / (float)T + eps);
+    QUAMBA_TRACE_SUMMED;
     buf[sw(t)] = g * inv * w;
     cluster_sync();
     if (t < T / CL) {

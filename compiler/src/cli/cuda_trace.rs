@@ -1,8 +1,9 @@
 //! `quambac cuda trace`: where a decode step's time goes on the GPU, launch by launch, from the
 //! blocks' own clocks (`runtime::cuda::traced_source`): when each launch's first and last blocks
-//! began, when its dependency wait returned for its last block, when its last block's weights
-//! landed (products that fetch them into shared memory), when its last block ended, and the
-//! median block's work after its own wait. A table (means over the steps after the first), and
+//! began, when its dependency wait returned for its last block, when its last block's first
+//! reads had landed (a product's weights in shared memory, a row kernel's row) and its sums were
+//! done (where the kernel marks them), when its last block ended, and the median block's work
+//! after its own wait. A table (means over the steps after the first), and
 //! optionally the last step drawn as an SVG timeline.
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub struct TraceArgs {
     /// Decode steps traced (the first is left out of the means).
     #[arg(long, default_value_t = 4)]
     steps: usize,
-    /// Block events the device holds (40 bytes each); every block of every launch records one.
+    /// Block events the device holds (48 bytes each); every block of every launch records one.
     #[arg(long, default_value_t = 1 << 20)]
     events: usize,
     /// Also draw the last step's timeline here.
@@ -43,6 +44,7 @@ struct Position {
     last_start_us: f64,
     waited_us: Option<f64>,
     landed_us: Option<f64>,
+    summed_us: Option<f64>,
     end_us: f64,
     /// The median block's time from its own wait returning to its end.
     block_after_wait_us: Option<f64>,
@@ -84,6 +86,7 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
             let mean = |f: &dyn Fn(&Vec<LaunchSpan>) -> f64| used.iter().map(f).sum::<f64>() / n / 1e3;
             let waited = first[i].waited.map(|_| mean(&|s| s[i].waited.unwrap_or(s[i].start)));
             let landed = first[i].landed.map(|_| mean(&|s| s[i].landed.unwrap_or(s[i].start)));
+            let summed = first[i].summed.map(|_| mean(&|s| s[i].summed.unwrap_or(s[i].start)));
             let block_after_wait = first[i].block_after_wait.map(|_| mean(&|s| s[i].block_after_wait.unwrap_or(0.0)));
             let after_previous = match (i, first[i].waited) {
                 (0, _) | (_, None) => None,
@@ -97,6 +100,7 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
                 last_start_us: mean(&|s| s[i].last_start),
                 waited_us: waited,
                 landed_us: landed,
+                summed_us: summed,
                 end_us: mean(&|s| s[i].end),
                 block_after_wait_us: block_after_wait,
                 after_previous_us: after_previous,
@@ -107,12 +111,12 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
 
 fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position]) {
     println!("{}: decode step at batch {batch} on {device}, µs (means over the traced steps after the first)", model.display());
-    println!("| # | value | kernel | blocks | start | last block start | wait returned | weights landed | end | before its wait | after its wait | median block after its wait | previous end → wait returned |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| # | value | kernel | blocks | start | last block start | wait returned | reads landed | sums done | end | before its wait | after its wait | median block after its wait | previous end → wait returned |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let f = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.2}"));
     for (i, p) in positions.iter().enumerate() {
         println!(
-            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} | {} | {} | {} | {} |",
+            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
             p.value,
             p.kernel,
             p.blocks,
@@ -120,6 +124,7 @@ fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position])
             p.last_start_us,
             f(p.waited_us),
             f(p.landed_us),
+            f(p.summed_us),
             p.end_us,
             f(p.waited_us.map(|w| w - p.start_us)),
             f(p.waited_us.map(|w| p.end_us - w)),
@@ -156,9 +161,11 @@ fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position])
 const BEFORE_WAIT: RGBColor = RGBColor(170, 200, 235);
 const AFTER_WAIT: RGBColor = RGBColor(30, 100, 200);
 const LANDED: RGBColor = RGBColor(220, 60, 30);
+const SUMMED: RGBColor = RGBColor(20, 20, 20);
 
 /// One row per launch: from its first block's start to its wait returning (light), then to its
-/// last block's end (dark), named at its right; a red tick where its last weights landed.
+/// last block's end (dark), named at its right; a red tick where its last block's first reads had
+/// landed, a black one where its sums were done.
 fn draw(path: &Path, title: &str, spans: &[LaunchSpan]) -> anyhow::Result<()> {
     let rows = spans.len().max(1);
     let end = spans.iter().map(|s| s.end).fold(0.0, f64::max) / 1e3;
@@ -176,10 +183,11 @@ fn draw(path: &Path, title: &str, spans: &[LaunchSpan]) -> anyhow::Result<()> {
         let waited = s.waited.unwrap_or(s.start) / 1e3;
         chart.draw_series(std::iter::once(Rectangle::new([(s.start / 1e3, y0), (waited, y1)], BEFORE_WAIT.filled())))?;
         chart.draw_series(std::iter::once(Rectangle::new([(waited, y0), (s.end / 1e3, y1)], AFTER_WAIT.filled())))?;
-        if let Some(landed) = s.landed {
-            // When the last block's weights had landed: a tick across the bar.
-            let l = landed / 1e3;
-            chart.draw_series(std::iter::once(Rectangle::new([(l - end * 0.001, y0 - 0.1), (l + end * 0.001, y1 + 0.1)], LANDED.filled())))?;
+        for (mark, color) in [(s.landed, LANDED), (s.summed, SUMMED)] {
+            if let Some(at) = mark {
+                let at = at / 1e3;
+                chart.draw_series(std::iter::once(Rectangle::new([(at - end * 0.001, y0 - 0.1), (at + end * 0.001, y1 + 0.1)], color.filled())))?;
+            }
         }
         // The launch's name just right of its bar.
         chart.draw_series(std::iter::once(Text::new(format!("{} {}", s.value, s.kernel), (s.end / 1e3 + end * 0.003, i as f64 + 0.1), ("sans-serif", 11))))?;
@@ -193,7 +201,7 @@ mod tests {
     use super::*;
 
     fn span(value: &str, start: f64, waited: Option<f64>, end: f64) -> LaunchSpan {
-        LaunchSpan { value: value.into(), kernel: format!("k_{value}"), blocks: 1, start, last_start: start, waited, landed: None, block_after_wait: waited.map(|w| end - w), end }
+        LaunchSpan { value: value.into(), kernel: format!("k_{value}"), blocks: 1, start, last_start: start, waited, landed: None, summed: None, block_after_wait: waited.map(|w| end - w), end }
     }
 
     #[test]

@@ -197,6 +197,7 @@ impl Builder<'_> {
 
     /// The entry point named for `body`, created on first use.
     fn entry(&mut self, prefix: &str, body: String) -> String {
+        let body = if prefix == "rows" && std::env::var("QUAMBA_CUDA_ROW_TRIGGER").is_ok_and(|v| v == "exit") { codegen::trigger_at_exit(&body) } else { body };
         if let Some(name) = self.entry_by_body.get(&body) {
             return name.clone();
         }

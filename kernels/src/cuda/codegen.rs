@@ -76,6 +76,15 @@ pub fn entry_names(generated: &str) -> Vec<String> {
         .collect()
 }
 
+/// `entry` (which starts with `quamba::pdl_enter()`) letting the next launch start only when
+/// its blocks exit, not as soon as their dependency wait returns: `QUAMBA_CUDA_ROW_TRIGGER=exit`
+/// for the row kernels, to measure whether the next product's weight fetch, which otherwise runs
+/// beside them, is what makes a one-block row kernel take 4 µs after its wait (the eleventh
+/// session's timeline).
+pub fn trigger_at_exit(entry: &str) -> String {
+    entry.replacen("quamba::pdl_enter();", "quamba::pdl_wait();", 1)
+}
+
 /// A literal for an f32 constant.
 fn lit(x: f32) -> String {
     format!("{x:?}f")

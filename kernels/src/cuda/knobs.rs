@@ -22,6 +22,7 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
     ("QUAMBA_CUDA_SSD_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
     ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),
+    ("QUAMBA_CUDA_ROW_TRIGGER", |v| matches!(v, "wait" | "exit"), "wait (the next launch may start once the row kernel's wait returns: the default) or exit (once it exits)"),
 ];
 
 fn switch(v: &str) -> bool {
@@ -68,7 +69,7 @@ mod tests {
 
     #[test]
     fn well_formed_values_pass() {
-        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4x16"), ("QUAMBA_CUDA_GEMV", "0"), ("QUAMBA_CUDA_DECODE", "8,4"), ("QUAMBA_CUDA_GEMV_STREAM", "all"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x1x8"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", " 528 ")] {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4x16"), ("QUAMBA_CUDA_GEMV", "0"), ("QUAMBA_CUDA_DECODE", "8,4"), ("QUAMBA_CUDA_GEMV_STREAM", "all"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x1x8"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", " 528 "), ("QUAMBA_CUDA_ROW_TRIGGER", "exit")] {
             assert!(with(name, value).is_ok(), "{name}={value}");
         }
         assert!(check_with(|_| None).is_ok());
@@ -76,7 +77,7 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_knob_and_what_it_takes() {
-        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1")] {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1"), ("QUAMBA_CUDA_ROW_TRIGGER", "end")] {
             let e = with(name, value).unwrap_err().to_string();
             assert!(e.contains(&format!("{name}={value}")) && e.contains("expected"), "{e}");
         }

@@ -24,8 +24,12 @@ pub struct BlockEvent {
     pub begin: u64,
     /// When its dependency wait returned (0: the block never waited).
     pub waited: u64,
-    /// When the last of the weights it fetches into shared memory landed (0: it fetches none).
+    /// When what it reads first had landed, for its latest warp: a product's weights in shared
+    /// memory, a row kernel's row (0: the kernel does not mark it).
     pub landed: u64,
+    /// When its latest warp's sums were done: a product's dot products, a row kernel's reduction
+    /// (0: the kernel does not mark it).
+    pub summed: u64,
     pub end: u64,
     /// The entry point's index in the generated source.
     pub entry: u32,
@@ -34,15 +38,15 @@ pub struct BlockEvent {
 
 impl BlockEvent {
     /// Size of the C struct on the device.
-    pub const BYTES: usize = 40;
+    pub const BYTES: usize = 48;
 
-    /// Decodes the device's array of events (little-endian C layout: four u64, two u32).
+    /// Decodes the device's array of events (little-endian C layout: five u64, two u32).
     pub fn parse(bytes: &[u8]) -> Vec<BlockEvent> {
         let u64_at = |c: &[u8], i: usize| u64::from_le_bytes(c[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |c: &[u8], i: usize| u32::from_le_bytes(c[i..i + 4].try_into().expect("4 bytes"));
         bytes
             .chunks_exact(Self::BYTES)
-            .map(|c| BlockEvent { begin: u64_at(c, 0), waited: u64_at(c, 8), landed: u64_at(c, 16), end: u64_at(c, 24), entry: u32_at(c, 32), block: u32_at(c, 36) })
+            .map(|c| BlockEvent { begin: u64_at(c, 0), waited: u64_at(c, 8), landed: u64_at(c, 16), summed: u64_at(c, 24), end: u64_at(c, 32), entry: u32_at(c, 40), block: u32_at(c, 44) })
             .collect()
     }
 }
@@ -69,8 +73,10 @@ pub struct LaunchSpan {
     pub last_start: f64,
     /// When the last block's wait returned (None: no block waited).
     pub waited: Option<f64>,
-    /// When the last block's weights landed in shared memory (None: the kernel fetches none).
+    /// When the last block's first reads had landed (None: the kernel does not mark it).
     pub landed: Option<f64>,
+    /// When the last block's sums were done (None: the kernel does not mark it).
+    pub summed: Option<f64>,
     /// The median over blocks of the time from its own wait returning to its end: a block's
     /// work, where `end - waited` also holds the stragglers.
     pub block_after_wait: Option<f64>,
@@ -119,6 +125,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
             taken.insert(entry, from + launch.blocks);
             let waited = blocks.iter().map(|b| b.waited).filter(|w| *w > 0).max();
             let landed = blocks.iter().map(|b| b.landed).filter(|l| *l > 0).max();
+            let summed = blocks.iter().map(|b| b.summed).filter(|l| *l > 0).max();
             let mut works: Vec<u64> = blocks.iter().filter(|b| b.waited > 0).map(|b| b.end.saturating_sub(b.waited)).collect();
             works.sort_unstable();
             spans.push(LaunchSpan {
@@ -129,6 +136,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
                 last_start: blocks.iter().map(|b| b.begin).max().unwrap_or(0) as f64,
                 waited: waited.map(|w| w as f64),
                 landed: landed.map(|l| l as f64),
+                summed: summed.map(|l| l as f64),
                 block_after_wait: works.get(works.len() / 2).map(|w| *w as f64),
                 end: blocks.iter().map(|b| b.end).max().unwrap_or(0) as f64,
             });
@@ -140,6 +148,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
             s.end -= origin;
             s.waited = s.waited.map(|w| w - origin);
             s.landed = s.landed.map(|l| l - origin);
+            s.summed = s.summed.map(|l| l - origin);
         }
         out.push(spans);
     }
@@ -151,7 +160,7 @@ mod tests {
     use super::*;
 
     fn ev(entry: u32, block: u32, begin: u64, waited: u64, end: u64) -> BlockEvent {
-        BlockEvent { begin, waited, landed: 0, end, entry, block }
+        BlockEvent { begin, waited, landed: 0, summed: 0, end, entry, block }
     }
 
     fn launch(value: &str, entry: Option<u32>, blocks: usize) -> IssuedLaunch {
@@ -182,7 +191,7 @@ mod tests {
         assert_eq!(first.iter().map(|s| s.value.as_str()).collect::<Vec<_>>(), ["%1", "%2", "%4"]);
         assert_eq!((first[0].start, first[0].waited, first[0].end), (0.0, Some(100.0), 500.0));
         // Blocks began at 0 and 10; one worked 310 ns after its wait, the other 400: the upper median.
-        assert_eq!((first[0].last_start, first[0].block_after_wait, first[0].landed), (10.0, Some(400.0), None));
+        assert_eq!((first[0].last_start, first[0].block_after_wait, first[0].landed, first[0].summed), (10.0, Some(400.0), None, None));
         assert_eq!((first[1].start, first[1].waited, first[1].end), (200.0, Some(600.0), 1000.0));
         assert_eq!((first[2].start, first[2].waited, first[2].end), (700.0, Some(1100.0), 1400.0));
         let second = &steps[1];
@@ -201,13 +210,13 @@ mod tests {
     #[test]
     fn the_device_layout_round_trips_and_the_capacity_is_read_back() {
         let mut bytes = Vec::new();
-        for v in [7u64, 8, 6, 9] {
+        for v in [7u64, 8, 6, 5, 9] {
             bytes.extend(v.to_le_bytes());
         }
         bytes.extend(3u32.to_le_bytes());
         bytes.extend(4u32.to_le_bytes());
         assert_eq!(bytes.len(), BlockEvent::BYTES);
-        assert_eq!(BlockEvent::parse(&bytes), [BlockEvent { landed: 6, ..ev(3, 4, 7, 8, 9) }]);
+        assert_eq!(BlockEvent::parse(&bytes), [BlockEvent { landed: 6, summed: 5, ..ev(3, 4, 7, 8, 9) }]);
         assert_eq!(capacity(&traced_source("// kernels", 4096)), Some(4096));
         assert_eq!(capacity("// kernels"), None);
     }
