@@ -21,9 +21,8 @@ typedef unsigned short f16bits;
 // point records when it began, when its dependency wait returned, when what it reads first had
 // landed (a product's weights in shared memory, a row kernel's row; 0 where not marked), when its
 // sums were done (a product's dot products, a row kernel's reduction; 0 where not marked) and when
-// it ended
-// (%globaltimer, ns), and which entry point it ran (its index in the generated source); the host
-// assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
+// it ended (%globaltimer, ns), and which entry point it ran (its index in the generated source);
+// the host assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
 // kernels are the same instructions.
 #ifdef QUAMBA_TRACE
 struct QuambaTraceEvent {
@@ -54,14 +53,11 @@ QDEV void quamba_trace_begin() {
     }
     __syncthreads();
 }
-// Called by every warp once what it reads first has landed (after an instruction that uses it:
-// a shared-memory store of a loaded value, a barrier wait), and once its sums are done: the
-// block keeps the latest warp's.
-QDEV void quamba_trace_landed() {
-    if ((threadIdx.x & 31) == 0) atomicMax(&quamba_trace_times()[2], quamba_global_ns());
-}
-QDEV void quamba_trace_summed() {
-    if ((threadIdx.x & 31) == 0) atomicMax(&quamba_trace_times()[3], quamba_global_ns());
+// Called by every warp at mark `slot` (2: what it reads first has landed, after an instruction
+// that uses it: a shared-memory store of a loaded value, a barrier wait; 3: its sums are done):
+// the block keeps the latest warp's.
+QDEV void quamba_trace_mark(int slot) {
+    if ((threadIdx.x & 31) == 0) atomicMax(&quamba_trace_times()[slot], quamba_global_ns());
 }
 QDEV void quamba_trace_waited() {
     if (threadIdx.x == 0) quamba_trace_times()[1] = quamba_global_ns();
@@ -78,8 +74,8 @@ QDEV void quamba_trace_end(unsigned entry) {
     }
 }
 #define QUAMBA_TRACE_BEGIN quamba_trace_begin()
-#define QUAMBA_TRACE_LANDED quamba_trace_landed()
-#define QUAMBA_TRACE_SUMMED quamba_trace_summed()
+#define QUAMBA_TRACE_LANDED quamba_trace_mark(2)
+#define QUAMBA_TRACE_SUMMED quamba_trace_mark(3)
 #define QUAMBA_TRACE_END(entry) quamba_trace_end(entry)
 #else
 #define QUAMBA_TRACE_BEGIN

@@ -503,17 +503,10 @@ impl GemvConfig {
         let whole = shape.group.is_multiple_of(ch) || shape.group >= shape.k;
         let splits_chunk = shape.group.is_multiple_of(32) && ch.is_multiple_of(shape.group);
         let gemv_knob = std::env::var("QUAMBA_CUDA_GEMV").ok();
-        let (warps, depth, chunks_per_warp) = match gemv_knob.as_deref() {
-            Some("0") => return None,
-            Some(v) => {
-                let p: Vec<usize> = v.split([',', 'x']).filter_map(|x| x.trim().parse().ok()).collect();
-                match p.as_slice() {
-                    [w, d, c] => ((*w).clamp(1, 32), (*d).clamp(1, 16), (*c).max(1)),
-                    _ => (8, if whole { 4 } else { 2 }, 16),
-                }
-            }
-            None => (8, if whole { 4 } else { 2 }, 16),
-        };
+        if gemv_knob.as_deref() == Some("0") {
+            return None;
+        }
+        let (warps, depth, chunks_per_warp) = super::knobs::triple("QUAMBA_CUDA_GEMV", &[',', 'x']).map_or((8, if whole { 4 } else { 2 }, 16), |(w, d, c)| (w.clamp(1, 32), d.clamp(1, 16), c.max(1)));
         let chunks = shape.k.div_ceil(ch);
         if shape.kind < 2 || !(whole || splits_chunk) || chunks * ch > GEMV_MAX_K {
             return None;
@@ -538,7 +531,7 @@ impl GemvConfig {
         if let Some((wk, tile, stream)) = streams.then(|| stream_layout(shape, chunks, tiles)).flatten() {
             return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
         }
-        if bulk.is_none() && whole && shape.kind == INT4_WEIGHTS && gemv_knob.is_none() {
+        let (wn, wk) = if bulk.is_none() && whole && shape.kind == INT4_WEIGHTS && gemv_knob.is_none() {
             // Left on the ring with whole-group chunks of int4 weights (mamba2-8b W4A8's out_proj:
             // 512 tiles of 64 chunks): nothing of it is fetched ahead of its wait but the ring's
             // first chunks, so its loads in flight after the wait are all it has; k is split
@@ -547,9 +540,10 @@ impl GemvConfig {
             // (2048 warps) 0.3289 / 0.970, 16 of 4 (8192 warps, one 512-thread block per tile)
             // 0.3189 / 0.971 (`bench/gpu-results/stream-shapes-run15.md`).
             let wk = wk.max(GEMV_RING_WARPS.div_ceil(tiles)).clamp(1, chunks.min(32));
-            let wn = (warps / wk).max(1);
-            return Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk: None, stream: None });
-        }
+            ((warps / wk).max(1), wk)
+        } else {
+            (wn, wk)
+        };
         Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None })
     }
 
@@ -591,21 +585,20 @@ impl GemvConfig {
 /// `QUAMBA_CUDA_GEMV_STREAM_SHAPE=PER_SMxTPSxWARPS` sets blocks per SM, tiles per stage and
 /// warps per block (a tuning aid).
 fn stream_layout(shape: &GemmShape, chunks: usize, tiles: usize) -> Option<(usize, BulkTiles, StreamStages)> {
-    let knob = std::env::var("QUAMBA_CUDA_GEMV_STREAM_SHAPE").ok().and_then(|v| match v.split('x').filter_map(|x| x.trim().parse::<usize>().ok()).collect::<Vec<_>>().as_slice() {
-        [p, t, w] => Some(((*p).clamp(1, 8), (*t).clamp(1, 8), (*w).clamp(1, 32))),
-        _ => None,
-    });
-    match knob {
-        Some(shape_knob) => stream_stages(shape, chunks, tiles, shape_knob),
-        None => {
-            let per_sm: &[usize] = if shape.kind == INT4_WEIGHTS { &[3, 2] } else { &[2] };
-            per_sm.iter().find_map(|&p| stream_stages(shape, chunks, tiles, (p, STREAM_TILES_PER_STAGE, STREAM_WARPS)).filter(|s| s.2.stages >= 2)).or_else(|| {
-                // Where no share holds two stages, two blocks per SM may still hold a block's
-                // every tile in one.
-                stream_stages(shape, chunks, tiles, (2, STREAM_TILES_PER_STAGE, STREAM_WARPS))
-            })
+    if let Some((p, t, w)) = super::knobs::triple("QUAMBA_CUDA_GEMV_STREAM_SHAPE", &['x']) {
+        return stream_stages(shape, chunks, tiles, (p.clamp(1, 8), t.clamp(1, 8), w.clamp(1, 32)));
+    }
+    // The most blocks per SM whose shares hold two stages; where none do, two blocks per SM (the
+    // last tried) may still hold a block's every tile in one.
+    let per_sm: &[usize] = if shape.kind == INT4_WEIGHTS { &[3, 2] } else { &[2] };
+    let mut layout = None;
+    for &p in per_sm {
+        layout = stream_stages(shape, chunks, tiles, (p, STREAM_TILES_PER_STAGE, STREAM_WARPS));
+        if layout.as_ref().is_some_and(|l| l.2.stages >= 2) {
+            break;
         }
     }
+    layout
 }
 
 /// [`stream_layout`] with `per_sm` blocks per SM of `warps` warps and `tps` tiles per stage.

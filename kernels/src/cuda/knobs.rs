@@ -38,9 +38,24 @@ fn numbers(v: &str, separators: &[char], count: usize) -> bool {
 /// The two numbers knob `name` is set to, `A{separator}B` (such as `QUAMBA_CUDA_SSD_SHAPE=8x16`),
 /// if it is set to that.
 pub(super) fn pair(name: &str, separator: char) -> Option<(usize, usize)> {
-    let value = std::env::var(name).ok()?;
-    let (a, b) = value.split_once(separator)?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    match set_numbers(name, &[separator])?.as_slice() {
+        [a, b] => Some((*a, *b)),
+        _ => None,
+    }
+}
+
+/// The three numbers knob `name` is set to, separated by any of `separators` (such as
+/// `QUAMBA_CUDA_GEMV_STREAM_SHAPE=3x1x8`), if it is set to that.
+pub(super) fn triple(name: &str, separators: &[char]) -> Option<(usize, usize, usize)> {
+    match set_numbers(name, separators)?.as_slice() {
+        [a, b, c] => Some((*a, *b, *c)),
+        _ => None,
+    }
+}
+
+/// The numbers knob `name` is set to, if it is set and every part is one.
+fn set_numbers(name: &str, separators: &[char]) -> Option<Vec<usize>> {
+    std::env::var(name).ok()?.split(separators).map(|p| p.trim().parse().ok()).collect()
 }
 
 /// Fails on the first knob set to a value it does not take.
