@@ -120,19 +120,26 @@ fn quantized_plans_are_pinned_and_sound() {
                 assert!(steps.is_empty());
             }
         }
+        // With int8 activations a one-row in_proj runs the layer's input norm before it too.
+        let folded_norms: Vec<usize> = (0..p.launches.len()).filter(|i| p.launches[*i].skip_one_row && p.launches[*i].kernel.name.starts_with("rows_")).collect();
+        assert_eq!(folded_norms.len(), if target == "h100-w4a16" { 0 } else { per_layer }, "{target}: one folded norm per layer");
+        for i in folded_norms {
+            assert_norm_folded(&p, i);
+        }
         insta::assert_snapshot!(format!("mamba2_tiny_{target}_launches"), p.describe());
         insta::assert_snapshot!(format!("mamba2_tiny_{target}_source"), p.generated_source());
     }
 }
 
 /// A Mamba1 decode step at one row runs six launches per layer with int8 activations: the input
-/// norm, in_proj (with the conv step and the conv output's quantize), x_proj, the scan (with
-/// dt_proj's product), the gate → Hadamard → quantize chain, out_proj. Every launch a one-row
-/// call leaves out has its work done by exactly one other launch: a conv or quantize by the
-/// GEMV before it, dt_proj (and its input's materialization) by the scan after it.
+/// norm (W4A8: run by in_proj's bulk GEMV instead), in_proj (with the conv step and the conv
+/// output's quantize), x_proj, the scan (with dt_proj's product), the gate → Hadamard → quantize
+/// chain, out_proj. Every launch a one-row call leaves out has its work done by exactly one other
+/// launch: a conv or quantize by the GEMV before it, the input norm by the GEMV after it, dt_proj
+/// (and its input's materialization) by the scan after it.
 #[test]
 fn mamba1_one_row_launches_fold_into_their_neighbours() {
-    for (target, per_layer) in [(Some("h100-w4a8"), 6), (Some("h100-w8a8"), 6), (Some("h100-w4a16"), 7), (None, 7)] {
+    for (target, per_layer) in [(Some("h100-w4a8"), 5), (Some("h100-w8a8"), 6), (Some("h100-w4a16"), 7), (None, 7)] {
         let p = mamba1_plan_of(target);
         assert_slots_sound(&p);
         let entry = |name: &str| {
@@ -154,6 +161,8 @@ fn mamba1_one_row_launches_fold_into_their_neighbours() {
                 assert_eq!(by_conv_step(false), 1, "{target:?}: {}", l.value);
             } else if name.starts_with("quantize_") {
                 assert_eq!(by_conv_step(true), 1, "{target:?}: {}", l.value);
+            } else if name.starts_with("rows_") {
+                assert_norm_folded(&p, i);
             } else {
                 // dt_proj's product or the materialization of its input: the next scan launch
                 // computes it at one row, from that input.
@@ -173,6 +182,24 @@ fn mamba1_one_row_launches_fold_into_their_neighbours() {
             insta::assert_snapshot!("mamba1_random_h100-w4a8_source", p.generated_source());
         }
     }
+}
+
+/// Launch `rows` (skipped at one row) is an RMS norm → quantize whose int8 output only the next
+/// launch reads, a one-row GEMV that runs the same norm on the same row (its `quamba::RowNorm`)
+/// with the row kernel's thread count.
+fn assert_norm_folded(p: &CudaPlan, rows: usize) {
+    let norm = &p.launches[rows];
+    let product = &p.launches[rows + 1];
+    let Some(Arg::Buffer { buffer: int8_out, .. }) = norm.args.get(8) else { panic!("{}: a row kernel writes its int8 output 9th", norm.value) };
+    let readers: Vec<&str> = p.launches.iter().filter(|l| l.args.iter().any(|a| matches!(a, Arg::RowsInput { buffer, .. } if buffer == int8_out))).map(|l| l.value.as_str()).collect();
+    assert_eq!(readers, [product.value.as_str()], "{}: only the product reads the norm's output", norm.value);
+    let Some(Arg::RowNorm(Some(folded))) = product.args.last() else { panic!("{}: the product after {} runs its norm", product.value, norm.value) };
+    assert_eq!(Some(&Arg::Operand(folded.x.clone())), norm.args.first(), "{}: the norm's row", product.value);
+    assert!(product.kernel.name.starts_with("gemv_") && !product.skip_one_row, "{}: a one-row GEMV", product.value);
+    let at = p.source.find(&format!(" {}(", product.kernel.name)).expect("the GEMV's entry");
+    let body = p.source[at..].split("\n}\n").next().unwrap();
+    let threads = norm.kernel.block;
+    assert!(body.contains(&format!(", {threads}, {}, {}>(", folded.weight.is_some(), folded.per_column)), "{}: plays the row kernel's {threads} threads: {body}", product.value);
 }
 
 /// Programmatic dependent launch lets a kernel start before its predecessor finishes; that is
@@ -200,7 +227,7 @@ fn every_entry_point_waits_for_its_predecessor() {
     let library = kernels::cuda::codegen::LIBRARY;
     let templates: [(&str, &[&str]); 6] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
-        ("QDEV void gemv(", &["stage_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
+        ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
         ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
@@ -381,19 +408,29 @@ fn gemv_kernel_compiles_at_real_shapes() {
         .iter()
         .map(|&(kind, k, n, group)| {
             let shape = GemmShape { kind, k, n, group, vec: true };
-            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), None)
+            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), None, None)
         })
         .chain(std::iter::once({
             // mamba2-2.7b's in_proj with its conv step: z, then x B C through the conv, then dt.
             let shape = GemmShape { kind: 3, k: 2560, n: 10576, group: 128, vec: true };
             let conv = codegen::ConvEpilogue { first_column: 5120, channels: 5376, taps: 4, silu: true };
-            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv))
+            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv), None)
+        }))
+        .chain([(false, false), (true, true)].map(|(weight, per_column)| {
+            // mamba2-2.7b's in_proj with its conv step and the RMS norm -> quantize before it
+            // (as planned: no norm weight, one scale; and with both, which the prologue loads).
+            let shape = GemmShape { kind: 3, k: 2560, n: 10576, group: 128, vec: true };
+            let config = GemvConfig::decode(&shape).expect("a GEMV shape");
+            let conv = codegen::ConvEpilogue { first_column: 5120, channels: 5376, taps: 4, silu: true };
+            let norm = codegen::NormPrologue::for_product(2560, &config, weight, per_column, 1e-5);
+            assert!(norm.is_some(), "the bulk in_proj runs its norm");
+            codegen::gemv(&shape, &config, Some(conv), norm)
         }))
         .chain(std::iter::once({
             // mamba2-8b's streamed in_proj with its conv step.
             let shape = GemmShape { kind: 3, k: 4096, n: 18560, group: 128, vec: true };
             let conv = codegen::ConvEpilogue { first_column: 8192, channels: 10240, taps: 4, silu: true };
-            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv))
+            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv), None)
         }))
         .chain(std::iter::once({
             // A stream of two tiles per stage whose chunks hold four groups each (a head's groups
@@ -401,7 +438,7 @@ fn gemv_kernel_compiles_at_real_shapes() {
             let shape = GemmShape { kind: 3, k: 2560, n: 50288, group: 32, vec: true };
             let tile = codegen::BulkTiles { tile_bytes: 20 * 512, scale_bytes: 8 * 80 * 4 };
             let stream = codegen::StreamStages { stages: 2, per_sm: 2, tps: 2 };
-            codegen::gemv(&shape, &GemvConfig { wn: 1, wk: 8, depth: 1, bulk: Some(tile), stream: Some(stream) }, None)
+            codegen::gemv(&shape, &GemvConfig { wn: 1, wk: 8, depth: 1, bulk: Some(tile), stream: Some(stream) }, None, None)
         }))
         .collect();
     assert_entries_compile_without_spills(&entries, "gemv");

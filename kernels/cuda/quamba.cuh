@@ -789,6 +789,72 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
     }
 }
 
+// The RMS norm -> quantize row kernel before a one-row product (a layer's first norm before
+// in_proj), run by every block of that product on its own copy of the row instead of by a
+// launch of its own: `x` is the row before the norm, `weight` the norm's weight (or null; the
+// plan passes it only where NORM_W), `q_scale` the quantize's scale (per column where NORM_QVEC).
+// Each block loads the row (K floats from L2) after its dependency wait, in place of the int8 row
+// it would otherwise stage, and writes the quantized row straight into its permuted stage.
+struct RowNorm {
+    Opnd x;
+    const float* weight;
+    const float* q_scale;
+    int q_vec;
+};
+// The row kernel's arithmetic exactly (`row_load`, `row_rms_norm`, `block_sum`, `row_quantize`
+// with RT threads): thread i of RT sums the squares of elements i, i + RT, ... in that order,
+// warps of 32 such sums meet by the same shuffle tree, and the RT / 32 warp sums by the same last
+// warp_sum. This block's THREADS threads each play RT / THREADS of those threads (same lanes,
+// warps THREADS / 32 apart), so the row's int8 values are the row kernel's bit for bit. Bytes go
+// into `stage_permuted`'s layout.
+template <int K, int KP, int CH, int RT, int THREADS, bool NORM_W, bool NORM_QVEC>
+QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, i64 m, u32* stage, float* scratch) {
+    static_assert(RT % THREADS == 0 && RT <= 1024, "norm prologue: the row kernel's threads must be a multiple of the product's");
+    static_assert(K % 4 == 0, "norm prologue: whole words of k");
+    const int V = RT / THREADS, E = (K + RT - 1) / RT;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    float x[V][E];
+#pragma unroll
+    for (int j = 0; j < V; j++)
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            const int i = (int)threadIdx.x + j * THREADS + e * RT;
+            x[j][e] = i < K ? ld(nm.x, m, i) : 0.f;
+        }
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        float s = 0.f;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            const int i = (int)threadIdx.x + j * THREADS + e * RT;
+            if (i < K) s += x[j][e] * x[j][e];
+        }
+        s = warp_sum(s);
+        if (lane == 0) scratch[warp + j * (THREADS / 32)] = s;
+    }
+    __syncthreads();
+    const float total = warp_sum(lane < RT / 32 ? scratch[lane] : 0.f);
+    const float inv = rsqrtf(total / (float)K + eps);
+    i8* bytes = (i8*)stage;
+#pragma unroll
+    for (int j = 0; j < V; j++)
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            const int i = (int)threadIdx.x + j * THREADS + e * RT;
+            if (i < K) {
+                const float w = NORM_W ? nm.weight[i] : 1.f;
+                const float v = x[j][e] * inv * w;
+                const int word = i / 4, c = word / (CH / 4), p = word % (CH / 4);
+                bytes[4 * (c * (CH / 4) + (p % 4) * (CH / 16) + p / 4) + i % 4] = quantize_one(v, NORM_QVEC ? nm.q_scale[i] : q_scale0);
+            }
+        }
+    // Words past K (K is a multiple of 4, so no word straddles it) are the zero padding.
+    for (int w = K / 4 + (int)threadIdx.x; w < KP / 4; w += THREADS) {
+        const int c = w / (CH / 4), p = w % (CH / 4);
+        stage[c * (CH / 4) + (p % 4) * (CH / 16) + p / 4] = 0u;
+    }
+}
+
 // A block's weight tiles (TILE_BYTES each, consecutive in W) and their scales (SCALE_FLOATS
 // each, consecutive; none when `scales` is null) copied into shared memory, all requested at
 // once and before the dependency wait (weights are never written), with no registers held for
@@ -883,9 +949,14 @@ QDEV void store_column(float v, float* out, int ldo, int m, int n, const ConvSte
 // BULK: the block's tiles and their scales come into dynamic shared memory through `tiles_fetch`
 // (WN tiles of KC chunks, then WN x 8 rows of NG scales) instead of each warp's register ring
 // and L2 prefetch; the arithmetic, and so the result, is the same.
-template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, bool BULK, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
+//
+// NORM_T > 0: the row is `norm`'s (the RMS norm -> quantize row kernel of NORM_T threads that
+// would otherwise run before this product; `A` is not read), normed and quantized by every block
+// (`norm_quantize_permuted`).
+template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, bool BULK, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false,
+          int NORM_T = 0, bool NORM_W = false, bool NORM_QVEC = false>
 QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
-               const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}) {
+               const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}, const RowNorm& norm = RowNorm{}, float norm_eps = 0.f) {
     static_assert(KIND == 2 || KIND == 3, "gemv: int8 activations only");
     typedef Layout<KIND> L;
     const int CH = L::CH;
@@ -931,6 +1002,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     const bool conv_column = CONV_C > 0 && wk == 0 && t == 0 && tile_ok && n >= CONV_LO && n < CONV_LO + CONV_C;
     ConvColumn<CONV_KW> conv_pre;
     if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, n - CONV_LO, m);
+    const float norm_q_scale0 = NORM_T > 0 && !NORM_QVEC ? norm.q_scale[0] : 0.f;
     pdl_enter();
     float early_bias = 0.f, early_resid = 0.f;
     if (wk == 0 && t == 0 && tile_ok && n < N) {
@@ -938,7 +1010,12 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
         early_resid = resid ? resid[(i64)m * ldr + n] : 0.f;
     }
     __shared__ __align__(16) u32 stage[KP / 4];
-    stage_permuted<CH, K, KP, WN * WK * 32>((const i8*)A + (i64)m * lda, stage);
+    if constexpr (NORM_T > 0) {
+        __shared__ float norm_scratch[32];
+        norm_quantize_permuted<K, KP, CH, NORM_T, WN * WK * 32, NORM_W, NORM_QVEC>(norm, norm_eps, norm_q_scale0, m, stage, norm_scratch);
+    } else {
+        stage_permuted<CH, K, KP, WN * WK * 32>((const i8*)A + (i64)m * lda, stage);
+    }
     if constexpr (BULK) tiles_landed();
     __syncthreads();
 

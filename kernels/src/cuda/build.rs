@@ -70,6 +70,21 @@ struct Builder<'g> {
     products: HashMap<BufferId, ProductSite>,
     /// The one-row product launch that runs the conv step writing each conv output buffer.
     conv_steps: HashMap<BufferId, usize>,
+    /// RMS norm → quantize row kernels by their int8 output buffer, for the product after one to
+    /// run in its one-row kernel.
+    norm_rows: HashMap<BufferId, NormRows>,
+}
+
+/// An RMS norm → quantize row kernel (and nothing else) as planned.
+struct NormRows {
+    launch: usize,
+    /// The quantize's value.
+    value: ValueId,
+    x: View,
+    weight: Option<WeightId>,
+    eps: f32,
+    scale: WeightId,
+    per_column: bool,
 }
 
 /// Where a product was planned: what a later op needs to fold itself into its one-row kernel.
@@ -83,6 +98,8 @@ struct ProductSite {
     /// An f16 product's input as its producer left it (possibly fake-quantized), and the launch
     /// that materialized it plainly for the product, if one did.
     float_input: Option<(View, Option<usize>)>,
+    /// The norm its one-row kernel runs on its input row.
+    norm: Option<codegen::NormPrologue>,
 }
 
 /// Builds the plan of `graph`.
@@ -105,6 +122,7 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
         states: Vec::new(),
         products: HashMap::new(),
         conv_steps: HashMap::new(),
+        norm_rows: HashMap::new(),
     };
     b.choose_gemm_layouts(&order)?;
     for v in &order {
@@ -523,11 +541,13 @@ impl Builder<'_> {
         let mut weights: Vec<Arg> = Vec::new();
         let mut quantize = None;
         let mut split = None;
+        let mut norm = None;
         let mut cur = start;
         loop {
             let node = self.g.node(cur).clone();
             match node.op {
                 Op::RmsNorm { weight, eps } => {
+                    norm = Some((weight, eps));
                     stages.push(codegen::stage_rms_norm(width, weights.len(), weight.is_some(), eps));
                     let w = self.opt_f32(weight);
                     weights.push(w);
@@ -612,6 +632,14 @@ impl Builder<'_> {
             }
         };
         self.push(cur, kernel, None, args);
+        // Load, RMS norm, quantize: a product after it may run it itself (see `gemm`).
+        if let (Some((weight, eps)), Some(scale), None, 2) = (norm, quantize, z.as_ref(), stages.len()) {
+            if let Some(Repr::I8 { buffer, .. }) = self.repr.get(&cur) {
+                let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
+                let rows = NormRows { launch: self.launches.len() - 1, value: cur, x: x.clone(), weight, eps, scale, per_column };
+                self.norm_rows.insert(*buffer, rows);
+            }
+        }
         Ok(())
     }
 
@@ -625,9 +653,9 @@ impl Builder<'_> {
         if site.residual || x.stride != site.shape.n || x.col + channels > site.shape.n {
             return false;
         }
-        let (launch, shape) = (site.launch, site.shape);
+        let (launch, shape, norm) = (site.launch, site.shape, site.norm);
         let epilogue = codegen::ConvEpilogue { first_column: x.col, channels, taps, silu };
-        let name = self.entry("gemv", codegen::gemv(&shape, &one_row, Some(epilogue)));
+        let name = self.entry("gemv", codegen::gemv(&shape, &one_row, Some(epilogue), norm));
         let product = &mut self.launches[launch];
         let Some(slot) = product.args.iter_mut().find(|a| matches!(a, Arg::ConvStep(None))) else { return false };
         let out = step.out;
@@ -693,9 +721,13 @@ impl Builder<'_> {
         let group = group.unwrap_or(k);
         let input = self.g.inputs(v)[0];
         let mut float_input = None;
+        let mut int8_input = None;
         let (a_arg, lda, vec) = if kind >= 2 {
             match self.repr.get(&input) {
-                Some(Repr::I8 { buffer, stride, .. }) => (Arg::RowsInput { buffer: *buffer, offset: 0, row_bytes: *stride }, *stride, true),
+                Some(Repr::I8 { buffer, stride, .. }) => {
+                    int8_input = Some(*buffer);
+                    (Arg::RowsInput { buffer: *buffer, offset: 0, row_bytes: *stride }, *stride, true)
+                }
                 _ => return self.unsupported(v, "an integer product needs an int8 input"),
             }
         } else {
@@ -737,9 +769,37 @@ impl Builder<'_> {
         // One-row calls of int8-activation products run the dp4a GEMV; calls of more rows keep
         // the tensor-core decode kernel.
         let one_row = codegen::GemvConfig::decode(&shape);
+        // The RMS norm → quantize before it, where only this product reads its output and the
+        // one-row kernel can play its threads: run by the one-row kernel's blocks, and its own
+        // launch left out of one-row calls (a launch, its hand-over and its one-block chain of
+        // round trips off the decode step's critical path).
+        let norm = match (one_row, int8_input.and_then(|b| self.norm_rows.get(&b))) {
+            (Some(c), Some(rows)) if self.only_feeds(rows.value, rows.value, v) => {
+                codegen::NormPrologue::for_product(k, &c, rows.weight.is_some(), rows.per_column, rows.eps).map(|p| (p, int8_input.expect("matched")))
+            }
+            _ => None,
+        };
+        let norm_arg = match norm {
+            Some((_, buffer)) => {
+                let rows = self.norm_rows.remove(&buffer).expect("matched above");
+                self.launches[rows.launch].skip_one_row = true;
+                let weight = rows.weight.map(|w| {
+                    self.use_f32(w, 0);
+                    w.index()
+                });
+                self.use_f32(rows.scale, 0);
+                let x = match rows.x.operand() {
+                    Arg::Operand(o) => o,
+                    _ => unreachable!("View::operand is an operand"),
+                };
+                Arg::RowNorm(Some(RowNorm { x, weight, scale: rows.scale.index(), per_column: rows.per_column }))
+            }
+            None => Arg::RowNorm(None),
+        };
+        let norm = norm.map(|n| n.0);
         let (small, batched) = match one_row {
             Some(one_row) => {
-                let name = self.entry("gemv", codegen::gemv(&shape, &one_row, None));
+                let name = self.entry("gemv", codegen::gemv(&shape, &one_row, None, norm));
                 let small = Kernel { name, grid: one_row.grid(n), block: one_row.threads(), shared_bytes: one_row.shared_bytes() };
                 (small, Some(self.gemm_kernel(&shape, &batched)))
             }
@@ -763,12 +823,13 @@ impl Builder<'_> {
             Arg::I32(n as i32),
             Arg::Rows,
             Arg::ConvStep(None),
+            norm_arg,
         ];
         self.push(result, small, Some(large), args);
         if let Some(last) = self.launches.last_mut() {
             last.batched = batched;
         }
-        self.products.insert(out.buffer, ProductSite { launch: self.launches.len() - 1, shape, one_row, residual: result != v, value: v, float_input });
+        self.products.insert(out.buffer, ProductSite { launch: self.launches.len() - 1, shape, one_row, residual: result != v, value: v, float_input, norm });
         if result != v {
             self.fused.insert(v);
         }
@@ -804,6 +865,7 @@ fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId
             let touched: Vec<BufferId> = match arg {
                 Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => vec![*buffer],
                 Arg::ConvStep(Some(step)) => std::iter::once(step.out).chain(step.quantized.as_ref().map(|q| q.buffer)).collect(),
+                Arg::RowNorm(Some(norm)) if norm.x.stride > 0 => vec![norm.x.buffer],
                 Arg::Operand(o) if o.stride > 0 => vec![o.buffer],
                 _ => continue,
             };

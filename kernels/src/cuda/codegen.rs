@@ -404,8 +404,10 @@ impl GemmConfig {
 
 /// Every product entry point's parameters: the operands of `quamba::gemm` / `quamba::gemv`, then
 /// the conv step a one-row product may apply to its output (`quamba::ConvStep`,
-/// [`crate::cuda::plan::Arg::ConvStep`]; only a [`gemv`] with a [`ConvEpilogue`] reads it).
-const PRODUCT_PARAMS: &str = "const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M, quamba::ConvStep conv";
+/// [`crate::cuda::plan::Arg::ConvStep`]; only a [`gemv`] with a [`ConvEpilogue`] reads it), and
+/// the row norm it may run on its input (`quamba::RowNorm`, [`crate::cuda::plan::Arg::RowNorm`];
+/// only a [`gemv`] with a [`NormPrologue`] reads it).
+const PRODUCT_PARAMS: &str = "const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias, const float* resid, int ldr, float* out, int ldo, int M, quamba::ConvStep conv, quamba::RowNorm norm";
 
 pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
     let threads = c.threads();
@@ -690,10 +692,43 @@ pub struct ConvEpilogue {
     pub silu: bool,
 }
 
-/// A one-row product's kernel; with `conv`, it also runs that conv's decode step on its output.
-pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>) -> String {
+/// The RMS norm → quantize row kernel before a one-row product, run by the product's blocks
+/// instead (`quamba::norm_quantize_permuted`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormPrologue {
+    /// The threads of the row kernel it replaces, whose arithmetic it reproduces.
+    pub row_threads: usize,
+    /// Whether the norm has a weight.
+    pub weight: bool,
+    /// Whether the quantize's scale is per column.
+    pub per_column: bool,
+    pub eps: f32,
+}
+
+impl NormPrologue {
+    /// The prologue replacing a [`row_chain`] of `width` (an RMS norm, then a quantize) before a
+    /// bulk one-row product `c`, where its threads can play the row kernel's.
+    pub fn for_product(width: usize, c: &GemvConfig, weight: bool, per_column: bool, eps: f32) -> Option<NormPrologue> {
+        let row_threads = row_threads(width);
+        let threads = c.threads() as usize;
+        let fits = c.bulk.is_some() && c.stream.is_none() && width.is_multiple_of(4) && row_threads.is_multiple_of(threads);
+        fits.then_some(NormPrologue { row_threads, weight, per_column, eps })
+    }
+}
+
+/// A one-row product's kernel; with `conv`, it also runs that conv's decode step on its output,
+/// and with `norm`, the RMS norm → quantize of its input row.
+pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>, norm: Option<NormPrologue>) -> String {
     let threads = c.threads();
-    let conv = conv.map_or(String::new(), |e| format!(", {}, {}, {}, {}", e.first_column, e.channels, e.taps, e.silu));
+    let conv = match (conv, norm) {
+        (Some(e), _) => format!(", {}, {}, {}, {}", e.first_column, e.channels, e.taps, e.silu),
+        (None, Some(_)) => ", 0, 0, 1, false".to_string(),
+        (None, None) => String::new(),
+    };
+    let (norm_params, norm_args) = match norm {
+        Some(n) => (format!(", {}, {}, {}", n.row_threads, n.weight, n.per_column), format!(", norm, {}", lit(n.eps))),
+        None => (String::new(), String::new()),
+    };
     if let Some(stream) = c.stream {
         return format!(
             "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv_stream<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
@@ -701,7 +736,7 @@ pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>) -> String
         );
     }
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}{norm_params}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv{norm_args});\n}}\n",
         s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth, c.bulk.is_some()
     )
 }

@@ -154,7 +154,7 @@ pub struct Launch {
     pub args: Vec<Arg>,
     /// Whether calls of one row leave this launch out: the product before it does its work
     /// then (a conv step run by `quamba::gemv`, [`Arg::ConvStep`], with the quantize of its
-    /// output).
+    /// output; a row norm, [`Arg::RowNorm`], by the product after it).
     pub skip_one_row: bool,
     /// Whether this launch computes the logits (it may then run on the last position only).
     pub head: bool,
@@ -234,6 +234,23 @@ pub enum Arg {
     /// The conv step a one-row product applies to its conv columns (`quamba::ConvStep`; all
     /// null where it applies none).
     ConvStep(Option<ConvStep>),
+    /// The RMS norm → quantize a one-row product runs on its input row itself
+    /// (`quamba::RowNorm`; all null where it runs none).
+    RowNorm(Option<RowNorm>),
+}
+
+/// The operands of the RMS norm → quantize row kernel before a product, which the product's
+/// one-row kernel runs in its place (that row kernel's launch is left out of one-row calls).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowNorm {
+    /// The row before the norm.
+    pub x: Operand,
+    /// The norm's weight, if any.
+    pub weight: Option<usize>,
+    /// The quantize's scale weight.
+    pub scale: usize,
+    /// Whether that scale is per column.
+    pub per_column: bool,
 }
 
 /// The operands of a conv's decode step run by the product that computes its input.
