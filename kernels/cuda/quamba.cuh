@@ -754,6 +754,12 @@ template <int KIND, int K, int GROUP> struct GroupDot {
     }
 };
 
+// Where word w of a row (bytes 4w .. 4w + 3) goes in a chunk-permuted stage (see above).
+template <int CH> QDEV int permuted_word(int w) {
+    const int c = w / (CH / 4), p = w % (CH / 4);
+    return c * (CH / 4) + (p % 4) * (CH / 16) + p / 4;
+}
+
 // Row `x` (K int8, zero-padded to KP) into `stage` as 4-byte words, chunk-permuted as above, in
 // passes of up to 8 words per thread with every load of a pass issued before its first store.
 template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8* x, u32* stage) {
@@ -781,10 +787,7 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
 #pragma unroll
         for (int it = 0; it < PER; it++) {
             int w = base + it * THREADS + (int)threadIdx.x;
-            if (w < WORDS) {
-                int c = w / (CH / 4), p = w % (CH / 4);
-                stage[c * (CH / 4) + (p % 4) * (CH / 16) + p / 4] = v[it];
-            }
+            if (w < WORDS) stage[permuted_word<CH>(w)] = v[it];
         }
     }
 }
@@ -844,15 +847,11 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, i
             if (i < K) {
                 const float w = NORM_W ? nm.weight[i] : 1.f;
                 const float v = x[j][e] * inv * w;
-                const int word = i / 4, c = word / (CH / 4), p = word % (CH / 4);
-                bytes[4 * (c * (CH / 4) + (p % 4) * (CH / 16) + p / 4) + i % 4] = quantize_one(v, NORM_QVEC ? nm.q_scale[i] : q_scale0);
+                bytes[4 * permuted_word<CH>(i / 4) + i % 4] = quantize_one(v, NORM_QVEC ? nm.q_scale[i] : q_scale0);
             }
         }
     // Words past K (K is a multiple of 4, so no word straddles it) are the zero padding.
-    for (int w = K / 4 + (int)threadIdx.x; w < KP / 4; w += THREADS) {
-        const int c = w / (CH / 4), p = w % (CH / 4);
-        stage[c * (CH / 4) + (p % 4) * (CH / 16) + p / 4] = 0u;
-    }
+    for (int w = K / 4 + (int)threadIdx.x; w < KP / 4; w += THREADS) stage[permuted_word<CH>(w)] = 0u;
 }
 
 // A block's weight tiles (TILE_BYTES each, consecutive in W) and their scales (SCALE_FLOATS

@@ -48,8 +48,12 @@ struct View {
 }
 
 impl View {
+    fn to_operand(&self) -> Operand {
+        Operand { buffer: self.buffer, col: self.col, stride: self.stride, scale: self.fq.map(|f| f.0), scale_per_column: self.fq.is_some_and(|f| f.1) }
+    }
+
     fn operand(&self) -> Arg {
-        Arg::Operand(Operand { buffer: self.buffer, col: self.col, stride: self.stride, scale: self.fq.map(|f| f.0), scale_per_column: self.fq.is_some_and(|f| f.1) })
+        Arg::Operand(self.to_operand())
     }
 }
 
@@ -591,6 +595,7 @@ impl Builder<'_> {
         }
         let mut args = vec![x.operand(), z.as_ref().map_or_else(Arg::absent_operand, View::operand)];
         args.extend(weights);
+        let mut quantized = None;
         match quantize {
             Some(scale) => {
                 let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
@@ -600,6 +605,7 @@ impl Builder<'_> {
                 let scale_arg = self.use_f32(scale, 0);
                 args.extend([scale_arg, Arg::I32(per_column as i32), Arg::Null, Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32)]);
                 self.repr.insert(cur, Repr::I8 { buffer, stride, source: None });
+                quantized = Some((scale, per_column, buffer));
             }
             None => {
                 let out = self.f32_out(cur);
@@ -633,12 +639,9 @@ impl Builder<'_> {
         };
         self.push(cur, kernel, None, args);
         // Load, RMS norm, quantize: a product after it may run it itself (see `gemm`).
-        if let (Some((weight, eps)), Some(scale), None, 2) = (norm, quantize, z.as_ref(), stages.len()) {
-            if let Some(Repr::I8 { buffer, .. }) = self.repr.get(&cur) {
-                let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
-                let rows = NormRows { launch: self.launches.len() - 1, value: cur, x: x.clone(), weight, eps, scale, per_column };
-                self.norm_rows.insert(*buffer, rows);
-            }
+        if let (Some((weight, eps)), Some((scale, per_column, buffer)), None, 2) = (norm, quantized, z.as_ref(), stages.len()) {
+            let rows = NormRows { launch: self.launches.len() - 1, value: cur, x: x.clone(), weight, eps, scale, per_column };
+            self.norm_rows.insert(buffer, rows);
         }
         Ok(())
     }
@@ -773,30 +776,22 @@ impl Builder<'_> {
         // one-row kernel can play its threads: run by the one-row kernel's blocks, and its own
         // launch left out of one-row calls (a launch, its hand-over and its one-block chain of
         // round trips off the decode step's critical path).
-        let norm = match (one_row, int8_input.and_then(|b| self.norm_rows.get(&b))) {
-            (Some(c), Some(rows)) if self.only_feeds(rows.value, rows.value, v) => {
-                codegen::NormPrologue::for_product(k, &c, rows.weight.is_some(), rows.per_column, rows.eps).map(|p| (p, int8_input.expect("matched")))
-            }
-            _ => None,
-        };
-        let norm_arg = match norm {
-            Some((_, buffer)) => {
-                let rows = self.norm_rows.remove(&buffer).expect("matched above");
+        let folded = one_row.zip(int8_input).and_then(|(c, buffer)| {
+            let rows = self.norm_rows.get(&buffer).filter(|rows| self.only_feeds(rows.value, rows.value, v))?;
+            codegen::NormPrologue::for_product(k, &c, rows.weight.is_some(), rows.per_column, rows.eps).map(|p| (p, buffer))
+        });
+        let (norm, norm_arg) = match folded.and_then(|(p, buffer)| Some((p, self.norm_rows.remove(&buffer)?))) {
+            Some((prologue, rows)) => {
                 self.launches[rows.launch].skip_one_row = true;
                 let weight = rows.weight.map(|w| {
                     self.use_f32(w, 0);
                     w.index()
                 });
                 self.use_f32(rows.scale, 0);
-                let x = match rows.x.operand() {
-                    Arg::Operand(o) => o,
-                    _ => unreachable!("View::operand is an operand"),
-                };
-                Arg::RowNorm(Some(RowNorm { x, weight, scale: rows.scale.index(), per_column: rows.per_column }))
+                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale: rows.scale.index(), per_column: rows.per_column })))
             }
-            None => Arg::RowNorm(None),
+            None => (None, Arg::RowNorm(None)),
         };
-        let norm = norm.map(|n| n.0);
         let (small, batched) = match one_row {
             Some(one_row) => {
                 let name = self.entry("gemv", codegen::gemv(&shape, &one_row, None, norm));
