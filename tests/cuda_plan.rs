@@ -218,6 +218,15 @@ fn every_entry_point_waits_for_its_predecessor() {
             let first = body[1..].trim_start();
             // The timeline hook first (empty unless built with QUAMBA_TRACE: it only reads a clock).
             let first = first.strip_prefix("QUAMBA_TRACE_BEGIN;").map_or(first, str::trim_start);
+            // A split row chain first loads its constants (`quamba::segment_consts`: weights and
+            // scales, which never change), then waits.
+            let first = match first.strip_prefix("const auto k = quamba::") {
+                Some(consts) if consts.starts_with("split_consts<") || consts.starts_with("segment_consts<") => {
+                    let rest = consts[consts.find(";\n").expect("one statement") + 1..].trim_start();
+                    rest.strip_prefix("const float qscale0 = qvec ? 0.f : qscale[0];").map_or(rest, str::trim_start)
+                }
+                _ => first,
+            };
             let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
@@ -229,9 +238,9 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
+        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
-        ("QDEV void selective_step_dt(", &["ld(Bm", "ld(x,", "ld(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
+        ("QDEV void selective_step_dt(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];
     for (signature, touches) in templates {
         let start = library.find(signature).expect(signature);
@@ -247,7 +256,16 @@ fn every_entry_point_waits_for_its_predecessor() {
         for touch in touches {
             assert!(body.find(touch).unwrap_or_else(|| panic!("{signature}: {touch}")) > wait, "{signature} touches `{touch}` before waiting");
         }
+        if signature.contains("ssd_scan(") || signature.contains("selective_step_dt(") {
+            // The decode steps' inputs' scales (constants) are loaded before, so that no load
+            // after the wait goes to DRAM.
+            assert!(body.find("ld_scale(").is_some_and(|at| at < wait), "{signature} loads its inputs' scales before waiting");
+        }
     }
+    // What a row chain loads before its wait is constants only: no operand's values.
+    let start = library.find("QDEV SegmentConsts<E> segment_consts(").expect("segment_consts");
+    let body = &library[start..start + library[start..].find("\n}\n").expect("its end")];
+    assert!(!body.contains("ld(") && !body.contains("ld_with(") && !body.contains(".p["), "segment_consts reads an operand:\n{body}");
 }
 
 /// The generated source (mamba2-tiny, and a random Mamba1) compiles with NVRTC for the H100
@@ -336,6 +354,23 @@ fn split_gated_hadamard_kernel_compiles() {
     use kernels::cuda::codegen;
     let entries: Vec<String> = [(5120, 1), (1536, 1), (5120, 5), (1280, 1)].iter().map(|(w, g)| codegen::gated_hadamard_quantize(*w, *g, 1e-5)).collect();
     assert_entries_compile_without_spills(&entries, "split");
+    if std::env::var("QUAMBA_CUDA_CLUSTER").is_ok() {
+        return; // the knob overrides the rule
+    }
+    // A norm group of several blocks is a cluster on sm_90 (mamba2-2.7b: one group of five
+    // blocks; mamba2-130m: three); a group of one block needs none.
+    for (entry, cluster) in entries.iter().zip([Some(5), Some(3), None, Some(5)]) {
+        match cluster {
+            Some(c) => assert!(entry.contains(&format!("__cluster_dims__({c}, 1, 1)")) && entry.contains(&format!(", {c}>(x, z, k,")), "{entry}"),
+            None => assert!(!entry.contains("__cluster_dims__") && entry.contains(", 1>(x, z, k,"), "{entry}"),
+        }
+    }
+    if runtime::cuda::nvrtc_available() {
+        let source = codegen::source(&[entries[0].replace("ENTRY", "split_0")], 64);
+        let ptx = runtime::cuda::compile_ptx(&source, "sm_90").expect("sm_90");
+        assert!(ptx.contains(".reqnctapercluster 5") || ptx.contains(".explicitcluster"), "sm_90: no cluster");
+        assert!(ptx.contains("mapa.shared::cluster") && ptx.contains("barrier.cluster.wait"), "sm_90: no distributed shared memory sum");
+    }
 }
 
 /// Compiles generated entry points (named `{prefix}_{i}`) for the H100, Jetson Orin and A5000, and

@@ -19,10 +19,11 @@ typedef unsigned short f16bits;
 // A device-side timeline of the step (`quambac cuda trace`), compiled in only where the source is
 // built with QUAMBA_TRACE defined to the events it holds: every block of every generated entry
 // point records when it began, when its dependency wait returned, when what it reads first had
-// landed (a product's weights in shared memory, a row kernel's row; 0 where not marked), when its
-// sums were done (a product's dot products, a row kernel's reduction; 0 where not marked) and when
-// it ended (%globaltimer, ns), and which entry point it ran (its index in the generated source);
-// the host assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
+// landed (a product's weights in shared memory, a row kernel's row, a scan's step inputs staged;
+// 0 where not marked), when its sums were done (a product's dot products, a row kernel's
+// reduction, a scan's state update and output; 0 where not marked) and when it ended
+// (%globaltimer, ns), and which entry point it ran (its index in the generated source); the host
+// assigns the events to the step's launches. Without QUAMBA_TRACE the hooks are empty and the
 // kernels are the same instructions.
 #ifdef QUAMBA_TRACE
 struct QuambaTraceEvent {
@@ -107,6 +108,17 @@ QDEV float fake_quant(float x, float s) { return (float)quantize_one(x, s) * s; 
 QDEV float ld(const Opnd& o, i64 row, int col) {
     float v = o.p[row * o.stride + col];
     if (o.scale) v = fake_quant(v, o.scale[o.scale_vec ? col : 0]);
+    return v;
+}
+
+// The fake-quantization scale `ld` reads for column `col` of `o` (0 where it has none), for
+// loading before a kernel's dependency wait: scales never change, and a decode step reads each
+// once per layer, long after L2 dropped it, so one loaded after the wait is a round trip to
+// DRAM on the step's critical path. `ld_with` is `ld` given that scale.
+QDEV float ld_scale(const Opnd& o, int col) { return o.scale ? o.scale[o.scale_vec ? col : 0] : 0.f; }
+QDEV float ld_with(const Opnd& o, i64 row, int col, float scale) {
+    float v = o.p[row * o.stride + col];
+    if (o.scale) v = fake_quant(v, scale);
     return v;
 }
 
@@ -1421,41 +1433,152 @@ template <int W, int T, int NORM = 0> QDEV void row_hadamard(float* row) {
     }
 }
 
-// A Mamba2 layer's out_proj input chain (gated norm, Hadamard transform, quantize) split over
-// W / B blocks per row, one per Hadamard block of B elements, so that several SMs share a row
-// instead of one doing it all. Every block of a norm group reads the whole group to compute its
-// sum of squares itself, so no block waits for another; it keeps its own B elements (in `buf`,
-// B floats rounded up to 32), and transforms and quantizes only those. Same operations, in the
-// same order per element, as row_gated_norm -> row_hadamard -> row_quantize; only the sum of
-// squares is reduced in another order.
-template <int W, int G, int B, int T>
-QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* weight, float eps, const float* scale, int scale_vec,
-                                  float scale0, i8* out, int stride, float* buf, float* scratch) {
-    const int GS = W / G, SEGS = W / B, E = B / T, EG = GS / T;
-    static_assert(B % T == 0 && GS % B == 0 && W % B == 0, "segments of whole Hadamard blocks within one norm group");
-    const i64 r = blockIdx.x / SEGS;
-    const int seg = blockIdx.x % SEGS, base = seg * B, off = base % GS, gbase = base - off, t = threadIdx.x;
-    float w[E];
-#pragma unroll
-    for (int j = 0; j < E; j++) w[j] = weight[base + j * T + t];
-    float s = 0.f;
-#pragma unroll
-    for (int k = 0; k < EG; k++) {
-        int i = gbase + k * T + t;
-        float g = ld(x, r, i) * silu_f(ld(z, r, i));
-        s += g * g;
-        if (k * T >= off && k * T < off + B) buf[sw(k * T - off + t)] = g;
-    }
-    float inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
-    QUAMBA_TRACE_SUMMED;
-#pragma unroll
-    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * w[j];
-    row_hadamard<B, T>(buf);
+// Thread-block clusters (sm_90): this block's rank, barriers over the cluster, and loads and
+// stores of another block's shared memory; on earlier GPUs they compile to nothing.
+QDEV u32 cluster_rank() {
+    u32 r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+    return r;
+}
+QDEV void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// `cluster_sync` in two halves, so that a block works between announcing it is done with the
+// others' shared memory and waiting until they are done with its own.
+QDEV void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+QDEV void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// The address of `p` (this block's shared memory) in the shared memory of cluster block `rank`.
+QDEV u32 cluster_addr(const float* p, u32 rank) {
+    u32 a = smem_addr(p);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(a) : "r"(rank));
+#endif
+    return a;
+}
+QDEV float cluster_ld(u32 a) {
+    float v = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a) : "memory");
+#endif
+    return v;
+}
+QDEV void cluster_st(u32 a, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(a), "f"(v) : "memory");
+#endif
+}
+
+// A row chain's constants for this thread's elements base + j T + t (j < E): the norm weight
+// (1 where none), the fake-quantization scales of x and z (see `ld_scale`) and the output's
+// quantization scale, loaded before the dependency wait by the entry point (`segment_consts`).
+template <int E> struct SegmentConsts {
+    float w[E], sx[E], sz[E], sq[E];
+};
+template <int E, int T>
+QDEV SegmentConsts<E> segment_consts(const Opnd& x, const Opnd& z, const float* weight, const float* scale, int scale_vec, int base) {
+    SegmentConsts<E> k;
 #pragma unroll
     for (int j = 0; j < E; j++) {
-        int i = base + j * T + t;
-        out[r * stride + i] = quantize_one(buf[sw(j * T + t)], scale_vec ? scale[i] : scale0);
+        const int i = base + j * T + (int)threadIdx.x;
+        k.w[j] = weight ? weight[i] : 1.f;
+        k.sx[j] = ld_scale(x, i);
+        k.sz[j] = ld_scale(z, i);
+        k.sq[j] = scale[scale_vec ? i : 0];
     }
+    return k;
+}
+// The constants of a chain split into one block per B elements of a row (`gated_hadamard_quantize`,
+// `hadamard_quantize`).
+template <int W, int B, int T>
+QDEV SegmentConsts<B / T> split_consts(const Opnd& x, const Opnd& z, const float* weight, const float* scale, int scale_vec) {
+    return segment_consts<B / T, T>(x, z, weight, scale, scale_vec, (int)(blockIdx.x % (W / B)) * B);
+}
+
+// A Mamba2 layer's out_proj input chain (gated norm, Hadamard transform, quantize) split over
+// W / B blocks per row, one per Hadamard block of B elements, so that several SMs share a row
+// instead of one doing it all. Each block keeps its own B elements (in `buf`, B floats rounded
+// up to 32), and transforms and quantizes only those. Same operations, in the same order per
+// element, as row_gated_norm -> row_hadamard -> row_quantize; only the sum of squares is reduced
+// in another order.
+//
+// The norm group's sum of squares: with CL > 1 (sm_90; CL = GS / B, the group's blocks form a
+// cluster), each block sums its own elements and reads the group's CL partial sums from the
+// cluster's shared memory in rank order, so every block of the group has the same sum. Without
+// clusters every block of the group reads and gates the whole group itself, so no block waits
+// for another, but each then computes CL times the elements (on mamba2-2.7b, whose 5120-wide
+// row is one group of five blocks, that gating and fake quantization made the chain's
+// reduction take 4.2 us after its wait).
+template <int W, int G, int B, int T, int CL = 1>
+QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B / T>& k, float eps, i8* out, int stride, float* buf, float* scratch) {
+    const int GS = W / G, SEGS = W / B, E = B / T, EG = GS / T;
+    static_assert(B % T == 0 && GS % B == 0 && W % B == 0, "segments of whole Hadamard blocks within one norm group");
+    static_assert(CL == 1 || CL == GS / B, "a cluster is one norm group's blocks");
+    const i64 r = blockIdx.x / SEGS;
+    const int seg = blockIdx.x % SEGS, base = seg * B, off = base % GS, gbase = base - off, t = threadIdx.x;
+    float inv;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if constexpr (CL > 1) {
+        __shared__ float own_sum;
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            const int i = base + j * T + t;
+            float g = ld_with(x, r, i, k.sx[j]) * silu_f(ld_with(z, r, i, k.sz[j]));
+            s += g * g;
+            buf[sw(j * T + t)] = g;
+        }
+        s = block_sum(s, scratch);
+        if (t == 0) own_sum = s;
+        cluster_sync();
+        // Rank c of the cluster is the group's c-th block (blocks of a row are consecutive and
+        // a cluster is CL consecutive blocks).
+        float total = 0.f;
+#pragma unroll
+        for (int c = 0; c < CL; c++) total += cluster_ld(cluster_addr(&own_sum, c));
+        cluster_arrive();
+        inv = rsqrtf(total / (float)GS + eps);
+    } else
+#endif
+    {
+        float s = 0.f;
+#pragma unroll
+        for (int e = 0; e < EG; e++) {
+            const int i = gbase + e * T + t;
+            const bool own = e * T >= off && e * T < off + B;
+            // Own elements with the scales loaded before the wait; the group's others (only
+            // without clusters) with their own.
+            float sx = 0.f, sz = 0.f;
+#pragma unroll
+            for (int j = 0; j < E; j++)
+                if (e * T - off == j * T) sx = k.sx[j], sz = k.sz[j];
+            float g = own ? ld_with(x, r, i, sx) * silu_f(ld_with(z, r, i, sz)) : ld(x, r, i) * silu_f(ld(z, r, i));
+            s += g * g;
+            if (own) buf[sw(e * T - off + t)] = g;
+        }
+        inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
+    }
+    QUAMBA_TRACE_SUMMED;
+#pragma unroll
+    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
+    row_hadamard<B, T>(buf);
+#pragma unroll
+    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // No block leaves while another may still read its `own_sum`.
+    if constexpr (CL > 1) cluster_wait();
+#endif
 }
 
 // Mamba1's out_proj input chain ([gate →] Hadamard → quantize) split over W / B blocks per row,
@@ -1463,7 +1586,7 @@ QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* wei
 // own elements. Same operations, in the same order per element, as row_load → row_gate →
 // row_hadamard → row_quantize on the whole row, so the result is the same.
 template <int W, int B, int T, bool GATE>
-QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const float* scale, int scale_vec, float scale0, i8* out, int stride, float* buf) {
+QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B / T>& k, i8* out, int stride, float* buf) {
     const int SEGS = W / B, E = B / T;
     static_assert(B % T == 0 && W % B == 0, "segments of whole Hadamard blocks");
     const i64 r = blockIdx.x / SEGS;
@@ -1471,18 +1594,15 @@ QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const float* scale, in
 #pragma unroll
     for (int j = 0; j < E; j++) {
         const int i = base + j * T + t;
-        float v = ld(x, r, i);
-        if (GATE) v = v * silu_f(ld(z, r, i));
+        float v = ld_with(x, r, i, k.sx[j]);
+        if (GATE) v = v * silu_f(ld_with(z, r, i, k.sz[j]));
         buf[sw(j * T + t)] = v;
     }
     QUAMBA_TRACE_LANDED;
     row_hadamard<B, T>(buf);
     QUAMBA_TRACE_SUMMED;
 #pragma unroll
-    for (int j = 0; j < E; j++) {
-        const int i = base + j * T + t;
-        out[r * stride + i] = quantize_one(buf[sw(j * T + t)], scale_vec ? scale[i] : scale0);
-    }
+    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
 }
 
 template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r) {
@@ -1508,42 +1628,9 @@ template <int W, int T> QDEV void row_quantize(const float* row, const float* sc
 // Same operations, in the same order per element, as one block running row_gated_norm ->
 // row_hadamard -> row_quantize on the row with 1024 threads (which is what GPUs before sm_90
 // run: the first block of each row does it all, the others return), so the result is the same.
-QDEV u32 cluster_rank() {
-    u32 r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
-#endif
-    return r;
-}
-QDEV void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
-// The address of `p` (this block's shared memory) in the shared memory of cluster block `rank`.
-QDEV u32 cluster_addr(const float* p, u32 rank) {
-    u32 a = smem_addr(p);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mapa.shared::cluster.u32 %0, %0, %1;" : "+r"(a) : "r"(rank));
-#endif
-    return a;
-}
-QDEV float cluster_ld(u32 a) {
-    float v = 0.f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a) : "memory");
-#endif
-    return v;
-}
-QDEV void cluster_st(u32 a, float v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(a), "f"(v) : "memory");
-#endif
-}
-
 template <int W, int CL>
-QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const float* weight, float eps, const float* scale, int scale_vec,
-                                          float scale0, i8* out, int stride) {
+QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<1>& k, const float* weight, float eps, const float* scale,
+                                          int scale_vec, float scale0, i8* out, int stride) {
     static_assert(W == CL * 1024 && CL >= 2 && CL <= 8 && (CL & (CL - 1)) == 0, "a cluster of 2-8 blocks of 1024 elements");
     const int T = 1024;
     const i64 r = blockIdx.x / CL;
@@ -1553,8 +1640,8 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const fl
     __shared__ float scratch[32];
     const u32 c = cluster_rank();
     const int i = c * T + t;
-    float g = ld(x, r, i) * silu_f(ld(z, r, i));
-    const float w = weight[i];
+    float g = ld_with(x, r, i, k.sx[0]) * silu_f(ld_with(z, r, i, k.sz[0]));
+    const float w = k.w[0];
     float inv = rsqrtf(block_sum(g * g, scratch) / (float)T + eps);
     QUAMBA_TRACE_SUMMED;
     buf[sw(t)] = g * inv * w;
@@ -1570,7 +1657,7 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const fl
     }
     cluster_sync();
     row_hadamard<T, T, W>(buf);
-    out[r * stride + i] = quantize_one(buf[sw(t)], scale_vec ? scale[i] : scale0);
+    out[r * stride + i] = quantize_one(buf[sw(t)], k.sq[0]);
 #else
     __shared__ float row[W];
     __shared__ float scratch[32];
@@ -1720,30 +1807,36 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
     float* st = state + (((i64)b * H + h) * P + p) * N;
     float s[PER];
-    // The state and the parameters are requested before waiting for the previous kernel (see
-    // `ld_state`); the step's inputs after.
+    // The state, the parameters and the scales of the inputs this thread stages (its first
+    // element of each: every one where blockDim is a multiple of N and PB, as in every plan) are
+    // requested before waiting for the previous kernel (see `ld_state`, `ld_scale`); the step's
+    // inputs after.
 #pragma unroll
     for (int i = 0; i < PER; i++) s[i] = ld_state(st + i * LANES + sub);
+    const int n0 = threadIdx.x % N, q0 = threadIdx.x % PB;
+    const float sb0 = ld_scale(Bm, grp * N + n0), sc0 = ld_scale(Cm, grp * N + n0), sx0 = ld_scale(x, h * P + pb * PB + q0), sdt = ld_scale(dt, h);
     pdl_enter();
     for (int t0 = 0; t0 < seq; t0 += TB) {
         const int steps = min(TB, seq - t0);  // decode: one step, not TB copies of it
         for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
             int j = i / N, n = i % N;
             i64 r = (i64)b * seq + t0 + j;
-            sB[j][n] = ld(Bm, r, grp * N + n);
-            sC[j][n] = ld(Cm, r, grp * N + n);
+            const bool first = n == n0;
+            sB[j][n] = ld_with(Bm, r, grp * N + n, first ? sb0 : ld_scale(Bm, grp * N + n));
+            sC[j][n] = ld_with(Cm, r, grp * N + n, first ? sc0 : ld_scale(Cm, grp * N + n));
         }
         for (int i = threadIdx.x; i < steps * PB; i += blockDim.x) {
             int j = i / PB, q = i % PB;
-            sX[j][q] = ld(x, (i64)b * seq + t0 + j, h * P + pb * PB + q);
+            sX[j][q] = ld_with(x, (i64)b * seq + t0 + j, h * P + pb * PB + q, q == q0 ? sx0 : ld_scale(x, h * P + pb * PB + q));
         }
         if (threadIdx.x < steps) {
             int j = threadIdx.x;
-            float delta = fminf(fmaxf(softplus_f(ld(dt, (i64)b * seq + min(t0 + j, seq - 1), h) + bias), dt_min), dt_max);
+            float delta = fminf(fmaxf(softplus_f(ld_with(dt, (i64)b * seq + min(t0 + j, seq - 1), h, sdt) + bias), dt_min), dt_max);
             sDelta[j] = delta;
             sDecay[j] = expf(delta * A);
         }
         __syncthreads();
+        QUAMBA_TRACE_LANDED;
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (t0 + j >= seq) break;
@@ -1757,6 +1850,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
             if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
         }
+        QUAMBA_TRACE_SUMMED;
         __syncthreads();
     }
 #pragma unroll
@@ -1814,12 +1908,14 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
             xs[j] = ld(x, r, d);
         }
         __syncthreads();
+        QUAMBA_TRACE_LANDED;
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (t0 + j >= seq) break;
             const float y = channel_step<PER, LANES>(s, A, softplus_f(dts[j]), sB[j], sC[j], xs[j], sub);
             if (sub == 0) out[((i64)b * seq + t0 + j) * DI + d] = y + D * xs[j];
         }
+        QUAMBA_TRACE_SUMMED;
         __syncthreads();
     }
 #pragma unroll
@@ -1864,10 +1960,20 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     // no dependent global load sits between the tiles' products.
     for (int i = t; i < CB * NG; i += T) sScale[i] = dt_scales ? dt_scales[(i64)cb * CB * NG + i] : 1.f;
     for (int i = t; i < CB; i += T) sBias[i] = dt_bias ? dt_bias[cb * CB + i] : 0.f;
+    // So are the scales of the inputs this thread stages (see `ld_scale`).
+    const int KA = (KC * L::CH + T - 1) / T;
+    float sa[KA];
+#pragma unroll
+    for (int j = 0; j < KA; j++) sa[j] = t + j * T < DK ? ld_scale(dt_in, t + j * T) : 0.f;
+    const float sb = t < N ? ld_scale(Bm, t) : 0.f, sc = t < N ? ld_scale(Cm, t) : 0.f, sx = ld_scale(x, d);
     pdl_enter();
-    for (int i = t; i < N; i += T) { sB[i] = ld(Bm, 0, i); sC[i] = ld(Cm, 0, i); }
-    for (int k = t; k < KC * L::CH; k += T) sA[k] = k < DK ? ld(dt_in, 0, k) : 0.f;
-    const float xs = ld(x, 0, d);
+    for (int i = t; i < N; i += T) { sB[i] = ld_with(Bm, 0, i, i == t ? sb : ld_scale(Bm, i)); sC[i] = ld_with(Cm, 0, i, i == t ? sc : ld_scale(Cm, i)); }
+#pragma unroll
+    for (int j = 0; j < KA; j++) {
+        const int k = t + j * T;
+        if (k < KC * L::CH) sA[k] = k < DK ? ld_with(dt_in, 0, k, sa[j]) : 0.f;
+    }
+    const float xs = ld_with(x, 0, d, sx);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif

@@ -2,8 +2,10 @@
 //! instantiating a `quamba.cuh` template with the model's dimensions as constants (so loops over
 //! widths, heads and states unroll and index arithmetic folds). `ENTRY` is replaced by the name.
 //! Every entry point starts with `quamba::pdl_enter()` (products: after their first weight
-//! loads, inside `quamba::gemm` / `quamba::gemv`; scans: after loading their own recurrent state, inside
-//! `quamba::ssd_scan` / `quamba::selective_scan`), which programmatic dependent launch relies on.
+//! loads, inside `quamba::gemm` / `quamba::gemv`; scans: after loading their own recurrent state
+//! and their operands' scales, inside `quamba::ssd_scan` / `quamba::selective_scan`; split row
+//! chains: after loading their constants, `quamba::SegmentConsts`), which programmatic dependent
+//! launch relies on.
 
 use super::plan::Grid;
 
@@ -297,13 +299,27 @@ pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
 
 /// The gated norm -> Hadamard -> quantize chain as one block per (row, Hadamard block); the
 /// parameters are those of [`row_chain`]'s entry points, so a launch passes the same arguments.
+///
+/// A norm group of 2 to 8 blocks is, on sm_90, a cluster whose blocks add their own sums of
+/// squares through each other's shared memory, instead of each block gating and summing the
+/// whole group itself (earlier GPUs). Measured on an H200 (16-layer mamba2-2.7b W4A8, whose
+/// 5120-wide row is one group of five blocks), see `bench/RESULTS.md`, thirteenth session.
+/// `QUAMBA_CUDA_CLUSTER=0` keeps every block summing its group (to measure side by side).
 pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String {
     let block = width & width.wrapping_neg();
     let padded = block.div_ceil(32) * 32;
+    let group_blocks = width / groups / block;
+    let cluster = if (2..=8).contains(&group_blocks) && clusters_allowed() { group_blocks } else { 1 };
+    let dims = if cluster > 1 { format!("\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n") } else { " ".to_string() };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride, buf, scratch);\n}}\n",
+        "extern \"C\" __global__ void{dims}__launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}, {cluster}>(x, z, k, {}, out_q, q_stride, buf, scratch);\n}}\n",
         lit(eps)
     )
+}
+
+/// Whether row chains may run over thread-block clusters (`QUAMBA_CUDA_CLUSTER`, default on).
+fn clusters_allowed() -> bool {
+    std::env::var("QUAMBA_CUDA_CLUSTER").map_or(true, |v| v != "0")
 }
 
 /// The [gate ->] Hadamard -> quantize chain (Mamba1's out_proj input) as one block per (row,
@@ -313,7 +329,7 @@ pub fn hadamard_quantize(width: usize, segments: usize, gate: bool) -> String {
     let block = width / segments;
     let padded = block.div_ceil(32) * 32;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::hadamard_quantize<{width}, {block}, {block}, {gate}>(x, z, qscale, qvec, qscale0, out_q, q_stride, buf);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, nullptr, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    quamba::hadamard_quantize<{width}, {block}, {block}, {gate}>(x, z, k, out_q, q_stride, buf);\n}}\n"
     )
 }
 
@@ -324,8 +340,7 @@ pub fn hadamard_quantize(width: usize, segments: usize, gate: bool) -> String {
 /// (to measure side by side).
 pub fn cluster_segments(width: usize, groups: usize) -> Option<usize> {
     let one_block = width.is_power_of_two() && (2048..=8192).contains(&width);
-    let allowed = std::env::var("QUAMBA_CUDA_CLUSTER").map_or(true, |v| v != "0");
-    (one_block && groups * 1024 == width && allowed).then_some(width / 1024)
+    (one_block && groups * 1024 == width && clusters_allowed()).then_some(width / 1024)
 }
 
 /// The gated norm -> Hadamard -> quantize chain of a one-Hadamard-block row over a cluster of
@@ -334,7 +349,7 @@ pub fn cluster_segments(width: usize, groups: usize) -> Option<usize> {
 pub fn cluster_gated_hadamard_quantize(width: usize, eps: f32) -> String {
     let cluster = width / 1024;
     format!(
-        "extern \"C\" __global__ void\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n__launch_bounds__(1024) ENTRY({ROW_PARAMS}) {{\n    quamba::pdl_enter();\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::cluster_gated_hadamard_quantize<{width}, {cluster}>(x, z, w0, {}, qscale, qvec, qscale0, out_q, q_stride);\n}}\n",
+        "extern \"C\" __global__ void\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n__launch_bounds__(1024) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::segment_consts<1, 1024>(x, z, w0, qscale, qvec, (int)quamba::cluster_rank() * 1024);\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::pdl_enter();\n    quamba::cluster_gated_hadamard_quantize<{width}, {cluster}>(x, z, k, w0, {}, qscale, qvec, qscale0, out_q, q_stride);\n}}\n",
         lit(eps)
     )
 }

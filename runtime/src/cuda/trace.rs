@@ -25,10 +25,10 @@ pub struct BlockEvent {
     /// When its dependency wait returned (0: the block never waited).
     pub waited: u64,
     /// When what it reads first had landed, for its latest warp: a product's weights in shared
-    /// memory, a row kernel's row (0: the kernel does not mark it).
+    /// memory, a row kernel's row, a scan's step inputs (0: the kernel does not mark it).
     pub landed: u64,
-    /// When its latest warp's sums were done: a product's dot products, a row kernel's reduction
-    /// (0: the kernel does not mark it).
+    /// When its latest warp's sums were done: a product's dot products, a row kernel's
+    /// reduction, a scan's state update (0: the kernel does not mark it).
     pub summed: u64,
     pub end: u64,
     /// The entry point's index in the generated source.
