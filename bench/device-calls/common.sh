@@ -1,0 +1,42 @@
+# Shared steps of the device-call scripts (`source bench/device-calls/common.sh` from the
+# repository root); each session's scripts had repeated them.
+#   unpack_binaries NAME=FILE.xz...   .device/FILE.xz decompressed to /tmp/NAME, executable
+#   build_short BIN LIKE:LAYERS:NAME... synthesized shortened models (vocabulary 8192) compiled to
+#                                     W4A8 ($TARGET, default h100-w4a8) as $W/NAME.qmb, in parallel
+#   tpot BIN ART [ENV=VALUE...]       "TPOT b=1 / b=16" of a short decode bench (as $A)
+#   elapsed                           seconds since this file was sourced
+# Sets LD_LIBRARY_PATH for the device's CUDA, the kernel cache dir, $W (work folder), $A (bench
+# arguments) and creates $OUT/r, which the caller tars up at the end.
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} QUAMBA_CACHE_DIR=${QUAMBA_CACHE_DIR:-/tmp/qc}
+W=${W:-/tmp/w}
+A=${A:-"--prompt-len 16 --batches 1,16 --decode-tokens 64 --repeats 5"}
+T0=$(date +%s)
+mkdir -p "$W" "${OUT:?OUT is the folder whose files come back}/r"
+
+elapsed() { echo $(( $(date +%s) - T0 )); }
+
+unpack_binaries() {
+  local pair name file
+  for pair in "$@"; do
+    name=${pair%%=*}; file=${pair#*=}
+    xz -dc ".device/$file" > "/tmp/$name" && chmod +x "/tmp/$name" || { echo "cannot unpack .device/$file" >&2; return 1; }
+  done
+}
+
+build_short() {
+  local bin=$1 spec like layers name; shift
+  for spec in "$@"; do
+    IFS=: read -r like layers name <<< "$spec"
+    ( "$bin" synth --like "$like" --layers "$layers" --vocab 8192 -o "$W/$name" >/dev/null &&
+      timeout 150 "$bin" compile "$W/$name" --target "${TARGET:-h100-w4a8}" --no-gptq --calib-samples 2 --calib-len 64 -o "$W/$name.qmb" > "$W/$name.log" 2>&1 ||
+      echo "build of $name failed: $(tail -n 2 "$W/$name.log" 2>/dev/null)" >&2 ) &
+  done
+  wait
+}
+
+tpot() {
+  local bin=$1 art=$2; shift 2
+  # shellcheck disable=SC2086
+  env "$@" timeout 60 "$bin" cuda bench "$art" --json $A 2>/dev/null | tail -1 |
+    python3 -c 'import json,sys; t=json.loads(sys.stdin.read())["tpot_ms"]; print(" / ".join("%.4f" % t[k] for k in sorted(t, key=int)))' 2>/dev/null || echo "failed"
+}
