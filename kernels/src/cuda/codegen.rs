@@ -302,8 +302,9 @@ pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
 ///
 /// A norm group of 2 to 8 blocks is, on sm_90, a cluster whose blocks add their own sums of
 /// squares through each other's shared memory, instead of each block gating and summing the
-/// whole group itself (earlier GPUs). Measured on an H200 (16-layer mamba2-2.7b W4A8, whose
-/// 5120-wide row is one group of five blocks), see `bench/RESULTS.md`, thirteenth session.
+/// whole group itself (earlier GPUs). Measured on an H200, 16-layer mamba2-2.7b W4A8 (whose
+/// 5120-wide row is one group of five blocks), TPOT batch 1 / 16 side by side: 0.3555 / 1.1610
+/// ms without clusters, 0.3304 / 1.1311 with (`bench/RESULTS.md`, thirteenth session).
 /// `QUAMBA_CUDA_CLUSTER=0` keeps every block summing its group (to measure side by side).
 pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String {
     let block = width & width.wrapping_neg();
