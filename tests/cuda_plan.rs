@@ -45,6 +45,20 @@ fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
     plan(program.executor().unwrap().verified_graph()).unwrap()
 }
 
+/// The plan of a random one-layer Mamba2 compiled for `target`: d_model 192, so that d_inner
+/// (384) is three Hadamard blocks of 128 in one norm group, as mamba2-2.7b's 5120 is five of
+/// 1024; twelve heads of 32, d_state 32.
+fn mamba2_split_plan_of(target: &str) -> CudaPlan {
+    let dir = tempfile::tempdir().unwrap();
+    common::random_checkpoint::write_random_mamba2(dir.path(), 192, 1, 8192, 32, 32, 1, 2, 4, 64, true, 37);
+    let home = compiler::model::default_model_dir();
+    std::fs::copy(home.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let ckpt = load_checkpoint(dir.path()).unwrap();
+    let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+    let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(home.join("../text/calib.txt")).unwrap(), "calib.txt") };
+    plan(compile(&ckpt, &tok, &opts).unwrap().executor().unwrap().verified_graph()).unwrap()
+}
+
 /// Walks the launches in order: every buffer a launch reads must still own its slot (no later
 /// buffer was placed there in between), and buffers of one slot share its dtype.
 fn assert_slots_sound(p: &CudaPlan) {
@@ -59,6 +73,10 @@ fn assert_slots_sound(p: &CudaPlan) {
                 Arg::ConvStep(Some(step)) => Some(step.out),
                 _ => None,
             })
+            .chain(launch.args.iter().flat_map(|a| match a {
+                Arg::RowNorm(Some(n)) => std::iter::once(&n.x).chain(n.gate.as_ref()).filter(|o| o.stride > 0).map(|o| o.buffer).collect(),
+                _ => Vec::new(),
+            }))
             .chain(launch.args.iter().filter_map(|a| match a {
                 Arg::ConvStep(Some(step)) => step.quantized.as_ref().map(|q| q.buffer),
                 _ => None,
@@ -184,6 +202,65 @@ fn mamba1_one_row_launches_fold_into_their_neighbours() {
     }
 }
 
+/// At one row, the SSD step of a Mamba2 layer whose gated norm chain splits by Hadamard block
+/// gates its own output for that chain and sums its squares per block
+/// (`quamba::ssd_scan<…, true>`), and the chain then only adds up those sums
+/// (`quamba::pregated_hadamard_quantize`): the SSD passes the chain's operands (its `x`, the SSD's
+/// own output, and its gate `z`, each with the chain's fake quantization) and writes the partial sums into a
+/// buffer of its twelve blocks per row, which the chain reads in `w1`. Calls of more rows keep
+/// the plain step and the split chain (a three-block cluster on sm_90). Everything compiles for
+/// every target GPU without spills, and the generated source is pinned.
+#[test]
+fn mamba2_one_row_ssd_gates_for_its_split_chain() {
+    if std::env::var("QUAMBA_CUDA_GATE_IN_SSD").is_ok() || std::env::var("QUAMBA_CUDA_ROW_SPLIT").is_ok() || std::env::var("QUAMBA_CUDA_CLUSTER").is_ok() {
+        return; // the knobs override the rule
+    }
+    for target in ["h100-w4a8", "h100-w8a8"] {
+        let p = mamba2_split_plan_of(target);
+        assert_slots_sound(&p);
+        let entry = |name: &str| {
+            let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
+            p.source[at..].split("\n}\n").next().unwrap().to_string()
+        };
+        let ssd_at = p.launches.iter().position(|l| l.kernel.name.starts_with("ssd_")).expect("an SSD launch");
+        let ssd = &p.launches[ssd_at];
+        assert!(entry(&ssd.kernel.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, true>("), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
+        let plain = ssd.batched.as_ref().expect("more rows run the plain step");
+        assert_eq!(Some(plain), ssd.large.as_ref());
+        assert!(entry(&plain.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32>("), "{target}: {}", entry(&plain.name));
+        let n = ssd.args.len();
+        let Arg::RowNorm(Some(chain)) = &ssd.args[n - 2] else { panic!("{target}: the SSD takes the chain's operands") };
+        let Arg::Buffer { buffer: partials, .. } = ssd.args[n - 1] else { panic!("{target}: the SSD writes partial sums") };
+        assert_eq!(p.buffers[partials].row_bytes, 12 * 4, "{target}: one sum per SSD block of a row");
+        let Some(Arg::Buffer { buffer: ssd_out, .. }) = ssd.args.get(10) else { panic!("{target}: the SSD's output") };
+        assert_eq!(chain.x.buffer, *ssd_out, "{target}: the chain's input is the SSD's output");
+        let rows = p.launches[ssd_at + 1..].iter().find(|l| l.kernel.name.starts_with("rows_")).expect("the chain after the SSD");
+        assert!(entry(&rows.kernel.name).contains("quamba::pregated_hadamard_quantize<384, 1, 128, 128, 12>(x, w1, k,"), "{target}: {}", entry(&rows.kernel.name));
+        assert_eq!(rows.args[3], Arg::Buffer { buffer: partials, offset: 0 }, "{target}: the chain reads the partial sums in w1");
+        assert_eq!(rows.args[0], Arg::Operand(chain.x.clone()), "{target}: the chain's x");
+        assert_eq!(rows.args[1], Arg::Operand(chain.gate.clone().unwrap()), "{target}: the chain's z");
+        let split = rows.batched.as_ref().expect("more rows run the split chain");
+        assert_eq!(Some(split), rows.large.as_ref());
+        assert!(entry(&split.name).contains("quamba::gated_hadamard_quantize<384, 1, 128, 128, 3>("), "{target}: {}", entry(&split.name));
+        assert_eq!(rows.kernel.grid, split.grid, "{target}: one block per Hadamard block either way");
+        if runtime::cuda::nvrtc_available() {
+            for arch in ["sm_90", "sm_87", "sm_86"] {
+                let ptx = runtime::cuda::compile_ptx(&p.source, arch).unwrap_or_else(|e| panic!("{target} {arch}: {e}"));
+                for k in p.launches.iter().flat_map(|l| l.kernels()) {
+                    assert!(ptx.contains(&format!(".entry {}(", k.name)), "{target} {arch}: {} missing", k.name);
+                }
+                assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{target} {arch}: spills to local memory");
+            }
+        } else {
+            assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        }
+        if target == "h100-w4a8" {
+            insta::assert_snapshot!("mamba2_split_random_h100-w4a8_launches", p.describe());
+            insta::assert_snapshot!("mamba2_split_random_h100-w4a8_source", p.generated_source());
+        }
+    }
+}
+
 /// Launch `rows` (skipped at one row) is an RMS norm → quantize whose int8 output only the next
 /// launch reads, a one-row GEMV that runs the same norm on the same row (its `quamba::RowNorm`)
 /// with the row kernel's thread count.
@@ -238,7 +315,7 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
+        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "ld_with(chain.z,", "out[", "st[i * LANES + sub] = s[i]", "partials["]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_step_dt(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];

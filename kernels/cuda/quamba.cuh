@@ -810,11 +810,16 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
 // plan passes it only where NORM_W), `q_scale` the quantize's scale (per column where NORM_QVEC).
 // Each block loads the row (K floats from L2) after its dependency wait, in place of the int8 row
 // it would otherwise stage, and writes the quantized row straight into its permuted stage.
+//
+// The one-row SSD step that gates its own output for the chain after it (`ssd_scan`, GATED)
+// takes the same struct: that chain's input `x` (the step's output, with its fake-quantization
+// scale) and its gate `z`.
 struct RowNorm {
     Opnd x;
     const float* weight;
     const float* q_scale;
     int q_vec;
+    Opnd z;
 };
 // The row kernel's arithmetic exactly (`row_load`, `row_rms_norm`, `block_sum`, `row_quantize`
 // with RT threads): thread i of RT sums the squares of elements i, i + RT, ... in that order,
@@ -1581,6 +1586,31 @@ QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentCon
 #endif
 }
 
+// `gated_hadamard_quantize` at one row after an SSD step that gated its output itself
+// (`ssd_scan`, GATED): `x` holds g = fq(y) · silu(fq(z)) (read as stored: its fake quantization
+// is done), and `partials` the sums of g² of the step's PARTS blocks per row, PARTS / G per norm
+// group, which every block of a group adds up in the same order, so that all get the same sum.
+// From there the same operations per element, in the same order, as `gated_hadamard_quantize`.
+template <int W, int G, int B, int T, int PARTS>
+QDEV void pregated_hadamard_quantize(const Opnd& x, const float* partials, const SegmentConsts<B / T>& k, float eps, i8* out, int stride, float* buf, float* scratch) {
+    const int GS = W / G, SEGS = W / B, E = B / T, GP = PARTS / G;
+    static_assert(B % T == 0 && GS % B == 0 && W % B == 0 && PARTS % G == 0, "segments of whole Hadamard blocks within one norm group");
+    const i64 r = blockIdx.x / SEGS;
+    const int seg = blockIdx.x % SEGS, base = seg * B, grp = base / GS, t = threadIdx.x;
+    float p = 0.f;
+    for (int i = t; i < GP; i += T) p += partials[r * PARTS + grp * GP + i];
+#pragma unroll
+    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = x.p[r * x.stride + base + j * T + t];
+    QUAMBA_TRACE_LANDED;
+    const float inv = rsqrtf(block_sum(p, scratch) / (float)GS + eps);
+    QUAMBA_TRACE_SUMMED;
+#pragma unroll
+    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
+    row_hadamard<B, T>(buf);
+#pragma unroll
+    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+}
+
 // Mamba1's out_proj input chain ([gate →] Hadamard → quantize) split over W / B blocks per row,
 // one per Hadamard block of B elements: no step needs the whole row, so each block loads only its
 // own elements. Same operations, in the same order per element, as row_load → row_gate →
@@ -1793,10 +1823,15 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
 // are consecutive across lanes). Every TB steps the block stages Δ, x and the group's B and C in
 // shared memory, fake-quantizing each element once for the whole block rather than once per
 // thread. State layout as on the CPU: [batch][head][p][n].
-
-template <int H, int P, int G, int N, int LANES, int PB>
+//
+// GATED (one row: a decode step at batch 1): the step also runs the elementwise start of the
+// gated norm chain after it (`pregated_hadamard_quantize`), whose input is this output: it stores
+// g = fq(y) · silu(fq(z)) (the chain's `x` and `z` of `chain`, each fake-quantized as the chain
+// would load it) in place of y, and block b's sum of g² in `partials[b]`, so that the chain's
+// few blocks only add up partial sums instead of loading, gating and summing the whole row.
+template <int H, int P, int G, int N, int LANES, int PB, bool GATED = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
-                   float dt_min, float dt_max, float* state, float* out, int batch, int seq) {
+                   float dt_min, float dt_max, float* state, float* out, int batch, int seq, const RowNorm& chain = RowNorm{}, float* partials = nullptr) {
     const int PER = N / LANES, TB = 8, BPH = P / PB;
     __shared__ float sB[TB][N], sC[TB][N], sX[TB][PB], sDelta[TB], sDecay[TB];
     int blk = blockIdx.x;
@@ -1815,7 +1850,11 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     for (int i = 0; i < PER; i++) s[i] = ld_state(st + i * LANES + sub);
     const int n0 = threadIdx.x % N, q0 = threadIdx.x % PB;
     const float sb0 = ld_scale(Bm, grp * N + n0), sc0 = ld_scale(Cm, grp * N + n0), sx0 = ld_scale(x, h * P + pb * PB + q0), sdt = ld_scale(dt, h);
+    // GATED: this thread's output column's scales (the chain's x and z).
+    const float sy = GATED ? ld_scale(chain.x, h * P + p) : 0.f, sz = GATED ? ld_scale(chain.z, h * P + p) : 0.f;
     pdl_enter();
+    float zv = 0.f, gsq = 0.f;
+    if (GATED && sub == 0) zv = ld_with(chain.z, b, h * P + p, sz);
     for (int t0 = 0; t0 < seq; t0 += TB) {
         const int steps = min(TB, seq - t0);  // decode: one step, not TB copies of it
         for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
@@ -1848,13 +1887,27 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             }
 #pragma unroll
             for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
-            if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
+            if (sub == 0) {
+                float v = y + D * xv;
+                if constexpr (GATED) {
+                    // As `ld_with(chain.x, ...) * silu_f(ld_with(chain.z, ...))` would load it.
+                    if (chain.x.scale) v = fake_quant(v, sy);
+                    v = v * silu_f(zv);
+                    gsq += v * v;
+                }
+                out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = v;
+            }
         }
         QUAMBA_TRACE_SUMMED;
         __syncthreads();
     }
 #pragma unroll
     for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+    if constexpr (GATED) {
+        __shared__ float scratch[32];
+        gsq = block_sum(gsq, scratch);
+        if (threadIdx.x == 0) partials[(i64)b * (H * (P / PB)) + h * (P / PB) + pb] = gsq;
+    }
 }
 
 // One step of a Mamba1 channel on this thread's PER states (state n = i * LANES + sub): each

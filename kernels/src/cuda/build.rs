@@ -10,7 +10,9 @@
 //! - a linear whose only user is a residual `add` adds the residual in its epilogue;
 //! - at one row (batch-1 decode): a conv's step runs in the GEMV computing its input, with the
 //!   quantize of its output (Mamba1's x_proj input), and Mamba1's dt_proj runs in the scan
-//!   (the same tensor-core products, in the same order, as its own decode kernel).
+//!   (the same tensor-core products, in the same order, as its own decode kernel); the SSD step
+//!   gates its output for the split gated norm chain after it and sums its squares per block,
+//!   so that the chain only adds up those sums (the same operations per element).
 //!
 //! Everything else is one kernel per op. Every kernel is instantiated with the model's
 //! dimensions as template constants in a generated `extern "C"` entry point.
@@ -77,6 +79,21 @@ struct Builder<'g> {
     /// RMS norm → quantize row kernels by their int8 output buffer, for the product after one to
     /// run in its one-row kernel.
     norm_rows: HashMap<BufferId, NormRows>,
+    /// SSD launches by their output buffer, for the gated norm chain after one to have its
+    /// one-row step gate its output.
+    ssd_steps: HashMap<BufferId, SsdStep>,
+}
+
+/// An SSD launch as planned.
+struct SsdStep {
+    launch: usize,
+    value: ValueId,
+    /// The one-row step's entry point when it gates its output ([`codegen::ssd`] gated).
+    gated_entry: String,
+    /// Its blocks per row (the partial sums of squares it writes per row), and output columns
+    /// per block.
+    parts: usize,
+    rows_per_block: usize,
 }
 
 /// An RMS norm → quantize row kernel (and nothing else) as planned.
@@ -127,6 +144,7 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
         products: HashMap::new(),
         conv_steps: HashMap::new(),
         norm_rows: HashMap::new(),
+        ssd_steps: HashMap::new(),
     };
     b.choose_gemm_layouts(&order)?;
     for v in &order {
@@ -503,7 +521,7 @@ impl Builder<'_> {
                 let state = self.states.len() - 1;
                 let (a_arg, d_arg, bias_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0), self.use_f32(dt_bias, 0));
                 let out = self.f32_out(v);
-                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block));
+                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block, false));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows_per_block * lanes) as u32, shared_bytes: 0 };
                 let args = vec![
                     x.operand(),
@@ -519,8 +537,13 @@ impl Builder<'_> {
                     Arg::Buffer { buffer: out.buffer, offset: 0 },
                     Arg::Batch,
                     Arg::Seq,
+                    Arg::RowNorm(None),
+                    Arg::Null,
                 ];
                 self.push(v, kernel, None, args);
+                let gated_entry = codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block, true);
+                let step = SsdStep { launch: self.launches.len() - 1, value: v, gated_entry, parts: heads * head_dim / rows_per_block, rows_per_block };
+                self.ssd_steps.insert(out.buffer, step);
                 self.repr.insert(v, Repr::F32(out));
             }
         }
@@ -630,7 +653,14 @@ impl Builder<'_> {
             }
             (Some((groups, eps, segments, false)), true) if stages.len() == 3 => {
                 let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps));
-                Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 }
+                let split = Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 };
+                let (scale, per_column) = (quantize.expect("a quantize ends the chain"), quantized.as_ref().is_some_and(|q| q.1));
+                if let Some(one_row) = self.gate_in_ssd(start, &x, z.as_ref(), width, groups, eps, scale, per_column, &split, &mut args) {
+                    self.push(cur, one_row, Some(split.clone()), args);
+                    self.launches.last_mut().expect("just pushed").batched = Some(split);
+                    return Ok(());
+                }
+                split
             }
             _ => {
                 let name = self.entry("rows", codegen::row_chain(width, &stages));
@@ -644,6 +674,43 @@ impl Builder<'_> {
             self.norm_rows.insert(buffer, rows);
         }
         Ok(())
+    }
+
+    /// Has the one-row SSD step whose output `x` is the input of the split gated norm chain
+    /// starting at `gated_norm` (gate `z`) gate that output and sum its squares itself, where only
+    /// the chain reads it: the step stores g = fq(y) · silu(fq(z)) and its blocks' sums of g² in
+    /// a new buffer, which `args` (the chain's) then passes in `w1`. Returns the chain's one-row
+    /// kernel, which reads those ([`codegen::pregated_hadamard_quantize`]); `split` stays the
+    /// kernel of more rows.
+    #[allow(clippy::too_many_arguments)]
+    fn gate_in_ssd(&mut self, gated_norm: ValueId, x: &View, z: Option<&View>, width: usize, groups: usize, eps: f32, scale: WeightId, per_column: bool, split: &Kernel, args: &mut [Arg]) -> Option<Kernel> {
+        let z = z?;
+        let site = self.ssd_steps.get(&x.buffer)?;
+        let input = self.g.inputs(gated_norm)[0];
+        let fits = codegen::gate_in_ssd()
+            && x.col == 0
+            && x.stride == width
+            && site.parts.is_multiple_of(groups)
+            && (width / groups).is_multiple_of(site.rows_per_block)
+            && self.only_feeds(site.value, input, gated_norm);
+        if !fits {
+            return None;
+        }
+        let (launch, parts, gated_entry) = (site.launch, site.parts, site.gated_entry.clone());
+        self.ssd_steps.remove(&x.buffer);
+        let partials = self.new_buffer(parts * 4, false);
+        let gated = self.entry("ssd", gated_entry);
+        let ssd = &mut self.launches[launch];
+        let plain = ssd.kernel.clone();
+        ssd.kernel = Kernel { name: gated, ..plain.clone() };
+        ssd.batched = Some(plain.clone());
+        ssd.large = Some(plain);
+        let n = ssd.args.len();
+        ssd.args[n - 2] = Arg::RowNorm(Some(RowNorm { x: x.to_operand(), weight: None, scale: scale.index(), per_column, gate: Some(z.to_operand()) }));
+        ssd.args[n - 1] = Arg::Buffer { buffer: partials, offset: 0 };
+        args[3] = Arg::Buffer { buffer: partials, offset: 0 };
+        let name = self.entry("rows", codegen::pregated_hadamard_quantize(width, groups, parts, eps));
+        Some(Kernel { name, ..split.clone() })
     }
 
     /// Folds a conv's decode step into the one-row kernel of the product that computes its input
@@ -788,7 +855,7 @@ impl Builder<'_> {
                     w.index()
                 });
                 self.use_f32(rows.scale, 0);
-                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale: rows.scale.index(), per_column: rows.per_column })))
+                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale: rows.scale.index(), per_column: rows.per_column, gate: None })))
             }
             None => (None, Arg::RowNorm(None)),
         };
@@ -860,7 +927,7 @@ fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId
             let touched: Vec<BufferId> = match arg {
                 Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => vec![*buffer],
                 Arg::ConvStep(Some(step)) => std::iter::once(step.out).chain(step.quantized.as_ref().map(|q| q.buffer)).collect(),
-                Arg::RowNorm(Some(norm)) if norm.x.stride > 0 => vec![norm.x.buffer],
+                Arg::RowNorm(Some(norm)) => std::iter::once(&norm.x).chain(norm.gate.as_ref()).filter(|o| o.stride > 0).map(|o| o.buffer).collect(),
                 Arg::Operand(o) if o.stride > 0 => vec![o.buffer],
                 _ => continue,
             };

@@ -203,11 +203,23 @@ pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (u
         .unwrap_or(default)
 }
 
-pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize) -> String {
+/// The SSD scan; `gated`: the one-row step that also gates its output for the gated norm chain
+/// after it and sums its squares ([`pregated_hadamard_quantize`]). Every SSD entry point takes
+/// that chain's operands and the partial sums' buffer (`chain`, `partials`; only a gated one
+/// reads them), so that a launch passes one argument list to its one-row and its other kernels.
+pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize, gated: bool) -> String {
     let threads = lanes * rows_per_block;
+    let (flag, chain) = if gated { (", true", ", chain, partials") } else { ("", "") };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq, quamba::RowNorm chain, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq{chain});\n}}\n"
     )
+}
+
+/// Whether a one-row SSD step gates its own output for the split gated norm chain after it
+/// ([`ssd`] gated, [`pregated_hadamard_quantize`]); `QUAMBA_CUDA_GATE_IN_SSD=0` keeps the chain
+/// gating and summing the row itself (to measure side by side).
+pub fn gate_in_ssd() -> bool {
+    std::env::var("QUAMBA_CUDA_GATE_IN_SSD").map_or(true, |v| v != "0")
 }
 
 pub fn stage_rms_norm(width: usize, weight_index: usize, has_weight: bool, eps: f32) -> String {
@@ -314,6 +326,19 @@ pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String 
     let dims = if cluster > 1 { format!("\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n") } else { " ".to_string() };
     format!(
         "extern \"C\" __global__ void{dims}__launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}, {cluster}>(x, z, k, {}, out_q, q_stride, buf, scratch);\n}}\n",
+        lit(eps)
+    )
+}
+
+/// [`gated_hadamard_quantize`] at one row after an SSD step that gated its output and summed its
+/// squares in `parts` partial sums per row ([`ssd`] gated); the parameters are those of
+/// [`row_chain`]'s entry points, with the partial sums in `w1` (which the split chain does not
+/// read), so a launch passes the same arguments to both.
+pub fn pregated_hadamard_quantize(width: usize, groups: usize, parts: usize, eps: f32) -> String {
+    let block = width & width.wrapping_neg();
+    let padded = block.div_ceil(32) * 32;
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::pregated_hadamard_quantize<{width}, {groups}, {block}, {block}, {parts}>(x, w1, k, {}, out_q, q_stride, buf, scratch);\n}}\n",
         lit(eps)
     )
 }
