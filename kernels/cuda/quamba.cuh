@@ -1511,6 +1511,19 @@ QDEV SegmentConsts<B / T> split_consts(const Opnd& x, const Opnd& z, const float
     return segment_consts<B / T, T>(x, z, weight, scale, scale_vec, (int)(blockIdx.x % (W / B)) * B);
 }
 
+// The end of a split gated norm chain on a block's own B elements in `buf` (element j T + t of
+// this thread): times the norm's `inv` and weight, the Hadamard transform, then quantized into
+// row r of `out` from column `base`.
+template <int B, int T>
+QDEV void norm_transform_quantize(float* buf, float inv, const SegmentConsts<B / T>& k, i8* out, int stride, i64 r, int base) {
+    const int E = B / T, t = threadIdx.x;
+#pragma unroll
+    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
+    row_hadamard<B, T>(buf);
+#pragma unroll
+    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+}
+
 // A Mamba2 layer's out_proj input chain (gated norm, Hadamard transform, quantize) split over
 // W / B blocks per row, one per Hadamard block of B elements, so that several SMs share a row
 // instead of one doing it all. Each block keeps its own B elements (in `buf`, B floats rounded
@@ -1575,11 +1588,7 @@ QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentCon
         inv = rsqrtf(block_sum(s, scratch) / (float)GS + eps);
     }
     QUAMBA_TRACE_SUMMED;
-#pragma unroll
-    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
-    row_hadamard<B, T>(buf);
-#pragma unroll
-    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+    norm_transform_quantize<B, T>(buf, inv, k, out, stride, r, base);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     // No block leaves while another may still read its `own_sum`.
     if constexpr (CL > 1) cluster_wait();
@@ -1604,11 +1613,7 @@ QDEV void pregated_hadamard_quantize(const Opnd& x, const float* partials, const
     QUAMBA_TRACE_LANDED;
     const float inv = rsqrtf(block_sum(p, scratch) / (float)GS + eps);
     QUAMBA_TRACE_SUMMED;
-#pragma unroll
-    for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
-    row_hadamard<B, T>(buf);
-#pragma unroll
-    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+    norm_transform_quantize<B, T>(buf, inv, k, out, stride, r, base);
 }
 
 // Mamba1's out_proj input chain ([gate →] Hadamard → quantize) split over W / B blocks per row,
