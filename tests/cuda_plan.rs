@@ -73,10 +73,6 @@ fn assert_slots_sound(p: &CudaPlan) {
                 Arg::ConvStep(Some(step)) => Some(step.out),
                 _ => None,
             })
-            .chain(launch.args.iter().flat_map(|a| match a {
-                Arg::RowNorm(Some(n)) => std::iter::once(&n.x).chain(n.gate.as_ref()).filter(|o| o.stride > 0).map(|o| o.buffer).collect(),
-                _ => Vec::new(),
-            }))
             .chain(launch.args.iter().filter_map(|a| match a {
                 Arg::ConvStep(Some(step)) => step.quantized.as_ref().map(|q| q.buffer),
                 _ => None,
@@ -229,16 +225,16 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         assert_eq!(Some(plain), ssd.large.as_ref());
         assert!(entry(&plain.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32>("), "{target}: {}", entry(&plain.name));
         let n = ssd.args.len();
-        let Arg::RowNorm(Some(chain)) = &ssd.args[n - 2] else { panic!("{target}: the SSD takes the chain's operands") };
+        let (Arg::Operand(chain_x), Arg::Operand(chain_z)) = (&ssd.args[n - 3], &ssd.args[n - 2]) else { panic!("{target}: the SSD takes the chain's operands") };
         let Arg::Buffer { buffer: partials, .. } = ssd.args[n - 1] else { panic!("{target}: the SSD writes partial sums") };
         assert_eq!(p.buffers[partials].row_bytes, 12 * 4, "{target}: one sum per SSD block of a row");
         let Some(Arg::Buffer { buffer: ssd_out, .. }) = ssd.args.get(10) else { panic!("{target}: the SSD's output") };
-        assert_eq!(chain.x.buffer, *ssd_out, "{target}: the chain's input is the SSD's output");
+        assert_eq!(chain_x.buffer, *ssd_out, "{target}: the chain's input is the SSD's output");
         let rows = p.launches[ssd_at + 1..].iter().find(|l| l.kernel.name.starts_with("rows_")).expect("the chain after the SSD");
         assert!(entry(&rows.kernel.name).contains("quamba::pregated_hadamard_quantize<384, 1, 128, 128, 12>(x, w1, k,"), "{target}: {}", entry(&rows.kernel.name));
         assert_eq!(rows.args[3], Arg::Buffer { buffer: partials, offset: 0 }, "{target}: the chain reads the partial sums in w1");
-        assert_eq!(rows.args[0], Arg::Operand(chain.x.clone()), "{target}: the chain's x");
-        assert_eq!(rows.args[1], Arg::Operand(chain.gate.clone().unwrap()), "{target}: the chain's z");
+        assert_eq!(rows.args[0], Arg::Operand(chain_x.clone()), "{target}: the chain's x");
+        assert_eq!(rows.args[1], Arg::Operand(chain_z.clone()), "{target}: the chain's z");
         let split = rows.batched.as_ref().expect("more rows run the split chain");
         assert_eq!(Some(split), rows.large.as_ref());
         assert!(entry(&split.name).contains("quamba::gated_hadamard_quantize<384, 1, 128, 128, 3>("), "{target}: {}", entry(&split.name));
@@ -315,7 +311,7 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "ld_with(chain.z,", "out[", "st[i * LANES + sub] = s[i]", "partials["]),
+        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "ld_with(chain_z,", "out[", "st[i * LANES + sub] = s[i]", "partials["]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
         ("QDEV void selective_step_dt(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
     ];

@@ -810,16 +810,11 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
 // plan passes it only where NORM_W), `q_scale` the quantize's scale (per column where NORM_QVEC).
 // Each block loads the row (K floats from L2) after its dependency wait, in place of the int8 row
 // it would otherwise stage, and writes the quantized row straight into its permuted stage.
-//
-// The one-row SSD step that gates its own output for the chain after it (`ssd_scan`, GATED)
-// takes the same struct: that chain's input `x` (the step's output, with its fake-quantization
-// scale) and its gate `z`.
 struct RowNorm {
     Opnd x;
     const float* weight;
     const float* q_scale;
     int q_vec;
-    Opnd z;
 };
 // The row kernel's arithmetic exactly (`row_load`, `row_rms_norm`, `block_sum`, `row_quantize`
 // with RT threads): thread i of RT sums the squares of elements i, i + RT, ... in that order,
@@ -1831,12 +1826,13 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
 //
 // GATED (one row: a decode step at batch 1): the step also runs the elementwise start of the
 // gated norm chain after it (`pregated_hadamard_quantize`), whose input is this output: it stores
-// g = fq(y) · silu(fq(z)) (the chain's `x` and `z` of `chain`, each fake-quantized as the chain
-// would load it) in place of y, and block b's sum of g² in `partials[b]`, so that the chain's
+// g = fq(y) · silu(fq(z)) (y and z as the chain loads them: `chain_x`, this output with the
+// chain's fake quantization, and `chain_z`) in place of y, and block b's sum of g² in `partials[b]`, so that the chain's
 // few blocks only add up partial sums instead of loading, gating and summing the whole row.
 template <int H, int P, int G, int N, int LANES, int PB, bool GATED = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
-                   float dt_min, float dt_max, float* state, float* out, int batch, int seq, const RowNorm& chain = RowNorm{}, float* partials = nullptr) {
+                   float dt_min, float dt_max, float* state, float* out, int batch, int seq, const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{},
+                   float* partials = nullptr) {
     const int PER = N / LANES, TB = 8, BPH = P / PB;
     __shared__ float sB[TB][N], sC[TB][N], sX[TB][PB], sDelta[TB], sDecay[TB];
     int blk = blockIdx.x;
@@ -1856,10 +1852,10 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     const int n0 = threadIdx.x % N, q0 = threadIdx.x % PB;
     const float sb0 = ld_scale(Bm, grp * N + n0), sc0 = ld_scale(Cm, grp * N + n0), sx0 = ld_scale(x, h * P + pb * PB + q0), sdt = ld_scale(dt, h);
     // GATED: this thread's output column's scales (the chain's x and z).
-    const float sy = GATED ? ld_scale(chain.x, h * P + p) : 0.f, sz = GATED ? ld_scale(chain.z, h * P + p) : 0.f;
+    const float sy = GATED ? ld_scale(chain_x, h * P + p) : 0.f, sz = GATED ? ld_scale(chain_z, h * P + p) : 0.f;
     pdl_enter();
     float zv = 0.f, gsq = 0.f;
-    if (GATED && sub == 0) zv = ld_with(chain.z, b, h * P + p, sz);
+    if (GATED && sub == 0) zv = ld_with(chain_z, b, h * P + p, sz);
     for (int t0 = 0; t0 < seq; t0 += TB) {
         const int steps = min(TB, seq - t0);  // decode: one step, not TB copies of it
         for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
@@ -1895,8 +1891,8 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             if (sub == 0) {
                 float v = y + D * xv;
                 if constexpr (GATED) {
-                    // As `ld_with(chain.x, ...) * silu_f(ld_with(chain.z, ...))` would load it.
-                    if (chain.x.scale) v = fake_quant(v, sy);
+                    // As `ld_with(chain_x, ...) * silu_f(ld_with(chain_z, ...))` would load it.
+                    if (chain_x.scale) v = fake_quant(v, sy);
                     v = v * silu_f(zv);
                     gsq += v * v;
                 }

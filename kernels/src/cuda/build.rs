@@ -537,7 +537,8 @@ impl Builder<'_> {
                     Arg::Buffer { buffer: out.buffer, offset: 0 },
                     Arg::Batch,
                     Arg::Seq,
-                    Arg::RowNorm(None),
+                    Arg::absent_operand(),
+                    Arg::absent_operand(),
                     Arg::Null,
                 ];
                 self.push(v, kernel, None, args);
@@ -654,8 +655,7 @@ impl Builder<'_> {
             (Some((groups, eps, segments, false)), true) if stages.len() == 3 => {
                 let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps));
                 let split = Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 };
-                let (scale, per_column) = (quantize.expect("a quantize ends the chain"), quantized.as_ref().is_some_and(|q| q.1));
-                if let Some(one_row) = self.gate_in_ssd(start, &x, z.as_ref(), width, groups, eps, scale, per_column, &split, &mut args) {
+                if let Some(one_row) = self.gate_in_ssd(start, &x, z.as_ref(), width, groups, eps, &split, &mut args) {
                     self.push(cur, one_row, Some(split.clone()), args);
                     self.launches.last_mut().expect("just pushed").batched = Some(split);
                     return Ok(());
@@ -683,7 +683,7 @@ impl Builder<'_> {
     /// kernel, which reads those ([`codegen::pregated_hadamard_quantize`]); `split` stays the
     /// kernel of more rows.
     #[allow(clippy::too_many_arguments)]
-    fn gate_in_ssd(&mut self, gated_norm: ValueId, x: &View, z: Option<&View>, width: usize, groups: usize, eps: f32, scale: WeightId, per_column: bool, split: &Kernel, args: &mut [Arg]) -> Option<Kernel> {
+    fn gate_in_ssd(&mut self, gated_norm: ValueId, x: &View, z: Option<&View>, width: usize, groups: usize, eps: f32, split: &Kernel, args: &mut [Arg]) -> Option<Kernel> {
         let z = z?;
         let site = self.ssd_steps.get(&x.buffer)?;
         let input = self.g.inputs(gated_norm)[0];
@@ -706,7 +706,8 @@ impl Builder<'_> {
         ssd.batched = Some(plain.clone());
         ssd.large = Some(plain);
         let n = ssd.args.len();
-        ssd.args[n - 2] = Arg::RowNorm(Some(RowNorm { x: x.to_operand(), weight: None, scale: scale.index(), per_column, gate: Some(z.to_operand()) }));
+        ssd.args[n - 3] = x.operand();
+        ssd.args[n - 2] = z.operand();
         ssd.args[n - 1] = Arg::Buffer { buffer: partials, offset: 0 };
         args[3] = Arg::Buffer { buffer: partials, offset: 0 };
         let name = self.entry("rows", codegen::pregated_hadamard_quantize(width, groups, parts, eps));
@@ -855,7 +856,7 @@ impl Builder<'_> {
                     w.index()
                 });
                 self.use_f32(rows.scale, 0);
-                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale: rows.scale.index(), per_column: rows.per_column, gate: None })))
+                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale: rows.scale.index(), per_column: rows.per_column })))
             }
             None => (None, Arg::RowNorm(None)),
         };
@@ -927,7 +928,7 @@ fn assign_slots(buffers: &[(usize, bool)], launches: &[Launch], logits: BufferId
             let touched: Vec<BufferId> = match arg {
                 Arg::Buffer { buffer, .. } | Arg::RowsInput { buffer, .. } => vec![*buffer],
                 Arg::ConvStep(Some(step)) => std::iter::once(step.out).chain(step.quantized.as_ref().map(|q| q.buffer)).collect(),
-                Arg::RowNorm(Some(norm)) => std::iter::once(&norm.x).chain(norm.gate.as_ref()).filter(|o| o.stride > 0).map(|o| o.buffer).collect(),
+                Arg::RowNorm(Some(norm)) if norm.x.stride > 0 => vec![norm.x.buffer],
                 Arg::Operand(o) if o.stride > 0 => vec![o.buffer],
                 _ => continue,
             };

@@ -205,13 +205,14 @@ pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (u
 
 /// The SSD scan; `gated`: the one-row step that also gates its output for the gated norm chain
 /// after it and sums its squares ([`pregated_hadamard_quantize`]). Every SSD entry point takes
-/// that chain's operands and the partial sums' buffer (`chain`, `partials`; only a gated one
-/// reads them), so that a launch passes one argument list to its one-row and its other kernels.
+/// that chain's operands and the partial sums' buffer (`chain_x`, `chain_z`, `partials`; only a
+/// gated one reads them), so that a launch passes one argument list to its one-row and its other
+/// kernels.
 pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize, gated: bool) -> String {
     let threads = lanes * rows_per_block;
-    let (flag, chain) = if gated { (", true", ", chain, partials") } else { ("", "") };
+    let (flag, chain) = if gated { (", true", ", chain_x, chain_z, partials") } else { ("", "") };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq, quamba::RowNorm chain, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq{chain});\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq{chain});\n}}\n"
     )
 }
 

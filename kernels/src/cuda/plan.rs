@@ -239,9 +239,8 @@ pub enum Arg {
     RowNorm(Option<RowNorm>),
 }
 
-/// The operands of the row kernel before a product, which the product's one-row kernel runs in
-/// its place (that row kernel's launch is left out of one-row calls): an RMS norm → quantize, or
-/// a split [gated norm →] [gate →] Hadamard → quantize chain (`quamba::gemv_chain`).
+/// The operands of the RMS norm → quantize row kernel before a product, which the product's
+/// one-row kernel runs in its place (that row kernel's launch is left out of one-row calls).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RowNorm {
     /// The row before the norm.
@@ -252,8 +251,6 @@ pub struct RowNorm {
     pub scale: usize,
     /// Whether that scale is per column.
     pub per_column: bool,
-    /// The gate `z` of a chain that multiplies its row by silu(z) (a gated norm, Mamba1's gate).
-    pub gate: Option<Operand>,
 }
 
 /// The operands of a conv's decode step run by the product that computes its input.

@@ -59,12 +59,11 @@ struct RowNormRepr {
     weight: u64,
     q_scale: u64,
     q_vec: i32,
-    z: OperandRepr,
 }
 
 // SAFETY: a plain C struct of integers matching `quamba::RowNorm` field for field (an operand
-// struct, two pointers as u64, an int, an operand struct: the same offsets and padding under
-// repr(C) as the C struct's natural alignment gives), passed by value.
+// struct, two pointers as u64, an int: the same offsets and padding under repr(C) as the C
+// struct's natural alignment gives), passed by value.
 unsafe impl DeviceRepr for RowNormRepr {}
 
 /// What [`CudaExecutor::run_with`] calls after queueing each launch: executor, graph value,
@@ -639,7 +638,6 @@ impl CudaExecutor {
                     weight: n.weight.map_or(0, |w| weight_ptrs[w]),
                     q_scale: weight_ptrs[n.scale],
                     q_vec: n.per_column as i32,
-                    z: n.gate.as_ref().map_or(OperandRepr::default(), |z| self.operand(z)),
                 })),
             })
             .collect()
