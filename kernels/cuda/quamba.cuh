@@ -2005,15 +2005,24 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
 #else
     for (int i = t; i < WORDS; i += T) sW[i] = src[i];
 #endif
+    // Everything below up to the wait is only requested before it, never used: a value used
+    // there (A's exp, a store to shared memory) would hold the wait back until its load landed,
+    // and this step starts late, about 1.3 us after in_proj ends (two launches back), so that
+    // such a round trip came after x_proj's end (x_proj's end -> the wait: 1.19 us, against
+    // 0.6-0.8 for the other launches; `bench/RESULTS.md`, fifteenth session).
     float A[PER], s[PER];
     float* st = state + (i64)d * N;
 #pragma unroll
-    for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = ld_state(st + i * LANES + sub); }
+    for (int i = 0; i < PER; i++) { A[i] = a_log[(i64)d * N + i * LANES + sub]; s[i] = ld_state(st + i * LANES + sub); }
     const float D = dvec[d], dt_q = dt.scale ? dt.scale[dt.scale_vec ? d : 0] : 0.f;
-    // The product's scales and bias are weights too: in shared memory before the wait, so that
-    // no dependent global load sits between the tiles' products.
-    for (int i = t; i < CB * NG; i += T) sScale[i] = dt_scales ? dt_scales[(i64)cb * CB * NG + i] : 1.f;
-    for (int i = t; i < CB; i += T) sBias[i] = dt_bias ? dt_bias[cb * CB + i] : 0.f;
+    // The product's scales and bias are weights too: in shared memory before the first product,
+    // so that no dependent global load sits between the tiles' products.
+    const int SCALES = (CB * NG + T - 1) / T, BIASES = (CB + T - 1) / T;
+    float scale_v[SCALES], bias_v[BIASES];
+#pragma unroll
+    for (int j = 0; j < SCALES; j++) scale_v[j] = t + j * T < CB * NG && dt_scales ? dt_scales[(i64)cb * CB * NG + t + j * T] : 1.f;
+#pragma unroll
+    for (int j = 0; j < BIASES; j++) bias_v[j] = t + j * T < CB && dt_bias ? dt_bias[cb * CB + t + j * T] : 0.f;
     // So are the scales of the inputs this thread stages (see `ld_scale`).
     const int KA = (KC * L::CH + T - 1) / T;
     float sa[KA];
@@ -2021,6 +2030,14 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     for (int j = 0; j < KA; j++) sa[j] = t + j * T < DK ? ld_scale(dt_in, t + j * T) : 0.f;
     const float sb = t < N ? ld_scale(Bm, t) : 0.f, sc = t < N ? ld_scale(Cm, t) : 0.f, sx = ld_scale(x, d);
     pdl_enter();
+#pragma unroll
+    for (int i = 0; i < PER; i++) A[i] = -expf(A[i]);
+#pragma unroll
+    for (int j = 0; j < SCALES; j++)
+        if (t + j * T < CB * NG) sScale[t + j * T] = scale_v[j];
+#pragma unroll
+    for (int j = 0; j < BIASES; j++)
+        if (t + j * T < CB) sBias[t + j * T] = bias_v[j];
     for (int i = t; i < N; i += T) { sB[i] = ld_with(Bm, 0, i, i == t ? sb : ld_scale(Bm, i)); sC[i] = ld_with(Cm, 0, i, i == t ? sc : ld_scale(Cm, i)); }
 #pragma unroll
     for (int j = 0; j < KA; j++) {
