@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use compiler::checkpoint::load_checkpoint;
 use compiler::compile::{compile, CompileOptions};
@@ -12,51 +13,70 @@ use compiler::target::Target;
 use kernels::cuda::{plan, Arg, CudaPlan, WeightUpload};
 use runtime::tokenizer::Tokenizer;
 
-fn program(target: Option<&str>) -> Program {
-    let dir = compiler::model::default_model_dir();
-    let ckpt = load_checkpoint(&dir).unwrap();
-    let Some(target) = target else { return Program::from_checkpoint(&ckpt).unwrap() };
-    let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(dir.join("../text/calib.txt")).unwrap(), "calib.txt") };
-    compile(&ckpt, &tok, &opts).unwrap()
-}
-
-fn plan_of(target: Option<&str>) -> CudaPlan {
-    let p = program(target);
-    plan(p.executor().unwrap().verified_graph()).unwrap()
-}
-
-/// The plan of a random one-layer Mamba1 compiled for `target`: d_model 192, so that d_inner
-/// (384) is three Hadamard blocks of 128, as mamba-2.8b's 5120 is five of 1024; dt rank 12.
-fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
-    let dir = tempfile::tempdir().unwrap();
-    common::random_checkpoint::write_random_mamba1(dir.path(), 192, 1, 8192, 16, 12, 2, 4, true, 31);
-    let home = compiler::model::default_model_dir();
-    std::fs::copy(home.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
-    let ckpt = load_checkpoint(dir.path()).unwrap();
+/// The plan of the checkpoint in `dir` (with its `tokenizer.json`): FP where `target` is None,
+/// else compiled for it (no GPTQ, two calibration samples of 64 tokens of the embedded text).
+fn plan_of_checkpoint(dir: &Path, target: Option<&str>) -> CudaPlan {
+    let ckpt = load_checkpoint(dir).unwrap();
     let program = match target {
         None => Program::from_checkpoint(&ckpt).unwrap(),
         Some(target) => {
-            let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
-            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(home.join("../text/calib.txt")).unwrap(), "calib.txt") };
+            let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+            let calib = std::fs::read_to_string(compiler::model::default_model_dir().join("../text/calib.txt")).unwrap();
+            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), calib, "calib.txt") };
             compile(&ckpt, &tok, &opts).unwrap()
         }
     };
     plan(program.executor().unwrap().verified_graph()).unwrap()
 }
 
+fn plan_of(target: Option<&str>) -> CudaPlan {
+    plan_of_checkpoint(&compiler::model::default_model_dir(), target)
+}
+
+/// A temporary folder for a random checkpoint, with the embedded model's tokenizer.
+fn random_checkpoint_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(compiler::model::default_model_dir().join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    dir
+}
+
+/// The plan of a random one-layer Mamba1 compiled for `target`: d_model 192, so that d_inner
+/// (384) is three Hadamard blocks of 128, as mamba-2.8b's 5120 is five of 1024; dt rank 12.
+fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
+    let dir = random_checkpoint_dir();
+    common::random_checkpoint::write_random_mamba1(dir.path(), 192, 1, 8192, 16, 12, 2, 4, true, 31);
+    plan_of_checkpoint(dir.path(), target)
+}
+
 /// The plan of a random one-layer Mamba2 compiled for `target`: d_model 192, so that d_inner
 /// (384) is three Hadamard blocks of 128 in one norm group, as mamba2-2.7b's 5120 is five of
 /// 1024; twelve heads of 32, d_state 32.
 fn mamba2_split_plan_of(target: &str) -> CudaPlan {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = random_checkpoint_dir();
     common::random_checkpoint::write_random_mamba2(dir.path(), 192, 1, 8192, 32, 32, 1, 2, 4, 64, true, 37);
-    let home = compiler::model::default_model_dir();
-    std::fs::copy(home.join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
-    let ckpt = load_checkpoint(dir.path()).unwrap();
-    let tok = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
-    let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), std::fs::read_to_string(home.join("../text/calib.txt")).unwrap(), "calib.txt") };
-    plan(compile(&ckpt, &tok, &opts).unwrap().executor().unwrap().verified_graph()).unwrap()
+    plan_of_checkpoint(dir.path(), Some(target))
+}
+
+/// The source of entry point `name` in `p`, up to its closing brace.
+fn entry_source(p: &CudaPlan, name: &str) -> String {
+    let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
+    p.source[at..].split("\n}\n").next().unwrap().to_string()
+}
+
+/// `p`'s source compiles with NVRTC for `arch` ("{what} {arch}" in messages), every kernel a
+/// launch may run is in the PTX, and nothing spills to local memory. False where no NVRTC loads
+/// (an error where QUAMBA_REQUIRE_NVRTC is set).
+fn assert_plan_compiles(p: &CudaPlan, arch: &'static str, what: &str) -> bool {
+    if !runtime::cuda::nvrtc_available() {
+        assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        return false;
+    }
+    let ptx = runtime::cuda::compile_ptx(&p.source, arch).unwrap_or_else(|e| panic!("{what} {arch}: {e}"));
+    for k in p.launches.iter().flat_map(|l| l.kernels()) {
+        assert!(ptx.contains(&format!(".entry {}(", k.name)), "{what} {arch}: {} missing from the PTX", k.name);
+    }
+    assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{what} {arch}: a kernel spills to local memory");
+    true
 }
 
 /// Walks the launches in order: every buffer a launch reads must still own its slot (no later
@@ -156,10 +176,7 @@ fn mamba1_one_row_launches_fold_into_their_neighbours() {
     for (target, per_layer) in [(Some("h100-w4a8"), 5), (Some("h100-w8a8"), 6), (Some("h100-w4a16"), 7), (None, 7)] {
         let p = mamba1_plan_of(target);
         assert_slots_sound(&p);
-        let entry = |name: &str| {
-            let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
-            p.source[at..].split("\n}\n").next().unwrap().to_string()
-        };
+        let entry = |name: &str| entry_source(&p, name);
         let layer = p.launches.iter().position(|l| l.kernel.name.starts_with("rows_")).unwrap();
         let head = p.launches.iter().position(|l| l.head).unwrap();
         let one_row: Vec<&str> = p.launches[layer..head].iter().filter(|l| !l.skip_one_row).map(|l| l.kernel.name.as_str()).collect();
@@ -214,10 +231,7 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
     for target in ["h100-w4a8", "h100-w8a8"] {
         let p = mamba2_split_plan_of(target);
         assert_slots_sound(&p);
-        let entry = |name: &str| {
-            let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
-            p.source[at..].split("\n}\n").next().unwrap().to_string()
-        };
+        let entry = |name: &str| entry_source(&p, name);
         let ssd_at = p.launches.iter().position(|l| l.kernel.name.starts_with("ssd_")).expect("an SSD launch");
         let ssd = &p.launches[ssd_at];
         assert!(entry(&ssd.kernel.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, true>("), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
@@ -239,16 +253,8 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         assert_eq!(Some(split), rows.large.as_ref());
         assert!(entry(&split.name).contains("quamba::gated_hadamard_quantize<384, 1, 128, 128, 3>("), "{target}: {}", entry(&split.name));
         assert_eq!(rows.kernel.grid, split.grid, "{target}: one block per Hadamard block either way");
-        if runtime::cuda::nvrtc_available() {
-            for arch in ["sm_90", "sm_87", "sm_86"] {
-                let ptx = runtime::cuda::compile_ptx(&p.source, arch).unwrap_or_else(|e| panic!("{target} {arch}: {e}"));
-                for k in p.launches.iter().flat_map(|l| l.kernels()) {
-                    assert!(ptx.contains(&format!(".entry {}(", k.name)), "{target} {arch}: {} missing", k.name);
-                }
-                assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{target} {arch}: spills to local memory");
-            }
-        } else {
-            assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        for arch in ["sm_90", "sm_87", "sm_86"] {
+            assert_plan_compiles(&p, arch, target);
         }
         if target == "h100-w4a8" {
             insta::assert_snapshot!("mamba2_split_random_h100-w4a8_launches", p.describe());
@@ -269,8 +275,7 @@ fn assert_norm_folded(p: &CudaPlan, rows: usize) {
     let Some(Arg::RowNorm(Some(folded))) = product.args.last() else { panic!("{}: the product after {} runs its norm", product.value, norm.value) };
     assert_eq!(Some(&Arg::Operand(folded.x.clone())), norm.args.first(), "{}: the norm's row", product.value);
     assert!(product.kernel.name.starts_with("gemv_") && !product.skip_one_row, "{}: a one-row GEMV", product.value);
-    let at = p.source.find(&format!(" {}(", product.kernel.name)).expect("the GEMV's entry");
-    let body = p.source[at..].split("\n}\n").next().unwrap();
+    let body = entry_source(p, &product.kernel.name);
     let threads = norm.kernel.block;
     assert!(body.contains(&format!(", {threads}, {}, {}>(", folded.weight.is_some(), folded.per_column)), "{}: plays the row kernel's {threads} threads: {body}", product.value);
 }
@@ -349,19 +354,11 @@ fn every_entry_point_waits_for_its_predecessor() {
 #[test]
 fn generated_source_compiles_for_every_target_gpu() {
     let plans = [plan_of(None), plan_of(Some("orin-w4a8")), plan_of(Some("a5000-w8a8")), plan_of(Some("h100-w4a16")), mamba1_plan_of(Some("h100-w4a8")), mamba1_plan_of(Some("a5000-w4a16"))];
-    for (p, arch) in plans.iter().zip(["sm_90", "sm_87", "sm_86", "sm_90", "sm_90", "sm_86"]) {
-        if !runtime::cuda::nvrtc_available() {
-            assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+    for (i, (p, arch)) in plans.iter().zip(["sm_90", "sm_87", "sm_86", "sm_90", "sm_90", "sm_86"]).enumerate() {
+        if !assert_plan_compiles(p, arch, &format!("plan {i}")) {
             eprintln!("skipped: no libnvrtc on this machine");
             return;
         }
-        let ptx = runtime::cuda::compile_ptx(&p.source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
-        for l in &p.launches {
-            for k in l.kernels() {
-                assert!(ptx.contains(&format!(".entry {}(", k.name)), "{arch}: {} missing from the PTX", k.name);
-            }
-        }
-        assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: a kernel spills to local memory");
     }
 }
 
