@@ -165,7 +165,7 @@ impl DtProduct {
 /// Whether one-row Mamba1 scans compute dt_proj's product themselves ([`selective_step_dt`]);
 /// `QUAMBA_CUDA_DT_IN_SCAN=0` keeps dt_proj's own launch (to measure both side by side).
 pub fn dt_in_scan() -> bool {
-    std::env::var("QUAMBA_CUDA_DT_IN_SCAN").map_or(true, |v| v != "0")
+    super::knobs::on("QUAMBA_CUDA_DT_IN_SCAN")
 }
 
 /// Channels per block and threads per channel of the one-row scan with dt_proj
@@ -220,7 +220,7 @@ pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: 
 /// ([`ssd`] gated, [`pregated_hadamard_quantize`]); `QUAMBA_CUDA_GATE_IN_SSD=0` keeps the chain
 /// gating and summing the row itself (to measure side by side).
 pub fn gate_in_ssd() -> bool {
-    std::env::var("QUAMBA_CUDA_GATE_IN_SSD").map_or(true, |v| v != "0")
+    super::knobs::on("QUAMBA_CUDA_GATE_IN_SSD")
 }
 
 pub fn stage_rms_norm(width: usize, weight_index: usize, has_weight: bool, eps: f32) -> String {
@@ -306,7 +306,7 @@ fn decode_tiles(kind: u8, rows: usize) -> usize {
 pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
     let block = width & width.wrapping_neg();
     let splits = (32..=1024).contains(&block) && width / block >= 2 && groups > 0 && width.is_multiple_of(groups) && (width / groups).is_multiple_of(block);
-    let allowed = std::env::var("QUAMBA_CUDA_ROW_SPLIT").map_or(true, |v| v != "0");
+    let allowed = super::knobs::on("QUAMBA_CUDA_ROW_SPLIT");
     (splits && allowed).then_some(width / block)
 }
 
@@ -346,7 +346,7 @@ pub fn pregated_hadamard_quantize(width: usize, groups: usize, parts: usize, eps
 
 /// Whether row chains may run over thread-block clusters (`QUAMBA_CUDA_CLUSTER`, default on).
 fn clusters_allowed() -> bool {
-    std::env::var("QUAMBA_CUDA_CLUSTER").map_or(true, |v| v != "0")
+    super::knobs::on("QUAMBA_CUDA_CLUSTER")
 }
 
 /// The [gate ->] Hadamard -> quantize chain (Mamba1's out_proj input) as one block per (row,
@@ -671,7 +671,7 @@ fn stream_stages(shape: &GemmShape, chunks: usize, tiles: usize, (per_sm, tps, w
 fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, wk: usize) -> (usize, Option<BulkTiles>) {
     let tile = BulkTiles::of(shape, chunks);
     let per_tile = tile.bytes();
-    if std::env::var("QUAMBA_CUDA_GEMV_BULK").is_ok_and(|v| v == "0") || per_tile > GEMV_MAX_BULK_BYTES {
+    if !super::knobs::on("QUAMBA_CUDA_GEMV_BULK") || per_tile > GEMV_MAX_BULK_BYTES {
         return (ring_wn, None);
     }
     let mut wn = ring_wn;

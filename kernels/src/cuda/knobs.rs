@@ -36,6 +36,11 @@ fn numbers(v: &str, separators: &[char], count: usize) -> bool {
     parts.len() == count && parts.iter().all(|p| p.trim().parse::<usize>().is_ok_and(|n| n > 0))
 }
 
+/// Whether switch knob `name` (`0` or `1`) is on: it is unless set to `0`.
+pub(super) fn on(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v != "0")
+}
+
 /// The two numbers knob `name` is set to, `A{separator}B` (such as `QUAMBA_CUDA_SSD_SHAPE=8x16`),
 /// if it is set to that.
 pub(super) fn pair(name: &str, separator: char) -> Option<(usize, usize)> {
