@@ -36,9 +36,14 @@ fn numbers(v: &str, separators: &[char], count: usize) -> bool {
     parts.len() == count && parts.iter().all(|p| p.trim().parse::<usize>().is_ok_and(|n| n > 0))
 }
 
-/// Whether switch knob `name` (`0` or `1`) is on: it is unless set to `0`.
+/// Whether switch knob `name` (`0` or `1`) is on: it is unless set to `0` (surrounding blanks
+/// ignored, as `check` ignores them).
 pub(super) fn on(name: &str) -> bool {
-    std::env::var(name).map_or(true, |v| v != "0")
+    switch_on(std::env::var(name).ok().as_deref())
+}
+
+fn switch_on(value: Option<&str>) -> bool {
+    value.is_none_or(|v| v.trim() != "0")
 }
 
 /// The two numbers knob `name` is set to, `A{separator}B` (such as `QUAMBA_CUDA_SSD_SHAPE=8x16`),
@@ -94,6 +99,13 @@ mod tests {
             assert!(with(name, value).is_ok(), "{name}={value}");
         }
         assert!(check_with(|_| None).is_ok());
+    }
+
+    #[test]
+    fn a_switch_is_off_only_at_zero_as_checked() {
+        assert!(switch_on(None) && switch_on(Some("1")) && switch_on(Some(" 1 ")));
+        assert!(!switch_on(Some("0")) && !switch_on(Some(" 0 ")));
+        assert!(with("QUAMBA_CUDA_CLUSTER", " 0 ").is_ok(), "the check takes what the reader honours");
     }
 
     #[test]
