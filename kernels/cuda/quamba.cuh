@@ -1011,7 +1011,10 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     }
     const int CONV_W = CONV_C > 0 ? CONV_C : 1;
     const bool conv_column = CONV_C > 0 && wk == 0 && t == 0 && tile_ok && n >= CONV_LO && n < CONV_LO + CONV_C;
-    ConvColumn<CONV_KW> conv_pre;
+    // Value-initialized: left undefined on the other lanes, the struct was partly spilled to the
+    // stack before the wait (mamba2-2.7b's in_proj at ptxas's own register choice, sm_90), and
+    // that store waited for the state's load, delaying the warp's wait by a memory round trip.
+    ConvColumn<CONV_KW> conv_pre{};
     if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, n - CONV_LO, m);
     const float norm_q_scale0 = NORM_T > 0 && !NORM_QVEC ? norm.q_scale[0] : 0.f;
     pdl_enter();
@@ -1148,7 +1151,7 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
     const bool own_column = one_epilogue && (int)threadIdx.x < count * 8 && own_n < N;
     const bool conv_column = CONV_C > 0 && own_column && own_n >= CONV_LO && own_n < CONV_LO + CONV_C;
     const float own_bias = own_column && bias ? bias[own_n] : 0.f;
-    ConvColumn<CONV_KW> conv_pre;
+    ConvColumn<CONV_KW> conv_pre{};                    // value-initialized, as in `gemv`
     if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, own_n - CONV_LO, m);
     pdl_enter();
     __shared__ __align__(16) u32 stage[KP / 4];

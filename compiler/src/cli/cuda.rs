@@ -177,13 +177,17 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
     let mut state = model.executor.new_state(1);
     let mut logits = model.executor.forward(&mut state, prompt)?;
     let mut cpu_tokens = Vec::with_capacity(a.steps + 1);
+    let mut cpu_rows = Vec::with_capacity(a.steps + 1);
     for _ in 0..=a.steps {
-        let next = runtime::sampling::argmax(logits.row(0, logits.seq - 1)) as i64;
+        let row = logits.row(0, logits.seq - 1).to_vec();
+        let next = runtime::sampling::argmax(&row) as i64;
         cpu_tokens.push(next);
+        cpu_rows.push(row);
         logits = model.executor.forward(&mut state, &[next])?;
     }
     let gpu_tokens = gpu.generate_greedy(prompt, 1, a.steps)?;
     let agree_prefix = cpu_tokens.iter().zip(&gpu_tokens).take_while(|(x, y)| x == y).count();
+    let divergence_margin = divergence_margin(&cpu_rows, &cpu_tokens, &gpu_tokens);
 
     // What last-bit differences alone do to this model's logits (nothing for float graphs); an
     // explicit --tolerance is the whole rule.
@@ -200,22 +204,34 @@ fn check(a: CheckArgs) -> anyhow::Result<()> {
             serde_json::json!({"model": dir.display().to_string(), "kind": model.kind, "device": gpu.device_name(),
                 "max_abs_logit": max_ref, "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "relative": rel,
                 "tolerance": tolerance, "flip_envelope": envelope, "within_flip_envelope": like_flips, "argmax_agreement": argmax_agree as f64 / rows as f64,
-                "greedy_tokens": cpu_tokens.len(), "greedy_matching_prefix": agree_prefix, "passed": passed})
+                "greedy_tokens": cpu_tokens.len(), "greedy_matching_prefix": agree_prefix, "greedy_divergence_margin": divergence_margin, "passed": passed})
         );
     } else {
         println!(
-            "{} [{}] on {}: max|Δ| {max_diff:.3e} of max|logit| {max_ref:.3} (rel {rel:.2e}, tol {tolerance:.0e}, int8 flip envelope {flips:.1e}{}), mean|Δ| {mean_diff:.2e}, argmax agree {argmax_agree}/{rows}, greedy {agree_prefix}/{} identical",
+            "{} [{}] on {}: max|Δ| {max_diff:.3e} of max|logit| {max_ref:.3} (rel {rel:.2e}, tol {tolerance:.0e}, int8 flip envelope {flips:.1e}{}), mean|Δ| {mean_diff:.2e}, argmax agree {argmax_agree}/{rows}, greedy {agree_prefix}/{} identical{}",
             dir.display(),
             model.kind,
             gpu.device_name(),
             if like_flips && rel > tolerance { ": like int8 flips" } else { "" },
-            cpu_tokens.len()
+            cpu_tokens.len(),
+            divergence_margin.map_or(String::new(), |m| format!(" (then the GPU's token, scored {m:.1e} of max|logit| below the CPU's)"))
         );
     }
     if !passed {
         bail!("GPU logits differ from the CPU executor by {rel:.2e} of the logit range: above the tolerance {tolerance:.0e}, and not like int8 flips (envelope {flips:.1e}: within twice its largest and mean change, argmax agreement within 5 points)");
     }
     Ok(())
+}
+
+/// Where two greedy generations first differ: how far below its own choice the CPU scored the
+/// GPU's token there, as a share of that step's largest |logit| (a near tie shows as a tiny
+/// margin). `cpu_rows[i]` are the CPU's logits for token i. None where they never differ.
+fn divergence_margin(cpu_rows: &[Vec<f32>], cpu_tokens: &[i64], gpu_tokens: &[i64]) -> Option<f64> {
+    let step = cpu_tokens.iter().zip(gpu_tokens).position(|(c, g)| c != g)?;
+    let row = cpu_rows.get(step)?;
+    let score = |token: i64| usize::try_from(token).ok().and_then(|t| row.get(t).copied());
+    let top = row.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    Some(((score(cpu_tokens[step])? - score(gpu_tokens[step])?) / top) as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -335,4 +351,19 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::divergence_margin;
+
+    #[test]
+    fn a_greedy_divergence_is_scored_by_the_cpus_own_logits() {
+        let rows = vec![vec![0.0, 4.0, 1.0], vec![3.9, 4.0, -2.0]];
+        // Step 1: the CPU chose token 1 (4.0), the GPU token 0 (3.9): 0.1 of max |logit| 4.
+        let margin = divergence_margin(&rows, &[1, 1], &[1, 0]).expect("they differ");
+        assert!((margin - 0.025).abs() < 1e-6, "{margin}");
+        assert_eq!(divergence_margin(&rows, &[1, 1], &[1, 1]), None, "no divergence");
+        assert_eq!(divergence_margin(&rows, &[1, 1], &[1, 7]), None, "a GPU token outside the vocabulary has no score");
+    }
 }

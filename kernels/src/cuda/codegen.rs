@@ -602,6 +602,19 @@ impl GemvConfig {
         self.bulk.map_or(0, |b| (tiles * b.bytes()) as u32)
     }
 
+    /// The blocks per SM of an H100 / H200 that a one-wave layout (bulk-fetched or streamed)
+    /// places, where that leaves a block's threads 64 registers each; `None` for the register
+    /// ring, whose grid may take several waves.
+    pub fn blocks_per_sm(&self, n: usize) -> Option<usize> {
+        let per_sm = match self.stream {
+            Some(s) => s.per_sm,
+            None if self.bulk.is_some() => n.div_ceil(8).div_ceil(self.wn).div_ceil(ONE_WAVE_SMS),
+            None => return None,
+        };
+        let register_room = 65536 / (self.threads() as usize * 64);
+        (per_sm <= register_room).then_some(per_sm.max(1))
+    }
+
     pub fn grid(&self, n: usize) -> Grid {
         match self.stream {
             Some(s) => Grid::Resident { units: n.div_ceil(8), per_sm: s.per_sm },
@@ -762,6 +775,26 @@ impl NormPrologue {
 /// and with `norm`, the RMS norm → quantize of its input row.
 pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>, norm: Option<NormPrologue>) -> String {
     let threads = c.threads();
+    // A streamed product, whose grid is what the GPU holds at once, and a product that runs a
+    // conv's step (in_proj) tell ptxas the blocks per SM their one-wave layout places
+    // (`__launch_bounds__(threads, blocks)`). Left to its own occupancy target, NVRTC 13.5's
+    // ptxas gave mamba-2.8b's in_proj 48 registers and spilled a conv state value it loads
+    // before the dependency wait, so that the spill store waited on the load; told 3 blocks, it
+    // takes 55 registers and spills nothing (nor does the H200 driver's ptxas). Side by side on
+    // an H200, 16-layer W4A8 TPOT at batch 1, two rounds each: mamba-2.8b 0.3088 → 0.3065 ms
+    // (0.3074 → 0.3059 in another call), mamba2-2.7b and 8-layer mamba2-8b unchanged; asked for
+    // 5 blocks: 0.3134 and 0.3069 (the driver's ptxas then spills six values before the wait).
+    // Other products keep ptxas's choice (which spills nothing there).
+    // `QUAMBA_CUDA_CONV_GEMV_MIN_BLOCKS=N` asks the conv product for N instead (0: none).
+    let min_blocks = match super::knobs::single("QUAMBA_CUDA_CONV_GEMV_MIN_BLOCKS").filter(|_| conv.is_some()) {
+        Some(blocks) => Some(blocks).filter(|&b| b > 0),
+        None if conv.is_some() || c.stream.is_some() => c.blocks_per_sm(s.n),
+        None => None,
+    };
+    let bounds = match min_blocks {
+        Some(blocks) => format!("{threads}, {blocks}"),
+        None => threads.to_string(),
+    };
     let conv = match (conv, norm) {
         (Some(e), _) => format!(", {}, {}, {}, {}", e.first_column, e.channels, e.taps, e.silu),
         (None, Some(_)) => ", 0, 0, 1, false".to_string(),
@@ -773,12 +806,12 @@ pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>, norm: Opt
     };
     if let Some(stream) = c.stream {
         return format!(
-            "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv_stream<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
+            "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv_stream<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
             s.kind, s.k, s.n, s.group, c.wk, stream.tps, stream.stages
         );
     }
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}{norm_params}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv{norm_args});\n}}\n",
+        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}{norm_params}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv{norm_args});\n}}\n",
         s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth, c.bulk.is_some()
     )
 }

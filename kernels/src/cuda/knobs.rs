@@ -18,6 +18,7 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", |v| numbers(v, &['x'], 3), "PER_SMxTILES_PER_STAGExWARPS (three positive integers)"),
     ("QUAMBA_CUDA_GEMV_BULK", switch, "0 or 1"),
     ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", |v| numbers(v, &[], 1), "a positive integer"),
+    ("QUAMBA_CUDA_CONV_GEMV_MIN_BLOCKS", |v| v.parse::<usize>().is_ok(), "a number of blocks per SM (0: none asked)"),
     ("QUAMBA_CUDA_DT_IN_SCAN", switch, "0 or 1"),
     ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
     ("QUAMBA_CUDA_SSD_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
@@ -60,6 +61,14 @@ pub(super) fn pair(name: &str, separator: char) -> Option<(usize, usize)> {
 pub(super) fn triple(name: &str, separators: &[char]) -> Option<(usize, usize, usize)> {
     match set_numbers(name, separators)?.as_slice() {
         [a, b, c] => Some((*a, *b, *c)),
+        _ => None,
+    }
+}
+
+/// The one number knob `name` is set to (zero included), if it is set to one.
+pub(super) fn single(name: &str) -> Option<usize> {
+    match set_numbers(name, &[])?.as_slice() {
+        [a] => Some(*a),
         _ => None,
     }
 }

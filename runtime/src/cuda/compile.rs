@@ -38,6 +38,33 @@ pub fn compile_ptx(source: &str, arch: &'static str) -> Result<String, CudaError
     }
 }
 
+/// What ptxas reports (`--ptxas-options=-v`) when `source` is compiled for `arch` (a real
+/// architecture such as `sm_90`): per entry point its registers, stack frame and spill bytes. The
+/// PTX cannot show ptxas's spills; tests hold the kernels to none with this.
+pub fn ptxas_report(source: &str, arch: &'static str) -> Result<String, CudaError> {
+    use cudarc::nvrtc::result;
+    if !nvrtc_available() {
+        return Err(CudaError::NvrtcMissing);
+    }
+    let failed = |log: String| CudaError::Compile { arch: arch.into(), log };
+    let src = std::ffi::CString::new(source).map_err(|_| failed("the source holds a NUL byte".into()))?;
+    let prog = result::create_program(&src, None).map_err(|e| failed(format!("{e:?}")))?;
+    let options = [format!("--gpu-architecture={arch}"), "-std=c++17".into(), "--ptxas-options=-v".into()];
+    // SAFETY: `prog` was created from `src`, which outlives it, and is destroyed only below.
+    let compiled = unsafe { result::compile_program(prog, &options) };
+    // SAFETY: `prog` is live (compiled or not).
+    let log = unsafe { result::get_program_log(prog) }.map(|raw| {
+        // SAFETY: NVRTC's log is a NUL-terminated string, here copied into `raw`.
+        let text = unsafe { std::ffi::CStr::from_ptr(raw.as_ptr()) };
+        text.to_string_lossy().into_owned()
+    });
+    // SAFETY: `prog` is destroyed once, here, and not used after.
+    let _ = unsafe { result::destroy_program(prog) };
+    let log = log.map_err(|e| failed(format!("{e:?}")))?;
+    compiled.map_err(|_| failed(log.clone()))?;
+    Ok(log)
+}
+
 /// Where the PTX of `source` for `arch` is cached: `$QUAMBA_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/quamba`, else `~/.cache/quamba`, then `kernels/<hash>-<arch>.ptx`.
 pub fn ptx_cache_path(source: &str, arch: &str) -> Option<PathBuf> {

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Session 16, call 6 (run inline): the same divergence at 1 and 2 layers (W8A8) and 1 layer
+# (W4A8), 8 greedy steps, with each kernel knob that changes the decode path; then a 4-token prompt.
+source bench/device-calls/common.sh; unpack_binaries qn=quambac-f3.xz; TARGET=h100-w8a8 build_short /tmp/qn mamba2-2.7b:2:m27c8 mamba2-2.7b:1:m27d8; TARGET=h100-w4a8 build_short /tmp/qn mamba2-2.7b:1:m27d4; for v in "" QUAMBA_CUDA_GEMV_STREAM=0 QUAMBA_CUDA_GEMV=0 QUAMBA_CUDA_GATE_IN_SSD=0; do for a in m27c8 m27d8 m27d4; do echo "[$v] $a $(env $v timeout 60 /tmp/qn cuda check $W/$a.qmb --batch 1 --seq 1 --steps 8 2>&1 | tail -1 | grep -o 'rel [^,]*\|argmax agree.*')" | tr '\n' ' '; echo; done; done; echo "seq4 $(timeout 60 /tmp/qn cuda check $W/m27c8.qmb --batch 1 --seq 4 --steps 8 2>&1 | tail -1 | grep -o 'argmax agree.*')"
