@@ -443,7 +443,7 @@ fn split_gated_hadamard_kernel_compiles() {
     }
 }
 
-/// The entry points that ptxas's report (`runtime::cuda::ptxas_report`) says spill registers.
+/// The entry points that ptxas's report (`runtime::cuda::Cubin::ptxas_log`) says spill registers.
 fn spilling_entries(report: &str) -> Vec<String> {
     let mut entry = "";
     let mut spilling = Vec::new();
@@ -487,7 +487,7 @@ fn assert_entries_compile_without_spills(entries: &[String], prefix: &str) {
             assert!(ptx.contains(&format!(".entry {prefix}_{i}(")), "{arch}: {prefix}_{i} missing");
         }
         assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "{arch}: spills to local memory");
-        let report = runtime::cuda::ptxas_report(&source, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+        let report = runtime::cuda::compile_cubin(&source, arch).unwrap_or_else(|e| panic!("{arch}: {e}")).ptxas_log;
         assert!(report.contains(&format!("Function properties for {prefix}_0")), "{arch}: no ptxas report");
         let spilling = spilling_entries(&report);
         assert!(spilling.is_empty(), "{arch}: ptxas spills in {spilling:?}");

@@ -38,11 +38,20 @@ pub fn compile_ptx(source: &str, arch: &'static str) -> Result<String, CudaError
     }
 }
 
-/// What ptxas reports (`--ptxas-options=-v`) when `source` is compiled for `arch` (a real
-/// architecture such as `sm_90`): per entry point its registers, stack frame and spill bytes. The
-/// PTX cannot show ptxas's spills; tests hold the kernels to none with this.
-pub fn ptxas_report(source: &str, arch: &'static str) -> Result<String, CudaError> {
-    use cudarc::nvrtc::result;
+/// A real architecture's machine code for a source, as NVRTC's ptxas built it.
+pub struct Cubin {
+    /// What ptxas reported (`--ptxas-options=-v`): per entry point its registers, stack frame
+    /// and spill bytes.
+    pub ptxas_log: String,
+    /// The ELF image (for a disassembler).
+    pub image: Vec<u8>,
+}
+
+/// `source` compiled for `arch` (a real architecture such as `sm_90`) down to machine code. The
+/// PTX cannot show what ptxas does to it (spills, the order of loads and their first uses);
+/// tests read that from here.
+pub fn compile_cubin(source: &str, arch: &'static str) -> Result<Cubin, CudaError> {
+    use cudarc::nvrtc::{result, sys};
     if !nvrtc_available() {
         return Err(CudaError::NvrtcMissing);
     }
@@ -58,11 +67,24 @@ pub fn ptxas_report(source: &str, arch: &'static str) -> Result<String, CudaErro
         let text = unsafe { std::ffi::CStr::from_ptr(raw.as_ptr()) };
         text.to_string_lossy().into_owned()
     });
+    let image = compiled.is_ok().then(|| {
+        let mut size = 0usize;
+        // SAFETY: `prog` compiled for a real architecture, so it holds a CUBIN whose size NVRTC
+        // writes to `size`.
+        unsafe { sys::nvrtcGetCUBINSize(prog, &mut size) }.result()?;
+        let mut image = vec![0u8; size];
+        // SAFETY: `image` has the `size` bytes NVRTC just reported for this program's CUBIN.
+        unsafe { sys::nvrtcGetCUBIN(prog, image.as_mut_ptr().cast()) }.result()?;
+        Ok::<_, result::NvrtcError>(image)
+    });
     // SAFETY: `prog` is destroyed once, here, and not used after.
     let _ = unsafe { result::destroy_program(prog) };
-    let log = log.map_err(|e| failed(format!("{e:?}")))?;
-    compiled.map_err(|_| failed(log.clone()))?;
-    Ok(log)
+    let ptxas_log = log.map_err(|e| failed(format!("{e:?}")))?;
+    match image {
+        Some(Ok(image)) => Ok(Cubin { ptxas_log, image }),
+        Some(Err(e)) => Err(failed(format!("reading the CUBIN: {e:?}"))),
+        None => Err(failed(ptxas_log)),
+    }
 }
 
 /// Where the PTX of `source` for `arch` is cached: `$QUAMBA_CACHE_DIR`, else

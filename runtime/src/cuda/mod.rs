@@ -12,7 +12,7 @@ mod compile;
 mod device;
 mod trace;
 
-pub use compile::{compile_ptx, nvrtc_available, ptx_cache_path, ptxas_report, source_hash};
+pub use compile::{compile_cubin, compile_ptx, nvrtc_available, ptx_cache_path, source_hash, Cubin};
 pub use device::{CudaExecutor, LaunchTime, MemoryReport};
 pub use trace::{traced_source, LaunchSpan};
 
