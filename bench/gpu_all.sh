@@ -6,6 +6,7 @@
 #  1. `quambac cuda check` on the embedded mamba2-tiny: the checkpoint, and its W8A8 / W4A8 /
 #     W4A16 artifacts at 1 × 1 rows (batch-1 decode kernels) and 2 × 64 rows (prefill kernels),
 #     then bench/gpu_check.sh on every model directory in $MODELS (space-separated, optional);
+#  1b. bench/gpu_sass.sh: the device's ptxas on the real-shape kernels (reported, not fatal);
 #  2. bench/gpu.sh on each LIKE: FP16 and $CONFIGS side by side (skipped if a check failed).
 # JSON lines go to $OUT (default bench/out): check.jsonl, gpu.jsonl; the table is printed last.
 set -uo pipefail
@@ -30,6 +31,9 @@ if [ -n "${MODELS:-}" ]; then
   # shellcheck disable=SC2086
   bash "$here/gpu_check.sh" "$Q" "$OUT" $MODELS || fail=1
 fi
+# The device's ptxas on the kernels at the real shapes: a load used before a wait is a stall,
+# not a wrong result, so it is reported here and does not hold back the timings.
+bash "$here/gpu_sass.sh" "$Q" "$OUT" || echo "a kernel uses a load before its dependency wait (above)"
 if [ $fail -ne 0 ]; then
   echo "a correctness check failed: no timings"
   exit 1
