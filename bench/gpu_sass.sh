@@ -3,15 +3,14 @@
 #   bench/gpu_sass.sh QUAMBAC OUT [LIKE...]      (LIKE defaults to: mamba2-2.7b mamba-2.8b mamba2-8b)
 # For each LIKE, a one-layer synthesized model (vocabulary 8192) compiled to W4A8 and W8A8; its
 # plan's PTX for sm_90 (`quambac cuda source --arch sm_90`) built by the toolkit's ptxas (the
-# version the driver's JIT has, unlike the NVRTC the tests use) and read by
-# bench/sass_prewait.py: any kernel that uses a load before its dependency wait is listed. The
+# version the driver's JIT has, unlike the NVRTC the tests use) and read by `quambac cuda sass`
+# (its cuobjdump listing): any kernel that uses a load before its dependency wait is listed. The
 # registers and spills ptxas reports go to OUT/sass-LIKE-TARGET.txt. Exit status 1 when a kernel
 # is listed.
 set -uo pipefail
 Q=$1; OUT=$2; shift 2
 likes=("$@")
 [ ${#likes[@]} -eq 0 ] && likes=(mamba2-2.7b mamba-2.8b mamba2-8b)
-here=$(dirname "$0")
 export PATH="/usr/local/cuda/bin:$PATH" LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 if ! command -v ptxas >/dev/null || ! command -v cuobjdump >/dev/null; then
   echo "gpu_sass: no ptxas / cuobjdump here: skipped"
@@ -27,11 +26,7 @@ for like in "${likes[@]}"; do
     "$Q" compile "$OUT/sass/$like" --target "h100-$t" --no-gptq --calib-samples 1 --calib-len 16 -o "$base.qmb" >/dev/null 2>&1 &&
       "$Q" cuda source "$base.qmb" -o "$base.cu" --arch sm_90 2>/dev/null &&
       ptxas -arch=sm_90 -v "$base.ptx" -o "$base.cubin" > "$OUT/sass-$like-$t.txt" 2>&1 || { echo "building $like $t failed"; listed=1; continue; }
-    if python3 "$here/sass_prewait.py" "$base.cubin"; then
-      echo "$like $t: no load used before a wait ($(grep -c 'Function properties' "$OUT/sass-$like-$t.txt") kernels)"
-    else
-      listed=1
-    fi
+    cuobjdump -sass "$base.cubin" > "$base.sass" && "$Q" cuda sass "$base.sass" || listed=1
   done
 done
 exit $listed

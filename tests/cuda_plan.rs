@@ -4,40 +4,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use compiler::checkpoint::load_checkpoint;
-use compiler::compile::{compile, CompileOptions};
-use compiler::program::Program;
-use compiler::target::Target;
-use kernels::cuda::{plan, Arg, CudaPlan, WeightUpload};
-use runtime::tokenizer::Tokenizer;
-
-/// The plan of the checkpoint in `dir` (with its `tokenizer.json`): FP where `target` is None,
-/// else compiled for it (no GPTQ, two calibration samples of 64 tokens of the embedded text).
-fn plan_of_checkpoint(dir: &Path, target: Option<&str>) -> CudaPlan {
-    let ckpt = load_checkpoint(dir).unwrap();
-    let program = match target {
-        None => Program::from_checkpoint(&ckpt).unwrap(),
-        Some(target) => {
-            let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-            let calib = std::fs::read_to_string(compiler::model::default_model_dir().join("../text/calib.txt")).unwrap();
-            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), calib, "calib.txt") };
-            compile(&ckpt, &tok, &opts).unwrap()
-        }
-    };
-    plan(program.executor().unwrap().verified_graph()).unwrap()
-}
+use common::cuda_plans::{plan_of_checkpoint, random_checkpoint_dir};
+use kernels::cuda::{Arg, CudaPlan, WeightUpload};
 
 fn plan_of(target: Option<&str>) -> CudaPlan {
     plan_of_checkpoint(&compiler::model::default_model_dir(), target)
-}
-
-/// A temporary folder for a random checkpoint, with the embedded model's tokenizer.
-fn random_checkpoint_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(compiler::model::default_model_dir().join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
-    dir
 }
 
 /// The plan of a random one-layer Mamba1 compiled for `target`: d_model 192, so that d_inner

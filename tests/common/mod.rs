@@ -3,5 +3,6 @@
 //! layout. Each test crate uses only part of this, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod cuda_plans;
 pub mod random_checkpoint;
 pub mod reference_mamba;

@@ -31,6 +31,11 @@ enum Action {
     ///
     /// Example: quambac cuda source model.qmb -o kernels.cu --arch sm_87
     Source(SourceArgs),
+    /// Kernels of SASS listings (`cuobjdump -sass` or `nvdisasm -c` of a cubin) that use a
+    /// global load before their dependency wait; fails when there is any.
+    ///
+    /// Example: cuobjdump -sass plan.cubin > plan.sass && quambac cuda sass plan.sass
+    Sass(SassArgs),
     /// Where a decode step's time goes, launch by launch, from the blocks' own clocks.
     ///
     /// Example: quambac cuda trace model.qmb --steps 4 --svg step.svg
@@ -47,6 +52,13 @@ struct SourceArgs {
     /// Also compile to PTX for this architecture with NVRTC (sm_90 H100, sm_87 Orin, sm_86 A5000).
     #[arg(long)]
     arch: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct SassArgs {
+    /// SASS listings, one or more.
+    #[arg(required = true)]
+    listings: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +120,7 @@ pub fn run(a: CudaArgs) -> anyhow::Result<()> {
         Action::Check(c) => check(c),
         Action::Bench(b) => bench(b),
         Action::Source(s) => source(s),
+        Action::Sass(s) => sass(s),
         Action::Trace(t) => super::cuda_trace::trace(t),
     }
 }
@@ -131,6 +144,31 @@ fn source(a: SourceArgs) -> anyhow::Result<()> {
         let path = a.output.with_extension("ptx");
         std::fs::write(&path, ptx).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("{}: PTX for {arch}", path.display());
+    }
+    Ok(())
+}
+
+fn sass(a: SassArgs) -> anyhow::Result<()> {
+    let mut early = 0;
+    for path in &a.listings {
+        let listing = std::fs::read_to_string(path).with_context(|| format!("reading the SASS listing {}", path.display()))?;
+        let functions = kernels::cuda::sass::functions(&listing);
+        if functions.is_empty() {
+            bail!("{}: no functions found: expected the output of `cuobjdump -sass` or `nvdisasm -c`", path.display());
+        }
+        let before = early;
+        for (name, instructions) in &functions {
+            for use_ in kernels::cuda::sass::early_uses(instructions) {
+                println!("{}: {name}: {use_}", path.display());
+                early += 1;
+            }
+        }
+        if early == before {
+            println!("{}: no load used before a wait ({} kernels)", path.display(), functions.len());
+        }
+    }
+    if early > 0 {
+        bail!("{early} instructions use a load before their kernel's dependency wait");
     }
     Ok(())
 }

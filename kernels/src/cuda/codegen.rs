@@ -606,10 +606,10 @@ impl GemvConfig {
     /// places, where that leaves a block's threads 64 registers each; `None` for the register
     /// ring, whose grid may take several waves.
     pub fn blocks_per_sm(&self, n: usize) -> Option<usize> {
-        let per_sm = match self.stream {
-            Some(s) => s.per_sm,
-            None if self.bulk.is_some() => n.div_ceil(8).div_ceil(self.wn).div_ceil(ONE_WAVE_SMS),
-            None => return None,
+        let per_sm = match self.grid(n) {
+            Grid::Resident { per_sm, .. } => per_sm,
+            Grid::Gemm { n_blocks, .. } if self.bulk.is_some() => n_blocks.div_ceil(ONE_WAVE_SMS),
+            _ => return None,
         };
         let register_room = 65536 / (self.threads() as usize * 64);
         (per_sm <= register_room).then_some(per_sm.max(1))

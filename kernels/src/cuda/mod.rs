@@ -7,6 +7,7 @@ pub mod codegen;
 mod knobs;
 pub mod pack;
 pub mod plan;
+pub mod sass;
 
 pub use build::plan;
 pub use plan::*;

@@ -1,0 +1,33 @@
+//! CUDA plans of checkpoints, for the tests that read the generated kernels.
+
+use std::path::Path;
+
+use compiler::checkpoint::load_checkpoint;
+use compiler::compile::{compile, CompileOptions};
+use compiler::program::Program;
+use compiler::target::Target;
+use kernels::cuda::{plan, CudaPlan};
+use runtime::tokenizer::Tokenizer;
+
+/// The plan of the checkpoint in `dir` (with its `tokenizer.json`): FP where `target` is None,
+/// else compiled for it (no GPTQ, two calibration samples of 64 tokens of the embedded text).
+pub fn plan_of_checkpoint(dir: &Path, target: Option<&str>) -> CudaPlan {
+    let ckpt = load_checkpoint(dir).unwrap();
+    let program = match target {
+        None => Program::from_checkpoint(&ckpt).unwrap(),
+        Some(target) => {
+            let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+            let calib = std::fs::read_to_string(compiler::model::default_model_dir().join("../text/calib.txt")).unwrap();
+            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), calib, "calib.txt") };
+            compile(&ckpt, &tok, &opts).unwrap()
+        }
+    };
+    plan(program.executor().unwrap().verified_graph()).unwrap()
+}
+
+/// A temporary folder for a random checkpoint, with the embedded model's tokenizer.
+pub fn random_checkpoint_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(compiler::model::default_model_dir().join("tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    dir
+}
