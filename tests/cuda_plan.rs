@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::cuda_plans::{plan_of_checkpoint, random_checkpoint_dir};
+use common::cuda_plans::{plan_of_checkpoint, plan_with_int8_states, random_checkpoint_dir};
 use kernels::cuda::{Arg, CudaPlan, WeightUpload};
 
 fn plan_of(target: Option<&str>) -> CudaPlan {
@@ -14,10 +14,15 @@ fn plan_of(target: Option<&str>) -> CudaPlan {
 
 /// The plan of a random one-layer Mamba1 compiled for `target`: d_model 192, so that d_inner
 /// (384) is three Hadamard blocks of 128, as mamba-2.8b's 5120 is five of 1024; dt rank 12.
+/// A random Mamba1's plan; quantized targets keep int8 states, so that its snapshots pin those
+/// kernels (the embedded mamba2-tiny's pin the f32 ones).
 fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
     let dir = random_checkpoint_dir();
     common::random_checkpoint::write_random_mamba1(dir.path(), 192, 1, 8192, 16, 12, 2, 4, true, 31);
-    plan_of_checkpoint(dir.path(), target)
+    match target {
+        Some(t) if !t.ends_with("w4a16") => plan_with_int8_states(dir.path(), t),
+        _ => plan_of_checkpoint(dir.path(), target),
+    }
 }
 
 /// The plan of a random one-layer Mamba2 compiled for `target`: d_model 192, so that d_inner
@@ -26,7 +31,7 @@ fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
 fn mamba2_split_plan_of(target: &str) -> CudaPlan {
     let dir = random_checkpoint_dir();
     common::random_checkpoint::write_random_mamba2(dir.path(), 192, 1, 8192, 32, 32, 1, 2, 4, 64, true, 37);
-    plan_of_checkpoint(dir.path(), Some(target))
+    plan_with_int8_states(dir.path(), target)
 }
 
 /// The source of entry point `name` in `p`, up to its closing brace.
@@ -206,15 +211,15 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         let entry = |name: &str| entry_source(&p, name);
         let ssd_at = p.launches.iter().position(|l| l.kernel.name.starts_with("ssd_")).expect("an SSD launch");
         let ssd = &p.launches[ssd_at];
-        assert!(entry(&ssd.kernel.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, true>("), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
+        assert!(entry(&ssd.kernel.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, 32, 1024, true, true>("), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
         let plain = ssd.batched.as_ref().expect("more rows run the plain step");
         assert_eq!(Some(plain), ssd.large.as_ref());
-        assert!(entry(&plain.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32>("), "{target}: {}", entry(&plain.name));
+        assert!(entry(&plain.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, 32, 1024, true>("), "{target}: {}", entry(&plain.name));
         let n = ssd.args.len();
         let (Arg::Operand(chain_x), Arg::Operand(chain_z)) = (&ssd.args[n - 3], &ssd.args[n - 2]) else { panic!("{target}: the SSD takes the chain's operands") };
         let Arg::Buffer { buffer: partials, .. } = ssd.args[n - 1] else { panic!("{target}: the SSD writes partial sums") };
         assert_eq!(p.buffers[partials].row_bytes, 12 * 4, "{target}: one sum per SSD block of a row");
-        let Some(Arg::Buffer { buffer: ssd_out, .. }) = ssd.args.get(10) else { panic!("{target}: the SSD's output") };
+        let Some(Arg::Buffer { buffer: ssd_out, .. }) = ssd.args.get(12) else { panic!("{target}: the SSD's output") };
         assert_eq!(chain_x.buffer, *ssd_out, "{target}: the chain's input is the SSD's output");
         let rows = p.launches[ssd_at + 1..].iter().find(|l| l.kernel.name.starts_with("rows_")).expect("the chain after the SSD");
         assert!(entry(&rows.kernel.name).contains("quamba::pregated_hadamard_quantize<384, 1, 128, 128, 12>(x, w1, k,"), "{target}: {}", entry(&rows.kernel.name));
@@ -288,9 +293,9 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "ld_with(chain_z,", "out[", "st[i * LANES + sub] = s[i]", "partials["]),
-        ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "out[", "st[i * LANES + sub] = s[i]"]),
-        ("QDEV void selective_step_dt(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt_in,", "out[", "st[i * LANES + sub] = s[i]"]),
+        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "ld_with(chain_z,", "cached.values(", "out[", "cached.store(state", "partials["]),
+        ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "cached.values(", "out[", "cached.store(state"]),
+        ("QDEV void selective_step_dt(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt_in,", "cached.values(", "out[", "cached.store(state"]),
     ];
     for (signature, touches) in templates {
         let start = library.find(signature).expect(signature);
@@ -305,6 +310,11 @@ fn every_entry_point_waits_for_its_predecessor() {
         }
         for touch in touches {
             assert!(body.find(touch).unwrap_or_else(|| panic!("{signature}: {touch}")) > wait, "{signature} touches `{touch}` before waiting");
+        }
+        if signature.contains("ssd_scan(") || signature.contains("selective_") {
+            // Their state (f32 or int8, see `StateRow`) is requested before: its last writer,
+            // the same layer's scan one step earlier, has completed.
+            assert!(body.find("cached.request(").is_some_and(|at| at < wait), "{signature} requests its state before waiting");
         }
         if signature.contains("ssd_scan(") || signature.contains("selective_step_dt(") {
             // The decode steps' inputs' scales (constants) are loaded before, so that no load

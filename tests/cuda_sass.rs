@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cuda_plans::{plan_of_checkpoint, random_checkpoint_dir};
+use common::cuda_plans::{plan_of_checkpoint, plan_with_int8_states, random_checkpoint_dir};
 use compiler::synth::{synthesize, Like};
 
 /// Where nvdisasm is, if it runs.
@@ -27,11 +27,15 @@ fn nvdisasm() -> Option<PathBuf> {
 }
 
 /// The plan's source for a one-layer random checkpoint shaped like `like` (vocabulary 8192),
-/// compiled for `target`.
-fn real_shape_source(like: Like, target: &str) -> String {
+/// compiled for `target`, with int8 SSM states where `int8_states`.
+fn real_shape_source(like: Like, target: &str, int8_states: bool) -> String {
     let dir = random_checkpoint_dir();
     synthesize(like, dir.path(), 7, Some(1), Some(8192)).unwrap();
-    plan_of_checkpoint(dir.path(), Some(target)).source
+    if int8_states {
+        plan_with_int8_states(dir.path(), target).source
+    } else {
+        plan_of_checkpoint(dir.path(), Some(target)).source
+    }
 }
 
 /// nvdisasm's listing of `image`, written to a file in `dir`.
@@ -54,14 +58,22 @@ fn no_kernel_uses_a_load_before_its_wait_at_real_shapes() {
         }
     };
     let scratch = tempfile::tempdir().unwrap();
-    let models = [(Like::Mamba2_2_7b, "h100-w4a8"), (Like::Mamba2_8b, "h100-w4a8"), (Like::Mamba2_8bNvidia, "h100-w4a8"), (Like::Mamba2_2_7b, "h100-w8a8")];
-    for (like, target) in models {
-        let source = real_shape_source(like, target);
-        let cubin = runtime::cuda::compile_cubin(&source, "sm_90").unwrap_or_else(|e| panic!("{like:?} {target}: {e}"));
+    let models = [
+        (Like::Mamba2_2_7b, "h100-w4a8", false),
+        (Like::Mamba2_8b, "h100-w4a8", false),
+        (Like::Mamba2_8bNvidia, "h100-w4a8", false),
+        (Like::Mamba2_2_7b, "h100-w8a8", false),
+        (Like::Mamba2_2_7b, "h100-w4a8", true),
+        (Like::Mamba2_8b, "h100-w4a8", true),
+    ];
+    for (like, target, int8_states) in models {
+        let what = format!("{like:?} {target}{}", if int8_states { " int8 states" } else { "" });
+        let source = real_shape_source(like, target, int8_states);
+        let cubin = runtime::cuda::compile_cubin(&source, "sm_90").unwrap_or_else(|e| panic!("{what}: {e}"));
         let functions = kernels::cuda::sass::functions(&disassemble(&tool, &cubin.image, scratch.path()));
         let waiting = functions.iter().filter(|(_, i)| i.iter().any(|t| t.starts_with("ACQBULK"))).count();
-        assert!(waiting * 2 > functions.len(), "{like:?} {target}: most kernels wait ({waiting} of {})", functions.len());
+        assert!(waiting * 2 > functions.len(), "{what}: most kernels wait ({waiting} of {})", functions.len());
         let early: Vec<String> = functions.iter().flat_map(|(name, instructions)| kernels::cuda::sass::early_uses(instructions).into_iter().map(move |u| format!("{name}: {u}"))).collect();
-        assert!(early.is_empty(), "{like:?} {target}: loads used before the wait:\n{}", early.join("\n"));
+        assert!(early.is_empty(), "{what}: loads used before the wait:\n{}", early.join("\n"));
     }
 }

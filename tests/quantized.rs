@@ -54,7 +54,14 @@ fn artifact_round_trip_computes_the_same_logits() {
 
 #[test]
 fn quantized_decode_matches_prefill() {
-    let exec = compiled("cpu-w8a8", Method::Quamba2).executor().unwrap();
+    // With f32 states between calls (the default), so that one call and one call per token
+    // compute the same function (int8 states: tests/int8_states.rs).
+    let dir = compiler::model::default_model_dir();
+    let ckpt = load_checkpoint(&dir).unwrap();
+    let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let calib = std::fs::read_to_string(assets().join("text/calib.txt")).unwrap();
+    let opts = CompileOptions { calib_samples: 8, calib_len: 256, ..CompileOptions::new("cpu-w8a8".parse::<Target>().unwrap(), calib, "calib.txt") };
+    let exec = compile(&ckpt, &tok, &opts).unwrap().executor().unwrap();
     let tokens: Vec<i64> = (0..24).map(|i| (i * 911 + 3) % 8192).collect();
     let full = exec.forward(&mut exec.new_state(1), &tokens).unwrap();
     // The float parts (chunked SSD vs the one-token step) differ in the last bits, which can move
@@ -123,6 +130,7 @@ fn emitted_ir_after_each_pass_is_pinned() {
         calib_len: 128,
         valid_text: None,
         gptq: true,
+        int8_states: true,
         emit_ir: Some(out.path().to_path_buf()),
         progress: false,
     };
@@ -132,12 +140,12 @@ fn emitted_ir_after_each_pass_is_pinned() {
     let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(
         names,
-        ["00-lowered.qir", "01-fold_norms.qir", "02-sort_cluster_heads.qir", "03-rotate_hadamard.qir", "04-state_group_scales.qir", "05-quantize_activations.qir", "06-quantize_weights.qir"]
+        ["00-lowered.qir", "01-fold_norms.qir", "02-sort_cluster_heads.qir", "03-rotate_hadamard.qir", "04-state_group_scales.qir", "05-quantize_states.qir", "06-quantize_activations.qir", "07-quantize_weights.qir"]
     );
     for (path, name) in files.iter().zip(&names) {
         let text = std::fs::read_to_string(path).unwrap();
         ir::verify(&ir::parse(&text).unwrap()).unwrap();
-        if name.starts_with("05") || name.starts_with("06") {
+        if name.starts_with("05") || name.starts_with("06") || name.starts_with("07") {
             insta::assert_snapshot!(name.clone(), text);
         }
     }

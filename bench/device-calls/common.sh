@@ -2,7 +2,8 @@
 # repository root); each session's scripts had repeated them.
 #   unpack_binaries NAME=FILE.xz...   .device/FILE.xz decompressed to /tmp/NAME, executable
 #   build_short BIN LIKE:LAYERS:NAME... synthesized shortened models (vocabulary 8192) compiled to
-#                                     W4A8 ($TARGET, default h100-w4a8) as $W/NAME.qmb, in parallel
+#                                     W4A8 ($TARGET, default h100-w4a8; extra compile flags in
+#                                     $COMPILE_FLAGS) as $W/NAME.qmb, in parallel
 #   tpot BIN ART [ENV=VALUE...]       "TPOT b=1 / b=16" of a short decode bench (as $A)
 #   elapsed                           seconds since this file was sourced
 # Sets LD_LIBRARY_PATH for the device's CUDA, the kernel cache dir, $W (work folder), $A (bench
@@ -28,7 +29,7 @@ build_short() {
   for spec in "$@"; do
     IFS=: read -r like layers name <<< "$spec"
     ( "$bin" synth --like "$like" --layers "$layers" --vocab 8192 -o "$W/$name" >/dev/null &&
-      timeout 150 "$bin" compile "$W/$name" --target "${TARGET:-h100-w4a8}" --no-gptq --calib-samples 2 --calib-len 64 -o "$W/$name.qmb" > "$W/$name.log" 2>&1 ||
+      timeout 150 "$bin" compile "$W/$name" --target "${TARGET:-h100-w4a8}" --no-gptq --calib-samples 2 --calib-len 64 ${COMPILE_FLAGS:-} -o "$W/$name.qmb" > "$W/$name.log" 2>&1 ||
       echo "build of $name failed: $(tail -n 2 "$W/$name.log" 2>/dev/null)" >&2 ) &
   done
   wait

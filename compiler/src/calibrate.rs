@@ -84,6 +84,38 @@ pub fn calibrate(program: &Program, set: &CalibrationSet, requests: &HashMap<Val
     Ok(stats)
 }
 
+/// Runs `program` over `set` and shows `visit` the final state of every scan in `scans` after
+/// each window (`[channel][d_state]` of the window's one sequence): the state a prefill hands
+/// to decode, which Quamba calibrates the cached state's int8 scales on.
+pub fn final_states(program: &Program, set: &CalibrationSet, scans: &[ValueId], visit: &mut dyn FnMut(ValueId, &[f32]), progress: bool, label: &str) -> Result<(), CompileError> {
+    let exec = program.executor()?;
+    let bar = if progress { ProgressBar::new(set.windows.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} windows  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(label.to_string());
+    for window in &set.windows {
+        let mut state = exec.new_state(1);
+        exec.observe_activations(&mut state, window, &mut |_, _, _| {})?;
+        for &v in scans {
+            let buffer = state.buffer(v).ok_or_else(|| CompileError::Calibration(format!("{v} is not a scan with a state")))?;
+            visit(v, buffer);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// The quantile `q` of |x| over `data` (the element at rank round((len − 1) · q)); 0 if empty.
+pub fn abs_quantile(data: &[f32], q: f32) -> f32 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut abs: Vec<f32> = data.iter().map(|x| x.abs()).collect();
+    let k = ((abs.len() - 1) as f64 * q as f64).round() as usize;
+    let (_, kth, _) = abs.select_nth_unstable_by(k, f32::total_cmp);
+    *kth
+}
+
 fn observe(s: &mut Stats, req: &Request, data: &[f32], width: usize, percentile_sums: &mut HashMap<ValueId, f64>, v: ValueId) {
     let rows = data.len() / width;
     if s.channel_absmax.is_empty() {
@@ -104,10 +136,7 @@ fn observe(s: &mut Stats, req: &Request, data: &[f32], width: usize, percentile_
     s.absmax = s.channel_absmax.iter().copied().fold(s.absmax, f32::max);
     s.rows += rows;
     if let Some(q) = req.percentile {
-        let mut abs: Vec<f32> = data.iter().map(|x| x.abs()).collect();
-        let k = ((abs.len() - 1) as f64 * q as f64).round() as usize;
-        let (_, kth, _) = abs.select_nth_unstable_by(k, f32::total_cmp);
-        *percentile_sums.entry(v).or_default() += *kth as f64;
+        *percentile_sums.entry(v).or_default() += abs_quantile(data, q) as f64;
     }
     if req.hessian {
         // XᵀX through the f32 GEMM (rows of Xᵀ are channels), accumulated in f64 across windows.

@@ -105,7 +105,7 @@ impl Builder<'_> {
         let dt = self.linear(&format!("{m}.dt_proj"), dt_low, true)?;
         let a_log = self.weight(&format!("{m}.A_log"))?;
         let d = self.weight(&format!("{m}.D"))?;
-        let y = self.graph.add(Op::SelectiveScan { a_log, d }, &[x, dt, b, c])?;
+        let y = self.graph.add(Op::SelectiveScan { a_log, d, state: None }, &[x, dt, b, c])?;
         let gate = self.silu(z)?;
         let gated = self.graph.add(Op::Mul, &[y, gate])?;
         self.linear(&format!("{m}.out_proj"), gated, cfg.use_bias)
@@ -134,6 +134,7 @@ impl Builder<'_> {
             chunk: cfg.chunk_size,
             dt_min: cfg.dt_limit.0,
             dt_max: cfg.dt_limit.1,
+            state: None,
         };
         let y = self.graph.add(ssd, &[x, dt, b, c])?;
         let weight = self.weight(&format!("{m}.norm.weight"))?;

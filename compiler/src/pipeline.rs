@@ -19,6 +19,7 @@ use crate::passes::choose_activation_bits::ChooseActivationBits;
 use crate::passes::clip_outliers::ClipOutliers;
 use crate::passes::fold_norms::FoldNorms;
 use crate::passes::quantize_activations::QuantizeActivations;
+use crate::passes::quantize_states::QuantizeStates;
 use crate::passes::quantize_weights::QuantizeWeights;
 use crate::passes::rotate_hadamard::RotateHadamard;
 use crate::passes::sort_cluster_heads::SortClusterHeads;
@@ -32,7 +33,7 @@ pub const W4AX_A16_FRACTION: f32 = 0.25;
 /// Whether `pass` changes what the program computes (a precision choice or quantization). The
 /// passes before the first such one are float rewrites that keep the model's function.
 pub fn is_quantizing(pass: &dyn Pass) -> bool {
-    matches!(pass.name(), "choose_activation_bits" | "quantize_activations" | "quantize_weights")
+    matches!(pass.name(), "choose_activation_bits" | "quantize_states" | "quantize_activations" | "quantize_weights")
 }
 
 /// The passes for a recipe, in order.
@@ -63,6 +64,9 @@ pub fn passes(method: Method, precision: Precision, family: Family) -> Vec<Box<d
     }
     if precision == Precision::W4AX {
         p.push(Box::new(ChooseActivationBits { fraction_a16: W4AX_A16_FRACTION }));
+    }
+    if a8 && method != Method::Naive {
+        p.push(Box::new(QuantizeStates));
     }
     if a8 {
         p.push(Box::new(QuantizeActivations));

@@ -20,7 +20,7 @@ pub mod types;
 pub mod verify;
 
 pub use graph::{Family, Graph, Node, ValueId, WeightDecl, WeightId};
-pub use op::{Activation, Attr, Op};
+pub use op::{Activation, Attr, Op, StateQuant};
 pub use parse::parse;
 pub use types::{DType, Dim, TensorType};
 pub use verify::{verify, VerifiedGraph, VerifyError, VerifyErrors};

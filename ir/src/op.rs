@@ -51,11 +51,13 @@ pub enum Op {
     /// Mamba1 selective scan. Operands: x `[B,L,d_inner]`, dt `[B,L,d_inner]` (before softplus),
     /// B `[B,L,d_state]`, C `[B,L,d_state]`. `a_log` is `[d_inner, d_state]`, `d` is `[d_inner]`.
     /// Computes h ← exp(Δ·A)·h + Δ·B·x, y = C·h + D·x with Δ = softplus(dt), A = −exp(a_log).
-    SelectiveScan { a_log: WeightId, d: WeightId },
+    /// `state`: the state kept between calls is int8 (see [`StateQuant`]).
+    SelectiveScan { a_log: WeightId, d: WeightId, state: Option<StateQuant> },
     /// Mamba2 state-space duality (SSD) scan. Operands: x `[B,L,heads·head_dim]`, dt `[B,L,heads]`
     /// (before bias and softplus), B and C `[B,L,groups·d_state]`. Per head h:
     /// Δ = clamp(softplus(dt + dt_bias), dt_min, dt_max), state ← exp(Δ·A)·state + Δ·x⊗B, y = state·C + D·x.
     /// `chunk` is the chunk length of the blocked prefill algorithm; it does not change the result.
+    /// `state`: the state kept between calls is int8 (see [`StateQuant`]).
     Ssd {
         a_log: WeightId,
         d: WeightId,
@@ -67,6 +69,7 @@ pub enum Op {
         chunk: usize,
         dt_min: f32,
         dt_max: f32,
+        state: Option<StateQuant>,
     },
     /// mamba_ssm's gated RMSNorm ("norm after gate"): y·silu(z), RMS-normalised within each of
     /// `groups` equal slices of the channels, times `weight`. Operands: y, z.
@@ -90,6 +93,22 @@ pub enum Op {
     QLinear { weight: WeightId, scales: WeightId, bias: Option<WeightId>, group: usize, act_scale: Option<f32> },
     /// Embedding from a quantized table: `table` i8 or i4 `[vocab, d]`, `scales` f32 `[vocab, d/group]`.
     QEmbedding { table: WeightId, scales: WeightId, group: usize },
+}
+
+/// A scan whose recurrent state is kept in int8 between calls (Quamba2's cached SSM state): at the
+/// end of every call each state element h of channel c and state index n is stored as
+/// q = clamp(round_half_even(h · r), −128, 127) with r = 1 / s rounded to f32 (a multiply where
+/// every token's every state would otherwise take a division) and s = `scale`[group(c), n]
+/// (n → 0 where `scale` has one column); NaN gives 0. The next call starts from q · s. Within a call (a prefill) the
+/// state stays f32. `scale` is f32 `[groups, d_state]` or `[groups, 1]`; `group` is i32
+/// `[channels]` (a state row's group; every row is group 0 without it). Channels are Mamba1's
+/// d_inner or Mamba2's heads · head_dim; rows are stored `[channel][n]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StateQuant {
+    /// The scales, `[groups, d_state]` or `[groups, 1]`.
+    pub scale: WeightId,
+    /// Each channel's row of `scale`, i32 `[channels]`; absent: row 0 for every channel.
+    pub group: Option<WeightId>,
 }
 
 /// An attribute value as it appears in the text form.
@@ -159,6 +178,13 @@ impl AttrReader<'_> {
         match self.find(key) {
             None => Ok(None),
             Some(_) => self.float(key).map(Some),
+        }
+    }
+    fn state_quant(&self) -> Result<Option<StateQuant>, String> {
+        match (self.opt_weight("state_scale")?, self.opt_weight("state_group")?) {
+            (Some(scale), group) => Ok(Some(StateQuant { scale, group })),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(format!("`{}` has `state_group` without `state_scale`", self.op)),
         }
     }
     fn word(&self, key: &str) -> Result<&str, String> {
@@ -284,11 +310,12 @@ impl Op {
                 out.push(("end", Attr::Int(*end)));
             }
             Op::Activation { kind } => out.push(("kind", Attr::Word(kind.name().to_string()))),
-            Op::SelectiveScan { a_log, d } => {
+            Op::SelectiveScan { a_log, d, state } => {
                 out.push(("a_log", Attr::Weight(*a_log)));
                 out.push(("d", Attr::Weight(*d)));
+                push_state_quant(&mut out, state);
             }
-            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max, state } => {
                 out.push(("a_log", Attr::Weight(*a_log)));
                 out.push(("d", Attr::Weight(*d)));
                 out.push(("dt_bias", Attr::Weight(*dt_bias)));
@@ -299,6 +326,7 @@ impl Op {
                 out.push(("chunk", Attr::Int(*chunk)));
                 out.push(("dt_min", Attr::Float(*dt_min)));
                 out.push(("dt_max", Attr::Float(*dt_max)));
+                push_state_quant(&mut out, state);
             }
             Op::GatedRmsNorm { weight, groups, eps } => {
                 out.push(("weight", Attr::Weight(*weight)));
@@ -329,7 +357,7 @@ impl Op {
             },
             "mul" => Op::Mul,
             "add" => Op::Add,
-            "selective_scan" => Op::SelectiveScan { a_log: r.weight("a_log")?, d: r.weight("d")? },
+            "selective_scan" => Op::SelectiveScan { a_log: r.weight("a_log")?, d: r.weight("d")?, state: r.state_quant()? },
             "ssd" => Op::Ssd {
                 a_log: r.weight("a_log")?,
                 d: r.weight("d")?,
@@ -341,6 +369,7 @@ impl Op {
                 chunk: r.int("chunk")?,
                 dt_min: r.float("dt_min")?,
                 dt_max: r.float("dt_max")?,
+                state: r.state_quant()?,
             },
             "gated_rms_norm" => Op::GatedRmsNorm {
                 weight: r.weight("weight")?,
@@ -456,16 +485,17 @@ impl Op {
                 }
                 Ok(seq(a))
             }
-            Op::SelectiveScan { a_log, d } => {
+            Op::SelectiveScan { a_log, d, state } => {
                 let (x, dt, b, c) = (seq_f32(0)?, seq_f32(1)?, seq_f32(2)?, seq_f32(3)?);
                 if dt != x || b != c {
                     return Err(format!("selective_scan needs dt width = x width and B width = C width, got x {x}, dt {dt}, B {b}, C {c}"));
                 }
                 expect_shape(*a_log, &[x, b], "selective_scan a_log")?;
                 expect_shape(*d, &[x], "selective_scan d")?;
+                state_quant_shapes(weights, state, x, b, "selective_scan")?;
                 Ok(seq(x))
             }
-            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, .. } => {
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, state, .. } => {
                 let (x, dt, b, c) = (seq_f32(0)?, seq_f32(1)?, seq_f32(2)?, seq_f32(3)?);
                 if *groups == 0 || heads % groups != 0 || *chunk == 0 {
                     return Err(format!("ssd needs heads ({heads}) divisible by groups ({groups}) and chunk > 0"));
@@ -478,6 +508,7 @@ impl Op {
                 for (w, role) in [(a_log, "ssd a_log"), (d, "ssd d"), (dt_bias, "ssd dt_bias")] {
                     expect_shape(*w, &[*heads], role)?;
                 }
+                state_quant_shapes(weights, state, x, *d_state, "ssd")?;
                 Ok(seq(x))
             }
             Op::GatedRmsNorm { weight, groups, .. } => {
@@ -533,6 +564,36 @@ impl Op {
             }
         }
     }
+}
+
+fn push_state_quant(out: &mut Vec<(&'static str, Attr)>, state: &Option<StateQuant>) {
+    if let Some(StateQuant { scale, group }) = state {
+        out.push(("state_scale", Attr::Weight(*scale)));
+        if let Some(g) = group {
+            out.push(("state_group", Attr::Weight(*g)));
+        }
+    }
+}
+
+/// Checks an int8 state's scales for `channels` state rows of `d_state` values.
+fn state_quant_shapes(weights: &[WeightDecl], state: &Option<StateQuant>, channels: usize, d_state: usize, op: &str) -> Result<(), String> {
+    let Some(StateQuant { scale, group }) = state else { return Ok(()) };
+    let s = weights.get(scale.index()).ok_or_else(|| format!("weight {scale} is not declared"))?;
+    let groups = match s.shape.as_slice() {
+        [g, n] if s.dtype == DType::F32 && *g >= 1 && (*n == d_state || *n == 1) => *g,
+        _ => return Err(format!("{op} state_scale {scale} is {}{:?}, expected f32[groups, {d_state}] or f32[groups, 1]", s.dtype, s.shape)),
+    };
+    match group {
+        Some(g) => {
+            let t = weights.get(g.index()).ok_or_else(|| format!("weight {g} is not declared"))?;
+            if t.dtype != DType::I32 || t.shape != [channels] {
+                return Err(format!("{op} state_group {g} is {}{:?}, expected i32[{channels}]", t.dtype, t.shape));
+            }
+        }
+        None if groups != 1 => return Err(format!("{op} state_scale {scale} has {groups} groups but no state_group says which channel uses which")),
+        None => {}
+    }
+    Ok(())
 }
 
 /// Checks a quantized weight table: integer dtype, and scales `[rows, cols / group]`.

@@ -28,7 +28,7 @@ fn small_graph() -> Graph {
     let x = g.add(Op::Split { start: 0, end: 4 }, &[c]).unwrap();
     let b = g.add(Op::Split { start: 4, end: 10 }, &[c]).unwrap();
     let cc = g.add(Op::Split { start: 10, end: 16 }, &[c]).unwrap();
-    let ssd = Op::Ssd { a_log, d, dt_bias, heads: 2, head_dim: 2, groups: 2, d_state: 3, chunk: 4, dt_min: 0.0, dt_max: f32::INFINITY };
+    let ssd = Op::Ssd { a_log, d, dt_bias, heads: 2, head_dim: 2, groups: 2, d_state: 3, chunk: 4, dt_min: 0.0, dt_max: f32::INFINITY, state: None };
     let y = g.add(ssd, &[x, dt, b, cc]).unwrap();
     let y = g.add(Op::GatedRmsNorm { weight: gnorm, groups: 2, eps: 1e-5 }, &[y, z]).unwrap();
     let o = g.add(Op::Linear { weight: out, bias: None }, &[y]).unwrap();
@@ -138,4 +138,50 @@ fn op_attrs_round_trip_for_every_op() {
         let attrs: Vec<(String, ir::Attr)> = op.attrs().into_iter().map(|(k, a)| (k.to_string(), a)).collect();
         assert_eq!(&Op::from_parts(op.name(), &attrs).unwrap(), op);
     }
+}
+
+/// `small_graph` with its SSD keeping an int8 state: `scale_shape` scales and, if given, a group
+/// map of `group_len` i32 entries.
+fn int8_state_graph(scale_shape: &[usize], group: Option<(DType, usize)>) -> Graph {
+    let mut g = small_graph();
+    let scale = g.add_weight(WeightDecl { name: "state.scale".into(), dtype: DType::F32, shape: scale_shape.to_vec() });
+    let group = group.map(|(dtype, len)| g.add_weight(WeightDecl { name: "state.group".into(), dtype, shape: vec![len] }));
+    let ssd = g.values().into_iter().find(|v| matches!(g.node(*v).op, Op::Ssd { .. })).unwrap();
+    if let Op::Ssd { state, .. } = &mut g.node_mut(ssd).op {
+        *state = Some(ir::StateQuant { scale, group });
+    }
+    g
+}
+
+#[test]
+fn int8_state_round_trips_and_is_checked() {
+    // Two groups of state rows, one scale per (group, state index); and a per-tensor scale.
+    for g in [int8_state_graph(&[2, 3], Some((DType::I32, 4))), int8_state_graph(&[1, 1], None)] {
+        verify(&g).unwrap();
+        let text = g.to_string();
+        assert!(text.contains("state_scale=@"), "{text}");
+        let back = parse(&text).unwrap();
+        verify(&back).unwrap();
+        assert_eq!(back.to_string(), text);
+    }
+    let text = int8_state_graph(&[2, 3], Some((DType::I32, 4))).to_string();
+    let ssd_line = text.lines().find(|l| l.contains("= ssd")).unwrap();
+    insta::assert_snapshot!("int8_state_ssd_line", ssd_line);
+
+    let problem = |g: Graph| verify(&g).unwrap_err().to_string();
+    let text = problem(int8_state_graph(&[2, 2], Some((DType::I32, 4))));
+    assert!(text.contains("ssd state_scale @9 is f32[2, 2], expected f32[groups, 3] or f32[groups, 1]"), "{text}");
+    let text = problem(int8_state_graph(&[2, 3], Some((DType::I32, 5))));
+    assert!(text.contains("ssd state_group @10 is i32[5], expected i32[4]"), "{text}");
+    let text = problem(int8_state_graph(&[2, 3], Some((DType::F32, 4))));
+    assert!(text.contains("expected i32[4]"), "{text}");
+    let text = problem(int8_state_graph(&[2, 3], None));
+    assert!(text.contains("has 2 groups but no state_group"), "{text}");
+    // A group map needs scales.
+    let g = small_graph();
+    let ssd = g.values().into_iter().find(|v| matches!(g.node(*v).op, Op::Ssd { .. })).unwrap();
+    let mut attrs: Vec<(String, ir::Attr)> = g.node(ssd).op.attrs().into_iter().map(|(k, a)| (k.to_string(), a)).collect();
+    attrs.push(("state_group".into(), ir::Attr::Weight(ir::WeightId::new(1))));
+    let err = Op::from_parts("ssd", &attrs).unwrap_err();
+    assert!(err.contains("`ssd` has `state_group` without `state_scale`"), "{err}");
 }

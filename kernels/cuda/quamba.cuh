@@ -188,6 +188,137 @@ QDEV float ld_state(const float* p) {
     return v;
 }
 
+// A cached state's quantization (ir::StateQuant): round(x * inverse) to nearest even, saturated
+// to int8 (NaN gives 0), in one conversion.
+QDEV u32 quantize_state(float x, float inverse) {
+    u32 q;
+    asm("cvt.rni.sat.s8.f32 %0, %1;" : "=r"(q) : "f"(x * inverse));
+    return q & 0xffu;
+}
+
+// A scan's recurrent state row: N values of one (sequence, channel), of which a thread holds
+// PER = N / LANES, n = i * LANES + sub. SQ = 0: f32 values at float n. Otherwise int8 (the
+// method's cached state, ir::StateQuant): value = q * scale, with SQ = 1 scale per group or
+// SQ = N (one per group and state index); the group is the channel's entry of the group map
+// where GROUPED (0 otherwise). The plan uploads the table as [group][scales, inverses][SQ], SF
+// floats in all (`WeightUpload::StateScales`); LANE_MAJOR rows keep a thread's PER bytes together
+// at sub * PER + i, so that it loads and stores them as words (every kernel that touches such a
+// row splits it over the same LANES), and their tables follow the same order, so that a thread's
+// scales are float4 loads; other rows keep q at byte n and scales at n.
+//
+// `request` issues the loads before the dependency wait and uses none of them (no branch either:
+// ptxas once moved a value loaded there into a uniform register ahead of one): an f32 row
+// straight into the caller's state registers (through `ld_state`'s L2 path), an int8 row's bytes
+// and its group. `prefetch_scales` puts a grouped table into L2 meanwhile. `scales` (right after
+// the wait) loads a per-group scale and inverse; `values` (after the wait) makes the f32
+// state, loading per-state-index scales there; `store` writes it back, loading their inverses.
+// Held through the step, 16 per-state scales per thread took the SSD step from 64 to 76-100
+// registers, and its blocks no longer fit beside in_proj's: some started only once in_proj ended.
+template <int N, int LANES, int SQ, int SF, bool GROUPED, bool LANE_MAJOR, int THREADS> struct StateRow {
+    static const int PER = N / LANES;
+    static const bool VEC = SQ != 0 && (LANE_MAJOR || LANES == 1) && PER % 4 == 0;
+    static const bool VEC_SCALES = SQ == N && VEC;
+    // int8 words, or one int8 per register (none for an f32 row: it goes straight to the state)
+    static const int RAW = SQ == 0 ? 1 : (VEC ? PER / 4 : PER);
+    u32 raw[RAW];
+    float sc, inv;  // where SQ == 1
+    int group;
+
+    static QDEV int byte_of(int sub, int i) { return LANE_MAJOR ? sub * PER + i : i * LANES + sub; }
+    // Offset of state i's scale in the table (its inverse is SQ further).
+    QDEV int scale_at(int sub, int i) const { return (GROUPED ? group * 2 * SQ : 0) + (SQ == 1 ? 0 : byte_of(sub, i)); }
+
+    QDEV void request(const void* state, i64 row, int channel, int sub, const int* group_map, float* s) {
+        static_assert(SQ == 0 || SQ == 1 || SQ == N, "one scale per group, or one per group and state index");
+        if constexpr (SQ == 0) {
+            const float* st = (const float*)state + row * N;
+#pragma unroll
+            for (int i = 0; i < PER; i++) s[i] = ld_state(st + i * LANES + sub);
+        } else {
+            const unsigned char* st = (const unsigned char*)state + row * N;
+#pragma unroll
+            for (int j = 0; j < RAW; j++) {
+                if constexpr (VEC) asm volatile("ld.global.cg.b32 %0, [%1];" : "=r"(raw[j]) : "l"(st + byte_of(sub, 4 * j)));
+                else asm volatile("ld.global.cg.u8 %0, [%1];" : "=r"(raw[j]) : "l"(st + byte_of(sub, j)));
+            }
+            if constexpr (GROUPED) group = group_map[channel];
+        }
+    }
+
+    // Before the wait, by every thread: a grouped scale table into L2 (its lines spread over the
+    // block's threads), so that `scales` and `values` find it there.
+    QDEV void prefetch_scales(const float* table) const {
+        if constexpr (SQ != 0 && GROUPED) {
+            const int LINES = (SF + 31) / 32;
+#pragma unroll
+            for (int k = 0; k < (LINES + THREADS - 1) / THREADS; k++) {
+                const int l = threadIdx.x + k * THREADS;
+                if (l < LINES) prefetch_l2(table + l * 32);
+            }
+        }
+    }
+
+    QDEV void scales(int sub, const float* table) {
+        if constexpr (SQ == 1) {
+            sc = table[scale_at(sub, 0)];
+            inv = table[scale_at(sub, 0) + 1];
+        }
+    }
+
+    // The q of state i (i8 in the low byte of a register or of a word).
+    QDEV int q_of(int i) const {
+        const u32 v = VEC ? raw[i / 4] >> (8 * (i % 4)) : raw[i];
+        return (int)(signed char)(v & 0xffu);
+    }
+
+    // Four consecutive table entries of this thread from `at` (float4 where its scales are).
+    QDEV void four(const float* table, int at, int sub, int i, float* out) const {
+        if constexpr (VEC_SCALES) {
+            const float4 v = *(const float4*)(table + at + scale_at(sub, i));
+            out[0] = v.x; out[1] = v.y; out[2] = v.z; out[3] = v.w;
+        } else {
+#pragma unroll
+            for (int k = 0; k < 4; k++) out[k] = SQ == 1 ? (at == 0 ? sc : inv) : (i + k < PER ? table[at + scale_at(sub, i + k)] : 0.f);
+        }
+    }
+
+    QDEV void values(float* s, int sub, const float* table) const {
+        if constexpr (SQ != 0) {
+#pragma unroll
+            for (int i = 0; i < PER; i += 4) {
+                float f[4];
+                four(table, 0, sub, i, f);
+#pragma unroll
+                for (int k = 0; k < 4 && i + k < PER; k++) s[i + k] = (float)q_of(i + k) * f[k];
+            }
+        }
+    }
+
+    QDEV void store(void* state, i64 row, int sub, const float* s, const float* table) const {
+        if constexpr (SQ == 0) {
+            float* st = (float*)state + row * N;
+#pragma unroll
+            for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+        } else {
+            unsigned char* st = (unsigned char*)state + row * N;
+#pragma unroll
+            for (int i = 0; i < PER; i += 4) {
+                float r[4];
+                four(table, SQ, sub, i, r);
+                if constexpr (VEC) {
+                    u32 word = 0;
+#pragma unroll
+                    for (int k = 0; k < 4; k++) word |= quantize_state(s[i + k], r[k]) << (8 * k);
+                    *(u32*)(st + byte_of(sub, i)) = word;
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 4 && i + k < PER; k++) st[byte_of(sub, i + k)] = (unsigned char)quantize_state(s[i + k], r[k]);
+                }
+            }
+        }
+    }
+};
+
 // ---------------------------------------------------------------------------------------------
 // Packed weight layouts for mma.sync. A weight [N, K] is cut into tiles of 8 rows (one mma's n)
 // and chunks of CH k; chunk (nt, c) is 32 lanes x 16 bytes, lane = 4*g + t holding exactly the B
@@ -1832,10 +1963,10 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
 // g = fq(y) · silu(fq(z)) (y and z as the chain loads them: `chain_x`, this output with the
 // chain's fake quantization, and `chain_z`) in place of y, and block b's sum of g² in `partials[b]`, so that the chain's
 // few blocks only add up partial sums instead of loading, gating and summing the whole row.
-template <int H, int P, int G, int N, int LANES, int PB, bool GATED = false>
+template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
-                   float dt_min, float dt_max, float* state, float* out, int batch, int seq, const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{},
-                   float* partials = nullptr) {
+                   float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq,
+                   const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{}, float* partials = nullptr) {
     const int PER = N / LANES, TB = 8, BPH = P / PB;
     __shared__ float sB[TB][N], sC[TB][N], sX[TB][PB], sDelta[TB], sDecay[TB];
     int blk = blockIdx.x;
@@ -1844,19 +1975,22 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     int pl = threadIdx.x / LANES, sub = threadIdx.x % LANES, p = pb * PB + pl;
     int grp = h / (H / G);
     float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
-    float* st = state + (((i64)b * H + h) * P + p) * N;
+    const i64 row = ((i64)b * H + h) * P + p;
+    StateRow<N, LANES, SQ, SF, SG, true, LANES * PB> cached;
     float s[PER];
     // The state, the parameters and the scales of the inputs this thread stages (its first
     // element of each: every one where blockDim is a multiple of N and PB, as in every plan) are
     // requested before waiting for the previous kernel (see `ld_state`, `ld_scale`); the step's
     // inputs after.
-#pragma unroll
-    for (int i = 0; i < PER; i++) s[i] = ld_state(st + i * LANES + sub);
+    cached.request(state, row, h * P + p, sub, state_group, s);
+    cached.prefetch_scales(state_scale);
     const int n0 = threadIdx.x % N, q0 = threadIdx.x % PB;
     const float sb0 = ld_scale(Bm, grp * N + n0), sc0 = ld_scale(Cm, grp * N + n0), sx0 = ld_scale(x, h * P + pb * PB + q0), sdt = ld_scale(dt, h);
     // GATED: this thread's output column's scales (the chain's x and z).
     const float sy = GATED ? ld_scale(chain_x, h * P + p) : 0.f, sz = GATED ? ld_scale(chain_z, h * P + p) : 0.f;
     pdl_enter();
+    cached.scales(sub, state_scale);
+    cached.values(s, sub, state_scale);
     float zv = 0.f, gsq = 0.f;
     if (GATED && sub == 0) zv = ld_with(chain_z, b, h * P + p, sz);
     for (int t0 = 0; t0 < seq; t0 += TB) {
@@ -1905,8 +2039,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
         QUAMBA_TRACE_SUMMED;
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+    cached.store(state, row, sub, s, state_scale);
     if constexpr (GATED) {
         __shared__ float scratch[32];
         gsq = block_sum(gsq, scratch);
@@ -1932,9 +2065,9 @@ QDEV float channel_step(float* s, const float* A, float delta, const float* B, c
 // Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
 // with N / LANES states each; the sequence's B and C are staged in shared memory every TB steps
 // (fake-quantized once per block).
-template <int DI, int N, int LANES, int CB>
-QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, float* state, float* out,
-                         int batch, int seq) {
+template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG>
+QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
+                         const int* state_group, float* out, int batch, int seq) {
     const int PER = N / LANES, TB = 8, BPS = DI / CB;
     __shared__ float sB[TB][N], sC[TB][N];
     int blk = blockIdx.x;
@@ -1942,13 +2075,17 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
     if (b >= batch) return;
     int cl = threadIdx.x / LANES, sub = threadIdx.x % LANES, d = cb * CB + cl;
     float A[PER], s[PER];
-    float* st = state + ((i64)b * DI + d) * N;
+    const i64 row = (i64)b * DI + d;
+    StateRow<N, LANES, SQ, SF, SG, false, CB * LANES> cached;
     // The state and the parameters are requested before waiting for the previous kernel (see
     // `ld_state`); the step's inputs after.
 #pragma unroll
-    for (int i = 0; i < PER; i++) { A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]); s[i] = ld_state(st + i * LANES + sub); }
+    for (int i = 0; i < PER; i++) A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]);
+    cached.request(state, row, d, sub, state_group, s);
+    cached.prefetch_scales(state_scale);
     float D = dvec[d];
     pdl_enter();
+    cached.scales(sub, state_scale);
     for (int t0 = 0; t0 < seq; t0 += TB) {
         const int steps = min(TB, seq - t0);
         for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
@@ -1966,6 +2103,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
         }
         __syncthreads();
         QUAMBA_TRACE_LANDED;
+        if (t0 == 0) cached.values(s, sub, state_scale);
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (t0 + j >= seq) break;
@@ -1975,8 +2113,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
         QUAMBA_TRACE_SUMMED;
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+    cached.store(state, row, sub, s, state_scale);
 }
 
 // Mamba1's selective scan at one row (batch-1 decode) with dt_proj's product in it, so that the
@@ -1989,9 +2126,9 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 // slice's group sums scaled as they end, the slices added in order, times the activation scale,
 // plus the bias; so Δ is bit for bit what the dt_proj launch would have stored. dt's own fake
 // quantization follows, then the step as `selective_scan` runs it (`channel_step`).
-template <int DI, int N, int LANES, int CB, int KIND, int DK, int GROUP, int WK>
-QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, float* state, float* out,
-                            Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias) {
+template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, int KIND, int DK, int GROUP, int WK>
+QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
+                            const int* state_group, float* out, Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias) {
     static_assert(KIND == 0 || KIND == 1, "dt_proj with f16 products");
     static_assert(CB % 8 == 0 && DI % CB == 0 && (CB * LANES) % 32 == 0, "a block's channels are whole 8-row tiles");
     typedef Layout<KIND> L;
@@ -2014,9 +2151,11 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     // such a round trip came after x_proj's end (x_proj's end -> the wait: 1.19 us, against
     // 0.6-0.8 for the other launches; `bench/RESULTS.md`, fifteenth session).
     float A[PER], s[PER];
-    float* st = state + (i64)d * N;
+    StateRow<N, LANES, SQ, SF, SG, false, CB * LANES> cached;
 #pragma unroll
-    for (int i = 0; i < PER; i++) { A[i] = a_log[(i64)d * N + i * LANES + sub]; s[i] = ld_state(st + i * LANES + sub); }
+    for (int i = 0; i < PER; i++) A[i] = a_log[(i64)d * N + i * LANES + sub];
+    cached.request(state, d, d, sub, state_group, s);
+    cached.prefetch_scales(state_scale);
     const float D = dvec[d], dt_q = dt.scale ? dt.scale[dt.scale_vec ? d : 0] : 0.f;
     // The product's scales and bias are weights too: in shared memory before the first product,
     // so that no dependent global load sits between the tiles' products.
@@ -2033,6 +2172,7 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     for (int j = 0; j < KA; j++) sa[j] = t + j * T < DK ? ld_scale(dt_in, t + j * T) : 0.f;
     const float sb = t < N ? ld_scale(Bm, t) : 0.f, sc = t < N ? ld_scale(Cm, t) : 0.f, sx = ld_scale(x, d);
     pdl_enter();
+    cached.scales(sub, state_scale);
 #pragma unroll
     for (int i = 0; i < PER; i++) A[i] = -expf(A[i]);
 #pragma unroll
@@ -2093,10 +2233,10 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     __syncthreads();
     float v = sDelta[cl];
     if (dt.scale) v = fake_quant(v, dt_q);
+    cached.values(s, sub, state_scale);
     const float y = channel_step<PER, LANES>(s, A, softplus_f(v), sB, sC, xs, sub);
     if (sub == 0) out[d] = y + D * xs;
-#pragma unroll
-    for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+    cached.store(state, d, sub, s, state_scale);
 }
 
 // ---------------------------------------------------------------------------------------------

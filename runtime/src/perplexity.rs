@@ -28,15 +28,32 @@ pub fn windows(ids: &[i64], window: usize) -> impl Iterator<Item = &[i64]> {
 /// Scores a batch of windows (all of length `window`) in one forward pass.
 pub fn score_windows(exec: &Executor, batch: &[&[i64]]) -> Result<NllSum, RuntimeError> {
     let window = batch.first().map_or(0, |w| w.len());
-    let tokens: Vec<i64> = batch.iter().flat_map(|w| w.iter().copied()).collect();
+    score_windows_in_calls(exec, batch, window.max(1))
+}
+
+/// Like [`score_windows`], feeding each window in calls of `call_tokens` tokens that continue
+/// the state (the last call takes what is left): the same scores, except where the model keeps
+/// its state between calls in a coarser form than within one (int8 cached states), which is
+/// what decoding sees; `call_tokens` = 1 is token-by-token decoding.
+pub fn score_windows_in_calls(exec: &Executor, batch: &[&[i64]], call_tokens: usize) -> Result<NllSum, RuntimeError> {
+    let window = batch.first().map_or(0, |w| w.len());
+    if let Some(w) = batch.iter().find(|w| w.len() != window) {
+        return Err(RuntimeError::Input(format!("windows of one batch differ in length: {} and {window}", w.len())));
+    }
     let mut state = exec.new_state(batch.len());
-    let logits = exec.forward(&mut state, &tokens)?;
     let mut sum = NllSum::default();
-    for (b, w) in batch.iter().enumerate() {
-        for t in 0..window - 1 {
-            sum.nll += nll(logits.row(b, t), w[t + 1] as usize);
-            sum.count += 1;
+    let mut start = 0;
+    while start < window {
+        let len = call_tokens.max(1).min(window - start);
+        let tokens: Vec<i64> = batch.iter().flat_map(|w| w[start..start + len].iter().copied()).collect();
+        let logits = exec.forward(&mut state, &tokens)?;
+        for (b, w) in batch.iter().enumerate() {
+            for t in start..(start + len).min(window - 1) {
+                sum.nll += nll(logits.row(b, t - start), w[t + 1] as usize);
+                sum.count += 1;
+            }
         }
+        start += len;
     }
     Ok(sum)
 }

@@ -12,13 +12,22 @@ use runtime::tokenizer::Tokenizer;
 /// The plan of the checkpoint in `dir` (with its `tokenizer.json`): FP where `target` is None,
 /// else compiled for it (no GPTQ, two calibration samples of 64 tokens of the embedded text).
 pub fn plan_of_checkpoint(dir: &Path, target: Option<&str>) -> CudaPlan {
+    plan_with_states(dir, target, false)
+}
+
+/// [`plan_of_checkpoint`] with A8 layers keeping their SSM states in int8 (`--int8-states`).
+pub fn plan_with_int8_states(dir: &Path, target: &str) -> CudaPlan {
+    plan_with_states(dir, Some(target), true)
+}
+
+fn plan_with_states(dir: &Path, target: Option<&str>, int8_states: bool) -> CudaPlan {
     let ckpt = load_checkpoint(dir).unwrap();
     let program = match target {
         None => Program::from_checkpoint(&ckpt).unwrap(),
         Some(target) => {
             let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
             let calib = std::fs::read_to_string(compiler::model::default_model_dir().join("../text/calib.txt")).unwrap();
-            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, ..CompileOptions::new(target.parse::<Target>().unwrap(), calib, "calib.txt") };
+            let opts = CompileOptions { calib_samples: 2, calib_len: 64, gptq: false, int8_states, ..CompileOptions::new(target.parse::<Target>().unwrap(), calib, "calib.txt") };
             compile(&ckpt, &tok, &opts).unwrap()
         }
     };

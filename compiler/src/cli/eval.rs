@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::perplexity::{score_windows, windows, NllSum};
+use runtime::perplexity::{score_windows_in_calls, windows, NllSum};
 
 /// Arguments of `quambac eval`.
 #[derive(clap::Args, Debug)]
@@ -20,6 +20,11 @@ pub struct EvalArgs {
     /// Windows per forward pass.
     #[arg(long, default_value_t = 4)]
     batch: usize,
+    /// Feed each window in calls of N tokens that continue the state (default: the whole
+    /// window in one call). Scores change only where the model stores its state between calls
+    /// in int8 (A8 targets): N = 1 scores what token-by-token decoding computes.
+    #[arg(long)]
+    call_tokens: Option<usize>,
     /// Score only the first N windows.
     #[arg(long)]
     limit: Option<usize>,
@@ -31,6 +36,9 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if a.window < 2 {
         bail!("--window must be at least 2 tokens, got {}", a.window);
+    }
+    if a.call_tokens == Some(0) {
+        bail!("--call-tokens must be at least 1");
     }
     let dir = super::model_dir(a.model);
     let model = super::open(&dir)?;
@@ -52,7 +60,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let mut total = NllSum::default();
     for batch in all.chunks(a.batch.max(1)) {
-        let s = score_windows(&model.executor, batch)?;
+        let s = score_windows_in_calls(&model.executor, batch, a.call_tokens.unwrap_or(a.window))?;
         total.nll += s.nll;
         total.count += s.count;
         bar.inc(batch.len() as u64);
@@ -65,7 +73,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "model": dir.display().to_string(), "text": a.text.display().to_string(), "window": a.window,
-                "windows": all.len(), "tokens_scored": total.count, "perplexity": total.perplexity(), "seconds": secs
+                "call_tokens": a.call_tokens.unwrap_or(a.window), "windows": all.len(), "tokens_scored": total.count, "perplexity": total.perplexity(), "seconds": secs
             })
         );
     } else {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use compiler::checkpoint::{load_checkpoint, Checkpoint};
 use compiler::compile::CompileOptions;
 use compiler::diagnose::{diagnose, Diagnosis};
-use compiler::target::{Method, Target};
+use compiler::target::Target;
 use runtime::tokenizer::Tokenizer;
 use ir::Family;
 
@@ -111,18 +111,7 @@ fn plot(ckpt: &Checkpoint, dir: &std::path::Path, plot_dir: &std::path::Path, ta
     let tokenizer = Tokenizer::from_file(&tok_path)?;
     let calib_path = super::default_calibration_text();
     let calib_text = std::fs::read_to_string(&calib_path).with_context(|| format!("reading {}", calib_path.display()))?;
-    let opts = CompileOptions {
-        target,
-        method: Method::Quamba2,
-        calib_text,
-        calib_source: calib_path.display().to_string(),
-        calib_samples: samples,
-        calib_len: PLOT_WINDOW,
-        valid_text: None,
-        gptq: true,
-        emit_ir: None,
-        progress: false,
-    };
+    let opts = CompileOptions { calib_samples: samples, calib_len: PLOT_WINDOW, ..CompileOptions::new(target, calib_text, &calib_path.display().to_string()) };
     let diagnosis = diagnose(ckpt, &tokenizer, &opts).with_context(|| format!("measuring {} for {target}", dir.display()))?;
     let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
     let files = super::plot::write_plots(&diagnosis, &name, plot_dir)?;

@@ -11,6 +11,7 @@ pub mod sort_cluster_heads;
 pub mod choose_activation_bits;
 pub mod clip_outliers;
 pub mod quantize_activations;
+pub mod quantize_states;
 pub mod quantize_weights;
 pub mod state_group_scales;
 pub mod fold_norms;

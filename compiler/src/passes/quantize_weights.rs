@@ -154,15 +154,18 @@ fn quantized(
 
 /// The float parameters that remain (conv weights and biases, norm weights, A_log, D, dt_bias)
 /// are stored in f16, as a 16-bit deployment keeps them (Quamba2 §3.2); their values are rounded
-/// to f16 here so the executor computes with exactly what the artifact stores. Activation scales
-/// stay f32: the kernels multiply by them in f32.
+/// to f16 here so the executor computes with exactly what the artifact stores. Activation and
+/// state scales stay f32: the kernels multiply by them in f32.
 fn store_float_parameters_in_f16(program: &mut Program) {
     let mut targets: Vec<WeightId> = Vec::new();
     for v in program.graph.values() {
-        match program.graph.node(v).op {
-            Op::Quantize { .. } | Op::Dequantize { .. } => {}
-            ref op => targets.extend(op.weights().into_iter().filter(|w| program.graph.weight(*w).dtype == DType::F32)),
-        }
+        let op = &program.graph.node(v).op;
+        let state_scale = match op {
+            Op::Quantize { .. } | Op::Dequantize { .. } => continue,
+            Op::Ssd { state: Some(q), .. } | Op::SelectiveScan { state: Some(q), .. } => Some(q.scale),
+            _ => None,
+        };
+        targets.extend(op.weights().into_iter().filter(|w| program.graph.weight(*w).dtype == DType::F32 && Some(*w) != state_scale));
     }
     targets.sort();
     targets.dedup();

@@ -19,9 +19,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use ir::{Activation, DType, Graph, Op, ValueId, VerifiedGraph, WeightId};
+use ir::{Activation, DType, Graph, Op, StateQuant, ValueId, VerifiedGraph, WeightId};
 
-use super::codegen::{self, GemmShape};
+use super::codegen::{self, GemmShape, StateForm};
 use super::plan::*;
 use super::PlanError;
 
@@ -218,6 +218,24 @@ impl Builder<'_> {
         Arg::Weight(w.index())
     }
 
+    /// A scan's state form and its scale table and group map arguments (null for an f32 state);
+    /// `lane_major`: the lanes of a kernel that keeps each thread's states together.
+    fn state_form(&mut self, quant: Option<StateQuant>, lane_major: Option<usize>) -> (StateForm, [Arg; 2]) {
+        let Some(StateQuant { scale, group }) = quant else { return (StateForm::F32, [Arg::Null, Arg::Null]) };
+        let (groups, columns) = (self.g.weight(scale).shape[0], self.g.weight(scale).shape[1]);
+        let form = StateForm { columns, scale_floats: groups * columns * 2, grouped: group.is_some() };
+        let lanes = if columns > 1 { lane_major.unwrap_or(0) } else { 0 };
+        self.weights[scale.index()] = WeightUpload::StateScales { groups, columns, lanes };
+        let group_arg = match group {
+            Some(g) => {
+                self.weights[g.index()] = WeightUpload::I32 { len: self.g.weight(g).shape.iter().product() };
+                Arg::Weight(g.index())
+            }
+            None => Arg::Null,
+        };
+        (form, [Arg::Weight(scale.index()), group_arg])
+    }
+
     fn opt_f32(&mut self, w: Option<WeightId>) -> Arg {
         match w {
             Some(w) => self.use_f32(w, 0),
@@ -397,7 +415,7 @@ impl Builder<'_> {
                 let result = silu_user.unwrap_or(v);
                 let w_arg = self.use_f32(weight, 0);
                 let b_arg = self.opt_f32(bias);
-                self.states.push((kw - 1) * width);
+                self.states.push((kw - 1) * width * 4);
                 let state = self.states.len() - 1;
                 let out = self.f32_out(v);
                 let silu = silu_user.is_some();
@@ -483,25 +501,27 @@ impl Builder<'_> {
             Op::Linear { weight, bias } => self.gemm(v, weight, None, bias, None, 1.0)?,
             Op::LmHead { weight } => self.gemm(v, weight, None, None, None, 1.0)?,
             Op::QLinear { weight, scales, bias, group, act_scale } => self.gemm(v, weight, Some(scales), bias, Some(group), act_scale.unwrap_or(1.0))?,
-            Op::SelectiveScan { a_log, d } => {
+            Op::SelectiveScan { a_log, d, state: quant } => {
                 let (x, dt, bm, cm) = (self.view(inputs[0])?, self.view(inputs[1])?, self.view(inputs[2])?, self.view(inputs[3])?);
                 let n = self.width(inputs[2]);
                 let lanes = scan_lanes(n);
-                self.states.push(width * n);
+                let (form, [scale_arg, group_arg]) = self.state_form(quant, None);
+                self.states.push(width * n * form.value_bytes());
                 let state = self.states.len() - 1;
                 let (a_arg, d_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0));
                 let out = self.f32_out(v);
                 let channels_per_block = largest_divisor_at_most(width, 128 / lanes);
-                let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block));
+                let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block, form));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: width * lanes }, block: (channels_per_block * lanes) as u32, shared_bytes: 0 };
-                let mut args = vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                let mut args =
+                    vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), scale_arg, group_arg, Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
                 let step_shape = codegen::dt_step_shape(width, n);
                 match step_shape.and_then(|(channels, _)| self.fold_dt_product(v, inputs[1], &dt, channels)) {
                     Some((dt_kind, product_args)) => {
                         let (step_channels, step_lanes) = step_shape.expect("folded with a shape");
                         // One row: the scan computes Δ itself; more rows: dt_proj, then the scan.
                         args.extend(product_args);
-                        let name = self.entry("scan", codegen::selective_step_dt(width, n, step_lanes, step_channels, dt_kind));
+                        let name = self.entry("scan", codegen::selective_step_dt(width, n, step_lanes, step_channels, form, dt_kind));
                         let one_row = Kernel { name, grid: Grid::PerSequence { per_sequence: width * step_lanes }, block: (step_channels * step_lanes) as u32, shared_bytes: 0 };
                         self.push(v, one_row, Some(kernel.clone()), args);
                         self.launches.last_mut().expect("just pushed").batched = Some(kernel);
@@ -513,15 +533,16 @@ impl Builder<'_> {
                 }
                 self.repr.insert(v, Repr::F32(out));
             }
-            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, dt_min, dt_max, .. } => {
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, dt_min, dt_max, state: quant, .. } => {
                 let (x, dt, bm, cm) = (self.view(inputs[0])?, self.view(inputs[1])?, self.view(inputs[2])?, self.view(inputs[3])?);
                 let lanes = scan_lanes(d_state);
                 let (lanes, rows_per_block) = codegen::ssd_shape(head_dim, d_state, (lanes, largest_divisor_at_most(head_dim, 256 / lanes)));
-                self.states.push(heads * head_dim * d_state);
+                let (form, [scale_arg, group_arg]) = self.state_form(quant, Some(lanes));
+                self.states.push(heads * head_dim * d_state * form.value_bytes());
                 let state = self.states.len() - 1;
                 let (a_arg, d_arg, bias_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0), self.use_f32(dt_bias, 0));
                 let out = self.f32_out(v);
-                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block, false));
+                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, false));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows_per_block * lanes) as u32, shared_bytes: 0 };
                 let args = vec![
                     x.operand(),
@@ -534,6 +555,8 @@ impl Builder<'_> {
                     Arg::F32(dt_min),
                     Arg::F32(dt_max),
                     Arg::State(state),
+                    scale_arg,
+                    group_arg,
                     Arg::Buffer { buffer: out.buffer, offset: 0 },
                     Arg::Batch,
                     Arg::Seq,
@@ -542,7 +565,7 @@ impl Builder<'_> {
                     Arg::Null,
                 ];
                 self.push(v, kernel, None, args);
-                let gated_entry = codegen::ssd(heads, head_dim, groups, d_state, lanes, rows_per_block, true);
+                let gated_entry = codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, true);
                 let step = SsdStep { launch: self.launches.len() - 1, value: v, gated_entry, parts: heads * head_dim / rows_per_block, rows_per_block };
                 self.ssd_steps.insert(out.buffer, step);
                 self.repr.insert(v, Repr::F32(out));

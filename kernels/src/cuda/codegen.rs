@@ -132,15 +132,44 @@ pub fn conv_state(channels: usize, taps: usize) -> String {
     )
 }
 
+/// How a scan keeps its state between calls (`quamba::StateRow`): f32, or int8 with
+/// `columns` scales per group (1, or d_state: one per state index) in a table of
+/// `scale_floats` floats, each channel's group read from a group map where `grouped`
+/// (ir::StateQuant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateForm {
+    /// 0: f32 state; otherwise the scale table's columns.
+    pub columns: usize,
+    /// The scale table's length (0 for an f32 state).
+    pub scale_floats: usize,
+    /// Whether a group map names each channel's row of the table.
+    pub grouped: bool,
+}
+
+impl StateForm {
+    /// An f32 state.
+    pub const F32: StateForm = StateForm { columns: 0, scale_floats: 0, grouped: false };
+
+    /// Bytes of one state value.
+    pub fn value_bytes(self) -> usize {
+        if self.columns == 0 {
+            4
+        } else {
+            1
+        }
+    }
+}
+
 /// The parameters of every Mamba1 scan entry point: the scan's own, then dt_proj's product
 /// (input, weight, scales, activation scale, bias), which only [`selective_step_dt`] reads, so
 /// that a launch passes one argument list to its one-row and its other kernels.
-const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, float* state, float* out, int batch, int seq, quamba::Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias";
+const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, quamba::Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias";
 
-pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize) -> String {
+pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, state: StateForm) -> String {
     let threads = lanes * channels_per_block;
+    let StateForm { columns, scale_floats, grouped } = state;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}>(x, dt, b, c, a_log, d, state, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, batch, seq);\n}}\n"
     )
 }
 
@@ -186,11 +215,12 @@ pub fn dt_step_shape(width: usize, d_state: usize) -> Option<(usize, usize)> {
 pub const DT_TILES_MAX_BYTES: usize = 40 * 1024;
 
 /// The one-row Mamba1 scan that computes Δ from dt_proj's input itself (`quamba::selective_step_dt`).
-pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, dt: DtProduct) -> String {
+pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, state: StateForm, dt: DtProduct) -> String {
     let threads = lanes * channels_per_block;
     let DtProduct { kind, k, group, wk } = dt;
+    let StateForm { columns, scale_floats, grouped } = state;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {kind}, {k}, {group}, {wk}>(x, dt, b, c, a_log, d, state, out, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}, {kind}, {k}, {group}, {wk}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
     )
 }
 
@@ -208,11 +238,16 @@ pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (u
 /// that chain's operands and the partial sums' buffer (`chain_x`, `chain_z`, `partials`; only a
 /// gated one reads them), so that a launch passes one argument list to its one-row and its other
 /// kernels.
-pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, lanes: usize, rows_per_block: usize, gated: bool) -> String {
+pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, (lanes, rows_per_block): (usize, usize), state: StateForm, gated: bool) -> String {
     let threads = lanes * rows_per_block;
+    let StateForm { columns, scale_floats, grouped } = state;
+    // An int8 state's step asks for the blocks per SM that the f32 step's 64 registers give: at
+    // the 76-80 ptxas chose otherwise, mamba2-2.7b's step blocks no longer all fit beside
+    // in_proj's, and a fifth of them started only once in_proj ended.
+    let bounds = if columns > 0 { format!("{threads}, {}", (65536 / (threads * 64)).max(1)) } else { threads.to_string() };
     let (flag, chain) = if gated { (", true", ", chain_x, chain_z, partials") } else { ("", "") };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, float* state, float* out, int batch, int seq, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq{chain});\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq{chain});\n}}\n"
     )
 }
 

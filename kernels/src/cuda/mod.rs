@@ -8,6 +8,7 @@ mod knobs;
 pub mod pack;
 pub mod plan;
 pub mod sass;
+pub mod state_table;
 
 pub use build::plan;
 pub use plan::*;

@@ -19,7 +19,8 @@ pub struct CudaPlan {
     pub buffers: Vec<Buffer>,
     /// Device slots: bytes per row of the largest buffer sharing each.
     pub slots: Vec<Slot>,
-    /// Recurrent state buffers: f32 values per sequence.
+    /// Recurrent state buffers: bytes per sequence (f32 values, or int8 where a scan keeps its
+    /// state in int8); all-zero bytes are the empty state in both forms.
     pub states: Vec<usize>,
     /// Kernel launches in execution order.
     pub launches: Vec<Launch>,
@@ -41,6 +42,23 @@ pub enum WeightUpload {
     F32 {
         /// Values after padding.
         len: usize,
+    },
+    /// i32 values (integers held as f32 in the weight data), `len` of them.
+    I32 {
+        /// Values.
+        len: usize,
+    },
+    /// An int8 state's scales (`[groups, columns]`, ir::StateQuant) as `[group][scales,
+    /// inverses][columns]`, the inverses 1 / s in f32; with `lanes` > 0, each group's columns in
+    /// the lane-major order of `quamba::StateRow` (position sub · columns / lanes + i holds
+    /// column i · lanes + sub).
+    StateScales {
+        /// Rows of the table.
+        groups: usize,
+        /// Scales per group (1 or d_state).
+        columns: usize,
+        /// Threads sharing a state row in a lane-major layout; 0: natural order.
+        lanes: usize,
     },
     /// A `[n, k]` matrix in a tensor-core layout (see [`crate::cuda::pack`]).
     Packed {

@@ -20,6 +20,7 @@ pub mod quant;
 pub(crate) mod scan;
 pub(crate) mod scan_lanes;
 pub(crate) mod ssd;
+pub(crate) mod state_quant;
 mod step;
 mod team;
 
@@ -102,6 +103,12 @@ impl State {
     pub fn batch(&self) -> usize {
         self.batch
     }
+
+    /// The recurrent state of stateful node `v` (`[batch][..]`: a scan's `[channel][d_state]`
+    /// per sequence, a conv's `[kernel − 1][channel]`), if the graph has that node.
+    pub fn buffer(&self, v: ValueId) -> Option<&[f32]> {
+        self.buffers.get(&v).map(Vec::as_slice)
+    }
 }
 
 /// A step of the precomputed schedule.
@@ -154,6 +161,8 @@ pub struct Executor {
     step: step::StepPlan,
     /// The decode plan's buffers, kept between steps (a concurrent caller makes its own).
     scratch: Mutex<Option<step::Scratch>>,
+    /// Scans whose state is kept in int8 between calls.
+    int8_states: Vec<state_quant::CachedStateQuant>,
 }
 
 /// A `[batch, seq, width]` activation: f32, or i8 after a `quantize`.
@@ -232,6 +241,7 @@ impl Executor {
             }
         }
         let (fake_quant, fake_quant_users) = fake_quant_pairs(&graph, &order);
+        let int8_states = state_quant::CachedStateQuant::of_graph(&graph, &order, &weights)?;
         let mut exec = Executor {
             graph,
             weights,
@@ -247,6 +257,7 @@ impl Executor {
             vocab,
             step: step::StepPlan::empty(),
             scratch: Mutex::new(None),
+            int8_states,
         };
         exec.step = step::StepPlan::new(&exec, &order);
         Ok(exec)
@@ -315,6 +326,22 @@ impl Executor {
     }
 
     fn forward_on_worker(&self, state: &mut State, tokens: &[i64], step_plan: bool, profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
+        let logits = self.forward_uncached(state, tokens, step_plan, profile)?;
+        self.store_int8_states(state);
+        Ok(logits)
+    }
+
+    /// Rounds the states that the graph keeps in int8 to their int8 values, as the end of every
+    /// call does (see [`ir::StateQuant`]).
+    fn store_int8_states(&self, state: &mut State) {
+        for rule in &self.int8_states {
+            if let Some(buffer) = state.buffers.get_mut(&rule.value) {
+                rule.apply(buffer);
+            }
+        }
+    }
+
+    fn forward_uncached(&self, state: &mut State, tokens: &[i64], step_plan: bool, profile: Option<&mut OpProfile>) -> Result<Logits, RuntimeError> {
         if step_plan && state.batch > 0 && tokens.len() == state.batch && self.step.usable() {
             // One token per sequence: the decode plan, on buffers kept from the last step.
             let cached = self.scratch.try_lock().ok().and_then(|mut s| s.take()).filter(|s| s.fits(state.batch, rayon::current_num_threads()));
@@ -331,14 +358,18 @@ impl Executor {
     /// Like [`Executor::forward`], and shows every f32 value to `observe` (value id, data
     /// `[batch·seq, width]`, width) as soon as it is computed: calibration reads activations this way.
     pub fn forward_observed(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize)) -> Result<Logits, RuntimeError> {
-        self.forward_inner(state, tokens, observe, None, true)
+        let logits = self.forward_inner(state, tokens, observe, None, true)?;
+        self.store_int8_states(state);
+        Ok(logits)
     }
 
     /// [`Executor::forward_observed`] without the vocabulary projection, whose logits
     /// calibration never reads (an 8B model's head is a seventh of its multiply-adds): every
     /// other value is computed and shown as there, and the state advances the same.
     pub fn observe_activations(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize)) -> Result<(), RuntimeError> {
-        self.forward_inner(state, tokens, observe, None, false).map(|_| ())
+        self.forward_inner(state, tokens, observe, None, false)?;
+        self.store_int8_states(state);
+        Ok(())
     }
 
     fn forward_inner(&self, state: &mut State, tokens: &[i64], observe: &mut dyn FnMut(ValueId, &[f32], usize), mut profile: Option<&mut OpProfile>, logits: bool) -> Result<Logits, RuntimeError> {
@@ -563,12 +594,12 @@ impl Executor {
                 }
                 out
             }
-            Op::SelectiveScan { a_log, d } => {
+            Op::SelectiveScan { a_log, d, .. } => {
                 let d_state = inputs[2].width;
                 let st = state.ok_or_else(missing_state)?;
                 scan::selective_scan(&inputs[0].data, &inputs[1].data, &inputs[2].data, &inputs[3].data, batch, seq, width, d_state, w(*a_log), w(*d), st, self.jit_steps.scan.get(&value))
             }
-            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max, .. } => {
                 let shape = ssd::SsdShape { seq, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
                 let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
                 let st = state.ok_or_else(missing_state)?;

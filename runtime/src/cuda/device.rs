@@ -108,7 +108,7 @@ pub struct CudaExecutor {
     /// Owns the weight allocations that `weight_ptrs` point into.
     weight_allocs: Vec<Option<CudaSlice<u8>>>,
     slots: Vec<CudaSlice<u8>>,
-    states: Vec<CudaSlice<f32>>,
+    states: Vec<CudaSlice<u8>>,
     tokens: CudaSlice<i64>,
     next_tokens: CudaSlice<i64>,
     history: CudaSlice<i64>,
@@ -151,6 +151,8 @@ impl CudaExecutor {
     /// sequences and `max_rows` rows (sequences × positions); greedy decoding up to `max_steps`.
     pub fn new(graph: &VerifiedGraph, weights: &Weights, plan: CudaPlan, ptx: Option<(&str, u64, &str)>, max_batch: usize, max_rows: usize, max_steps: usize) -> Result<CudaExecutor, CudaError> {
         weights.check_against(graph).map_err(|e| CudaError::Input(e.to_string()))?;
+        // The kernels index int8 states' scale tables by the group maps without bounds checks.
+        crate::cpu::state_quant::check(graph, weights).map_err(|e| CudaError::Input(e.to_string()))?;
         // SAFETY: only tries to open the driver library by its candidate names and drops it;
         // cudarc would panic on first use where it is missing.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -238,6 +240,12 @@ impl CudaExecutor {
                     v.resize(len * 4, 0);
                     v
                 }
+                WeightUpload::StateScales { groups, columns, lanes } => kernels::cuda::state_table::layout(&data(), *groups, *columns, *lanes).iter().flat_map(|x| x.to_le_bytes()).collect(),
+                WeightUpload::I32 { len } => {
+                    let mut v: Vec<u8> = data().iter().flat_map(|x| (*x as i32).to_le_bytes()).collect();
+                    v.resize(len * 4, 0);
+                    v
+                }
                 WeightUpload::Packed { kind, n, k } => pack::pack(*kind, &data(), *n, *k),
             };
             memory.weights += bytes.len();
@@ -254,9 +262,9 @@ impl CudaExecutor {
             slots.push(stream.alloc_zeros::<u8>(bytes)?);
         }
         let mut states = Vec::with_capacity(plan.states.len());
-        for per_sequence in &plan.states {
-            memory.states += per_sequence * max_batch * 4;
-            states.push(stream.alloc_zeros::<f32>(per_sequence * max_batch)?);
+        for bytes_per_sequence in &plan.states {
+            memory.states += bytes_per_sequence * max_batch;
+            states.push(stream.alloc_zeros::<u8>(bytes_per_sequence * max_batch)?);
         }
         let tokens = stream.alloc_zeros::<i64>(max_rows)?;
         let next_tokens = stream.alloc_zeros::<i64>(max_batch)?;

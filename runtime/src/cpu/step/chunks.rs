@@ -78,7 +78,7 @@ impl ChunkRunner for Runner<'_> {
                         let row = StepRow::of_sequence(operands, bi, [n_units, n_units, d_state]);
                         scan::step_channels(exec.jit_steps.scan.get(&plan_op.value), &row, units.clone(), &exec.step.scan_a[&plan_op.value], w(*d), st, y);
                     }
-                    Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+                    Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max, .. } => {
                         let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
                         let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
                         let rows = StepRow::of_sequence(operands, bi, [heads * head_dim, *heads, groups * d_state]);

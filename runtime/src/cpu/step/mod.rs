@@ -125,7 +125,7 @@ impl Executor {
                 let d_state = b.len() / batch;
                 scan::selective_scan_step(x, dt, b, c, batch, width, d_state, &self.step.scan_a[&value], w(*d), st, out, self.jit_steps.scan.get(&value));
             }
-            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max } => {
+            Op::Ssd { a_log, d, dt_bias, heads, head_dim, groups, d_state, chunk, dt_min, dt_max, .. } => {
                 let shape = ssd::SsdShape { seq: 1, heads: *heads, head_dim: *head_dim, groups: *groups, d_state: *d_state, chunk: *chunk };
                 let params = ssd::SsdParams { a_log: w(*a_log), d: w(*d), dt_bias: w(*dt_bias), dt_limit: (*dt_min, *dt_max) };
                 ssd::ssd_step(x, dt, b, c, batch, shape, &params, st, out, self.jit_steps.ssd.get(&value));
