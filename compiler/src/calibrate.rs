@@ -62,9 +62,7 @@ pub fn calibrate(program: &Program, set: &CalibrationSet, requests: &HashMap<Val
     let exec = program.executor()?;
     let mut stats: HashMap<ValueId, Stats> = HashMap::new();
     let mut percentile_sums: HashMap<ValueId, f64> = HashMap::new();
-    let bar = if progress { ProgressBar::new(set.windows.len() as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} windows  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar.set_message(label.to_string());
+    let bar = windows_bar(set, progress, label);
     for window in &set.windows {
         let mut state = exec.new_state(1);
         exec.observe_activations(&mut state, window, &mut |v, data, width| {
@@ -89,9 +87,7 @@ pub fn calibrate(program: &Program, set: &CalibrationSet, requests: &HashMap<Val
 /// to decode, which Quamba calibrates the cached state's int8 scales on.
 pub fn final_states(program: &Program, set: &CalibrationSet, scans: &[ValueId], visit: &mut dyn FnMut(ValueId, &[f32]), progress: bool, label: &str) -> Result<(), CompileError> {
     let exec = program.executor()?;
-    let bar = if progress { ProgressBar::new(set.windows.len() as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} windows  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar.set_message(label.to_string());
+    let bar = windows_bar(set, progress, label);
     for window in &set.windows {
         let mut state = exec.new_state(1);
         exec.observe_activations(&mut state, window, &mut |_, _, _| {})?;
@@ -103,6 +99,14 @@ pub fn final_states(program: &Program, set: &CalibrationSet, scans: &[ValueId], 
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// A bar over the windows of `set` (hidden without `progress`), labelled `label`.
+fn windows_bar(set: &CalibrationSet, progress: bool, label: &str) -> ProgressBar {
+    let bar = if progress { ProgressBar::new(set.windows.len() as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} windows  eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_message(label.to_string());
+    bar
 }
 
 /// The quantile `q` of |x| over `data` (the element at rank round((len − 1) · q)); 0 if empty.

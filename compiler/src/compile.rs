@@ -99,9 +99,8 @@ fn run_recipe(ckpt: &Checkpoint, tokenizer: &Tokenizer, opts: &CompileOptions, m
         gptq: opts.gptq && opts.method == Method::Quamba2,
         progress: opts.progress,
     };
-    let passes = pipeline::passes(opts.method, opts.target.precision, program.config.family);
-    let wanted = |p: &dyn Pass| opts.int8_states || p.name() != "quantize_states";
-    let refs: Vec<&dyn Pass> = passes.iter().map(|p| p.as_ref()).filter(|p| wanted(*p) && keep(*p)).collect();
+    let passes = pipeline::passes(opts.method, opts.target.precision, program.config.family, opts.int8_states);
+    let refs: Vec<&dyn Pass> = passes.iter().map(|p| p.as_ref()).filter(|p| keep(*p)).collect();
     run_passes(&mut program, &refs, &mut cx, opts.emit_ir.as_deref())?;
     Ok(program)
 }

@@ -36,8 +36,9 @@ pub fn is_quantizing(pass: &dyn Pass) -> bool {
     matches!(pass.name(), "choose_activation_bits" | "quantize_states" | "quantize_activations" | "quantize_weights")
 }
 
-/// The passes for a recipe, in order.
-pub fn passes(method: Method, precision: Precision, family: Family) -> Vec<Box<dyn Pass>> {
+/// The passes for a recipe, in order; `int8_states`: A8 layers keep their SSM states in int8
+/// (`quantize_states`, Quamba recipes only).
+pub fn passes(method: Method, precision: Precision, family: Family, int8_states: bool) -> Vec<Box<dyn Pass>> {
     let a8 = precision.quantizes_activations();
     let mut p: Vec<Box<dyn Pass>> = Vec::new();
     match method {
@@ -65,7 +66,7 @@ pub fn passes(method: Method, precision: Precision, family: Family) -> Vec<Box<d
     if precision == Precision::W4AX {
         p.push(Box::new(ChooseActivationBits { fraction_a16: W4AX_A16_FRACTION }));
     }
-    if a8 && method != Method::Naive {
+    if a8 && int8_states && method != Method::Naive {
         p.push(Box::new(QuantizeStates));
     }
     if a8 {

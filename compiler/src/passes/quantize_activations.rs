@@ -24,6 +24,11 @@ use crate::CompileError;
 /// Scales below this are raised to it, so an all-zero channel cannot give a zero scale.
 const MIN_ABSMAX: f32 = 1e-5;
 
+/// The symmetric int8 scale of a range `absmax` (raised to [`MIN_ABSMAX`] first).
+pub(super) fn absmax_scale(absmax: f32) -> f32 {
+    absmax.max(MIN_ABSMAX) / 127.0
+}
+
 /// One activation to quantize.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantPoint {
@@ -85,15 +90,15 @@ pub fn calibrate_points(program: &Program, points: &[QuantPoint], cx: &PassConte
 /// The scales of a point: one value (`[1]`) for per-tensor rules, one per channel for grouped ones.
 pub fn scales_for(rule: &ScaleRule, stats: &Stats) -> Vec<f32> {
     match rule {
-        ScaleRule::AbsMax => vec![stats.absmax.max(MIN_ABSMAX) / 127.0],
-        ScaleRule::Percentile(_) => vec![stats.percentile.unwrap_or(stats.absmax).max(MIN_ABSMAX) / 127.0],
+        ScaleRule::AbsMax => vec![absmax_scale(stats.absmax)],
+        ScaleRule::Percentile(_) => vec![absmax_scale(stats.percentile.unwrap_or(stats.absmax))],
         ScaleRule::Grouped { group_of } => {
             let groups = group_of.iter().copied().max().map_or(0, |m| m + 1);
             let mut absmax = vec![0.0f32; groups];
             for (c, g) in group_of.iter().enumerate() {
                 absmax[*g] = absmax[*g].max(stats.channel_absmax[c]);
             }
-            group_of.iter().map(|g| absmax[*g].max(MIN_ABSMAX) / 127.0).collect()
+            group_of.iter().map(|g| absmax_scale(absmax[*g])).collect()
         }
     }
 }

@@ -22,13 +22,11 @@ use ir::{DType, Op, StateQuant, ValueId};
 
 use super::blocks::blocks;
 use super::clip_outliers::SSM_INPUT_QUANTILE;
+use super::quantize_activations::absmax_scale;
 use super::{Pass, PassContext, ScaleRule};
 use crate::calibrate::{abs_quantile, final_states};
 use crate::program::Program;
 use crate::CompileError;
-
-/// Scales below this are raised to it (a state that calibration never moved).
-const MIN_ABSMAX: f32 = 1e-5;
 
 /// Gives the scans of A8 layers an int8 state.
 pub struct QuantizeStates;
@@ -70,14 +68,14 @@ impl Pass for QuantizeStates {
             let quant = match rule {
                 Rule::Grouped { group_of, d_state, absmax } => {
                     let groups = absmax.len() / d_state;
-                    let scales = absmax.iter().map(|a| a.max(MIN_ABSMAX) / 127.0).collect();
+                    let scales = absmax.iter().map(|a| absmax_scale(*a)).collect();
                     let scale = program.add_weight(name, DType::F32, vec![groups, d_state], scales);
                     let map = group_of.iter().map(|g| *g as f32).collect();
                     let group = program.add_weight(format!("backbone.layers.{layer}.ssm.state.group"), DType::I32, vec![group_of.len()], map);
                     StateQuant { scale, group: Some(group) }
                 }
                 Rule::Percentile { sum } => {
-                    let scale = program.add_weight(name, DType::F32, vec![1, 1], vec![((sum / windows) as f32).max(MIN_ABSMAX) / 127.0]);
+                    let scale = program.add_weight(name, DType::F32, vec![1, 1], vec![absmax_scale((sum / windows) as f32)]);
                     StateQuant { scale, group: None }
                 }
             };

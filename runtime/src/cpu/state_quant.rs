@@ -24,6 +24,8 @@ pub(crate) struct CachedStateQuant {
     d_state: usize,
     /// Scales `[groups, columns]`, columns = d_state or 1.
     scale: Vec<f32>,
+    /// Their inverses 1 / s, what the quantization multiplies by.
+    inverse: Vec<f32>,
     columns: usize,
     /// Each channel's scale row.
     group: Vec<usize>,
@@ -64,7 +66,8 @@ impl CachedStateQuant {
                 values.iter().map(|x| *x as usize).collect()
             }
         };
-        Ok(CachedStateQuant { value, d_state, scale, columns, group })
+        let inverse = scale.iter().map(|s| 1.0 / s).collect();
+        Ok(CachedStateQuant { value, d_state, scale, inverse, columns, group })
     }
 
     /// Rounds a state buffer (`[batch][channel][d_state]`) to its int8 form's values.
@@ -73,9 +76,10 @@ impl CachedStateQuant {
         for (row_index, row) in state.chunks_exact_mut(self.d_state).enumerate() {
             let g = self.group[row_index % channels];
             let scales = &self.scale[g * self.columns..][..self.columns];
+            let inverses = &self.inverse[g * self.columns..][..self.columns];
             for (n, h) in row.iter_mut().enumerate() {
-                let s = scales[if self.columns == 1 { 0 } else { n }];
-                *h = quantize_value(*h * (1.0 / s), 1.0) * s;
+                let c = if self.columns == 1 { 0 } else { n };
+                *h = quantize_value(*h * inverses[c], 1.0) * scales[c];
             }
         }
     }
