@@ -488,7 +488,7 @@ fn assert_entries_compile_without_spills(entries: &[String], prefix: &str) {
 fn gemv_layouts_at_real_shapes() {
     use kernels::cuda::codegen::{GemmShape, GemvConfig, StreamStages};
     use kernels::cuda::Grid;
-    if ["QUAMBA_CUDA_GEMV", "QUAMBA_CUDA_GEMV_BULK", "QUAMBA_CUDA_GEMV_STREAM", "QUAMBA_CUDA_GEMV_STREAM_SHAPE"].iter().any(|k| std::env::var(k).is_ok()) {
+    if ["QUAMBA_CUDA_GEMV", "QUAMBA_CUDA_GEMV_BULK", "QUAMBA_CUDA_GEMV_STREAM", "QUAMBA_CUDA_GEMV_STREAM_SHAPE", "QUAMBA_CUDA_GEMV_TW", "QUAMBA_CUDA_GEMV_AT", "QUAMBA_CUDA_GEMV_BULK_KB"].iter().any(|k| std::env::var(k).is_ok()) {
         return; // the knobs override the rule
     }
     let config = |kind, k, n, group| GemvConfig::decode(&GemmShape { kind, k, n, group, vec: true });
@@ -504,7 +504,12 @@ fn gemv_layouts_at_real_shapes() {
     assert_eq!(Grid::resident_blocks(2320, 2, 16), 32, "a Jetson Orin's 16 SMs: more tiles per block");
     assert_eq!(Grid::resident_blocks(24, 2, 132), 24, "never more blocks than tiles");
     assert_eq!(cfg(3, 8192, 4096, 128), Some((1, 16, 4, 0)), "mamba2-8b out_proj: 512 tiles of 34 KB, two of which do not fit beside the 8 KB row in a block's share: the ring, k in sixteen");
-    assert_eq!(cfg(3, 2560, 10576, 128), Some((4, 2, 4, 4 * (10240 + 640))), "mamba2-2.7b in_proj: 20 chunks in two slices, 331 blocks of 45 KB in bulk (3 per SM)");
+    assert_eq!(cfg(3, 2560, 10576, 128), Some((2, 4, 4, 4 * (10240 + 640))), "mamba2-2.7b in_proj: 20 chunks in four slices, two tiles per warp, 331 blocks of 45 KB in bulk (3 per SM)");
+    let in_proj_27b = config(3, 2560, 10576, 128).expect("a GEMV shape");
+    assert_eq!((in_proj_27b.tw, in_proj_27b.threads(), in_proj_27b.grid(10576)), (2, 256, Grid::Gemm { n_blocks: 331, rows_per_block: 1 }), "pairing keeps the block's 4 tiles and 8 warps: two rows of warps of two tiles each");
+    assert_eq!(config(3, 2560, 10240, 128).map(|c| (c.wn, c.wk, c.tw)), Some((2, 4, 2)), "mamba-2.8b in_proj: paired the same way");
+    assert_eq!(config(3, 5120, 2560, 128).map(|c| c.tw), Some(1), "out_proj's blocks have one row of warps: pairing would halve them, which lost");
+    assert_eq!(config(3, 4096, 256000, 32).map(|c| c.tw), Some(1), "groups of 32 split a chunk: one tile per warp");
     assert_eq!(cfg(3, 5120, 2560, 128), Some((1, 7, 4, 20480 + 1280)), "mamba2-2.7b out_proj: 320 tiles, k in seven");
     assert_eq!(cfg(3, 5120, 192, 128), Some((1, 32, 2, 20480 + 1280)), "mamba-2.8b x_proj: 24 tiles, k as fine as allowed");
     assert_eq!(cfg(3, 4096, 256000, 32), Some((4, 2, 2, 0)), "a tied head's groups of 32: a shallower ring, never streamed");
@@ -567,7 +572,7 @@ fn gemv_kernel_compiles_at_real_shapes() {
             let shape = GemmShape { kind: 3, k: 2560, n: 50288, group: 32, vec: true };
             let tile = codegen::BulkTiles { tile_bytes: 20 * 512, scale_bytes: 8 * 80 * 4 };
             let stream = codegen::StreamStages { stages: 2, per_sm: 2, tps: 2 };
-            codegen::gemv(&shape, &GemvConfig { wn: 1, wk: 8, depth: 1, bulk: Some(tile), stream: Some(stream) }, None, None)
+            codegen::gemv(&shape, &GemvConfig { wn: 1, wk: 8, depth: 1, bulk: Some(tile), stream: Some(stream), tw: 1 }, None, None)
         }))
         .collect();
     assert_entries_compile_without_spills(&entries, "gemv");

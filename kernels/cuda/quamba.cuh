@@ -897,6 +897,63 @@ template <int KIND, int K, int GROUP> struct GroupDot {
     }
 };
 
+// `GroupDot` for two tiles at once, where each chunk lies in one group: a chunk's activation
+// words are loaded once for both tiles (a warp's shared-memory reads per tile-chunk go from
+// three 16-byte loads to two), and each group's two sums meet in two shuffles instead of four:
+// the first exchange hands each lane's other tile's part to its partner (t ^ 1), so that even
+// lanes gather tile 0 and odd lanes tile 1, the second adds across t ^ 2. The int32 group sums
+// are the same as `GroupDot`'s (integer sums, any order), scaled and added in the same order,
+// so each column's result is the same bit for bit. After `total`, lane (g, t) holds column g of
+// tile t & 1.
+template <int KIND, int K, int GROUP> struct PairDot {
+    enum : int {
+        CH = Layout<KIND>::CH,
+        NG = (K + GROUP - 1) / GROUP,
+        SEGS = CH / 32,
+    };
+    static_assert(GROUP % CH == 0 || NG == 1, "PairDot: each chunk must lie in one group");
+    int p0 = 0, p1 = 0, cur = -1;
+    float acc = 0.f, cur_scale = 1.f;
+    QDEV void flush(int t) {
+        const bool odd = t & 1;
+        int v = (odd ? p1 : p0) + __shfl_xor_sync(0xffffffffu, odd ? p0 : p1, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (KIND == 3) v >>= 4;
+        acc += cur_scale * (float)v;
+        p0 = p1 = 0;
+    }
+    // Chunk c of both tiles (`w0`, `w1`: this lane's 16 bytes of each); `srow` the scales of the
+    // column this lane gathers (tile t & 1's column g), or null for none.
+    QDEV void chunk(const u32* stage, int c, int t, const u32* w0, const u32* w1, const float* srow) {
+        const int grp = min((c * CH) / GROUP, NG - 1);
+        if (grp != cur) {
+            if (cur >= 0) flush(t);
+            cur = grp;
+            cur_scale = srow ? srow[grp] : 1.f;
+        }
+        u32 a[CH / 16];
+        GroupDot<KIND, K, GROUP>::load(stage, c, t, a);
+#pragma unroll
+        for (int s = 0; s < SEGS; s++) {
+            if (KIND == 3) {
+                p0 = dp4a_s8((w0[s] << 4) & 0xF0F0F0F0u, a[2 * s], p0);
+                p0 = dp4a_s8(w0[s] & 0xF0F0F0F0u, a[2 * s + 1], p0);
+                p1 = dp4a_s8((w1[s] << 4) & 0xF0F0F0F0u, a[2 * s], p1);
+                p1 = dp4a_s8(w1[s] & 0xF0F0F0F0u, a[2 * s + 1], p1);
+            } else {
+                p0 = dp4a_s8(w0[2 * s], a[2 * s], p0);
+                p0 = dp4a_s8(w0[2 * s + 1], a[2 * s + 1], p0);
+                p1 = dp4a_s8(w1[2 * s], a[2 * s], p1);
+                p1 = dp4a_s8(w1[2 * s + 1], a[2 * s + 1], p1);
+            }
+        }
+    }
+    QDEV float total(int t) {
+        if (cur >= 0) flush(t);
+        return acc;
+    }
+};
+
 // Where word w of a row (bytes 4w .. 4w + 3) goes in a chunk-permuted stage (see above).
 template <int CH> QDEV int permuted_word(int w) {
     const int c = w / (CH / 4), p = w % (CH / 4);
@@ -1088,14 +1145,17 @@ QDEV void store_column(float v, float* out, int ldo, int m, int n, const ConvSte
 // blockIdx.y, tiles blockIdx.x * WN + (warp % WN). GROUP is a multiple of the chunk (or the whole
 // row: one group), or a multiple of 32 dividing the chunk; the generator checks.
 //
-// BULK: the block's tiles and their scales come into dynamic shared memory through `tiles_fetch`
-// (WN tiles of KC chunks, then WN x 8 rows of NG scales) instead of each warp's register ring
-// and L2 prefetch; the arithmetic, and so the result, is the same.
+// BULK (1): the block's tiles and their scales come into dynamic shared memory through
+// `tiles_fetch` (WN tiles of KC chunks, then WN x 8 rows of NG scales) instead of each warp's
+// register ring and L2 prefetch; the arithmetic, and so the result, is the same. BULK = 2: each
+// warp sums two adjacent tiles of its k-slice (`PairDot`; the block holds 2 WN tiles), reading a
+// chunk's activations once for both, where the ring of shared-memory reads bounded the sums;
+// lanes t = 0 and 1 store the two tiles' columns. The same result again, bit for bit.
 //
 // NORM_T > 0: the row is `norm`'s (the RMS norm -> quantize row kernel of NORM_T threads that
 // would otherwise run before this product; `A` is not read), normed and quantized by every block
 // (`norm_quantize_permuted`).
-template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, bool BULK, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false,
+template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, int BULK, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false,
           int NORM_T = 0, bool NORM_W = false, bool NORM_QVEC = false>
 QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}, const RowNorm& norm = RowNorm{}, float norm_eps = 0.f) {
@@ -1107,20 +1167,24 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     const int NG = (K + GROUP - 1) / GROUP;
     const int SPC = GroupDot<KIND, K, GROUP>::SPC;     // scales per chunk
     const int N_TILES = (N + 7) / 8;
+    // BULK = 2: each warp sums two tiles (`PairDot`), and lane t < 2 stores tile t's column.
+    constexpr int TW = BULK > 1 ? 2 : 1;
+    static_assert(BULK >= 0 && BULK <= 2, "gemv: BULK is 0 (ring), 1 or 2 (tiles per warp)");
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int wn = warp % WN, wk = warp / WN;
     int g = lane >> 2, t = lane & 3;
-    int nt = blockIdx.x * WN + wn;
+    const int warp_tile = (blockIdx.x * WN + wn) * TW;   // the warp's first tile
+    int nt = warp_tile + (t & (TW - 1));               // the tile whose column this lane stores
     int m = blockIdx.y;
     if (m >= M) return;                                // block-uniform
-    bool tile_ok = nt < N_TILES;                       // warp-uniform, like the k-slice
+    bool tile_ok = nt < N_TILES;                       // warp-uniform where TW = 1
     int n = nt * 8 + g;
     int c_begin = (KC * wk) / WK, c_end = (KC * (wk + 1)) / WK;
     const uint4* wt = W + (i64)nt * KC * 32 + lane;
     const float* srow = scales && tile_ok ? scales + (i64)n * NG : nullptr;
 
     extern __shared__ __align__(128) unsigned char tiles[];
-    __shared__ __align__(8) unsigned long long tile_bars[BULK ? WN : 1];
+    __shared__ __align__(8) unsigned long long tile_bars[BULK ? WN * TW : 1];
     uint4 ring[BULK ? 1 : DEPTH];
     float ring_scale[BULK ? 1 : DEPTH][SPC];
     auto request = [&](int c, int d) {
@@ -1129,8 +1193,8 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
         GroupDot<KIND, K, GROUP>::scales(srow, ok && srow, c, ring_scale[d]);
     };
     if constexpr (BULK) {
-        int first = blockIdx.x * WN;
-        tiles_fetch<WN, KC * 512, 8 * NG>((uint4*)tiles, (float*)(tiles + WN * KC * 512), W, scales, first, min(WN, N_TILES - first), tile_bars);
+        int first = blockIdx.x * WN * TW;
+        tiles_fetch<WN * TW, KC * 512, 8 * NG>((uint4*)tiles, (float*)(tiles + WN * TW * KC * 512), W, scales, first, min(WN * TW, N_TILES - first), tile_bars);
     } else {
 #pragma unroll
         for (int d = 0; d < DEPTH; d++) request(c_begin + d, d);
@@ -1141,7 +1205,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
         }
     }
     const int CONV_W = CONV_C > 0 ? CONV_C : 1;
-    const bool conv_column = CONV_C > 0 && wk == 0 && t == 0 && tile_ok && n >= CONV_LO && n < CONV_LO + CONV_C;
+    const bool conv_column = CONV_C > 0 && wk == 0 && t < TW && tile_ok && n >= CONV_LO && n < CONV_LO + CONV_C;
     // Value-initialized: left undefined on the other lanes, the struct was partly spilled to the
     // stack before the wait (mamba2-2.7b's in_proj at ptxas's own register choice, sm_90), and
     // that store waited for the state's load, delaying the warp's wait by a memory round trip.
@@ -1150,7 +1214,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     const float norm_q_scale0 = NORM_T > 0 && !NORM_QVEC ? norm.q_scale[0] : 0.f;
     pdl_enter();
     float early_bias = 0.f, early_resid = 0.f;
-    if (wk == 0 && t == 0 && tile_ok && n < N) {
+    if (wk == 0 && t < TW && tile_ok && n < N) {
         early_bias = bias ? bias[n] : 0.f;
         early_resid = resid ? resid[(i64)m * ldr + n] : 0.f;
     }
@@ -1165,7 +1229,8 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     __syncthreads();
 
     GroupDot<KIND, K, GROUP> dot;
-    if constexpr (BULK) {
+    float pair_acc = 0.f;
+    if constexpr (BULK == 1) {
         if (tile_ok) {
             tiles_wait(tile_bars, wn);
             QUAMBA_TRACE_LANDED;
@@ -1178,6 +1243,25 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
                 dot.scales(ts, scales, c, sc);
                 dot.chunk(stage, c, t, w, sc);
             }
+        }
+    } else if constexpr (BULK == 2) {
+        if (warp_tile < N_TILES) {                     // warp-uniform
+            const bool second = warp_tile + 1 < N_TILES;
+            tiles_wait(tile_bars, wn * TW);
+            if (second) tiles_wait(tile_bars, wn * TW + 1);
+            QUAMBA_TRACE_LANDED;
+            // A missing second tile is never fetched: the first one's bytes stand in for it,
+            // and its column is never stored.
+            const uint4* tw0 = (const uint4*)tiles + wn * TW * KC * 32 + lane;
+            const uint4* tw1 = second ? tw0 + KC * 32 : tw0;
+            const float* ts = scales ? (const float*)(tiles + WN * TW * KC * 512) + ((wn * TW + (second ? (t & 1) : 0)) * 8 + g) * NG : nullptr;
+            PairDot<KIND, K, GROUP> pair;
+            for (int c = c_begin; c < c_end; c++) {
+                uint4 v0 = tw0[c * 32], v1 = tw1[c * 32];
+                u32 w0[4] = {v0.x, v0.y, v0.z, v0.w}, w1[4] = {v1.x, v1.y, v1.z, v1.w};
+                pair.chunk(stage, c, t, w0, w1, ts);
+            }
+            pair_acc = pair.total(t);
         }
     } else {
         for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
@@ -1194,19 +1278,20 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
             }
         }
     }
-    float acc = dot.total();
+    float acc = BULK == 2 ? pair_acc : dot.total();
 
     if (WK > 1) {
-        __shared__ float red[WK][WN][8];
-        if (t == 0) red[wk][wn][g] = acc;
+        __shared__ float red[WK][WN * TW][8];
+        const int slot = wn * TW + (t & (TW - 1));
+        if (t < TW) red[wk][slot][g] = acc;
         __syncthreads();
         if (wk != 0) return;
-        acc = red[0][wn][g];
+        acc = red[0][slot][g];
 #pragma unroll
-        for (int s = 1; s < WK; s++) acc += red[s][wn][g];
+        for (int s = 1; s < WK; s++) acc += red[s][slot][g];
     }
     QUAMBA_TRACE_SUMMED;
-    if (t == 0 && tile_ok && n < N) {
+    if (t < TW && tile_ok && n < N) {
         float v = acc * act_scale + early_bias;
         if (resid) v = early_resid + v;
         out[(i64)m * ldo + n] = v;

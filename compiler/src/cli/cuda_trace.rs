@@ -50,6 +50,9 @@ struct Position {
     block_after_wait_us: Option<f64>,
     /// From the previous launch's last block ending to this one's wait returning.
     after_previous_us: Option<f64>,
+    median_start_us: f64,
+    /// Blocks that began after the previous launch's last block ended (mean over steps).
+    late_blocks: f64,
 }
 
 pub fn trace(a: TraceArgs) -> anyhow::Result<()> {
@@ -104,6 +107,8 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
                 end_us: mean(&|s| s[i].end),
                 block_after_wait_us: block_after_wait,
                 after_previous_us: after_previous,
+                median_start_us: mean(&|s| s[i].median_start),
+                late_blocks: mean(&|s| s[i].late_blocks as f64) * 1e3,
             }
         })
         .collect()
@@ -111,12 +116,12 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
 
 fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position]) {
     println!("{}: decode step at batch {batch} on {device}, µs (means over the traced steps after the first)", model.display());
-    println!("| # | value | kernel | blocks | start | last block start | wait returned | reads landed | sums done | end | before its wait | after its wait | median block after its wait | previous end → wait returned |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| # | value | kernel | blocks | start | last block start | wait returned | reads landed | sums done | end | before its wait | after its wait | median block after its wait | previous end → wait returned | median block start | blocks begun after the previous end |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let f = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.2}"));
     for (i, p) in positions.iter().enumerate() {
         println!(
-            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
+            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {:.1} |",
             p.value,
             p.kernel,
             p.blocks,
@@ -129,7 +134,9 @@ fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position])
             f(p.waited_us.map(|w| w - p.start_us)),
             f(p.waited_us.map(|w| p.end_us - w)),
             f(p.block_after_wait_us),
-            f(p.after_previous_us)
+            f(p.after_previous_us),
+            p.median_start_us,
+            p.late_blocks
         );
     }
     // Per kernel family: the work after the wait and the hand-over before it, which together
@@ -201,7 +208,7 @@ mod tests {
     use super::*;
 
     fn span(value: &str, start: f64, waited: Option<f64>, end: f64) -> LaunchSpan {
-        LaunchSpan { value: value.into(), kernel: format!("k_{value}"), blocks: 1, start, last_start: start, waited, landed: None, summed: None, block_after_wait: waited.map(|w| end - w), end }
+        LaunchSpan { value: value.into(), kernel: format!("k_{value}"), blocks: 1, start, last_start: start, waited, landed: None, summed: None, block_after_wait: waited.map(|w| end - w), median_start: start, late_blocks: usize::from(start > 1500.0), end }
     }
 
     #[test]
@@ -215,6 +222,9 @@ mod tests {
         // The second launch's wait returned 1.0 / 1.2 µs after the first one ended.
         assert!((p[1].after_previous_us.unwrap() - 1.1).abs() < 1e-9);
         assert_eq!(p[0].after_previous_us, None);
+        // Block counts average as counts, not as nanoseconds turned into µs (the helper gives
+        // the second launch one late block in every step, the first none).
+        assert!((p[1].median_start_us - 2.0).abs() < 1e-9 && (p[1].late_blocks - 1.0).abs() < 1e-9 && p[0].late_blocks == 0.0);
     }
 
     #[test]

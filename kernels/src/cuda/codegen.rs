@@ -508,6 +508,9 @@ pub struct GemvConfig {
     /// With `bulk`: the tiles stream through a ring of stages in blocks that stay resident
     /// (`quamba::gemv_stream`; `wn` is 1) instead of each block holding its tiles at once.
     pub stream: Option<StreamStages>,
+    /// Tiles each warp sums (1, or 2 with `bulk` where each chunk lies in one group: the warp
+    /// loads a chunk's activations once for both, `quamba::PairDot`); a block holds `wn * tw`.
+    pub tw: usize,
 }
 
 /// A streaming one-row product's ring (see [`GemvConfig::stream`]): tiles in flight per block,
@@ -596,6 +599,14 @@ impl GemvConfig {
         while wn > 1 && tiles.div_ceil(wn) < GEMV_MIN_BLOCKS {
             wn /= 2;
         }
+        if let Some((wn, wk, tw)) = shape_knob(shape) {
+            // Two tiles per warp: the block holds wn * 2 tiles, in bulk.
+            let paired = whole && tw == 2;
+            let wk = wk.clamp(1, chunks.min(32));
+            let (block_tiles, bulk) = bulk_layout(shape, chunks, tiles, wn.max(1) * if paired { 2 } else { 1 }, wk);
+            let tw = if paired && bulk.is_some() && block_tiles % 2 == 0 { 2 } else { 1 };
+            return Some(GemvConfig { wn: block_tiles / tw, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None, tw });
+        }
         let stream_knob = std::env::var("QUAMBA_CUDA_GEMV_STREAM").ok();
         let (wn, bulk) = bulk_layout(shape, chunks, tiles, wn, wk);
         // A chunk of several groups (the heads' groups of 32) costs several shuffles per chunk,
@@ -608,7 +619,7 @@ impl GemvConfig {
             _ => bulk.is_none() && whole,
         };
         if let Some((wk, tile, stream)) = streams.then(|| stream_layout(shape, chunks, tiles)).flatten() {
-            return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream) });
+            return Some(GemvConfig { wn: 1, wk, depth: 1, bulk: Some(tile), stream: Some(stream), tw: 1 });
         }
         let (wn, wk) = if bulk.is_none() && whole && shape.kind == INT4_WEIGHTS && gemv_knob.is_none() {
             // Left on the ring with whole-group chunks of int4 weights (mamba2-8b W4A8's out_proj:
@@ -623,7 +634,36 @@ impl GemvConfig {
         } else {
             (wn, wk)
         };
-        Some(GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None })
+        let config = GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, depth), bulk, stream: None, tw: 1 };
+        // Bulk blocks of an even number of warp rows whose chunks each lie in one group sum two tiles per
+        // warp over twice the k-slices: the same tiles and warps per block, each chunk's
+        // activations read from shared memory once for two tiles. Measured on an H200, 16-layer
+        // W4A8 TPOT at batch 1 (ms, two rounds, `bench/device-calls/run22/h3.sh`): mamba2-2.7b
+        // 0.3011 / 0.3010 → 0.2889 / 0.2889 and mamba-2.8b 0.3065 / 0.3067 → 0.2973 / 0.2975 with
+        // in_proj paired (4 rows × 2 slices → 2 × 4); pairing out_proj too, whose blocks have
+        // one row (so they would halve), cost 2.7B what in_proj gained. The results are the same
+        // bit for bit (`quamba::PairDot`). `QUAMBA_CUDA_GEMV_TW=1` keeps one tile per warp, `=2`
+        // pairs every bulk product where it applies.
+        let paired = match super::knobs::single("QUAMBA_CUDA_GEMV_TW") {
+            Some(1) => false,
+            Some(_) => true,
+            None => config.wn >= 2 && config.wn.is_multiple_of(2),
+        };
+        Some(if whole && paired { config.paired(chunks) } else { config })
+    }
+
+    /// The same tiles per block summed two per warp ([`GemvConfig::tw`]), with the k-slices
+    /// doubled so that the block keeps its warps: half the tiles per warp row where there are
+    /// several, else two tiles per block (half the blocks). Unchanged where the block's tiles
+    /// would no longer fit its shared memory or k has too few chunks to split.
+    fn paired(self, chunks: usize) -> GemvConfig {
+        let Some(tile) = self.bulk.filter(|_| self.stream.is_none() && self.tw == 1) else { return self };
+        let wk = self.wk * 2;
+        let wn = (self.wn / 2).max(1);
+        if wk > chunks.min(32) || wn * 2 * tile.bytes() > max_bulk_bytes() {
+            return self;
+        }
+        GemvConfig { wn, wk, depth: chunks.div_ceil(wk).clamp(1, self.depth), tw: 2, ..self }
     }
 
     pub fn threads(&self) -> u32 {
@@ -633,7 +673,7 @@ impl GemvConfig {
     /// Dynamic shared memory per block: the bulk-fetched tiles and their scales (a streaming
     /// block's stages).
     pub fn shared_bytes(&self) -> u32 {
-        let tiles = self.stream.map_or(self.wn, |s| s.stages * s.tps);
+        let tiles = self.stream.map_or(self.wn * self.tw, |s| s.stages * s.tps);
         self.bulk.map_or(0, |b| (tiles * b.bytes()) as u32)
     }
 
@@ -653,7 +693,7 @@ impl GemvConfig {
     pub fn grid(&self, n: usize) -> Grid {
         match self.stream {
             Some(s) => Grid::Resident { units: n.div_ceil(8), per_sm: s.per_sm },
-            None => Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn), rows_per_block: 1 },
+            None => Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn * self.tw), rows_per_block: 1 },
         }
     }
 }
@@ -707,6 +747,30 @@ fn stream_stages(shape: &GemmShape, chunks: usize, tiles: usize, (per_sm, tps, w
     (stages >= 2 || (stages >= 1 && stages == per_block)).then_some((wk, tile, StreamStages { stages, per_sm, tps }))
 }
 
+/// The warp rows, k-slices and tiles per warp `QUAMBA_CUDA_GEMV_AT=KxN:ROWSxSLICES[xTW][;…]`
+/// sets for the one-row products of `k` inputs and `n` outputs (a tuning aid: one product's
+/// layout, where `QUAMBA_CUDA_GEMV` sets every product's; TW 2 sums two tiles per warp).
+fn shape_knob(shape: &GemmShape) -> Option<(usize, usize, usize)> {
+    let value = std::env::var("QUAMBA_CUDA_GEMV_AT").ok()?;
+    value.split(';').find_map(|entry| {
+        let (at, layout) = entry.trim().split_once(':')?;
+        let (k, n) = at.split_once('x')?;
+        let numbers: Vec<usize> = layout.split('x').map(|p| p.trim().parse().ok()).collect::<Option<_>>()?;
+        let at_shape = k.trim().parse::<usize>().ok()? == shape.k && n.trim().parse::<usize>().ok()? == shape.n;
+        match numbers.as_slice() {
+            [wn, wk] if at_shape => Some((*wn, *wk, 1)),
+            [wn, wk, tw] if at_shape => Some((*wn, *wk, *tw)),
+            _ => None,
+        }
+    })
+}
+
+/// The most dynamic shared memory a bulk-fetched block takes: [`GEMV_MAX_BULK_BYTES`], or
+/// `QUAMBA_CUDA_GEMV_BULK_KB` KiB (a tuning aid; past 48 KiB the runtime opts the kernel in).
+fn max_bulk_bytes() -> usize {
+    super::knobs::single("QUAMBA_CUDA_GEMV_BULK_KB").map_or(GEMV_MAX_BULK_BYTES, |kb| kb * 1024)
+}
+
 /// Whether a one-row product's blocks fetch their tiles in bulk, and then how many tiles a block
 /// holds (the ring's `wn`, halved until the tiles fit in [`GEMV_MAX_BULK_BYTES`]).
 ///
@@ -719,11 +783,12 @@ fn stream_stages(shape: &GemmShape, chunks: usize, tiles: usize, (per_sm, tps, w
 fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, wk: usize) -> (usize, Option<BulkTiles>) {
     let tile = BulkTiles::of(shape, chunks);
     let per_tile = tile.bytes();
-    if !super::knobs::on("QUAMBA_CUDA_GEMV_BULK") || per_tile > GEMV_MAX_BULK_BYTES {
+    let max_bytes = max_bulk_bytes();
+    if !super::knobs::on("QUAMBA_CUDA_GEMV_BULK") || per_tile > max_bytes {
         return (ring_wn, None);
     }
     let mut wn = ring_wn;
-    while wn > 1 && wn * per_tile > GEMV_MAX_BULK_BYTES {
+    while wn > 1 && wn * per_tile > max_bytes {
         wn /= 2;
     }
     // Per block beside the tiles: the staged row, the k-slices' sums, the barriers, and what the
@@ -839,6 +904,12 @@ pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>, norm: Opt
         Some(n) => (format!(", {}, {}, {}", n.row_threads, n.weight, n.per_column), format!(", norm, {}", lit(n.eps))),
         None => (String::new(), String::new()),
     };
+    // The kernel's BULK: false (the ring), true (one tile per warp), or 2 (tiles per warp).
+    let bulk_arg = match (c.bulk.is_some(), c.tw) {
+        (false, _) => "false".to_string(),
+        (true, 1) => "true".to_string(),
+        (true, tw) => tw.to_string(),
+    };
     if let Some(stream) = c.stream {
         return format!(
             "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv_stream<{}, {}, {}, {}, {}, {}, {}{conv}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv);\n}}\n",
@@ -847,7 +918,7 @@ pub fn gemv(s: &GemmShape, c: &GemvConfig, conv: Option<ConvEpilogue>, norm: Opt
     }
     format!(
         "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemv<{}, {}, {}, {}, {}, {}, {}, {}{conv}{norm_params}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M, conv{norm_args});\n}}\n",
-        s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth, c.bulk.is_some()
+        s.kind, s.k, s.n, s.group, c.wn, c.wk, c.depth, bulk_arg
     )
 }
 

@@ -80,6 +80,12 @@ pub struct LaunchSpan {
     /// The median over blocks of the time from its own wait returning to its end: a block's
     /// work, where `end - waited` also holds the stragglers.
     pub block_after_wait: Option<f64>,
+    /// The median block's begin.
+    pub median_start: f64,
+    /// Blocks that began only after the previous launch's last block had ended: where they
+    /// were not resident beside it (its shared memory, registers or threads were still held),
+    /// their weights could not stream in before their wait.
+    pub late_blocks: usize,
     /// The last block's end.
     pub end: f64,
 }
@@ -112,7 +118,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
     let mut taken: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(steps);
     for step in 0..steps {
-        let mut spans = Vec::new();
+        let mut spans: Vec<LaunchSpan> = Vec::new();
         for launch in issued {
             let Some(entry) = launch.entry else { continue };
             let list = by_entry.get(&entry).map_or(&[][..], |l| l.as_slice());
@@ -128,6 +134,10 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
             let summed = blocks.iter().map(|b| b.summed).filter(|l| *l > 0).max();
             let mut works: Vec<u64> = blocks.iter().filter(|b| b.waited > 0).map(|b| b.end.saturating_sub(b.waited)).collect();
             works.sort_unstable();
+            let mut begins: Vec<u64> = blocks.iter().map(|b| b.begin).collect();
+            begins.sort_unstable();
+            let previous_end = spans.last().map(|p: &LaunchSpan| p.end as u64);
+            let late_blocks = previous_end.map_or(0, |e| begins.iter().filter(|&&b| b > e).count());
             spans.push(LaunchSpan {
                 value: launch.value.clone(),
                 kernel: launch.kernel.clone(),
@@ -138,6 +148,8 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
                 landed: landed.map(|l| l as f64),
                 summed: summed.map(|l| l as f64),
                 block_after_wait: works.get(works.len() / 2).map(|w| *w as f64),
+                median_start: begins.get(begins.len() / 2).copied().unwrap_or(0) as f64,
+                late_blocks,
                 end: blocks.iter().map(|b| b.end).max().unwrap_or(0) as f64,
             });
         }
@@ -145,6 +157,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
         for s in &mut spans {
             s.start -= origin;
             s.last_start -= origin;
+            s.median_start -= origin;
             s.end -= origin;
             s.waited = s.waited.map(|w| w - origin);
             s.landed = s.landed.map(|l| l - origin);
@@ -194,9 +207,24 @@ mod tests {
         assert_eq!((first[0].last_start, first[0].block_after_wait, first[0].landed, first[0].summed), (10.0, Some(400.0), None, None));
         assert_eq!((first[1].start, first[1].waited, first[1].end), (200.0, Some(600.0), 1000.0));
         assert_eq!((first[2].start, first[2].waited, first[2].end), (700.0, Some(1100.0), 1400.0));
+        // %2 ended at 1000 (step time); %4's blocks began at 700 and 710: none late, and its
+        // median (upper) block began at 710. %2's one block began at 200, before %1's end at 500.
+        assert_eq!((first[2].late_blocks, first[2].median_start, first[1].late_blocks, first[0].late_blocks), (0, 710.0, 0, 0));
         let second = &steps[1];
         assert_eq!((second[0].start, second[0].end), (0.0, 500.0));
         assert_eq!((second[2].start, second[2].waited, second[2].end), (800.0, Some(1150.0), 1350.0));
+        // Step 2's %4 began at 800 and 810 (step time), %2 ended at 1000: still none late.
+        assert_eq!(second[2].late_blocks, 0);
+    }
+
+    #[test]
+    fn blocks_beginning_after_the_previous_launch_ended_are_counted_late() {
+        // a's one block ends at 1000; b's three blocks begin at 900 (beside it), 1000 (as it
+        // ends: not late) and 1300 (after it).
+        let issued = [launch("%1", Some(0), 1), launch("%2", Some(1), 3)];
+        let events = [ev(0, 0, 0, 100, 1000), ev(1, 0, 900, 1100, 1500), ev(1, 1, 1000, 1100, 1600), ev(1, 2, 1300, 1350, 1700)];
+        let step = &assign(&events, events.len(), &issued, 1).unwrap()[0];
+        assert_eq!((step[0].late_blocks, step[1].late_blocks, step[1].median_start), (0, 1, 1000.0));
     }
 
     #[test]
