@@ -882,14 +882,18 @@ template <int KIND, int K, int GROUP> struct GroupDot {
                     cur_scale = sc[WHOLE ? 0 : (s * 32) / GROUP];
                 }
             }
-            if (KIND == 3) {
-                part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
-                part = dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
-            } else {
-                part = dp4a_s8(w[2 * s], a[2 * s], part);
-                part = dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
-            }
+            part = segment(w, a, s, part);
         }
+    }
+    // `part` plus segment s of a chunk: this lane's weights `w` (int4 nibbles used in place as
+    // 16 v, or int8 words) against its activation words `a`.
+    static QDEV int segment(const u32* w, const u32* a, int s, int part) {
+        if (KIND == 3) {
+            part = dp4a_s8((w[s] << 4) & 0xF0F0F0F0u, a[2 * s], part);
+            return dp4a_s8(w[s] & 0xF0F0F0F0u, a[2 * s + 1], part);
+        }
+        part = dp4a_s8(w[2 * s], a[2 * s], part);
+        return dp4a_s8(w[2 * s + 1], a[2 * s + 1], part);
     }
     QDEV float total() {
         if (cur >= 0) flush();
@@ -935,17 +939,8 @@ template <int KIND, int K, int GROUP> struct PairDot {
         GroupDot<KIND, K, GROUP>::load(stage, c, t, a);
 #pragma unroll
         for (int s = 0; s < SEGS; s++) {
-            if (KIND == 3) {
-                p0 = dp4a_s8((w0[s] << 4) & 0xF0F0F0F0u, a[2 * s], p0);
-                p0 = dp4a_s8(w0[s] & 0xF0F0F0F0u, a[2 * s + 1], p0);
-                p1 = dp4a_s8((w1[s] << 4) & 0xF0F0F0F0u, a[2 * s], p1);
-                p1 = dp4a_s8(w1[s] & 0xF0F0F0F0u, a[2 * s + 1], p1);
-            } else {
-                p0 = dp4a_s8(w0[2 * s], a[2 * s], p0);
-                p0 = dp4a_s8(w0[2 * s + 1], a[2 * s + 1], p0);
-                p1 = dp4a_s8(w1[2 * s], a[2 * s], p1);
-                p1 = dp4a_s8(w1[2 * s + 1], a[2 * s + 1], p1);
-            }
+            p0 = GroupDot<KIND, K, GROUP>::segment(w0, a, s, p0);
+            p1 = GroupDot<KIND, K, GROUP>::segment(w1, a, s, p1);
         }
     }
     QDEV float total(int t) {

@@ -108,7 +108,7 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
                 block_after_wait_us: block_after_wait,
                 after_previous_us: after_previous,
                 median_start_us: mean(&|s| s[i].median_start),
-                late_blocks: mean(&|s| s[i].late_blocks as f64) * 1e3,
+                late_blocks: used.iter().map(|s| s[i].late_blocks as f64).sum::<f64>() / n,
             }
         })
         .collect()

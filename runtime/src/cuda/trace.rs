@@ -134,21 +134,20 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
             let summed = blocks.iter().map(|b| b.summed).filter(|l| *l > 0).max();
             let mut works: Vec<u64> = blocks.iter().filter(|b| b.waited > 0).map(|b| b.end.saturating_sub(b.waited)).collect();
             works.sort_unstable();
-            let mut begins: Vec<u64> = blocks.iter().map(|b| b.begin).collect();
-            begins.sort_unstable();
+            // `blocks` are in order of their begin (each entry's list is sorted above).
             let previous_end = spans.last().map(|p: &LaunchSpan| p.end as u64);
-            let late_blocks = previous_end.map_or(0, |e| begins.iter().filter(|&&b| b > e).count());
+            let late_blocks = previous_end.map_or(0, |e| blocks.len() - blocks.partition_point(|b| b.begin <= e));
             spans.push(LaunchSpan {
                 value: launch.value.clone(),
                 kernel: launch.kernel.clone(),
                 blocks: launch.blocks,
-                start: blocks.iter().map(|b| b.begin).min().unwrap_or(0) as f64,
-                last_start: blocks.iter().map(|b| b.begin).max().unwrap_or(0) as f64,
+                start: blocks.first().map_or(0, |b| b.begin) as f64,
+                last_start: blocks.last().map_or(0, |b| b.begin) as f64,
                 waited: waited.map(|w| w as f64),
                 landed: landed.map(|l| l as f64),
                 summed: summed.map(|l| l as f64),
                 block_after_wait: works.get(works.len() / 2).map(|w| *w as f64),
-                median_start: begins.get(begins.len() / 2).copied().unwrap_or(0) as f64,
+                median_start: blocks.get(blocks.len() / 2).map_or(0, |b| b.begin) as f64,
                 late_blocks,
                 end: blocks.iter().map(|b| b.end).max().unwrap_or(0) as f64,
             });
