@@ -20,7 +20,7 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", |v| numbers(v, &[], 1), "a positive integer"),
     ("QUAMBA_CUDA_GEMV_BULK_KB", |v| numbers(v, &[], 1), "a positive integer (KiB)"),
     ("QUAMBA_CUDA_GEMV_TW", |v| matches!(v, "1" | "2"), "1 or 2 (tiles per warp of a bulk one-row product)"),
-    ("QUAMBA_CUDA_GEMV_AT", |v| v.split(';').all(|e| e.split_once(':').is_some_and(|(at, layout)| numbers(at, &['x'], 2) && (numbers(layout, &['x'], 2) || numbers(layout, &['x'], 3)))), "KxN:ROWSxSLICES or KxN:ROWSxSLICESxTW, `;`-separated"),
+    ("QUAMBA_CUDA_GEMV_AT", |v| v.split(';').all(|e| e.split_once(':').is_some_and(|(at, layout)| numbers(at, &['x'], 2) && (numbers(layout, &['x'], 2) || (numbers(layout, &['x'], 3) && matches!(layout.rsplit('x').next().map(str::trim), Some("1" | "2")))))), "KxN:ROWSxSLICES or KxN:ROWSxSLICESxTW (TW 1 or 2), `;`-separated"),
     ("QUAMBA_CUDA_CONV_GEMV_MIN_BLOCKS", |v| v.parse::<usize>().is_ok(), "a number of blocks per SM (0: none asked)"),
     ("QUAMBA_CUDA_DT_IN_SCAN", switch, "0 or 1"),
     ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_knob_and_what_it_takes() {
-        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1"), ("QUAMBA_CUDA_ROW_TRIGGER", "end"), ("QUAMBA_CUDA_GEMV_TW", "3"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2"), ("QUAMBA_CUDA_GEMV_BULK_KB", "0")] {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1"), ("QUAMBA_CUDA_ROW_TRIGGER", "end"), ("QUAMBA_CUDA_GEMV_TW", "3"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2x4x3"), ("QUAMBA_CUDA_GEMV_BULK_KB", "0")] {
             let e = with(name, value).unwrap_err().to_string();
             assert!(e.contains(&format!("{name}={value}")) && e.contains("expected"), "{e}");
         }
