@@ -48,6 +48,10 @@ struct Position {
     end_us: f64,
     /// The median block's time from its own wait returning to its end.
     block_after_wait_us: Option<f64>,
+    /// The median block's time from its own wait returning to its first reads landing.
+    block_landed_after_wait_us: Option<f64>,
+    /// The median block's time from its own wait returning to its sums being done.
+    block_summed_after_wait_us: Option<f64>,
     /// From the previous launch's last block ending to this one's wait returning.
     after_previous_us: Option<f64>,
     median_start_us: f64,
@@ -91,6 +95,8 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
             let landed = first[i].landed.map(|_| mean(&|s| s[i].landed.unwrap_or(s[i].start)));
             let summed = first[i].summed.map(|_| mean(&|s| s[i].summed.unwrap_or(s[i].start)));
             let block_after_wait = first[i].block_after_wait.map(|_| mean(&|s| s[i].block_after_wait.unwrap_or(0.0)));
+            let block_landed_after_wait = first[i].block_landed_after_wait.map(|_| mean(&|s| s[i].block_landed_after_wait.unwrap_or(0.0)));
+            let block_summed_after_wait = first[i].block_summed_after_wait.map(|_| mean(&|s| s[i].block_summed_after_wait.unwrap_or(0.0)));
             let after_previous = match (i, first[i].waited) {
                 (0, _) | (_, None) => None,
                 _ => Some(mean(&|s| s[i].waited.unwrap_or(s[i].start) - s[i - 1].end)),
@@ -106,6 +112,8 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
                 summed_us: summed,
                 end_us: mean(&|s| s[i].end),
                 block_after_wait_us: block_after_wait,
+                block_landed_after_wait_us: block_landed_after_wait,
+                block_summed_after_wait_us: block_summed_after_wait,
                 after_previous_us: after_previous,
                 median_start_us: mean(&|s| s[i].median_start),
                 late_blocks: used.iter().map(|s| s[i].late_blocks as f64).sum::<f64>() / n,
@@ -116,12 +124,12 @@ fn average(steps: &[Vec<LaunchSpan>]) -> Vec<Position> {
 
 fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position]) {
     println!("{}: decode step at batch {batch} on {device}, µs (means over the traced steps after the first)", model.display());
-    println!("| # | value | kernel | blocks | start | last block start | wait returned | reads landed | sums done | end | before its wait | after its wait | median block after its wait | previous end → wait returned | median block start | blocks begun after the previous end |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| # | value | kernel | blocks | start | last block start | wait returned | reads landed | sums done | end | before its wait | after its wait | median block after its wait | median block wait → landed | median block wait → sums done | previous end → wait returned | median block start | blocks begun after the previous end |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let f = |x: Option<f64>| x.map_or("—".to_string(), |x| format!("{x:.2}"));
     for (i, p) in positions.iter().enumerate() {
         println!(
-            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {:.2} | {:.1} |",
+            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2} | {:.1} |",
             p.value,
             p.kernel,
             p.blocks,
@@ -134,6 +142,8 @@ fn print_table(device: &str, model: &Path, batch: usize, positions: &[Position])
             f(p.waited_us.map(|w| w - p.start_us)),
             f(p.waited_us.map(|w| p.end_us - w)),
             f(p.block_after_wait_us),
+            f(p.block_landed_after_wait_us),
+            f(p.block_summed_after_wait_us),
             f(p.after_previous_us),
             p.median_start_us,
             p.late_blocks
@@ -208,7 +218,7 @@ mod tests {
     use super::*;
 
     fn span(value: &str, start: f64, waited: Option<f64>, end: f64) -> LaunchSpan {
-        LaunchSpan { value: value.into(), kernel: format!("k_{value}"), blocks: 1, start, last_start: start, waited, landed: None, summed: None, block_after_wait: waited.map(|w| end - w), median_start: start, late_blocks: usize::from(start > 1500.0), end }
+        LaunchSpan { value: value.into(), kernel: format!("k_{value}"), blocks: 1, start, last_start: start, waited, landed: None, summed: None, block_after_wait: waited.map(|w| end - w), block_landed_after_wait: None, block_summed_after_wait: None, median_start: start, late_blocks: usize::from(start > 1500.0), end }
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub struct LaunchSpan {
     /// The median over blocks of the time from its own wait returning to its end: a block's
     /// work, where `end - waited` also holds the stragglers.
     pub block_after_wait: Option<f64>,
+    /// The median over blocks of the time from its own wait returning to its first reads
+    /// landing: for a block whose reads were requested long before its wait, the work that sits
+    /// between the two (a product's activation staging, or a norm prologue).
+    pub block_landed_after_wait: Option<f64>,
+    /// The median over blocks of the time from its own wait returning to its sums being done.
+    pub block_summed_after_wait: Option<f64>,
     /// The median block's begin.
     pub median_start: f64,
     /// Blocks that began only after the previous launch's last block had ended: where they
@@ -134,6 +140,11 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
             let summed = blocks.iter().map(|b| b.summed).filter(|l| *l > 0).max();
             let mut works: Vec<u64> = blocks.iter().filter(|b| b.waited > 0).map(|b| b.end.saturating_sub(b.waited)).collect();
             works.sort_unstable();
+            let median_after_wait = |mark: fn(&BlockEvent) -> u64| {
+                let mut spans: Vec<u64> = blocks.iter().filter(|b| b.waited > 0 && mark(b) > 0).map(|b| mark(b).saturating_sub(b.waited)).collect();
+                spans.sort_unstable();
+                spans.get(spans.len() / 2).map(|w| *w as f64)
+            };
             // `blocks` are in order of their begin (each entry's list is sorted above).
             let previous_end = spans.last().map(|p: &LaunchSpan| p.end as u64);
             let late_blocks = previous_end.map_or(0, |e| blocks.len() - blocks.partition_point(|b| b.begin <= e));
@@ -147,6 +158,8 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
                 landed: landed.map(|l| l as f64),
                 summed: summed.map(|l| l as f64),
                 block_after_wait: works.get(works.len() / 2).map(|w| *w as f64),
+                block_landed_after_wait: median_after_wait(|b| b.landed),
+                block_summed_after_wait: median_after_wait(|b| b.summed),
                 median_start: blocks.get(blocks.len() / 2).map_or(0, |b| b.begin) as f64,
                 late_blocks,
                 end: blocks.iter().map(|b| b.end).max().unwrap_or(0) as f64,
@@ -204,6 +217,7 @@ mod tests {
         assert_eq!((first[0].start, first[0].waited, first[0].end), (0.0, Some(100.0), 500.0));
         // Blocks began at 0 and 10; one worked 310 ns after its wait, the other 400: the upper median.
         assert_eq!((first[0].last_start, first[0].block_after_wait, first[0].landed, first[0].summed), (10.0, Some(400.0), None, None));
+        assert_eq!((first[0].block_landed_after_wait, first[0].block_summed_after_wait), (None, None));
         assert_eq!((first[1].start, first[1].waited, first[1].end), (200.0, Some(600.0), 1000.0));
         assert_eq!((first[2].start, first[2].waited, first[2].end), (700.0, Some(1100.0), 1400.0));
         // %2 ended at 1000 (step time); %4's blocks began at 700 and 710: none late, and its
@@ -224,6 +238,18 @@ mod tests {
         let events = [ev(0, 0, 0, 100, 1000), ev(1, 0, 900, 1100, 1500), ev(1, 1, 1000, 1100, 1600), ev(1, 2, 1300, 1350, 1700)];
         let step = &assign(&events, events.len(), &issued, 1).unwrap()[0];
         assert_eq!((step[0].late_blocks, step[1].late_blocks, step[1].median_start), (0, 1, 1000.0));
+    }
+
+    #[test]
+    fn medians_after_the_wait_are_per_block() {
+        // Three blocks: waits at 100, 200, 900; landed 50, 400, 300 ns after; sums 60, 500, 500
+        // after. The last block's marks (1200, 1400) say nothing about the typical block.
+        let issued = [launch("%1", Some(0), 3)];
+        let marks = |b: BlockEvent, landed: u64, summed: u64| BlockEvent { landed, summed, ..b };
+        let events = [marks(ev(0, 0, 0, 100, 2000), 150, 160), marks(ev(0, 1, 10, 200, 2000), 600, 700), marks(ev(0, 2, 20, 900, 2000), 1200, 1400)];
+        let step = &assign(&events, events.len(), &issued, 1).unwrap()[0];
+        assert_eq!((step[0].block_landed_after_wait, step[0].block_summed_after_wait), (Some(300.0), Some(500.0)));
+        assert_eq!((step[0].landed, step[0].summed), (Some(1200.0), Some(1400.0)));
     }
 
     #[test]
