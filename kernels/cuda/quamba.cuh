@@ -104,6 +104,19 @@ QDEV i8 quantize_one(float x, float s) {
     return (i8)(int)q;
 }
 QDEV float fake_quant(float x, float s) { return (float)quantize_one(x, s) * s; }
+// `quantize_one(x, s)` bit for bit, given inv_s = 1 / s: x · inv_s lies within 2^-13 of the
+// rounded quotient x / s wherever |x / s| < 256 (two roundings of 2^-24 each, and 1/s's), and
+// beyond that both saturate, so their nearest integers differ only near a half-integer, where
+// the quotient is taken as `quantize_one` takes it. The division is a dozen instructions and a
+// branch; where every block of a product quantizes the same row (its norm prologue) they were
+// most of that prologue's issue time.
+QDEV i8 quantize_with_inverse(float x, float s, float inv_s) {
+    const float y = x * inv_s;
+    float q = rintf(y);
+    if (fabsf(y - q) > 0.49975586f) q = rintf(x / s);  // 0.5 - 2^-12
+    q = fminf(fmaxf(q, -128.f), 127.f);
+    return (i8)(int)q;
+}
 
 QDEV float ld(const Opnd& o, i64 row, int col) {
     float v = o.p[row * o.stride + col];
@@ -1005,11 +1018,19 @@ struct RowNorm {
 // warp_sum. This block's THREADS threads each play RT / THREADS of those threads (same lanes,
 // warps THREADS / 32 apart), so the row's int8 values are the row kernel's bit for bit. Bytes go
 // into `stage_permuted`'s layout.
+//
+// Every block of the product repeats this for the whole row (two to three blocks per SM), so its
+// issue time is what counts: where K is a multiple of RT no element is past K, a byte's place in
+// the stage is its thread's place plus a constant (shifting an element by whole chunks shifts
+// its place by as much), and the quantize multiplies by the scale's inverse
+// (`quantize_with_inverse`).
 template <int K, int KP, int CH, int RT, int THREADS, bool NORM_W, bool NORM_QVEC>
-QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, i64 m, u32* stage, float* scratch) {
+QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, float q_inv0, i64 m, u32* stage, float* scratch) {
     static_assert(RT % THREADS == 0 && RT <= 1024, "norm prologue: the row kernel's threads must be a multiple of the product's");
     static_assert(K % 4 == 0, "norm prologue: whole words of k");
     const int V = RT / THREADS, E = (K + RT - 1) / RT;
+    constexpr bool FULL = K % RT == 0;                            // no element past K
+    constexpr bool SHIFTS = THREADS % CH == 0 && RT % CH == 0;    // places move with whole chunks
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float x[V][E];
 #pragma unroll
@@ -1017,7 +1038,7 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, i
 #pragma unroll
         for (int e = 0; e < E; e++) {
             const int i = (int)threadIdx.x + j * THREADS + e * RT;
-            x[j][e] = i < K ? ld(nm.x, m, i) : 0.f;
+            x[j][e] = FULL || i < K ? ld(nm.x, m, i) : 0.f;
         }
 #pragma unroll
     for (int j = 0; j < V; j++) {
@@ -1025,7 +1046,7 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, i
 #pragma unroll
         for (int e = 0; e < E; e++) {
             const int i = (int)threadIdx.x + j * THREADS + e * RT;
-            if (i < K) s += x[j][e] * x[j][e];
+            if (FULL || i < K) s += x[j][e] * x[j][e];
         }
         s = warp_sum(s);
         if (lane == 0) scratch[warp + j * (THREADS / 32)] = s;
@@ -1034,15 +1055,19 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, i
     const float total = warp_sum(lane < RT / 32 ? scratch[lane] : 0.f);
     const float inv = rsqrtf(total / (float)K + eps);
     i8* bytes = (i8*)stage;
+    const unsigned tid = threadIdx.x;
+    const unsigned place = 4u * (unsigned)permuted_word<CH>((int)(tid / 4u)) + tid % 4u;
 #pragma unroll
     for (int j = 0; j < V; j++)
 #pragma unroll
         for (int e = 0; e < E; e++) {
-            const int i = (int)threadIdx.x + j * THREADS + e * RT;
-            if (i < K) {
+            const int off = j * THREADS + e * RT;
+            const int i = (int)tid + off;
+            if (FULL || i < K) {
                 const float w = NORM_W ? nm.weight[i] : 1.f;
                 const float v = x[j][e] * inv * w;
-                bytes[4 * permuted_word<CH>(i / 4) + i % 4] = quantize_one(v, NORM_QVEC ? nm.q_scale[i] : q_scale0);
+                const unsigned at = SHIFTS ? place + (unsigned)off : 4u * (unsigned)permuted_word<CH>(i / 4) + (unsigned)(i % 4);
+                bytes[at] = NORM_QVEC ? quantize_one(v, nm.q_scale[i]) : quantize_with_inverse(v, q_scale0, q_inv0);
             }
         }
     // Words past K (K is a multiple of 4, so no word straddles it) are the zero padding.
@@ -1208,6 +1233,8 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, n - CONV_LO, m);
     const float norm_q_scale0 = NORM_T > 0 && !NORM_QVEC ? norm.q_scale[0] : 0.f;
     pdl_enter();
+    // After the wait: used before it, the scale's load would hold the wait back by its round trip.
+    const float norm_q_inv0 = NORM_T > 0 && !NORM_QVEC ? 1.f / norm_q_scale0 : 0.f;
     float early_bias = 0.f, early_resid = 0.f;
     if (wk == 0 && t < TW && tile_ok && n < N) {
         early_bias = bias ? bias[n] : 0.f;
@@ -1216,7 +1243,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     __shared__ __align__(16) u32 stage[KP / 4];
     if constexpr (NORM_T > 0) {
         __shared__ float norm_scratch[32];
-        norm_quantize_permuted<K, KP, CH, NORM_T, WN * WK * 32, NORM_W, NORM_QVEC>(norm, norm_eps, norm_q_scale0, m, stage, norm_scratch);
+        norm_quantize_permuted<K, KP, CH, NORM_T, WN * WK * 32, NORM_W, NORM_QVEC>(norm, norm_eps, norm_q_scale0, norm_q_inv0, m, stage, norm_scratch);
     } else {
         stage_permuted<CH, K, KP, WN * WK * 32>((const i8*)A + (i64)m * lda, stage);
     }
