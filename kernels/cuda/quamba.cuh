@@ -134,6 +134,9 @@ QDEV float ld_with(const Opnd& o, i64 row, int col, float scale) {
     if (o.scale) v = fake_quant(v, scale);
     return v;
 }
+// `ld_with`'s conversion of a value loaded (or copied) raw, so that a kernel can request every
+// input of a step before converting the first (one L2 round trip instead of one per operand).
+QDEV float fq_raw(const Opnd& o, float raw, float scale) { return o.scale ? fake_quant(raw, scale) : raw; }
 
 QDEV float h2f(f16bits h) {
     float f;
@@ -2058,6 +2061,22 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
     for (int k = 0; k < KW - 1; k++) st[k * C + c] = next[k];
 }
 
+// One float copied from global to shared memory without passing through a register (cp.async,
+// sm_80 and later; a load and a store before), so that a thread can request many before it waits
+// for any; `copies_landed` waits for this thread's copies.
+QDEV void copy_f32(float* dst, const float* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+#else
+    *dst = *src;
+#endif
+}
+QDEV void copies_landed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mamba2 SSD as a recurrence. A block holds PB state rows (p) of one (sequence, head), LANES
 // threads per row with N / LANES states each (state n = i * LANES + lane, so shared-memory reads
@@ -2288,16 +2307,24 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
 #pragma unroll
     for (int j = 0; j < BIASES; j++)
         if (t + j * T < CB) sBias[t + j * T] = bias_v[j];
-    for (int i = t; i < N; i += T) { sB[i] = ld_with(Bm, 0, i, i == t ? sb : ld_scale(Bm, i)); sC[i] = ld_with(Cm, 0, i, i == t ? sc : ld_scale(Cm, i)); }
+    // The step's inputs (B, C, dt_proj's input, x) are all requested, raw, before any is
+    // converted: converted as they arrived, each waited for its own L2 round trip. Each thread
+    // converts what it copied once its copies (and the tiles') have landed.
+    for (int i = t; i < N; i += T) { copy_f32(&sB[i], Bm.p + i); copy_f32(&sC[i], Cm.p + i); }
 #pragma unroll
     for (int j = 0; j < KA; j++) {
         const int k = t + j * T;
-        if (k < KC * L::CH) sA[k] = k < DK ? ld_with(dt_in, 0, k, sa[j]) : 0.f;
+        if (k < DK) copy_f32(&sA[k], dt_in.p + k);
     }
-    const float xs = ld_with(x, 0, d, sx);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
+    const float x_raw = x.p[d];
+    copies_landed();
+    for (int i = t; i < N; i += T) { sB[i] = fq_raw(Bm, sB[i], i == t ? sb : ld_scale(Bm, i)); sC[i] = fq_raw(Cm, sC[i], i == t ? sc : ld_scale(Cm, i)); }
+#pragma unroll
+    for (int j = 0; j < KA; j++) {
+        const int k = t + j * T;
+        if (k < KC * L::CH) sA[k] = k < DK ? fq_raw(dt_in, sA[k], sa[j]) : 0.f;
+    }
+    const float xs = fq_raw(x, x_raw, sx);
     __syncthreads();
     const int lane = t & 31, g = lane >> 2, tq = lane & 3;
     for (int tile = t >> 5; tile < TILES; tile += T / 32) {
