@@ -6,6 +6,7 @@
 #                                     $COMPILE_FLAGS) as $W/NAME.qmb, in parallel
 #   tpot BIN ART [ENV=VALUE...]       "TPOT b=1 / b=16" of a short decode bench (as $A)
 #   elapsed                           seconds since this file was sourced
+#   summary                           `cuda check --json` lines (stdin) as one line each
 # Sets LD_LIBRARY_PATH for the device's CUDA, the kernel cache dir, $W (work folder), $A (bench
 # arguments) and creates $OUT/r, which the caller tars up at the end.
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} QUAMBA_CACHE_DIR=${QUAMBA_CACHE_DIR:-/tmp/qc}
@@ -41,3 +42,9 @@ tpot() {
   env "$@" timeout 60 "$bin" cuda bench "$art" --json $A 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; t=json.loads(sys.stdin.read())["tpot_ms"]; print(" / ".join("%.4f" % t[k] for k in sorted(t, key=int)))' 2>/dev/null || echo "failed"
 }
+
+summary() { python3 -c 'import json,sys
+for l in sys.stdin:
+    try: j=json.loads(l)
+    except Exception: print(l.strip()[:160]); continue
+    print("passed=%s max_abs_diff=%.3g argmax=%.3f greedy=%s/%s" % (j["passed"], j["max_abs_diff"], j["argmax_agreement"], j["greedy_matching_prefix"], j["greedy_tokens"]))'; }

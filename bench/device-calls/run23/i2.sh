@@ -14,11 +14,6 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,driver_version --
 FULL=$!
 build_short /tmp/qn mamba2-2.7b:2:m27c mamba-2.8b:2:m28c mamba2-2.7b:16:m27 mamba-2.8b:16:m28
 echo "built at $(elapsed) s" | tee -a $OUT/r/times.txt
-summary() { python3 -c 'import json,sys
-for l in sys.stdin:
-    try: j=json.loads(l)
-    except Exception: print(l.strip()[:160]); continue
-    print("passed=%s max_abs_diff=%.3g argmax=%.3f greedy=%s/%s" % (j["passed"], j["max_abs_diff"], j["argmax_agreement"], j["greedy_matching_prefix"], j["greedy_tokens"]))'; }
 ( for a in .device/art/*.qmb .device/art2/*.qmb $W/m27c.qmb $W/m28c.qmb; do
     for b in qo qn; do
       echo "$b $(basename $(dirname $a))/$(basename $a) 1x1 steps 4: $(timeout 60 /tmp/$b cuda check $a --batch 1 --seq 1 --steps 4 --json 2>&1 | tail -1 | summary)"

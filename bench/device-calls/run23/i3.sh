@@ -15,11 +15,6 @@ for m in mamba2-2.7b mamba-2.8b; do
     timeout 330 /tmp/qn compile $W/$m --target h100-w4a8 --no-gptq --calib-samples 2 --calib-len 128 -o $W/$m-w4a8.qmb > $OUT/r/compile-$m.log 2>&1
     echo "$m built at $(elapsed) s" >> $OUT/r/times.txt ) &
 done
-summary() { python3 -c 'import json,sys
-for l in sys.stdin:
-    try: j=json.loads(l)
-    except Exception: print(l.strip()[:160]); continue
-    print("passed=%s max_abs_diff=%.3g argmax=%.3f greedy=%s/%s" % (j["passed"], j["max_abs_diff"], j["argmax_agreement"], j["greedy_matching_prefix"], j["greedy_tokens"]))'; }
 ( for a in .device/art/*.qmb .device/art2/*.qmb $W/m27c.qmb $W/m28c.qmb; do
     echo "i3 $(basename $(dirname $a))/$(basename $a) 1x1 steps 4: $(timeout 60 /tmp/qn cuda check $a --batch 1 --seq 1 --steps 4 --json 2>&1 | tail -1 | summary)"
   done

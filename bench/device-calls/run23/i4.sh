@@ -20,11 +20,6 @@ echo "| binary | m27 W4A8 TPOT b=1 / 16 ms | m28 W4A8 |" > $OUT/r/side.md; echo 
 row() { local name=$1 bin=$2; shift 2; echo "| $name | $(tpot $bin $W/m27.qmb "$@") | $(tpot $bin $W/m28.qmb "$@") |" | tee -a $OUT/r/side.md; }
 row "i3 (previous commit), round 1" /tmp/qo
 row "i4 (inputs requested together), round 1" /tmp/qn
-summary() { python3 -c 'import json,sys
-for l in sys.stdin:
-    try: j=json.loads(l)
-    except Exception: print(l.strip()[:160]); continue
-    print("passed=%s max_abs_diff=%.3g argmax=%.3f greedy=%s/%s" % (j["passed"], j["max_abs_diff"], j["argmax_agreement"], j["greedy_matching_prefix"], j["greedy_tokens"]))'; }
 ( for a in .device/art/*.qmb .device/art2/*.qmb $W/m27c.qmb $W/m28c.qmb; do
     echo "i4 $(basename $(dirname $a))/$(basename $a) 1x1 steps 4: $(timeout 60 /tmp/qn cuda check $a --batch 1 --seq 1 --steps 4 --json 2>&1 | tail -1 | summary)"
   done
