@@ -129,14 +129,10 @@ QDEV float ld(const Opnd& o, i64 row, int col) {
 // once per layer, long after L2 dropped it, so one loaded after the wait is a round trip to
 // DRAM on the step's critical path. `ld_with` is `ld` given that scale.
 QDEV float ld_scale(const Opnd& o, int col) { return o.scale ? o.scale[o.scale_vec ? col : 0] : 0.f; }
-QDEV float ld_with(const Opnd& o, i64 row, int col, float scale) {
-    float v = o.p[row * o.stride + col];
-    if (o.scale) v = fake_quant(v, scale);
-    return v;
-}
 // `ld_with`'s conversion of a value loaded (or copied) raw, so that a kernel can request every
 // input of a step before converting the first (one L2 round trip instead of one per operand).
 QDEV float fq_raw(const Opnd& o, float raw, float scale) { return o.scale ? fake_quant(raw, scale) : raw; }
+QDEV float ld_with(const Opnd& o, i64 row, int col, float scale) { return fq_raw(o, o.p[row * o.stride + col], scale); }
 
 QDEV float h2f(f16bits h) {
     float f;
@@ -1085,6 +1081,21 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, f
 // Earlier GPUs have no bulk copies: every thread issues 16-byte `cp.async` copies, and the block
 // waits for all of them before its barrier (`tiles_landed`).
 QDEV u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+// One float copied from global to shared memory without passing through a register (cp.async,
+// sm_80 and later; a load and a store before), so that a thread can request many before it waits
+// for any; `copies_landed` waits for this thread's copies.
+QDEV void copy_f32(float* dst, const float* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+#else
+    *dst = *src;
+#endif
+}
+QDEV void copies_landed() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 // An mbarrier that one arrival (the thread that issues a tile's copies) plus the copies' bytes
 // complete; `bars_visible` publishes initialized barriers to the copy engine and the block.
@@ -1146,8 +1157,8 @@ QDEV void tiles_fetch(uint4* sw, float* ss, const uint4* W, const float* scales,
 }
 // Before the block's barrier: on GPUs without bulk copies, this thread's copies have landed.
 QDEV void tiles_landed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && __CUDA_ARCH__ < 900
-    asm volatile("cp.async.wait_all;" ::: "memory");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+    copies_landed();
 #endif
 }
 // After the block's barrier: on sm_90, tile `i`'s bytes have landed.
@@ -2059,22 +2070,6 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
     }
 #pragma unroll
     for (int k = 0; k < KW - 1; k++) st[k * C + c] = next[k];
-}
-
-// One float copied from global to shared memory without passing through a register (cp.async,
-// sm_80 and later; a load and a store before), so that a thread can request many before it waits
-// for any; `copies_landed` waits for this thread's copies.
-QDEV void copy_f32(float* dst, const float* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
-#else
-    *dst = *src;
-#endif
-}
-QDEV void copies_landed() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_all;" ::: "memory");
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -138,8 +138,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
             let waited = blocks.iter().map(|b| b.waited).filter(|w| *w > 0).max();
             let landed = blocks.iter().map(|b| b.landed).filter(|l| *l > 0).max();
             let summed = blocks.iter().map(|b| b.summed).filter(|l| *l > 0).max();
-            let mut works: Vec<u64> = blocks.iter().filter(|b| b.waited > 0).map(|b| b.end.saturating_sub(b.waited)).collect();
-            works.sort_unstable();
+            // The median over the blocks that waited (and made the mark) of mark - wait.
             let median_after_wait = |mark: fn(&BlockEvent) -> u64| {
                 let mut spans: Vec<u64> = blocks.iter().filter(|b| b.waited > 0 && mark(b) > 0).map(|b| mark(b).saturating_sub(b.waited)).collect();
                 spans.sort_unstable();
@@ -157,7 +156,7 @@ pub fn assign(events: &[BlockEvent], recorded: usize, issued: &[IssuedLaunch], s
                 waited: waited.map(|w| w as f64),
                 landed: landed.map(|l| l as f64),
                 summed: summed.map(|l| l as f64),
-                block_after_wait: works.get(works.len() / 2).map(|w| *w as f64),
+                block_after_wait: median_after_wait(|b| b.end),
                 block_landed_after_wait: median_after_wait(|b| b.landed),
                 block_summed_after_wait: median_after_wait(|b| b.summed),
                 median_start: blocks.get(blocks.len() / 2).map_or(0, |b| b.begin) as f64,
