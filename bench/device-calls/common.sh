@@ -7,6 +7,9 @@
 #   tpot BIN ART [ENV=VALUE...]       "TPOT b=1 / b=16" of a short decode bench (as $A)
 #   elapsed                           seconds since this file was sourced
 #   summary                           `cuda check --json` lines (stdin) as one line each
+#   build_full_in_background BIN LIKE...  full-size synthesized models compiled to W4A8 as
+#                                     $W/LIKE-w4a8.qmb beside the caller's work (a later plain
+#                                     `wait` waits for them; logs in $OUT/r/compile-LIKE.log)
 # Sets LD_LIBRARY_PATH for the device's CUDA, the kernel cache dir, $W (work folder), $A (bench
 # arguments) and creates $OUT/r, which the caller tars up at the end.
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} QUAMBA_CACHE_DIR=${QUAMBA_CACHE_DIR:-/tmp/qc}
@@ -48,3 +51,12 @@ for l in sys.stdin:
     try: j=json.loads(l)
     except Exception: print(l.strip()[:160]); continue
     print("passed=%s max_abs_diff=%.3g argmax=%.3f greedy=%s/%s" % (j["passed"], j["max_abs_diff"], j["argmax_agreement"], j["greedy_matching_prefix"], j["greedy_tokens"]))'; }
+
+build_full_in_background() {
+  local bin=$1 like; shift
+  for like in "$@"; do
+    ( "$bin" synth --like "$like" -o "$W/$like" >/dev/null &&
+      timeout 330 "$bin" compile "$W/$like" --target h100-w4a8 --no-gptq --calib-samples 2 --calib-len 128 -o "$W/$like-w4a8.qmb" > "$OUT/r/compile-$like.log" 2>&1
+      echo "$like built at $(elapsed) s" >> "$OUT/r/times.txt" ) &
+  done
+}

@@ -10,11 +10,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,driver_version --
 build_short /tmp/qn mamba2-2.7b:2:m27c mamba-2.8b:2:m28c mamba2-2.7b:16:m27 mamba-2.8b:16:m28
 echo "short models built at $(elapsed) s" | tee -a $OUT/r/times.txt
 # The full-size compiles run beside the checks (build_short's wait would otherwise wait for them).
-for m in mamba2-2.7b mamba-2.8b; do
-  ( /tmp/qn synth --like $m -o $W/$m >/dev/null &&
-    timeout 330 /tmp/qn compile $W/$m --target h100-w4a8 --no-gptq --calib-samples 2 --calib-len 128 -o $W/$m-w4a8.qmb > $OUT/r/compile-$m.log 2>&1
-    echo "$m built at $(elapsed) s" >> $OUT/r/times.txt ) &
-done
+build_full_in_background /tmp/qn mamba2-2.7b mamba-2.8b
 ( for a in .device/art/*.qmb .device/art2/*.qmb $W/m27c.qmb $W/m28c.qmb; do
     echo "i3 $(basename $(dirname $a))/$(basename $a) 1x1 steps 4: $(timeout 60 /tmp/qn cuda check $a --batch 1 --seq 1 --steps 4 --json 2>&1 | tail -1 | summary)"
   done

@@ -11,11 +11,7 @@ unpack_binaries qn=quambac-i4.xz qo=quambac-i3.xz
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,driver_version --format=csv | tee $OUT/r/card.txt
 build_short /tmp/qn mamba2-2.7b:2:m27c mamba-2.8b:2:m28c mamba2-2.7b:16:m27 mamba-2.8b:16:m28
 echo "short models built at $(elapsed) s" | tee -a $OUT/r/times.txt
-for m in mamba2-2.7b mamba-2.8b; do
-  ( /tmp/qn synth --like $m -o $W/$m >/dev/null &&
-    timeout 330 /tmp/qn compile $W/$m --target h100-w4a8 --no-gptq --calib-samples 2 --calib-len 128 -o $W/$m-w4a8.qmb > $OUT/r/compile-$m.log 2>&1
-    echo "$m built at $(elapsed) s" >> $OUT/r/times.txt ) &
-done
+build_full_in_background /tmp/qn mamba2-2.7b mamba-2.8b
 echo "| binary | m27 W4A8 TPOT b=1 / 16 ms | m28 W4A8 |" > $OUT/r/side.md; echo "|---|---|---|" >> $OUT/r/side.md
 row() { local name=$1 bin=$2; shift 2; echo "| $name | $(tpot $bin $W/m27.qmb "$@") | $(tpot $bin $W/m28.qmb "$@") |" | tee -a $OUT/r/side.md; }
 row "i3 (previous commit), round 1" /tmp/qo
