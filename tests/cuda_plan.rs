@@ -293,7 +293,7 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["ld_with(Bm", "ld_with(x,", "ld_with(dt,", "ld_with(chain_z,", "cached.values(", "out[", "cached.store(state", "partials["]),
+        ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "ld_with(Bm", "ld_with(x,", "ld_with(dt,", "cached.values(", "out[", "cached.store(state", "partials["]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "cached.values(", "out[", "cached.store(state"]),
         ("QDEV void selective_step_dt(", &["copy_f32(&sB", "x.p[d]", "copy_f32(&sA", "cached.values(", "out[", "cached.store(state"]),
     ];

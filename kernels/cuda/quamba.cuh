@@ -2079,16 +2079,53 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
 // shared memory, fake-quantizing each element once for the whole block rather than once per
 // thread. State layout as on the CPU: [batch][head][p][n].
 //
+// A decode step (seq == 1) takes its own short path (`ssd_one_step`): its inputs are all
+// requested before any is converted, and no window loop runs, so that the code that runs after
+// the dependency wait is one short straight line.
+//
 // GATED (one row: a decode step at batch 1): the step also runs the elementwise start of the
 // gated norm chain after it (`pregated_hadamard_quantize`), whose input is this output: it stores
 // g = fq(y) · silu(fq(z)) (y and z as the chain loads them: `chain_x`, this output with the
-// chain's fake quantization, and `chain_z`) in place of y, and block b's sum of g² in `partials[b]`, so that the chain's
-// few blocks only add up partial sums instead of loading, gating and summing the whole row.
+// chain's fake quantization, and `chain_z`) in place of y, and block b's sum of g² in
+// `partials[b]`, so that the chain's few blocks only add up partial sums instead of loading,
+// gating and summing the whole row.
+
+// One state row's update by one input step, on this thread's PER states (n = i * LANES + sub):
+// each decays and takes Δ·x·B; returns C·state summed over the row's LANES threads.
+template <int PER, int LANES>
+QDEV float ssd_row_update(float* s, float decay, float dx, const float* sB, const float* sC, int sub) {
+    float y = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+        s[i] = decay * s[i] + dx * sB[i * LANES + sub];
+        y += sC[i * LANES + sub] * s[i];
+    }
+#pragma unroll
+    for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
+    return y;
+}
+
+// The value a row's output element stores (by its sub 0 thread): y + D·x, or where GATED the
+// gated g = fq(y + D·x) · silu(z), whose square it adds to `gsq`.
+template <bool GATED> QDEV float ssd_output(float y, float D, float xv, const Opnd& chain_x, float sy, float zv, float& gsq) {
+    float v = y + D * xv;
+    if constexpr (GATED) {
+        // As `ld_with(chain_x, ...) * silu_f(ld_with(chain_z, ...))` would load it.
+        if (chain_x.scale) v = fake_quant(v, sy);
+        v = v * silu_f(zv);
+        gsq += v * v;
+    }
+    return v;
+}
+
+// Δ = clamp(softplus(dt + bias)) and its decay exp(Δ·A), as every path computes them.
+QDEV float ssd_delta(float dt_q, float bias, float dt_min, float dt_max) { return fminf(fmaxf(softplus_f(dt_q + bias), dt_min), dt_max); }
+
 template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
                    float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq,
                    const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{}, float* partials = nullptr) {
-    const int PER = N / LANES, TB = 8, BPH = P / PB;
+    const int PER = N / LANES, TB = 8, BPH = P / PB, T = LANES * PB;  // T: blockDim.x
     __shared__ float sB[TB][N], sC[TB][N], sX[TB][PB], sDelta[TB], sDecay[TB];
     int blk = blockIdx.x;
     int pb = blk % BPH, h = (blk / BPH) % H, b = blk / (BPH * H);
@@ -2112,53 +2149,79 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     pdl_enter();
     cached.scales(sub, state_scale);
     cached.values(s, sub, state_scale);
-    float zv = 0.f, gsq = 0.f;
-    if (GATED && sub == 0) zv = ld_with(chain_z, b, h * P + p, sz);
-    for (int t0 = 0; t0 < seq; t0 += TB) {
-        const int steps = min(TB, seq - t0);  // decode: one step, not TB copies of it
-        for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
-            int j = i / N, n = i % N;
-            i64 r = (i64)b * seq + t0 + j;
-            const bool first = n == n0;
-            sB[j][n] = ld_with(Bm, r, grp * N + n, first ? sb0 : ld_scale(Bm, grp * N + n));
-            sC[j][n] = ld_with(Cm, r, grp * N + n, first ? sc0 : ld_scale(Cm, grp * N + n));
+    float gsq = 0.f;
+    if (GATED || seq == 1) {
+        // The decode step. Every input this thread stages, and the gate's z, is requested before
+        // any is converted: a conversion's division branches, and a load issued after a branch
+        // that used an earlier load's value waits for that value first.
+        const int t = threadIdx.x, BC = (N + T - 1) / T;
+        float b_raw[BC], c_raw[BC];
+#pragma unroll
+        for (int k = 0; k < BC; k++) {
+            const int n = t + k * T;
+            if (n < N) {
+                b_raw[k] = Bm.p[(i64)b * Bm.stride + grp * N + n];
+                c_raw[k] = Cm.p[(i64)b * Cm.stride + grp * N + n];
+            }
         }
-        for (int i = threadIdx.x; i < steps * PB; i += blockDim.x) {
-            int j = i / PB, q = i % PB;
-            sX[j][q] = ld_with(x, (i64)b * seq + t0 + j, h * P + pb * PB + q, q == q0 ? sx0 : ld_scale(x, h * P + pb * PB + q));
+        const float x_raw = t < PB ? x.p[(i64)b * x.stride + h * P + pb * PB + t] : 0.f;
+        const float dt_raw = t == 0 ? dt.p[(i64)b * dt.stride + h] : 0.f;
+        const float z_raw = GATED && sub == 0 ? chain_z.p[(i64)b * chain_z.stride + h * P + p] : 0.f;
+#pragma unroll
+        for (int k = 0; k < BC; k++) {
+            const int n = t + k * T;
+            if (n < N) {
+                sB[0][n] = fq_raw(Bm, b_raw[k], n == n0 ? sb0 : ld_scale(Bm, grp * N + n));
+                sC[0][n] = fq_raw(Cm, c_raw[k], n == n0 ? sc0 : ld_scale(Cm, grp * N + n));
+            }
         }
-        if (threadIdx.x < steps) {
-            int j = threadIdx.x;
-            float delta = fminf(fmaxf(softplus_f(ld_with(dt, (i64)b * seq + min(t0 + j, seq - 1), h, sdt) + bias), dt_min), dt_max);
-            sDelta[j] = delta;
-            sDecay[j] = expf(delta * A);
+        if (t < PB) sX[0][t] = fq_raw(x, x_raw, sx0);
+        if (t == 0) {
+            const float delta = ssd_delta(fq_raw(dt, dt_raw, sdt), bias, dt_min, dt_max);
+            sDelta[0] = delta;
+            sDecay[0] = expf(delta * A);
         }
+        const float zv = GATED && sub == 0 ? fq_raw(chain_z, z_raw, sz) : 0.f;
         __syncthreads();
         QUAMBA_TRACE_LANDED;
-#pragma unroll
-        for (int j = 0; j < TB; j++) {
-            if (t0 + j >= seq) break;
-            float xv = sX[j][pl], dx = sDelta[j] * xv, decay = sDecay[j], y = 0.f;
-#pragma unroll
-            for (int i = 0; i < PER; i++) {
-                s[i] = decay * s[i] + dx * sB[j][i * LANES + sub];
-                y += sC[j][i * LANES + sub] * s[i];
-            }
-#pragma unroll
-            for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
-            if (sub == 0) {
-                float v = y + D * xv;
-                if constexpr (GATED) {
-                    // As `ld_with(chain_x, ...) * silu_f(ld_with(chain_z, ...))` would load it.
-                    if (chain_x.scale) v = fake_quant(v, sy);
-                    v = v * silu_f(zv);
-                    gsq += v * v;
-                }
-                out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = v;
-            }
-        }
+        const float xv = sX[0][pl];
+        const float y = ssd_row_update<PER, LANES>(s, sDecay[0], sDelta[0] * xv, sB[0], sC[0], sub);
+        if (sub == 0) out[(i64)b * (H * P) + h * P + p] = ssd_output<GATED>(y, D, xv, chain_x, sy, zv, gsq);
         QUAMBA_TRACE_SUMMED;
-        __syncthreads();
+    } else {
+        // (Strides of blockDim.x, not the constant T: with T ptxas unrolled these loops and the
+        // kernel took 80 registers instead of 48.)
+        for (int t0 = 0; t0 < seq; t0 += TB) {
+            const int steps = min(TB, seq - t0);
+            for (int i = threadIdx.x; i < steps * N; i += blockDim.x) {
+                int j = i / N, n = i % N;
+                i64 r = (i64)b * seq + t0 + j;
+                const bool first = n == n0;
+                sB[j][n] = ld_with(Bm, r, grp * N + n, first ? sb0 : ld_scale(Bm, grp * N + n));
+                sC[j][n] = ld_with(Cm, r, grp * N + n, first ? sc0 : ld_scale(Cm, grp * N + n));
+            }
+            for (int i = threadIdx.x; i < steps * PB; i += blockDim.x) {
+                int j = i / PB, q = i % PB;
+                sX[j][q] = ld_with(x, (i64)b * seq + t0 + j, h * P + pb * PB + q, q == q0 ? sx0 : ld_scale(x, h * P + pb * PB + q));
+            }
+            if (threadIdx.x < steps) {
+                int j = threadIdx.x;
+                float delta = ssd_delta(ld_with(dt, (i64)b * seq + t0 + j, h, sdt), bias, dt_min, dt_max);
+                sDelta[j] = delta;
+                sDecay[j] = expf(delta * A);
+            }
+            __syncthreads();
+            QUAMBA_TRACE_LANDED;
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                if (t0 + j >= seq) break;
+                const float xv = sX[j][pl];
+                const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
+                if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
+            }
+            QUAMBA_TRACE_SUMMED;
+            __syncthreads();
+        }
     }
     cached.store(state, row, sub, s, state_scale);
     if constexpr (GATED) {
