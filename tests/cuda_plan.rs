@@ -637,3 +637,36 @@ fn row_kernels_can_trigger_at_exit() {
         assert!(entry.contains("griddepcontrol.wait") && !entry.contains("griddepcontrol.launch_dependents"), "{name} waits and never triggers");
     }
 }
+
+/// Each scan launch of a quantized plan pulls the tail of the next layer's in_proj weight into
+/// L2 (`ahead.rs`), the last layer's none (the product after its out_proj is the head); an
+/// FP16 plan's products run no one-row blocks that hold their tiles, so it pulls none.
+#[test]
+fn scans_pull_the_next_in_proj_weight_into_l2() {
+    let tails = |p: &CudaPlan| -> Vec<(String, Option<kernels::cuda::WeightTail>, Option<usize>)> {
+        let products: Vec<usize> = (0..p.launches.len()).filter(|&i| p.launches[i].kernels().any(|k| k.name.starts_with("gemv") || k.name.starts_with("gemm"))).collect();
+        p.launches
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.kernel.name.starts_with("ssd") || l.kernel.name.starts_with("scan"))
+            .map(|(at, l)| {
+                let tail = l.args.iter().find_map(|a| if let Arg::WeightTail(t) = a { Some(*t) } else { None }).expect("a scan has a weight tail argument");
+                let bytes = l.args.iter().find_map(|a| if let Arg::WeightTailBytes(t) = a { Some(*t) } else { None }).expect("and its length");
+                assert_eq!(tail, bytes, "{}: one tail", l.kernel.name);
+                let second = products.iter().filter(|&&i| i > at).nth(1).filter(|&&i| !p.launches[i].head);
+                let weight = second.and_then(|&i| if let Arg::Weight(w) = p.launches[i].args[2] { Some(w) } else { None });
+                (l.kernel.name.clone(), tail, weight)
+            })
+            .collect()
+    };
+    let quantized = tails(&plan_of(Some("h100-w4a8")));
+    assert!(quantized.len() >= 2, "{quantized:?}");
+    let (last, firsts) = quantized.split_last().unwrap();
+    for (name, tail, next_in_proj) in firsts {
+        let tail = tail.unwrap_or_else(|| panic!("{name}: no tail"));
+        assert_eq!(Some(tail.weight), *next_in_proj, "{name}");
+        assert_eq!(tail.per_mille, kernels::cuda::codegen::L2_AHEAD_PER_MILLE);
+    }
+    assert_eq!(last.1, None, "the last layer's scan: {last:?}");
+    assert!(tails(&plan_of(None)).iter().all(|(_, tail, _)| tail.is_none()), "FP16 pulls nothing");
+}

@@ -189,6 +189,18 @@ QDEV void pdl_enter() {
     pdl_launch_dependents();
 }
 QDEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+// This block's share of `bytes` (16-byte aligned, a multiple of 16) from `p` brought into L2 by
+// one bulk prefetch: weights a later launch reads, asked for while DRAM is otherwise idle
+// (`ahead.rs`). Nothing where p is null, and nothing before sm_90 (no launch overlaps another
+// there, and Orin's and the A5000's L2 are smaller than a layer's in_proj).
+QDEV void l2_ahead(const void* p, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
+    const int share = ((bytes / 16 + blocks - 1) / blocks) * 16, from = block * share;
+    if (p && threadIdx.x == 0 && from < bytes)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const char*)p + from), "r"(min(share, bytes - from)) : "memory");
+#endif
+}
 // A recurrent state read before the wait, from L2 (never a line an SM's L1 kept from an earlier
 // kernel). The state's last writer ran its step one decode step earlier (a scan's state: the
 // same layer's scan; a conv state: the product or conv launch that ran the same layer's conv
@@ -2079,7 +2091,7 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
 // shared memory, fake-quantizing each element once for the whole block rather than once per
 // thread. State layout as on the CPU: [batch][head][p][n].
 //
-// A decode step (seq == 1) takes its own short path (`ssd_one_step`): its inputs are all
+// A decode step (seq == 1) takes its own short path: its inputs are all
 // requested before any is converted, and no window loop runs, so that the code that runs after
 // the dependency wait is one short straight line.
 //
@@ -2124,7 +2136,7 @@ QDEV float ssd_delta(float dt_q, float bias, float dt_min, float dt_max) { retur
 template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
                    float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq,
-                   const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{}, float* partials = nullptr) {
+                   const void* ahead, int ahead_bytes, const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{}, float* partials = nullptr) {
     const int PER = N / LANES, TB = 8, BPH = P / PB, T = LANES * PB;  // T: blockDim.x
     __shared__ float sB[TB][N], sC[TB][N], sX[TB][PB], sDelta[TB], sDecay[TB];
     int blk = blockIdx.x;
@@ -2149,6 +2161,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     pdl_enter();
     cached.scales(sub, state_scale);
     cached.values(s, sub, state_scale);
+    l2_ahead(ahead, ahead_bytes);
     float gsq = 0.f;
     if (GATED || seq == 1) {
         // The decode step. Every input this thread stages, and the gate's z, is requested before
@@ -2249,9 +2262,12 @@ QDEV float channel_step(float* s, const float* A, float delta, const float* B, c
 // Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
 // with N / LANES states each; the sequence's B and C are staged in shared memory every TB steps
 // (fake-quantized once per block).
+// It leaves its `ahead` tail alone (`l2_ahead`): at 16 rows it gained nothing (mamba-2.8b,
+// 16 layers, 1.2420 → 1.2441 ms), and with int8 states its arithmetic had ptxas spill a state
+// byte loaded before the wait.
 template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG>
 QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
-                         const int* state_group, float* out, int batch, int seq) {
+                         const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
     const int PER = N / LANES, TB = 8, BPS = DI / CB;
     __shared__ float sB[TB][N], sC[TB][N];
     int blk = blockIdx.x;
@@ -2312,7 +2328,8 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 // quantization follows, then the step as `selective_scan` runs it (`channel_step`).
 template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, int KIND, int DK, int GROUP, int WK>
 QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
-                            const int* state_group, float* out, Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias) {
+                            const int* state_group, float* out, const void* ahead, int ahead_bytes, Opnd dt_in, const void* dt_w, const float* dt_scales,
+                            float dt_act, const float* dt_bias) {
     static_assert(KIND == 0 || KIND == 1, "dt_proj with f16 products");
     static_assert(CB % 8 == 0 && DI % CB == 0 && (CB * LANES) % 32 == 0, "a block's channels are whole 8-row tiles");
     typedef Layout<KIND> L;
@@ -2375,6 +2392,12 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
         if (k < DK) copy_f32(&sA[k], dt_in.p + k);
     }
     const float x_raw = x.p[d];
+    // Here, not at the end: asked for as the step ends, 16-layer mamba-2.8b W4A8 TPOT went from
+    // 0.2696 to 0.2795 ms instead of to 0.2662 (H200; a block's bulk prefetch seems to hold its
+    // exit back). Not with int8 states: wherever it stood, its arithmetic had ptxas spill a state
+    // byte loaded before the wait (mamba-2.8b's shape, NVRTC 13.5), and the spill's store waited
+    // for that load.
+    if constexpr (SQ == 0) l2_ahead(ahead, ahead_bytes);
     copies_landed();
     for (int i = t; i < N; i += T) { sB[i] = fq_raw(Bm, sB[i], i == t ? sb : ld_scale(Bm, i)); sC[i] = fq_raw(Cm, sC[i], i == t ? sc : ld_scale(Cm, i)); }
 #pragma unroll

@@ -82,6 +82,9 @@ struct Builder<'g> {
     /// SSD launches by their output buffer, for the gated norm chain after one to have its
     /// one-row step gate its output.
     ssd_steps: HashMap<BufferId, SsdStep>,
+    /// Product launches whose one-row blocks each hold all their weight tiles (a bulk one-row
+    /// product that does not stream): those that start late fetch theirs late (`ahead.rs`).
+    tile_holders: HashSet<usize>,
 }
 
 /// An SSD launch as planned.
@@ -145,6 +148,7 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
         conv_steps: HashMap::new(),
         norm_rows: HashMap::new(),
         ssd_steps: HashMap::new(),
+        tile_holders: HashSet::new(),
     };
     b.choose_gemm_layouts(&order)?;
     for v in &order {
@@ -152,6 +156,7 @@ pub fn plan(graph: &VerifiedGraph) -> Result<CudaPlan, PlanError> {
             b.lower(*v)?;
         }
     }
+    super::ahead::weights_ahead(&mut b.launches, codegen::l2_ahead_per_mille(), |launch| b.tile_holders.contains(&launch));
     let outputs = g.outputs();
     let [out] = outputs else { return Err(PlanError::Unsupported(format!("the CUDA backend runs graphs with one output, this one has {}", outputs.len()))) };
     let vocab = g.node(*out).ty.width().unwrap_or(0);
@@ -426,7 +431,7 @@ impl Builder<'_> {
                 let small = Kernel { name: step_name, grid: grid.clone(), block: 128, shared_bytes: 0 };
                 let large = Kernel { name: seq_name, grid, block: 128, shared_bytes: 0 };
                 let then = Kernel { name: state_name, grid: Grid::PerSequence { per_sequence: width }, block: 128, shared_bytes: 0 };
-                let args = vec![x.operand(), w_arg, b_arg.clone(), Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                let args = vec![x.operand(), w_arg, b_arg.clone(), Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq, Arg::WeightTail(None), Arg::WeightTailBytes(None)];
                 let then_args = vec![x.operand(), Arg::State(state), Arg::Batch, Arg::Seq];
                 let folded = self.fold_conv_step(&x, width, kw, silu, ConvStep {
                     weight: weight.index(),
@@ -514,7 +519,7 @@ impl Builder<'_> {
                 let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block, form));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: width * lanes }, block: (channels_per_block * lanes) as u32, shared_bytes: 0 };
                 let mut args =
-                    vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), scale_arg, group_arg, Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
+                    vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), scale_arg, group_arg, Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq, Arg::WeightTail(None), Arg::WeightTailBytes(None)];
                 let step_shape = codegen::dt_step_shape(width, n);
                 match step_shape.and_then(|(channels, _)| self.fold_dt_product(v, inputs[1], &dt, channels)) {
                     Some((dt_kind, product_args)) => {
@@ -560,6 +565,8 @@ impl Builder<'_> {
                     Arg::Buffer { buffer: out.buffer, offset: 0 },
                     Arg::Batch,
                     Arg::Seq,
+                    Arg::WeightTail(None),
+                    Arg::WeightTailBytes(None),
                     Arg::absent_operand(),
                     Arg::absent_operand(),
                     Arg::Null,
@@ -914,6 +921,9 @@ impl Builder<'_> {
         self.push(result, small, Some(large), args);
         if let Some(last) = self.launches.last_mut() {
             last.batched = batched;
+        }
+        if one_row.is_some_and(|c| c.bulk.is_some() && c.stream.is_none()) {
+            self.tile_holders.insert(self.launches.len() - 1);
         }
         self.products.insert(out.buffer, ProductSite { launch: self.launches.len() - 1, shape, one_row, residual: result != v, value: v, float_input, norm });
         if result != v {

@@ -163,13 +163,13 @@ impl StateForm {
 /// The parameters of every Mamba1 scan entry point: the scan's own, then dt_proj's product
 /// (input, weight, scales, activation scale, bias), which only [`selective_step_dt`] reads, so
 /// that a launch passes one argument list to its one-row and its other kernels.
-const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, quamba::Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias";
+const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias";
 
 pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, state: StateForm) -> String {
     let threads = lanes * channels_per_block;
     let StateForm { columns, scale_floats, grouped } = state;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, batch, seq);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes);\n}}\n"
     )
 }
 
@@ -190,6 +190,15 @@ impl DtProduct {
         channels_per_block / 8 * self.k.div_ceil(crate::cuda::pack::chunk(self.kind)) * 512
     }
 }
+
+/// Thousandths of the next layer's in_proj weight that each scan launch pulls into L2 for it
+/// (`ahead.rs`): `QUAMBA_CUDA_L2_AHEAD` (0 to 1000; 0: none; default 700).
+pub fn l2_ahead_per_mille() -> u16 {
+    super::knobs::single("QUAMBA_CUDA_L2_AHEAD").map_or(L2_AHEAD_PER_MILLE, |v| v.min(1000) as u16)
+}
+
+/// The default of [`l2_ahead_per_mille`].
+pub const L2_AHEAD_PER_MILLE: u16 = 700;
 
 /// Whether one-row Mamba1 scans compute dt_proj's product themselves ([`selective_step_dt`]);
 /// `QUAMBA_CUDA_DT_IN_SCAN=0` keeps dt_proj's own launch (to measure both side by side).
@@ -220,7 +229,7 @@ pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_
     let DtProduct { kind, k, group, wk } = dt;
     let StateForm { columns, scale_floats, grouped } = state;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}, {kind}, {k}, {group}, {wk}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}, {kind}, {k}, {group}, {wk}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, ahead, ahead_bytes, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
     )
 }
 
@@ -247,7 +256,7 @@ pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, (lanes,
     let bounds = if columns > 0 { format!("{threads}, {}", (65536 / (threads * 64)).max(1)) } else { threads.to_string() };
     let (flag, chain) = if gated { (", true", ", chain_x, chain_z, partials") } else { ("", "") };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq{chain});\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes{chain});\n}}\n"
     )
 }
 

@@ -27,6 +27,7 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_SSD_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
     ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),
     ("QUAMBA_CUDA_GATE_IN_SSD", switch, "0 or 1"),
+    ("QUAMBA_CUDA_L2_AHEAD", |v| v.parse::<u16>().is_ok_and(|n| n <= 1000), "thousandths of a weight, 0 to 1000"),
     ("QUAMBA_CUDA_ROW_TRIGGER", |v| matches!(v, "wait" | "exit"), "wait (the next launch may start once the row kernel's wait returns: the default) or exit (once it exits)"),
 ];
 

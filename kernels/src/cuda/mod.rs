@@ -2,6 +2,7 @@
 //! specialised to the model (dimensions as template constants), device weight layouts, buffers
 //! and launches. Needs no CUDA: the runtime compiles the source with NVRTC and runs the plan.
 
+mod ahead;
 mod build;
 pub mod codegen;
 mod knobs;

@@ -255,6 +255,33 @@ pub enum Arg {
     /// The RMS norm → quantize a one-row product runs on its input row itself
     /// (`quamba::RowNorm`; all null where it runs none).
     RowNorm(Option<RowNorm>),
+    /// Device pointer to the start of a weight's tail that this launch pulls into L2 for a
+    /// later launch (`quamba::l2_ahead`; null where none).
+    WeightTail(Option<WeightTail>),
+    /// That tail's length in bytes (0 where none).
+    WeightTailBytes(Option<WeightTail>),
+}
+
+/// The last `per_mille` thousandths of a weight's bytes (see `ahead.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightTail {
+    /// The weight.
+    pub weight: usize,
+    /// Thousandths of its bytes, counted from its end (at most 1000).
+    pub per_mille: u16,
+}
+
+impl WeightTail {
+    /// The tail's byte offset into a weight of `len` bytes, and its length, at most `cap` bytes:
+    /// the offset is rounded up or down to 16 bytes (a bulk copy's alignment; allocations start
+    /// aligned) and the tail ends where the weight does. Uncapped, it holds at least the
+    /// thousandths asked for.
+    pub fn range(&self, len: usize, cap: usize) -> (usize, usize) {
+        let per_mille = usize::from(self.per_mille.min(1000));
+        let asked = (len - len * per_mille / 1000) & !15;
+        let offset = asked.max(len.saturating_sub(cap).next_multiple_of(16)).min(len);
+        (offset, len - offset)
+    }
 }
 
 /// The operands of the RMS norm → quantize row kernel before a product, which the product's

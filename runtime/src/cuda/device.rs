@@ -136,6 +136,8 @@ pub struct CudaExecutor {
     carveout: Option<i32>,
     /// The GPU's SMs, which size the grids of kernels that stay resident (`Grid::Resident`).
     sms: usize,
+    /// The GPU's L2 cache in bytes (caps the weight tails of `Arg::WeightTail`).
+    l2_bytes: usize,
     /// A profiling aid, read once at load: QUAMBA_CUDA_SKIP=rows,gemv_12 leaves out the launches
     /// that would run those kernels or kernel families (see `skipped`; a launch with a prefill
     /// follow-up keeps or drops both), so that a step's time with and without them shows their
@@ -203,6 +205,7 @@ impl CudaExecutor {
             functions.insert(name.clone(), function);
         }
         let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?.max(1) as usize;
+        let l2_bytes = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?.max(0) as usize;
         let trace_events = super::trace::capacity(&plan.source);
         // A one-row product (a launch's decode kernel that has a batched one beside it) always
         // runs the same number of blocks.
@@ -302,6 +305,7 @@ impl CudaExecutor {
             dependent_launch,
             carveout,
             sms,
+            l2_bytes,
             skip: std::env::var("QUAMBA_CUDA_SKIP").map(|v| v.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect()).unwrap_or_default(),
         })
     }
@@ -641,6 +645,8 @@ impl CudaExecutor {
                     q_vec: c.quantized.as_ref().is_some_and(|q| q.per_column) as i32,
                     q_stride: c.quantized.as_ref().map_or(0, |q| q.stride as i32),
                 })),
+                Arg::WeightTail(tail) => ArgValue::Ptr(tail.map_or(0, |t| weight_ptrs[t.weight] + self.weight_tail(&t).0 as u64)),
+                Arg::WeightTailBytes(tail) => ArgValue::I32(tail.map_or(0, |t| self.weight_tail(&t).1 as i32)),
                 Arg::RowNorm(norm) => ArgValue::RowNorm(norm.as_ref().map_or(RowNormRepr::default(), |n| RowNormRepr {
                     x: self.operand(&n.x),
                     weight: n.weight.map_or(0, |w| weight_ptrs[w]),
@@ -649,6 +655,14 @@ impl CudaExecutor {
                 })),
             })
             .collect()
+    }
+
+    /// A weight tail's byte offset and length in its upload (nothing where the weight has none),
+    /// at most a quarter of this GPU's L2, so that the lines pulled in for a later launch leave
+    /// the rest of a step's working set there, and within the kernel's int count.
+    fn weight_tail(&self, tail: &kernels::cuda::WeightTail) -> (usize, usize) {
+        let len = self.weight_allocs[tail.weight].as_ref().map_or(0, |d| d.len());
+        tail.range(len, (self.l2_bytes / 4).min(i32::MAX as usize))
     }
 
     /// The device view of an f32 operand.
