@@ -670,3 +670,26 @@ fn scans_pull_the_next_in_proj_weight_into_l2() {
     assert_eq!(last.1, None, "the last layer's scan: {last:?}");
     assert!(tails(&plan_of(None)).iter().all(|(_, tail, _)| tail.is_none()), "FP16 pulls nothing");
 }
+
+/// Every kernel a launch may run takes exactly the launch's arguments (the driver reads as many
+/// as the entry point declares, so a surplus or a shortfall would not fail at launch).
+#[test]
+fn every_launch_passes_its_kernels_parameters() {
+    let plans = [plan_of(None), plan_of(Some("h100-w4a8")), plan_of(Some("h100-w8a8")), plan_of(Some("h100-w4a16")), mamba1_plan_of(Some("h100-w4a8")), mamba2_split_plan_of("h100-w4a8")];
+    for p in &plans {
+        let params = |name: &str| {
+            let at = p.source.find(&format!(" {name}(")).unwrap_or_else(|| panic!("{name} in the source"));
+            let list = &p.source[at + name.len() + 2..];
+            let list = &list[..list.find(')').expect("a parameter list")];
+            list.split(',').filter(|s| !s.trim().is_empty()).count()
+        };
+        for l in &p.launches {
+            for k in std::iter::once(&l.kernel).chain(l.batched.as_ref()).chain(l.large.as_ref()) {
+                assert_eq!(params(&k.name), l.args.len(), "{} ({}): parameters against arguments", k.name, l.value);
+            }
+            if let Some((k, args)) = &l.then_large {
+                assert_eq!(params(&k.name), args.len(), "{} ({}): parameters against arguments", k.name, l.value);
+            }
+        }
+    }
+}

@@ -10,6 +10,9 @@
 #   build_full_in_background BIN LIKE...  full-size synthesized models compiled to W4A8 as
 #                                     $W/LIKE-w4a8.qmb beside the caller's work (a later plain
 #                                     `wait` waits for them; logs in $OUT/r/compile-LIKE.log)
+#   bench_full BIN UNTIL LIKE...      their W4A8 then our FP16 (the synthesized checkpoint), one
+#                                     1024-token-prompt bench each, lines to $OUT/r/full.jsonl;
+#                                     none begins after UNTIL seconds (the call's time limit)
 # Sets LD_LIBRARY_PATH for the device's CUDA, the kernel cache dir, $W (work folder), $A (bench
 # arguments) and creates $OUT/r, which the caller tars up at the end.
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} QUAMBA_CACHE_DIR=${QUAMBA_CACHE_DIR:-/tmp/qc}
@@ -58,5 +61,17 @@ build_full_in_background() {
     ( "$bin" synth --like "$like" -o "$W/$like" >/dev/null &&
       timeout 330 "$bin" compile "$W/$like" --target h100-w4a8 --no-gptq --calib-samples 2 --calib-len 128 -o "$W/$like-w4a8.qmb" > "$OUT/r/compile-$like.log" 2>&1
       echo "$like built at $(elapsed) s" >> "$OUT/r/times.txt" ) &
+  done
+}
+
+bench_full() {
+  local bin=$1 until=$2 like; shift 2
+  local F="--json --prompt-len 1024 --batches 1,16 --decode-tokens 64 --repeats 3"
+  for like in "$@"; do
+    # shellcheck disable=SC2086
+    [ "$(elapsed)" -lt "$until" ] && timeout 75 "$bin" cuda bench "$W/$like-w4a8.qmb" --label "$like w4a8" $F 2>/dev/null | tail -1 | tee -a "$OUT/r/full.jsonl"
+    # shellcheck disable=SC2086
+    [ "$(elapsed)" -lt "$until" ] && timeout 90 "$bin" cuda bench "$W/$like" --label "$like fp16" $F 2>/dev/null | tail -1 | tee -a "$OUT/r/full.jsonl"
+    echo "$like benched at $(elapsed) s" | tee -a "$OUT/r/times.txt"
   done
 }

@@ -29,11 +29,6 @@ echo "sweep at $(elapsed) s" | tee -a $OUT/r/times.txt
 /tmp/q2 cuda trace $W/m28.qmb --steps 4 > $OUT/r/trace-m28-j2.md 2>&1
 wait
 echo "full size built: $(cat $OUT/r/times.txt | tr '\n' ';')"
-F="--json --prompt-len 1024 --batches 1,16 --decode-tokens 64 --repeats 3"
-for m in mamba2-2.7b mamba-2.8b; do
-  [ $(elapsed) -lt 480 ] && timeout 75 /tmp/q2 cuda bench $W/$m-w4a8.qmb --label "$m w4a8" $F 2>/dev/null | tail -1 | tee -a $OUT/r/full.jsonl
-  [ $(elapsed) -lt 480 ] && timeout 90 /tmp/q2 cuda bench $W/$m --label "$m fp16" $F 2>/dev/null | tail -1 | tee -a $OUT/r/full.jsonl
-  echo "$m benched at $(elapsed) s" | tee -a $OUT/r/times.txt
-done
-[ $(elapsed) -lt 510 ] && QUAMBA_CUDA_L2_AHEAD=0 timeout 75 /tmp/q2 cuda bench $W/mamba2-2.7b-w4a8.qmb --label "mamba2-2.7b w4a8 L2_AHEAD=0" $F 2>/dev/null | tail -1 | tee -a $OUT/r/full.jsonl
+bench_full /tmp/q2 480 mamba2-2.7b mamba-2.8b
+[ $(elapsed) -lt 510 ] && QUAMBA_CUDA_L2_AHEAD=0 timeout 75 /tmp/q2 cuda bench $W/mamba2-2.7b-w4a8.qmb --label "mamba2-2.7b w4a8 L2_AHEAD=0" --json --prompt-len 1024 --batches 1,16 --decode-tokens 64 --repeats 3 2>/dev/null | tail -1 | tee -a $OUT/r/full.jsonl
 echo "end $(elapsed) s" | tee -a $OUT/r/times.txt

@@ -29,12 +29,7 @@ done
 echo "16L at $(elapsed) s" | tee -a $OUT/r/times.txt
 wait
 echo "full size built: $(cat $OUT/r/times.txt | tr '\n' ';')"
-F="--json --prompt-len 1024 --batches 1,16 --decode-tokens 64 --repeats 3"
-for m in mamba2-2.7b mamba-2.8b; do
-  [ $(elapsed) -lt 470 ] && timeout 75 /tmp/q3 cuda bench $W/$m-w4a8.qmb --label "$m w4a8" $F 2>/dev/null | tail -1 | tee -a $OUT/r/full.jsonl
-  [ $(elapsed) -lt 480 ] && timeout 90 /tmp/q3 cuda bench $W/$m --label "$m fp16" $F 2>/dev/null | tail -1 | tee -a $OUT/r/full.jsonl
-  echo "$m benched at $(elapsed) s" | tee -a $OUT/r/times.txt
-done
+bench_full /tmp/q3 480 mamba2-2.7b mamba-2.8b
 /tmp/q3 cuda trace $W/m27.qmb --steps 4 > $OUT/r/trace-m27-j3.md 2>&1
 /tmp/q3 cuda trace $W/m28.qmb --steps 3 --events 200000 > $OUT/r/trace-m28-j3.md 2>&1
 tail -n 3 $OUT/r/compile-*.log >> $OUT/r/times.txt; rm -f $OUT/r/compile-*.log  # at most 8 files come back

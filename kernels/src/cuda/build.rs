@@ -431,7 +431,7 @@ impl Builder<'_> {
                 let small = Kernel { name: step_name, grid: grid.clone(), block: 128, shared_bytes: 0 };
                 let large = Kernel { name: seq_name, grid, block: 128, shared_bytes: 0 };
                 let then = Kernel { name: state_name, grid: Grid::PerSequence { per_sequence: width }, block: 128, shared_bytes: 0 };
-                let args = vec![x.operand(), w_arg, b_arg.clone(), Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq, Arg::WeightTail(None), Arg::WeightTailBytes(None)];
+                let args = vec![x.operand(), w_arg, b_arg.clone(), Arg::State(state), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq];
                 let then_args = vec![x.operand(), Arg::State(state), Arg::Batch, Arg::Seq];
                 let folded = self.fold_conv_step(&x, width, kw, silu, ConvStep {
                     weight: weight.index(),
