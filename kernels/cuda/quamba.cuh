@@ -2091,9 +2091,9 @@ template <int C, int KW> QDEV void conv_state(Opnd x, float* state, int batch, i
 // shared memory, fake-quantizing each element once for the whole block rather than once per
 // thread. State layout as on the CPU: [batch][head][p][n].
 //
-// A decode step (seq == 1) takes its own short path: its inputs are all
-// requested before any is converted, and no window loop runs, so that the code that runs after
-// the dependency wait is one short straight line.
+// A decode step (seq == 1) takes its own short path: its inputs are all requested before any is
+// converted, and no window loop runs, so that the code after the dependency wait is one short
+// straight line.
 //
 // GATED (one row: a decode step at batch 1): the step also runs the elementwise start of the
 // gated norm chain after it (`pregated_hadamard_quantize`), whose input is this output: it stores
@@ -2130,7 +2130,7 @@ template <bool GATED> QDEV float ssd_output(float y, float D, float xv, const Op
     return v;
 }
 
-// Δ = clamp(softplus(dt + bias)) and its decay exp(Δ·A), as every path computes them.
+// Δ = clamp(softplus(dt + bias)), as both paths compute it.
 QDEV float ssd_delta(float dt_q, float bias, float dt_min, float dt_max) { return fminf(fmaxf(softplus_f(dt_q + bias), dt_min), dt_max); }
 
 template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false>
