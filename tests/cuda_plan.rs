@@ -693,3 +693,35 @@ fn every_launch_passes_its_kernels_parameters() {
         }
     }
 }
+
+/// The scans' line-by-line L2 tail (`QUAMBA_CUDA_L2_AHEAD_LINES=1`, a measurement aid: the
+/// knob only adds the template argument) compiles for sm_90 without spilling.
+#[test]
+fn the_line_by_line_l2_tail_compiles() {
+    if !runtime::cuda::nvrtc_available() {
+        assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
+        return;
+    }
+    for p in [plan_of(Some("h100-w4a8")), mamba1_plan_of(Some("h100-w4a16")), mamba2_split_plan_of("h100-w4a8")] {
+        let (library, generated) = p.source.split_at(p.source.len() - p.generated_source().len());
+        let mut lines = String::new();
+        for line in generated.lines() {
+            let line = if line.contains("quamba::ssd_scan<") && line.contains("chain_x, chain_z, partials);") {
+                line.replacen(">(x, dt,", ", true>(x, dt,", 1)
+            } else if line.contains("quamba::ssd_scan<") {
+                line.replacen(">(x, dt,", ", false, true>(x, dt,", 1)
+            } else if line.contains("quamba::selective_step_dt<") {
+                line.replacen(">(x, dt,", ", true>(x, dt,", 1)
+            } else {
+                line.to_string()
+            };
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        assert!(lines.contains(", true>(x, dt,"), "a scan asks line by line");
+        let ptx = runtime::cuda::compile_ptx(&format!("{library}{lines}"), "sm_90").expect("sm_90");
+        assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "no spills");
+        let asking = ptx.split(".entry ").filter(|e| (e.starts_with("ssd_") || e.starts_with("scan_")) && e.contains("prefetch.global.L2")).count();
+        assert!(asking > 0, "a scan entry prefetches line by line");
+    }
+}
