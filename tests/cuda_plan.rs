@@ -5,33 +5,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::cuda_plans::{plan_of_checkpoint, plan_with_int8_states, random_checkpoint_dir};
+use common::cuda_plans::{mamba1_plan_of, mamba2_split_plan_of, plan_of_checkpoint};
 use kernels::cuda::{Arg, CudaPlan, WeightUpload};
 
 fn plan_of(target: Option<&str>) -> CudaPlan {
     plan_of_checkpoint(&compiler::model::default_model_dir(), target)
-}
-
-/// The plan of a random one-layer Mamba1 compiled for `target`: d_model 192, so that d_inner
-/// (384) is three Hadamard blocks of 128, as mamba-2.8b's 5120 is five of 1024; dt rank 12.
-/// A random Mamba1's plan; quantized targets keep int8 states, so that its snapshots pin those
-/// kernels (the embedded mamba2-tiny's pin the f32 ones).
-fn mamba1_plan_of(target: Option<&str>) -> CudaPlan {
-    let dir = random_checkpoint_dir();
-    common::random_checkpoint::write_random_mamba1(dir.path(), 192, 1, 8192, 16, 12, 2, 4, true, 31);
-    match target {
-        Some(t) if !t.ends_with("w4a16") => plan_with_int8_states(dir.path(), t),
-        _ => plan_of_checkpoint(dir.path(), target),
-    }
-}
-
-/// The plan of a random one-layer Mamba2 compiled for `target`: d_model 192, so that d_inner
-/// (384) is three Hadamard blocks of 128 in one norm group, as mamba2-2.7b's 5120 is five of
-/// 1024; twelve heads of 32, d_state 32.
-fn mamba2_split_plan_of(target: &str) -> CudaPlan {
-    let dir = random_checkpoint_dir();
-    common::random_checkpoint::write_random_mamba2(dir.path(), 192, 1, 8192, 32, 32, 1, 2, 4, 64, true, 37);
-    plan_with_int8_states(dir.path(), target)
 }
 
 /// The source of entry point `name` in `p`, up to its closing brace.
@@ -691,37 +669,5 @@ fn every_launch_passes_its_kernels_parameters() {
                 assert_eq!(params(&k.name), args.len(), "{} ({}): parameters against arguments", k.name, l.value);
             }
         }
-    }
-}
-
-/// The scans' line-by-line L2 tail (`QUAMBA_CUDA_L2_AHEAD_LINES=1`, a measurement aid: the
-/// knob only adds the template argument) compiles for sm_90 without spilling.
-#[test]
-fn the_line_by_line_l2_tail_compiles() {
-    if !runtime::cuda::nvrtc_available() {
-        assert!(std::env::var("QUAMBA_REQUIRE_NVRTC").is_err(), "QUAMBA_REQUIRE_NVRTC is set but libnvrtc cannot be loaded");
-        return;
-    }
-    for p in [plan_of(Some("h100-w4a8")), mamba1_plan_of(Some("h100-w4a16")), mamba2_split_plan_of("h100-w4a8")] {
-        let (library, generated) = p.source.split_at(p.source.len() - p.generated_source().len());
-        let mut lines = String::new();
-        for line in generated.lines() {
-            let line = if line.contains("quamba::ssd_scan<") && line.contains("chain_x, chain_z, partials);") {
-                line.replacen(">(x, dt,", ", true>(x, dt,", 1)
-            } else if line.contains("quamba::ssd_scan<") {
-                line.replacen(">(x, dt,", ", false, true>(x, dt,", 1)
-            } else if line.contains("quamba::selective_step_dt<") {
-                line.replacen(">(x, dt,", ", true>(x, dt,", 1)
-            } else {
-                line.to_string()
-            };
-            lines.push_str(&line);
-            lines.push('\n');
-        }
-        assert!(lines.contains(", true>(x, dt,"), "a scan asks line by line");
-        let ptx = runtime::cuda::compile_ptx(&format!("{library}{lines}"), "sm_90").expect("sm_90");
-        assert!(!ptx.contains("ld.local") && !ptx.contains("st.local"), "no spills");
-        let asking = ptx.split(".entry ").filter(|e| (e.starts_with("ssd_") || e.starts_with("scan_")) && e.contains("prefetch.global.L2")).count();
-        assert!(asking > 0, "a scan entry prefetches line by line");
     }
 }
