@@ -15,14 +15,7 @@
 
 #include "../kernels/cuda/quamba.cuh"
 
-#define CHECK(x)                                                                        \
-    do {                                                                                \
-        cudaError_t e = (x);                                                            \
-        if (e != cudaSuccess) {                                                         \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
+#include "cuda_check.h"
 
 static const int COPIES = 8, CHAIN = 64, REPLAYS = 20;
 

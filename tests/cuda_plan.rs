@@ -501,6 +501,27 @@ fn gemv_layouts_at_real_shapes() {
     assert_eq!(cfg(3, 64 * 1024, 64, 128), None, "a row too wide for static shared memory");
 }
 
+/// The tensor-core decode kernel's layout (tiles per warp, warps, chunks in flight per warp) per
+/// weight kind and rows per call: W4A16's one-row calls keep one chunk in flight per warp, as
+/// FP16's do (16-layer W4A16 10-19 % faster at one row than with three); calls of more rows keep
+/// the packed rule (one chunk was 13 % slower at 16 rows).
+#[test]
+fn decode_product_layouts() {
+    use kernels::cuda::codegen::GemmConfig;
+    if ["QUAMBA_CUDA_DECODE", "QUAMBA_CUDA_DECODE_NT"].iter().any(|k| std::env::var(k).is_ok()) {
+        return; // the knobs override the rule
+    }
+    let layout = |kind, k, rows| {
+        let c = GemmConfig::decode(kind, k, rows);
+        (c.nt, c.wk, c.depth)
+    };
+    assert_eq!(layout(1, 2560, 1), (1, 7, 1), "W4A16 in_proj at one row: 20 chunks over 7 warps, one in flight each");
+    assert_eq!(layout(1, 5120, 1), (1, 14, 1), "W4A16 out_proj at one row: 40 chunks over 14 warps");
+    assert_eq!(layout(1, 2560, 16), (1, 7, 3), "W4A16 at 16 rows: every chunk of a warp in flight");
+    assert_eq!(layout(0, 2560, 1), (4, 16, 1), "FP16: 80 chunks of 32 over 16 warps, one in flight, four tiles per warp");
+    assert_eq!(layout(3, 2560, 16), (2, 7, 3), "W4A8 at 16 rows: two tiles per warp");
+}
+
 /// The one-row decode product compiles at the real models' shapes for every target GPU without
 /// spilling its weight ring.
 #[test]

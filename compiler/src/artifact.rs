@@ -51,10 +51,13 @@ pub fn cuda_arch(device: crate::target::Device) -> Option<&'static str> {
     }
 }
 
+/// A GPU target's launches (`value kernel`, in order) and their PTX where NVRTC compiled it.
+type CudaLaunches = (Vec<String>, Option<CudaCode>);
+
 /// For a GPU target: the CUDA launches as the kernel plan, and their PTX when NVRTC is available
 /// (otherwise the runtime compiles the source when it loads the artifact). A graph the CUDA
 /// backend cannot run is an error here rather than on the device.
-fn cuda_plan(program: &Program, target: Target) -> Result<Option<(Vec<String>, Option<CudaCode>)>, CompileError> {
+fn cuda_plan(program: &Program, target: Target) -> Result<Option<CudaLaunches>, CompileError> {
     let Some(arch) = cuda_arch(target.device) else { return Ok(None) };
     let graph = VerifiedGraph::new(program.graph.clone())?;
     let plan = kernels::cuda::plan(&graph).map_err(|e| CompileError::Structure(e.to_string()))?;

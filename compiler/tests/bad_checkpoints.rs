@@ -96,7 +96,8 @@ fn non_finite_weights_are_refused() {
 
 #[test]
 fn config_problems_are_named() {
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type ConfigEdit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(ConfigEdit, &str)> = vec![
         (Box::new(|c| c["model_type"] = "mamba3".into()), "unknown model_type `mamba3`"),
         (Box::new(|c| drop(c.as_object_mut().unwrap().remove("hidden_size"))), "missing required field `hidden_size`"),
         (Box::new(|c| c["num_heads"] = 7.into()), "num_heads 7"),

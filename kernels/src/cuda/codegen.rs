@@ -336,11 +336,16 @@ pub fn row_chain(width: usize, stages: &[String]) -> String {
     s
 }
 
-/// Warps per block and chunks in flight per warp of the decode products (see
-/// [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE=WARPS,DEPTH` for every kind (a tuning aid;
-/// the plan, hence the source hash, changes with it).
-fn decode_limits(kind: u8) -> (usize, usize) {
-    super::knobs::pair("QUAMBA_CUDA_DECODE", ',').map_or(if kind == 0 { (16, 1) } else { (8, 4) }, |(w, d)| (w.clamp(1, 32), d.clamp(1, 8)))
+/// Warps per block and chunks in flight per warp of the decode products of `kind` called with
+/// up to `rows` rows (see [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE=WARPS,DEPTH` for every
+/// kind (a tuning aid; the plan, hence the source hash, changes with it).
+fn decode_limits(kind: u8, rows: usize) -> (usize, usize) {
+    let measured = match kind {
+        0 => (16, 1),
+        1 if rows == 1 => (20, 1),
+        _ => (8, 4),
+    };
+    super::knobs::pair("QUAMBA_CUDA_DECODE", ',').map_or(measured, |(w, d)| (w.clamp(1, 32), d.clamp(1, 8)))
 }
 
 /// 8-column tiles per warp of a decode product of `kind` for calls of up to `rows` rows (see
@@ -467,7 +472,10 @@ impl GemmConfig {
     /// each, so that each warp waits on few dependent loads (a decode step is latency-bound).
     /// Measured on an H200 (bench/RESULTS.md): packed 4/8-bit weights do best with 8 warps and
     /// every chunk of a warp requested at once (up to 4); f16 weights with 16 warps and one chunk
-    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy. Each warp covers
+    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy. So do int4 weights
+    /// with f16 activations (W4A16) at one row: up to 20 warps, one chunk ahead (16-layer
+    /// mamba2-2.7b 0.704 → 0.631 ms, mamba-2.8b 0.822 → 0.654; at 16 rows 13 % slower at the 2.7B
+    /// shape, so calls of more rows keep the packed rule). Each warp covers
     /// one 8-column tile, except: int8-activation products called with more than one row cover
     /// two (an activation fragment then serves both; 16-layer W4A8, batch 16: −8 % at the 2.7B
     /// shape, −10 % at the 2.8B one, but +10 % at batch 1, hence a kernel of its own), and f16
@@ -476,7 +484,7 @@ impl GemmConfig {
     /// measured 1-2 % slower with two. Capping the tiles to keep 128 blocks per product was
     /// tried and is worse at the 2.7B shape (+7 % at batch 1) without fixing the 2.8B one.
     pub fn decode(kind: u8, k: usize, rows: usize) -> GemmConfig {
-        let (max_warps, max_depth) = decode_limits(kind);
+        let (max_warps, max_depth) = decode_limits(kind, rows);
         let chunks = k.div_ceil(crate::cuda::pack::chunk(kind));
         let wk = chunks.div_ceil(3).clamp(1, max_warps);
         let stage = stage_rows(kind, chunks * crate::cuda::pack::chunk(kind));

@@ -3,18 +3,18 @@
 
 use rayon::prelude::*;
 
-/// `x` is `[batch, seq, channels]`; `weight` `[channels, kernel]`; `state` `[batch, kernel−1, channels]`
-/// (updated in place). Returns `[batch, seq, channels]`.
-pub fn causal_conv1d(
-    x: &[f32],
-    batch: usize,
-    seq: usize,
-    channels: usize,
-    weight: &[f32],
-    kernel: usize,
-    bias: Option<&[f32]>,
-    state: &mut [f32],
-) -> Vec<f32> {
+/// A depthwise conv's parameters: `weight` `[channels, kernel]` and an optional bias `[channels]`.
+#[derive(Clone, Copy)]
+pub struct ConvTaps<'a> {
+    pub weight: &'a [f32],
+    pub kernel: usize,
+    pub bias: Option<&'a [f32]>,
+}
+
+/// `x` is `[batch, seq, channels]`; `state` `[batch, kernel−1, channels]` (updated in place).
+/// Returns `[batch, seq, channels]`.
+pub fn causal_conv1d(x: &[f32], batch: usize, seq: usize, channels: usize, taps: ConvTaps, state: &mut [f32]) -> Vec<f32> {
+    let ConvTaps { weight, kernel, bias } = taps;
     let hist = kernel - 1;
     // Tap-major weights make the inner loop over channels contiguous.
     let taps: Vec<f32> = (0..kernel).flat_map(|k| (0..channels).map(move |c| (c, k))).map(|(c, k)| weight[c * kernel + k]).collect();

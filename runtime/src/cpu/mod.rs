@@ -579,7 +579,7 @@ impl Executor {
             Op::CausalConv1d { weight, bias } => {
                 let kernel = self.weights.get(*weight).shape[2];
                 let st = state.ok_or_else(missing_state)?;
-                conv::causal_conv1d(&inputs[0].data, batch, seq, width, w(*weight), kernel, bias.map(w), st)
+                conv::causal_conv1d(&inputs[0].data, batch, seq, width, conv::ConvTaps { weight: w(*weight), kernel, bias: bias.map(w) }, st)
             }
             Op::Split { start, end } => {
                 let src = inputs[0];

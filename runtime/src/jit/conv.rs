@@ -263,7 +263,7 @@ mod tests {
                 }
                 let x = values(rng, c.batch * seq * c.channels);
                 let out = c.conv.sequence(&x, c.batch, seq, &mut state, c.silu).unwrap();
-                let mut want = conv::causal_conv1d(&x, c.batch, seq, c.channels, c.weight, c.kernel, c.bias, &mut want_state);
+                let mut want = conv::causal_conv1d(&x, c.batch, seq, c.channels, conv::ConvTaps { weight: c.weight, kernel: c.kernel, bias: c.bias }, &mut want_state);
                 if c.silu {
                     want.iter_mut().for_each(|v| *v = fastmath::silu(*v));
                 }
