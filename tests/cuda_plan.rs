@@ -503,8 +503,9 @@ fn gemv_layouts_at_real_shapes() {
 
 /// The tensor-core decode kernel's layout (tiles per warp, warps, chunks in flight per warp) per
 /// weight kind and rows per call: W4A16's one-row calls keep one chunk in flight per warp, as
-/// FP16's do (16-layer W4A16 10-19 % faster at one row than with three); calls of more rows keep
-/// the packed rule (one chunk was 13 % slower at 16 rows).
+/// FP16's do (16-layer W4A16 TPOT 10-19 % lower at one row than with in_proj's three and
+/// out_proj's four); calls of more rows keep the packed rule (one chunk was 13 % slower at 16
+/// rows).
 #[test]
 fn decode_product_layouts() {
     use kernels::cuda::codegen::GemmConfig;

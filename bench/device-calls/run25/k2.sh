@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 21, calls 2 and 3: the persistent decode-step measurement with the avoidable round trips taken
+# Session 21, calls 2-4: the persistent decode-step measurement with the avoidable round trips taken
 # out (norm weights travel with the slabs, the SSD constants before the wait, the SSD inputs
 # loaded together, a release-reduction barrier) and a timeline of its middle layer; 64 layers.
 # Call 3 ran it again with the split products (row groups x slices of the row, activations held

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 21, calls 5-7: the whole issue-5 table again with one binary (`quambac-k0`, the
-# committed code: this session changed no kernel): `bench/gpu.sh` on LIKE (our FP16, W8A8,
+# Session 21, call 5: the whole issue-5 table again with one binary (`quambac-k0`, the
+# session-start code; this session changed no W8A8, W4A8 or FP16 kernel): `bench/gpu.sh` on LIKE (our FP16, W8A8,
 # W4A8, W4A16 and the transformers FP16 peer, side by side in one call), after the embedded
 # tiny model's checks (checkpoint, and its three artifacts at 1 x 1 and 2 x 64 rows) when
 # CHECKS=1. usage: LIKE=mamba2-2.7b CHECKS=1 bash bench/device-calls/run25/k3.sh

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use runtime::cuda::CudaExecutor;
+use runtime::cuda::{CudaExecutor, MemoryReport};
 
 /// Arguments of `quambac cuda`.
 #[derive(clap::Args, Debug)]
@@ -362,8 +362,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let mem = gpu.memory();
     let bandwidth = gpu.copy_bandwidth()?;
-    // The floor of a decode step: every weight byte read once at the copy bandwidth.
-    let floor_ms = mem.weights as f64 / bandwidth * 1e3;
+    let (floor_ms, state_floor_ms) = decode_floors(mem, max_batch, bandwidth);
     let label = a.label.unwrap_or_else(|| model.kind.clone());
     let ttft_ms = median(ttft);
     if a.json {
@@ -374,12 +373,13 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 "device": gpu.device_name(), "prompt_len": a.prompt_len, "ttft_ms": ttft_ms, "tpot_ms": tpot_json,
                 "weights_bytes": mem.weights, "activation_bytes": mem.activations, "state_bytes": mem.states,
                 "gpu_bytes": mem.weights + mem.activations + mem.states, "load_s": load_s,
-                "copy_bandwidth_gbs": bandwidth / 1e9, "weight_floor_ms": floor_ms, "shared_carveout_percent": gpu.shared_carveout()})
+                "copy_bandwidth_gbs": bandwidth / 1e9, "weight_floor_ms": floor_ms, "state_floor_ms": state_floor_ms,
+                "shared_carveout_percent": gpu.shared_carveout()})
         );
     } else {
         let per = tpot.iter().map(|(b, ms)| format!("batch {b}: {ms:.3} ms/token")).collect::<Vec<_>>().join(", ");
         println!(
-            "{label} on {}: TTFT({} tokens) {ttft_ms:.2} ms; {per}; weights {:.1} MB, activations {:.1} MB, states {:.1} MB; floor {floor_ms:.3} ms/token at {:.0} GB/s",
+            "{label} on {}: TTFT({} tokens) {ttft_ms:.2} ms; {per}; weights {:.1} MB, activations {:.1} MB, states {:.1} MB; floor {floor_ms:.3} ms/token at {:.0} GB/s ({state_floor_ms:.3} with one sequence's state read and written)",
             gpu.device_name(),
             a.prompt_len,
             mem.weights as f64 / 1e6,
@@ -391,9 +391,29 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The floors of a batch-1 decode step at `bandwidth` bytes/s (the copy bandwidth, read + write
+/// counted), in ms: every weight byte read once (the floor), and that plus one sequence's
+/// recurrent state read and written (what a step must move; mamba2-2.7b's f32 SSM state adds a
+/// quarter). `mem.states` holds `max_batch` sequences' states.
+fn decode_floors(mem: MemoryReport, max_batch: usize, bandwidth: f64) -> (f64, f64) {
+    let weights = mem.weights as f64;
+    let state_per_sequence = mem.states as f64 / max_batch.max(1) as f64;
+    (weights / bandwidth * 1e3, (weights + 2.0 * state_per_sequence) / bandwidth * 1e3)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::divergence_margin;
+    use super::{decode_floors, divergence_margin, MemoryReport};
+
+    #[test]
+    fn the_state_floor_adds_one_sequences_state_read_and_written() {
+        // mamba2-2.7b W4A8 as benched: 1.458 GB of weights, 16 sequences' states of 171.9 MB.
+        let mem = MemoryReport { weights: 1_457_657_860, activations: 1, states: 2_750_414_848 };
+        let (weights, with_state) = decode_floors(mem, 16, 4.244e12);
+        assert!((weights - 0.3435).abs() < 1e-4, "{weights}");
+        assert!((with_state - 0.4245).abs() < 1e-4, "{with_state}");
+        assert_eq!(decode_floors(MemoryReport { weights: 1000, activations: 0, states: 0 }, 0, 1e6), (1.0, 1.0), "no state, no batch: the weight floor");
+    }
 
     #[test]
     fn a_greedy_divergence_is_scored_by_the_cpus_own_logits() {

@@ -336,9 +336,10 @@ pub fn row_chain(width: usize, stages: &[String]) -> String {
     s
 }
 
-/// Warps per block and chunks in flight per warp of the decode products of `kind` called with
-/// up to `rows` rows (see [`GemmConfig::decode`]), or `QUAMBA_CUDA_DECODE=WARPS,DEPTH` for every
-/// kind (a tuning aid; the plan, hence the source hash, changes with it).
+/// The most warps per block and chunks in flight per warp of the decode products of `kind`
+/// called with up to `rows` rows (see [`GemmConfig::decode`]: about three chunks per warp within
+/// these caps), or `QUAMBA_CUDA_DECODE=WARPS,DEPTH` for every kind (a tuning aid; the plan, hence
+/// the source hash, changes with it).
 fn decode_limits(kind: u8, rows: usize) -> (usize, usize) {
     let measured = match kind {
         0 => (16, 1),
@@ -472,10 +473,11 @@ impl GemmConfig {
     /// each, so that each warp waits on few dependent loads (a decode step is latency-bound).
     /// Measured on an H200 (bench/RESULTS.md): packed 4/8-bit weights do best with 8 warps and
     /// every chunk of a warp requested at once (up to 4); f16 weights with 16 warps and one chunk
-    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy. So do int4 weights
-    /// with f16 activations (W4A16) at one row: up to 20 warps, one chunk ahead (16-layer
-    /// mamba2-2.7b 0.704 → 0.631 ms, mamba-2.8b 0.822 → 0.654; at 16 rows 13 % slower at the 2.7B
-    /// shape, so calls of more rows keep the packed rule). Each warp covers
+    /// ahead, since a deeper ring's registers cost f16 blocks their occupancy. Int4 weights with f16
+    /// activations (W4A16) at one row also do best with one chunk ahead, up to 20 warps (16-layer
+    /// TPOT side by side: mamba2-2.7b 0.7095 → 0.6356 ms, mamba-2.8b 0.8123 → 0.6579; at 16 rows a
+    /// sweep measured it 13 % slower at the 2.7B shape, so calls of more rows keep the packed
+    /// rule). Each warp covers
     /// one 8-column tile, except: int8-activation products called with more than one row cover
     /// two (an activation fragment then serves both; 16-layer W4A8, batch 16: −8 % at the 2.7B
     /// shape, −10 % at the 2.8B one, but +10 % at batch 1, hence a kernel of its own), and f16
