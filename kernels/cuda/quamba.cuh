@@ -191,20 +191,15 @@ QDEV void pdl_enter() {
 QDEV void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 // This block's share of `bytes` (16-byte aligned, a multiple of 16) from `p` brought into L2:
 // weights a later launch reads, asked for while DRAM is otherwise idle (`ahead.rs`). One bulk
-// prefetch by the block's first thread, or with LINES one `prefetch.global.L2` per 128-byte line
-// spread over its threads (`QUAMBA_CUDA_L2_AHEAD_LINES=1`, to measure whether the bulk prefetch
-// is what holds a scan's exit back). Nothing where p is null, and nothing before sm_90 (no
-// launch overlaps another there, and Orin's and the A5000's L2 are smaller than a layer's
-// in_proj).
-template <bool LINES = false> QDEV void l2_ahead(const void* p, int bytes) {
+// prefetch by the block's first thread (one `prefetch.global.L2` per 128-byte line from every
+// thread made 16-layer steps 3-9 % slower: bench/RESULTS.md, twenty-first session). Nothing
+// where p is null, and nothing before sm_90 (no launch overlaps another there, and Orin's and
+// the A5000's L2 are smaller than a layer's in_proj).
+QDEV void l2_ahead(const void* p, int bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     const int blocks = gridDim.x * gridDim.y, block = blockIdx.y * gridDim.x + blockIdx.x;
     const int share = ((bytes / 16 + blocks - 1) / blocks) * 16, from = block * share;
-    if constexpr (LINES) {
-        const int end = min(from + share, bytes);
-        if (p)
-            for (int at = from + 128 * (int)threadIdx.x; at < end; at += 128 * (int)blockDim.x) prefetch_l2((const char*)p + at);
-    } else if (p && threadIdx.x == 0 && from < bytes) {
+    if (p && threadIdx.x == 0 && from < bytes) {
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((const char*)p + from), "r"(min(share, bytes - from)) : "memory");
     }
 #endif
@@ -2141,7 +2136,7 @@ template <bool GATED> QDEV float ssd_output(float y, float D, float xv, const Op
 // Δ = clamp(softplus(dt + bias)), as both paths compute it.
 QDEV float ssd_delta(float dt_q, float bias, float dt_min, float dt_max) { return fminf(fmaxf(softplus_f(dt_q + bias), dt_min), dt_max); }
 
-template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false, bool AHEAD_LINES = false>
+template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
                    float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq,
                    const void* ahead, int ahead_bytes, const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{}, float* partials = nullptr) {
@@ -2169,7 +2164,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     pdl_enter();
     cached.scales(sub, state_scale);
     cached.values(s, sub, state_scale);
-    l2_ahead<AHEAD_LINES>(ahead, ahead_bytes);
+    l2_ahead(ahead, ahead_bytes);
     float gsq = 0.f;
     if (GATED || seq == 1) {
         // The decode step. Every input this thread stages, and the gate's z, is requested before
@@ -2334,7 +2329,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
 // slice's group sums scaled as they end, the slices added in order, times the activation scale,
 // plus the bias; so Δ is bit for bit what the dt_proj launch would have stored. dt's own fake
 // quantization follows, then the step as `selective_scan` runs it (`channel_step`).
-template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, int KIND, int DK, int GROUP, int WK, bool AHEAD_LINES = false>
+template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, int KIND, int DK, int GROUP, int WK>
 QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
                             const int* state_group, float* out, const void* ahead, int ahead_bytes, Opnd dt_in, const void* dt_w, const float* dt_scales,
                             float dt_act, const float* dt_bias) {
@@ -2405,7 +2400,7 @@ QDEV void selective_step_dt(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_lo
     // exit back). Not with int8 states: wherever it stood, its arithmetic had ptxas spill a state
     // byte loaded before the wait (mamba-2.8b's shape, NVRTC 13.5), and the spill's store waited
     // for that load.
-    if constexpr (SQ == 0) l2_ahead<AHEAD_LINES>(ahead, ahead_bytes);
+    if constexpr (SQ == 0) l2_ahead(ahead, ahead_bytes);
     copies_landed();
     for (int i = t; i < N; i += T) { sB[i] = fq_raw(Bm, sB[i], i == t ? sb : ld_scale(Bm, i)); sC[i] = fq_raw(Cm, sC[i], i == t ? sc : ld_scale(Cm, i)); }
 #pragma unroll

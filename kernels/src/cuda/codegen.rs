@@ -197,18 +197,6 @@ pub fn l2_ahead_per_mille() -> u16 {
     super::knobs::single("QUAMBA_CUDA_L2_AHEAD").map_or(L2_AHEAD_PER_MILLE, |v| v.min(1000) as u16)
 }
 
-/// The template arguments that ask for that tail one 128-byte line per thread instead of one bulk
-/// prefetch per block (`QUAMBA_CUDA_L2_AHEAD_LINES=1`: a measurement aid); empty by default, so
-/// the default source names no such argument. `defaulted` is the text of the template's
-/// defaulted arguments before it, which must then be spelled out.
-fn ahead_lines_args(defaulted: &str) -> String {
-    if super::knobs::on_if_set("QUAMBA_CUDA_L2_AHEAD_LINES") {
-        format!("{defaulted}, true")
-    } else {
-        String::new()
-    }
-}
-
 /// The default of [`l2_ahead_per_mille`].
 pub const L2_AHEAD_PER_MILLE: u16 = 700;
 
@@ -240,9 +228,8 @@ pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_
     let threads = lanes * channels_per_block;
     let DtProduct { kind, k, group, wk } = dt;
     let StateForm { columns, scale_floats, grouped } = state;
-    let lines = ahead_lines_args("");
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}, {kind}, {k}, {group}, {wk}{lines}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, ahead, ahead_bytes, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_step_dt<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}, {kind}, {k}, {group}, {wk}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, ahead, ahead_bytes, dt_in, dt_w, dt_scales, dt_act, dt_bias);\n}}\n"
     )
 }
 
@@ -268,9 +255,8 @@ pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, (lanes,
     // in_proj's, and a fifth of them started only once in_proj ended.
     let bounds = if columns > 0 { format!("{threads}, {}", (65536 / (threads * 64)).max(1)) } else { threads.to_string() };
     let (flag, chain) = if gated { (", true", ", chain_x, chain_z, partials") } else { ("", "") };
-    let lines = ahead_lines_args(if gated { "" } else { ", false" });
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}{lines}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes{chain});\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes{chain});\n}}\n"
     )
 }
 

@@ -28,7 +28,6 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),
     ("QUAMBA_CUDA_GATE_IN_SSD", switch, "0 or 1"),
     ("QUAMBA_CUDA_L2_AHEAD", |v| v.parse::<u16>().is_ok_and(|n| n <= 1000), "thousandths of a weight, 0 to 1000"),
-    ("QUAMBA_CUDA_L2_AHEAD_LINES", switch, "0 or 1"),
     ("QUAMBA_CUDA_ROW_TRIGGER", |v| matches!(v, "wait" | "exit"), "wait (the next launch may start once the row kernel's wait returns: the default) or exit (once it exits)"),
 ];
 
@@ -46,15 +45,6 @@ fn numbers(v: &str, separators: &[char], count: usize) -> bool {
 /// ignored, as `check` ignores them).
 pub(super) fn on(name: &str) -> bool {
     switch_on(std::env::var(name).ok().as_deref())
-}
-
-/// Whether switch knob `name` is set to `1` (a switch that is off by default).
-pub(super) fn on_if_set(name: &str) -> bool {
-    switch_set(std::env::var(name).ok().as_deref())
-}
-
-fn switch_set(value: Option<&str>) -> bool {
-    value.is_some_and(|v| v.trim() == "1")
 }
 
 fn switch_on(value: Option<&str>) -> bool {
@@ -128,7 +118,6 @@ mod tests {
     fn a_switch_is_off_only_at_zero_as_checked() {
         assert!(switch_on(None) && switch_on(Some("1")) && switch_on(Some(" 1 ")));
         assert!(!switch_on(Some("0")) && !switch_on(Some(" 0 ")));
-        assert!(!switch_set(None) && !switch_set(Some("0")) && switch_set(Some(" 1 ")));
         assert!(with("QUAMBA_CUDA_CLUSTER", " 0 ").is_ok(), "the check takes what the reader honours");
     }
 
