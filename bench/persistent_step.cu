@@ -648,6 +648,11 @@ static double time_launches(cudaStream_t s, int reps, F go) {
 
 int main(int argc, char** argv) {
     const int layers = argc > 1 ? atoi(argv[1]) : 64, reps = 20;
+    if (layers < 2) {
+        // The check runs 2 layers, and the timeline marks the middle layer and the next one's start.
+        fprintf(stderr, "usage: %s [LAYERS]: LAYERS must be a number of at least 2 (got \"%s\")\n", argv[0], argc > 1 ? argv[1] : "");
+        return 2;
+    }
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
     const int blocks = prop.multiProcessorCount;
@@ -733,7 +738,6 @@ int main(int argc, char** argv) {
     row("no dot products", t2);
     row("grid barriers back to back (3 per layer)", bar_us);
     row("the int4 weights read by a grid-stride kernel", read_in_us);
-    if (layers < 2) return 0;  // the timeline marks the middle layer and the next one's start
 
     // Where the middle layer goes: each interval's median and largest over the blocks (thread 0's
     // marks; a block's wait ends when the last block has arrived).
