@@ -96,22 +96,19 @@ fn quantized_plans_are_pinned_and_sound() {
         // Per layer: norm+quantize, in_proj, conv, ssd, gated-norm+hadamard+quantize, out_proj+residual.
         let per_layer = p.launches.iter().filter(|l| l.kernel.name.starts_with("ssd")).count();
         assert_eq!(per_layer, 4, "{target}: one SSD launch per layer");
-        // With int8 activations a one-row in_proj runs each layer's conv step (its GEMV's
-        // epilogue writes the conv's output and state), so a decode step has no conv launch.
+        // A one-row in_proj runs each layer's conv step (its GEMV's epilogue writes the conv's
+        // output and state), so a decode step has no conv launch.
         for (i, conv) in p.launches.iter().enumerate().filter(|(_, l)| l.kernel.name.starts_with("conv_")) {
-            assert_eq!(conv.skip_one_row, target != "h100-w4a16", "{target}: {}", conv.value);
+            assert!(conv.skip_one_row, "{target}: {}", conv.value);
             let Some(Arg::Buffer { buffer: out, .. }) = conv.args.get(4) else { panic!("{target}: a conv launch writes its output 5th") };
             let steps: Vec<usize> = p.launches.iter().enumerate().filter(|(_, l)| l.args.iter().any(|a| matches!(a, Arg::ConvStep(Some(s)) if s.out == *out))).map(|(j, _)| j).collect();
-            if conv.skip_one_row {
-                assert_eq!(steps.len(), 1, "{target}: one product runs {}'s step", conv.value);
-                assert!(steps[0] < i && p.launches[steps[0]].kernel.name.starts_with("gemv_"), "{target}: the GEMV before it");
-            } else {
-                assert!(steps.is_empty());
-            }
+            assert_eq!(steps.len(), 1, "{target}: one product runs {}'s step", conv.value);
+            assert!(steps[0] < i && p.launches[steps[0]].kernel.name.starts_with("gemv_"), "{target}: the GEMV before it");
         }
-        // With int8 activations a one-row in_proj runs the layer's input norm before it too.
+        // A one-row in_proj runs the layer's input norm before it too (then quantize, or for
+        // W4A16's f32 activations the f16 conversion).
         let folded_norms: Vec<usize> = (0..p.launches.len()).filter(|i| p.launches[*i].skip_one_row && p.launches[*i].kernel.name.starts_with("rows_")).collect();
-        assert_eq!(folded_norms.len(), if target == "h100-w4a16" { 0 } else { per_layer }, "{target}: one folded norm per layer");
+        assert_eq!(folded_norms.len(), per_layer, "{target}: one folded norm per layer");
         for i in folded_norms {
             assert_norm_folded(&p, i);
         }
@@ -123,12 +120,13 @@ fn quantized_plans_are_pinned_and_sound() {
 /// A Mamba1 decode step at one row runs six launches per layer with int8 activations: the input
 /// norm (W4A8: run by in_proj's bulk GEMV instead), in_proj (with the conv step and the conv
 /// output's quantize), x_proj, the scan (with dt_proj's product), the gate → Hadamard → quantize
-/// chain, out_proj. Every launch a one-row call leaves out has its work done by exactly one other
+/// chain, out_proj. W4A16 runs five, as W4A8 (its chain stores f32, and its bulk in_proj runs
+/// the input norm and the conv step); FP16 seven (no one-row GEMV). Every launch a one-row call leaves out has its work done by exactly one other
 /// launch: a conv or quantize by the GEMV before it, the input norm by the GEMV after it, dt_proj
 /// (and its input's materialization) by the scan after it.
 #[test]
 fn mamba1_one_row_launches_fold_into_their_neighbours() {
-    for (target, per_layer) in [(Some("h100-w4a8"), 5), (Some("h100-w8a8"), 6), (Some("h100-w4a16"), 7), (None, 7)] {
+    for (target, per_layer) in [(Some("h100-w4a8"), 5), (Some("h100-w8a8"), 6), (Some("h100-w4a16"), 5), (None, 7)] {
         let p = mamba1_plan_of(target);
         assert_slots_sound(&p);
         let entry = |name: &str| entry_source(&p, name);
@@ -176,23 +174,26 @@ fn mamba1_one_row_launches_fold_into_their_neighbours() {
 /// (`quamba::pregated_hadamard_quantize`): the SSD passes the chain's operands (its `x`, the SSD's
 /// own output, and its gate `z`, each with the chain's fake quantization) and writes the partial sums into a
 /// buffer of its twelve blocks per row, which the chain reads in `w1`. Calls of more rows keep
-/// the plain step and the split chain (a three-block cluster on sm_90). Everything compiles for
-/// every target GPU without spills, and the generated source is pinned.
+/// the plain step and the split chain (a three-block cluster on sm_90). The chain quantizes for
+/// the int8-activation configs and stores f32 for W4A16. Everything compiles for every target
+/// GPU without spills, and the generated source is pinned.
 #[test]
 fn mamba2_one_row_ssd_gates_for_its_split_chain() {
     if std::env::var("QUAMBA_CUDA_GATE_IN_SSD").is_ok() || std::env::var("QUAMBA_CUDA_ROW_SPLIT").is_ok() || std::env::var("QUAMBA_CUDA_CLUSTER").is_ok() {
         return; // the knobs override the rule
     }
-    for target in ["h100-w4a8", "h100-w8a8"] {
+    for target in ["h100-w4a8", "h100-w8a8", "h100-w4a16"] {
         let p = mamba2_split_plan_of(target);
         assert_slots_sound(&p);
         let entry = |name: &str| entry_source(&p, name);
         let ssd_at = p.launches.iter().position(|l| l.kernel.name.starts_with("ssd_")).expect("an SSD launch");
         let ssd = &p.launches[ssd_at];
-        assert!(entry(&ssd.kernel.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, 32, 1024, true, true>("), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
+        // W4A16 keeps an f32 state; the int8-activation configs an int8 one.
+        let (state, output) = if target == "h100-w4a16" { ("0, 0, false", "out_f, 384") } else { ("32, 1024, true", "out_q, q_stride") };
+        assert!(entry(&ssd.kernel.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}, true>(")), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
         let plain = ssd.batched.as_ref().expect("more rows run the plain step");
         assert_eq!(Some(plain), ssd.large.as_ref());
-        assert!(entry(&plain.name).contains("quamba::ssd_scan<12, 32, 1, 32, 2, 32, 32, 1024, true>("), "{target}: {}", entry(&plain.name));
+        assert!(entry(&plain.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}>(")), "{target}: {}", entry(&plain.name));
         let n = ssd.args.len();
         let (Arg::Operand(chain_x), Arg::Operand(chain_z)) = (&ssd.args[n - 3], &ssd.args[n - 2]) else { panic!("{target}: the SSD takes the chain's operands") };
         let Arg::Buffer { buffer: partials, .. } = ssd.args[n - 1] else { panic!("{target}: the SSD writes partial sums") };
@@ -200,13 +201,13 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         let Some(Arg::Buffer { buffer: ssd_out, .. }) = ssd.args.get(12) else { panic!("{target}: the SSD's output") };
         assert_eq!(chain_x.buffer, *ssd_out, "{target}: the chain's input is the SSD's output");
         let rows = p.launches[ssd_at + 1..].iter().find(|l| l.kernel.name.starts_with("rows_")).expect("the chain after the SSD");
-        assert!(entry(&rows.kernel.name).contains("quamba::pregated_hadamard_quantize<384, 1, 128, 128, 12>(x, w1, k,"), "{target}: {}", entry(&rows.kernel.name));
+        assert!(entry(&rows.kernel.name).contains(&format!("quamba::pregated_hadamard_quantize<384, 1, 128, 128, 12>(x, w1, k, 1e-5f, {output},")), "{target}: {}", entry(&rows.kernel.name));
         assert_eq!(rows.args[3], Arg::Buffer { buffer: partials, offset: 0 }, "{target}: the chain reads the partial sums in w1");
         assert_eq!(rows.args[0], Arg::Operand(chain_x.clone()), "{target}: the chain's x");
         assert_eq!(rows.args[1], Arg::Operand(chain_z.clone()), "{target}: the chain's z");
         let split = rows.batched.as_ref().expect("more rows run the split chain");
         assert_eq!(Some(split), rows.large.as_ref());
-        assert!(entry(&split.name).contains("quamba::gated_hadamard_quantize<384, 1, 128, 128, 3>("), "{target}: {}", entry(&split.name));
+        assert!(entry(&split.name).contains(&format!("quamba::gated_hadamard_quantize<384, 1, 128, 128, 3>(x, z, k, 1e-5f, {output},")), "{target}: {}", entry(&split.name));
         assert_eq!(rows.kernel.grid, split.grid, "{target}: one block per Hadamard block either way");
         for arch in ["sm_90", "sm_87", "sm_86"] {
             assert_plan_compiles(&p, arch, target);
@@ -224,8 +225,12 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
 fn assert_norm_folded(p: &CudaPlan, rows: usize) {
     let norm = &p.launches[rows];
     let product = &p.launches[rows + 1];
-    let Some(Arg::Buffer { buffer: int8_out, .. }) = norm.args.get(8) else { panic!("{}: a row kernel writes its int8 output 9th", norm.value) };
-    let readers: Vec<&str> = p.launches.iter().filter(|l| l.args.iter().any(|a| matches!(a, Arg::RowsInput { buffer, .. } if buffer == int8_out))).map(|l| l.value.as_str()).collect();
+    // A row kernel writes its int8 output 9th, or its f32 one 8th.
+    let out = match (norm.args.get(7), norm.args.get(8)) {
+        (_, Some(Arg::Buffer { buffer, .. })) | (Some(Arg::Buffer { buffer, .. }), _) => *buffer,
+        _ => panic!("{}: a row kernel writes its output 9th (int8) or 8th (f32)", norm.value),
+    };
+    let readers: Vec<&str> = p.launches.iter().filter(|l| l.args.iter().any(|a| matches!(a, Arg::RowsInput { buffer, .. } if *buffer == out))).map(|l| l.value.as_str()).collect();
     assert_eq!(readers, [product.value.as_str()], "{}: only the product reads the norm's output", norm.value);
     let Some(Arg::RowNorm(Some(folded))) = product.args.last() else { panic!("{}: the product after {} runs its norm", product.value, norm.value) };
     assert_eq!(Some(&Arg::Operand(folded.x.clone())), norm.args.first(), "{}: the norm's row", product.value);
@@ -269,8 +274,8 @@ fn every_entry_point_waits_for_its_predecessor() {
     let library = kernels::cuda::codegen::LIBRARY;
     let templates: [(&str, &[&str]); 6] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
-        ("QDEV void gemv(", &["stage_permuted<", "norm_quantize_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
-        ("QDEV void gemv_stream(", &["stage_permuted<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
+        ("QDEV void gemv(", &["stage_row<", "norm_quantize_permuted<", "norm_half_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
+        ("QDEV void gemv_stream(", &["stage_row<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
         ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "ld_with(Bm", "ld_with(x,", "ld_with(dt,", "cached.values(", "out[", "cached.store(state", "partials["]),
         ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "cached.values(", "out[", "cached.store(state"]),
         ("QDEV void selective_step_dt(", &["copy_f32(&sB", "x.p[d]", "copy_f32(&sA", "cached.values(", "out[", "cached.store(state"]),
@@ -382,8 +387,19 @@ fn gated_hadamard_chains_split_by_hadamard_block() {
 #[test]
 fn split_gated_hadamard_kernel_compiles() {
     use kernels::cuda::codegen;
-    let entries: Vec<String> = [(5120, 1), (1536, 1), (5120, 5), (1280, 1)].iter().map(|(w, g)| codegen::gated_hadamard_quantize(*w, *g, 1e-5)).collect();
+    let entries: Vec<String> = [(5120, 1), (1536, 1), (5120, 5), (1280, 1)].iter().map(|(w, g)| codegen::gated_hadamard_quantize(*w, *g, 1e-5, codegen::ChainOutput::Quantized)).collect();
     assert_entries_compile_without_spills(&entries, "split");
+    // The same chains storing f32 (W4A16), and Mamba1's gate → Hadamard chain and the one-row
+    // chain after a gating SSD step both ways, at mamba-2.8b's and mamba2-2.7b's widths.
+    let stored: Vec<String> = [(5120, 1), (1536, 1), (5120, 5)]
+        .iter()
+        .map(|(w, g)| codegen::gated_hadamard_quantize(*w, *g, 1e-5, codegen::ChainOutput::Stored))
+        .chain([codegen::ChainOutput::Quantized, codegen::ChainOutput::Stored].into_iter().flat_map(|out| [codegen::hadamard_quantize(5120, 5, true, out), codegen::pregated_hadamard_quantize(5120, 1, 160, 1e-5, out)]))
+        .collect();
+    for entry in &stored[..3] {
+        assert!(entry.contains(", false>(x, z, w0, qscale, qvec)") && entry.contains("(x, z, k, 1e-5f, out_f, "), "f32 chains read no quantize scale and store out_f: {entry}");
+    }
+    assert_entries_compile_without_spills(&stored, "split");
     if std::env::var("QUAMBA_CUDA_CLUSTER").is_ok() {
         return; // the knob overrides the rule
     }
@@ -456,7 +472,8 @@ fn assert_entries_compile_without_spills(entries: &[String], prefix: &str) {
 
 /// The one-row decode product's layout at the real models' shapes: long k-slices where a product
 /// has tiles to spare, finer ones where it has few, and no GEMV where the int4 groups straddle
-/// its 32-column segments or the activations are f32. Blocks fetch their tiles into shared
+/// its 32-column segments or the weights are f16 (int4 weights with f32 activations, W4A16, take
+/// the int8 kinds' layouts). Blocks fetch their tiles into shared
 /// memory in bulk where up to 48 KB holds them (fewer tiles per block where that needs it) and
 /// one wave of an H100 holds the blocks; elsewhere, where two stages of one tile fit in a
 /// block's share of an SM and a chunk is one group, the tiles stream through resident blocks
@@ -497,7 +514,10 @@ fn gemv_layouts_at_real_shapes() {
     assert_eq!(cfg(2, 16384, 4096, 16384), Some((1, 16, 4, 0)), "a 128 KB tile keeps the register ring");
     assert_eq!(cfg(2, 8192, 4096, 8192), Some((1, 8, 4, 0)), "mamba2-8b W8A8 out_proj on the ring: k-slices of 16 chunks, not split finer for int8 weights");
     assert_eq!(cfg(3, 192, 64, 96), None, "groups of 96 straddle the 32-column segments");
-    assert_eq!(cfg(1, 4096, 4096, 128), None, "f32 activations (W4A16)");
+    assert_eq!(cfg(0, 4096, 4096, 4096), None, "f16 weights (FP16)");
+    assert_eq!(cfg(1, 2560, 10576, 128), Some((2, 4, 4, 4 * (10240 + 640))), "W4A16 at the mamba2-2.7b in_proj shape: W4A8's layout, its f16 row (10 KB) still leaving three blocks per SM");
+    assert_eq!(config(1, 2560, 10576, 128).map(|c| c.tw), Some(2), "two tiles per warp: one m16n8k16 product sums both");
+    assert_eq!(cfg(1, 8192, 4096, 128), Some((1, 4, 4, 0)), "W4A16 mamba2-8b out_proj: the ring (an f16 row of 16 KB), k in four");
     assert_eq!(cfg(3, 64 * 1024, 64, 128), None, "a row too wide for static shared memory");
 }
 
@@ -524,11 +544,37 @@ fn decode_product_layouts() {
 }
 
 /// The one-row decode product compiles at the real models' shapes for every target GPU without
-/// spilling its weight ring.
+/// spilling its weight ring, with int8 activations and with f32 ones (W4A16, kind 1).
 #[test]
 fn gemv_kernel_compiles_at_real_shapes() {
     use kernels::cuda::codegen::{self, GemmShape, GemvConfig};
-    let shapes = [(3, 4096, 18560, 128), (3, 8192, 4096, 128), (3, 5120, 192, 128), (3, 4096, 256000, 32), (2, 4096, 4096, 4096), (2, 160, 5120, 160), (3, 200, 64, 200)];
+    let shapes = [
+        (3, 4096, 18560, 128),
+        (3, 8192, 4096, 128),
+        (3, 5120, 192, 128),
+        (3, 4096, 256000, 32),
+        (2, 4096, 4096, 4096),
+        (2, 160, 5120, 160),
+        (3, 200, 64, 200),
+        // W4A16: mamba2-8b's out_proj (the ring), a tied head's groups of 32, mamba2-2.7b's
+        // out_proj (bulk), mamba-2.8b's x_proj, a row of odd length.
+        (1, 8192, 4096, 128),
+        (1, 4096, 256000, 32),
+        (1, 5120, 2560, 128),
+        (1, 5120, 192, 128),
+        (1, 200, 64, 200),
+    ];
+    // An in_proj (k 2560, groups of 128) with its conv step over `channels` columns from
+    // `first_column`, and the input norm before it (whether it has a weight, a per-column scale).
+    let in_proj = |kind: u8, n: usize, first_column: usize, channels: usize, (weight, per_column): (bool, bool)| {
+        let shape = GemmShape { kind, k: 2560, n, group: 128, vec: true };
+        let config = GemvConfig::decode(&shape).expect("a GEMV shape");
+        assert_eq!(config.tw, 2, "kind {kind}: in_proj sums two tiles per warp");
+        let conv = codegen::ConvEpilogue { first_column, channels, taps: 4, silu: true };
+        let norm = codegen::NormPrologue::for_product(2560, &config, weight, per_column, 1e-5);
+        assert!(norm.is_some(), "kind {kind}: the bulk in_proj runs its norm");
+        codegen::gemv(&shape, &config, Some(conv), norm)
+    };
     let entries: Vec<String> = shapes
         .iter()
         .map(|&(kind, k, n, group)| {
@@ -541,30 +587,24 @@ fn gemv_kernel_compiles_at_real_shapes() {
             let conv = codegen::ConvEpilogue { first_column: 5120, channels: 5376, taps: 4, silu: true };
             codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv), None)
         }))
-        .chain([(false, false), (true, true)].map(|(weight, per_column)| {
+        .chain([(false, false), (true, true)].map(|norm| {
             // mamba2-2.7b's in_proj with its conv step and the RMS norm -> quantize before it
             // (as planned: no norm weight, one scale; and with both, which the prologue loads).
-            let shape = GemmShape { kind: 3, k: 2560, n: 10576, group: 128, vec: true };
-            let config = GemvConfig::decode(&shape).expect("a GEMV shape");
-            let conv = codegen::ConvEpilogue { first_column: 5120, channels: 5376, taps: 4, silu: true };
-            let norm = codegen::NormPrologue::for_product(2560, &config, weight, per_column, 1e-5);
-            assert!(norm.is_some(), "the bulk in_proj runs its norm");
-            codegen::gemv(&shape, &config, Some(conv), norm)
+            in_proj(3, 10576, 5120, 5376, norm)
         }))
-        .chain(std::iter::once({
-            // mamba-2.8b's in_proj with its conv step (x first, then z) and its norm: at
-            // ptxas's own register choice it spilled a conv state value loaded before its wait.
-            let shape = GemmShape { kind: 3, k: 2560, n: 10240, group: 128, vec: true };
+        // mamba-2.8b's in_proj with its conv step (x first, then z) and its norm: at ptxas's own
+        // register choice it spilled a conv state value loaded before its wait.
+        .chain(std::iter::once(in_proj(3, 10240, 0, 5120, (false, false))))
+        // W4A16 in_proj at mamba2-2.7b's (conv after z) and mamba-2.8b's (conv first) shapes,
+        // with the input RMS norm converting to f16 for the tensor cores.
+        .chain([in_proj(1, 10576, 5120, 5376, (false, false)), in_proj(1, 10240, 0, 5120, (true, false))])
+        .chain([3, 1].map(|kind| {
+            // mamba2-8b's streamed in_proj with its conv step (W4A8, W4A16).
+            let shape = GemmShape { kind, k: 4096, n: 18560, group: 128, vec: true };
             let config = GemvConfig::decode(&shape).expect("a GEMV shape");
-            let conv = codegen::ConvEpilogue { first_column: 0, channels: 5120, taps: 4, silu: true };
-            let norm = codegen::NormPrologue::for_product(2560, &config, false, false, 1e-5);
-            codegen::gemv(&shape, &config, Some(conv), norm)
-        }))
-        .chain(std::iter::once({
-            // mamba2-8b's streamed in_proj with its conv step.
-            let shape = GemmShape { kind: 3, k: 4096, n: 18560, group: 128, vec: true };
+            assert!(config.stream.is_some(), "kind {kind}: too many tiles for one wave: streamed");
             let conv = codegen::ConvEpilogue { first_column: 8192, channels: 10240, taps: 4, silu: true };
-            codegen::gemv(&shape, &GemvConfig::decode(&shape).expect("a GEMV shape"), Some(conv), None)
+            codegen::gemv(&shape, &config, Some(conv), None)
         }))
         .chain(std::iter::once({
             // A stream of two tiles per stage whose chunks hold four groups each (a head's groups
@@ -593,8 +633,11 @@ fn cluster_row_chain_at_real_shapes() {
     assert_eq!(codegen::cluster_segments(5120, 5), None, "mamba2-2.7b: five 1024 Hadamard blocks, split without a cluster");
     assert_eq!(codegen::hadamard_segments(5120, 5), Some(5));
     assert_eq!(codegen::cluster_segments(16384, 16), None, "more than eight blocks per cluster");
-    let entries = [codegen::cluster_gated_hadamard_quantize(8192, 1e-5), codegen::cluster_gated_hadamard_quantize(2048, 1e-5)];
+    let entries = [codegen::cluster_gated_hadamard_quantize(8192, 1e-5, codegen::ChainOutput::Quantized), codegen::cluster_gated_hadamard_quantize(2048, 1e-5, codegen::ChainOutput::Quantized)];
     assert_entries_compile_without_spills(&entries, "rows");
+    let stored = codegen::cluster_gated_hadamard_quantize(8192, 1e-5, codegen::ChainOutput::Stored);
+    assert!(stored.contains("const float qscale0 = 0.f;") && stored.contains("qscale0, out_f, 8192);"), "W4A16 mamba2-8b: no quantize scale read, f32 rows of 8192: {stored}");
+    assert_entries_compile_without_spills(&[stored], "rows");
     // The timeline finds its entry point by name behind the #if'd cluster qualifier.
     let named = [entries[0].replace("ENTRY", "rows_0"), entries[1].replace("ENTRY", "rows_1")];
     assert_eq!(codegen::entry_names(&codegen::generated(&named, 64)), ["rows_0", "rows_1", "quamba_argmax"]);

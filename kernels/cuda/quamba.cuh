@@ -412,6 +412,22 @@ QDEV u32 nibbles_to_half2(u32 w, int s) {
     return d;
 }
 
+// The eight int4 nibbles of `w` as four f16x2 of their integer values, h[s] = nibbles_to_half2(w,
+// s), in nine instructions instead of eleven: nibbles at bits 4-7 of a 16-bit half are used in
+// place, as 1024 + 16 (v + 8), and scaled back by one fused multiply-add (exact: every value is a
+// small integer); the upper byte of each half is shifted down once for both of its nibbles.
+QDEV void nibbles_to_half2x4(u32 w, u32* h) {
+    const u32 up = w >> 8;
+    const u32 lo0 = ((w & 0x000F000Fu) ^ 0x00080008u) | 0x64006400u;   // 1024 + (v + 8)
+    const u32 hi0 = ((w & 0x00F000F0u) ^ 0x00800080u) | 0x64006400u;   // 1024 + 16 (v + 8)
+    const u32 lo1 = ((up & 0x000F000Fu) ^ 0x00080008u) | 0x64006400u;
+    const u32 hi1 = ((up & 0x00F000F0u) ^ 0x00800080u) | 0x64006400u;
+    asm("sub.f16x2 %0, %1, %2;" : "=r"(h[0]) : "r"(lo0), "r"(0x64086408u));                     // - 1032
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(h[1]) : "r"(hi0), "r"(0x2C002C00u), "r"(0xD480D480u));  // / 16 - 72
+    asm("sub.f16x2 %0, %1, %2;" : "=r"(h[2]) : "r"(lo1), "r"(0x64086408u));
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(h[3]) : "r"(hi1), "r"(0x2C002C00u), "r"(0xD480D480u));
+}
+
 QDEV void mma_s8(int* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -867,6 +883,7 @@ template <int KIND, int K, int GROUP> struct GroupDot {
         SEGS = CH / 32,                                           // 32-k segments per chunk
         WHOLE = GROUP % CH == 0 || NG == 1,                       // a chunk lies in one group
         SPC = WHOLE ? 1 : CH / GROUP,                             // scales per chunk
+        A_WORDS = CH / 16,                                        // a lane's activation words per chunk
     };
     int part = 0, cur = -1;
     float acc = 0.f, cur_scale = 1.f;
@@ -1014,6 +1031,154 @@ template <int CH, int K, int KP, int THREADS> QDEV void stage_permuted(const i8*
     }
 }
 
+// One-row sums of int4 weights against f16 activations (W4A16; kind 1), on the tensor cores
+// with the weights as the A operand: lane (g, t) holds row g's nibbles at k offsets
+// {16s + 2t, +1, +8, +9} of k-step s, which is the m16n8k16 A fragment of rows g (one tile) and
+// g + 8 (a second tile, or zeros), and the activations, the same in every column of B, make each
+// column of the result the row's dot product: every lane ends with its row g of both tiles, and
+// no shuffles are needed. A dp4a-style sum in f32 FMAs would cost about four instructions per
+// weight (unpack, convert, offset, FMA); here the unpacking is one f16x2 subtract per two
+// weights and the sums run on the tensor pipe. Products are exact and sum in f32 within a group
+// (as in `gemm`'s f16 products), scaled once per group; k-slices meet in shared memory in slice
+// order, as `gemv`'s int8 sums do.
+//
+// The row is staged as f16 by `stage_half_permuted`: for each chunk, lane t's sixteen words
+// (k-step s's pairs {2t, 2t + 1} and {2t + 8, 2t + 9}, s = 0..7) lie together as four 16-byte
+// units, unit i at place i ^ (t / 2), so that the four t-lanes' loads of unit i hit different
+// banks (lanes t and t + 2 would otherwise be 128 bytes apart) without padding the row.
+template <int K, int GROUP> struct HalfDot {
+    enum : int {
+        CH = Layout<1>::CH,
+        NG = (K + GROUP - 1) / GROUP,
+        STEPS = CH / 16,
+        WHOLE = GROUP % CH == 0 || NG == 1,
+        SPC = WHOLE ? 1 : CH / GROUP,
+        LANE_WORDS = 16,
+        CHUNK_WORDS = 4 * LANE_WORDS,
+        A_WORDS = 2 * STEPS,                                      // a lane's activation words per chunk
+        STAGE_WORDS = (K + CH - 1) / CH * CHUNK_WORDS,            // shared words of a staged row
+    };
+    static_assert(WHOLE || GROUP % 16 == 0, "HalfDot: groups of whole k-steps");
+    // The current group's sums, even k-steps in p and odd ones in q: two chains of dependent
+    // products instead of one.
+    float p[4] = {0.f, 0.f, 0.f, 0.f}, q[4] = {0.f, 0.f, 0.f, 0.f};
+    int cur = -1;
+    float acc0 = 0.f, acc1 = 0.f, s0 = 1.f, s1 = 1.f;
+    static QDEV void load(const u32* stage, int c, int t, u32* a) {
+        const u32* ap = stage + c * CHUNK_WORDS + t * LANE_WORDS;
+#pragma unroll
+        for (int i = 0; i < A_WORDS / 4; i++) {
+            uint4 v = *(const uint4*)(ap + 4 * (i ^ (t >> 1)));
+            a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
+        }
+    }
+    static QDEV void scales(const float* row, bool present, int c, float* sc) {
+#pragma unroll
+        for (int q = 0; q < SPC; q++) sc[q] = present ? row[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
+    }
+    // The stage word of f16 pair p (k = 2p, 2p + 1): chunk p / 64, k-step (p % 64) / 8, lane
+    // t = p % 4, low or high pair p % 8 / 4, so word j = 2 k-step + that of lane t's sixteen, in
+    // unit (j / 4) ^ (t / 2).
+    static QDEV int place(int p) {
+        const int c = p / 64, q = p % 64, t = q % 4, j = 2 * (q / 8) + (q % 8) / 4;
+        return c * CHUNK_WORDS + t * LANE_WORDS + 4 * ((j / 4) ^ (t >> 1)) + j % 4;
+    }
+    QDEV void flush() {
+        acc0 += s0 * (p[0] + q[0]);
+        acc1 += s1 * (p[2] + q[2]);
+        p[0] = p[1] = p[2] = p[3] = 0.f;
+        q[0] = q[1] = q[2] = q[3] = 0.f;
+    }
+    // Chunk c of one tile (`w0`) or two (`w1` too, with PAIR), against activation words `a`;
+    // `sc0` / `sc1` the chunk's group scales of each tile's row g.
+    template <bool PAIR> QDEV void chunk2(const u32* a, int c, const u32* w0, const u32* w1, const float* sc0, const float* sc1) {
+        u32 h0[4], h1[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+        for (int s = 0; s < STEPS; s++) {
+            if (s == 0 || (!WHOLE && (s * 16) % GROUP == 0)) {
+                const int grp = min((c * CH + s * 16) / GROUP, NG - 1);
+                if (grp != cur) {
+                    if (cur >= 0) flush();
+                    cur = grp;
+                    s0 = sc0[WHOLE ? 0 : (s * 16) / GROUP];
+                    s1 = PAIR ? sc1[WHOLE ? 0 : (s * 16) / GROUP] : 1.f;
+                }
+            }
+            // Word s / 2 holds k-steps s and s + 1 (nibbles 0, 1 and 2, 3 of each half).
+            if (s % 2 == 0) {
+                nibbles_to_half2x4(w0[s >> 1], h0);
+                if (PAIR) nibbles_to_half2x4(w1[s >> 1], h1);
+            }
+            const int o = (s & 1) * 2;
+            mma_f16(s % 2 ? q : p, h0[o], h1[o], h0[o + 1], h1[o + 1], a[2 * s], a[2 * s + 1]);
+        }
+    }
+    // `GroupDot`'s interface, one tile.
+    QDEV void chunk(const u32* a, int c, const u32* w, const float* sc) { chunk2<false>(a, c, w, w, sc, sc); }
+    QDEV void chunk(const u32* stage, int c, int t, const u32* w, const float* sc) {
+        u32 a[A_WORDS];
+        load(stage, c, t, a);
+        chunk(a, c, w, sc);
+    }
+    QDEV float total() {
+        if (cur >= 0) flush();
+        return acc0;
+    }
+    // Both tiles' sums of row g, after the last chunk.
+    QDEV void totals(float& t0, float& t1) {
+        if (cur >= 0) flush();
+        t0 = acc0;
+        t1 = acc1;
+    }
+};
+
+// Row `x` (K floats, zero-padded to KP) into `stage` as f16 pairs in `HalfDot`'s layout, in
+// passes of up to 8 pairs per thread with every load of a pass issued before its first store.
+template <int K, int KP, int THREADS> QDEV void stage_half_permuted(const float* x, u32* stage) {
+    typedef HalfDot<K, K> D;
+    const int PAIRS = KP / 2;
+    const int PER = (PAIRS + THREADS - 1) / THREADS < 8 ? (PAIRS + THREADS - 1) / THREADS : 8;
+    const int PASS = PER * THREADS;
+    const bool aligned = K % 2 == 0 && ((unsigned long long)x & 7) == 0;
+    for (int base = 0; base < PAIRS; base += PASS) {
+        u32 v[PER];
+#pragma unroll
+        for (int it = 0; it < PER; it++) {
+            const int p = base + it * THREADS + (int)threadIdx.x, k = 2 * p;
+            u32 word = 0;
+            if (p < PAIRS && k < K) {
+                if (aligned) {
+                    const float2 f = *(const float2*)(x + k);
+                    word = pack_half2(f.x, f.y);
+                } else {
+                    word = pack_half2(x[k], k + 1 < K ? x[k + 1] : 0.f);
+                }
+            }
+            v[it] = word;
+        }
+#pragma unroll
+        for (int it = 0; it < PER; it++) {
+            const int p = base + it * THREADS + (int)threadIdx.x;
+            if (p < PAIRS) stage[D::place(p)] = v[it];
+        }
+    }
+}
+
+// The dot product `gemv` / `gemv_stream` use for weights of KIND, and how they stage the row:
+// int8 words for int8 activations, f16 pairs for f32 ones (kind 1).
+template <int KIND, int K, int GROUP> struct RowDot { typedef GroupDot<KIND, K, GROUP> type; };
+template <int K, int GROUP> struct RowDot<1, K, GROUP> { typedef HalfDot<K, GROUP> type; };
+template <int KIND, int K, int KP, int THREADS> QDEV void stage_row(const void* A, int lda, i64 m, u32* stage) {
+    if constexpr (KIND == 1) {
+        stage_half_permuted<K, KP, THREADS>((const float*)A + m * lda, stage);
+    } else {
+        stage_permuted<Layout<KIND>::CH, K, KP, THREADS>((const i8*)A + m * lda, stage);
+    }
+}
+// Shared words of a staged row of K for KIND.
+template <int KIND, int K> struct StageWords { enum : int { value = (K + Layout<KIND>::CH - 1) / Layout<KIND>::CH * Layout<KIND>::CH / 4 }; };
+template <int K> struct StageWords<1, K> { enum : int { value = HalfDot<K, K>::STAGE_WORDS }; };
+
 // The RMS norm -> quantize row kernel before a one-row product (a layer's first norm before
 // in_proj), run by every block of that product on its own copy of the row instead of by a
 // launch of its own: `x` is the row before the norm, `weight` the norm's weight (or null; the
@@ -1038,15 +1203,14 @@ struct RowNorm {
 // the stage is its thread's place plus a constant (shifting an element by whole chunks shifts
 // its place by as much), and the quantize multiplies by the scale's inverse
 // (`quantize_with_inverse`).
-template <int K, int KP, int CH, int RT, int THREADS, bool NORM_W, bool NORM_QVEC>
-QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, float q_inv0, i64 m, u32* stage, float* scratch) {
+// The row's elements this thread plays (x[j][e] = element threadIdx.x + j THREADS + e RT, zero
+// past K) and the norm's 1 / rms, by the row kernel's arithmetic (see `norm_quantize_permuted`).
+template <int K, int RT, int THREADS, int V, int E>
+QDEV float norm_row_inverse(const RowNorm& nm, float eps, i64 m, float (&x)[V][E], float* scratch) {
     static_assert(RT % THREADS == 0 && RT <= 1024, "norm prologue: the row kernel's threads must be a multiple of the product's");
-    static_assert(K % 4 == 0, "norm prologue: whole words of k");
-    const int V = RT / THREADS, E = (K + RT - 1) / RT;
+    static_assert(V == RT / THREADS && E == (K + RT - 1) / RT, "norm prologue: the row kernel's elements per thread");
     constexpr bool FULL = K % RT == 0;                            // no element past K
-    constexpr bool SHIFTS = THREADS % CH == 0 && RT % CH == 0;    // places move with whole chunks
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    float x[V][E];
 #pragma unroll
     for (int j = 0; j < V; j++)
 #pragma unroll
@@ -1067,7 +1231,17 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, f
     }
     __syncthreads();
     const float total = warp_sum(lane < RT / 32 ? scratch[lane] : 0.f);
-    const float inv = rsqrtf(total / (float)K + eps);
+    return rsqrtf(total / (float)K + eps);
+}
+
+template <int K, int KP, int CH, int RT, int THREADS, bool NORM_W, bool NORM_QVEC>
+QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, float q_inv0, i64 m, u32* stage, float* scratch) {
+    static_assert(K % 4 == 0, "norm prologue: whole words of k");
+    const int V = RT / THREADS, E = (K + RT - 1) / RT;
+    constexpr bool FULL = K % RT == 0;                            // no element past K
+    constexpr bool SHIFTS = THREADS % CH == 0 && RT % CH == 0;    // places move with whole chunks
+    float x[V][E];
+    const float inv = norm_row_inverse<K, RT, THREADS>(nm, eps, m, x, scratch);
     i8* bytes = (i8*)stage;
     const unsigned tid = threadIdx.x;
     const unsigned place = 4u * (unsigned)permuted_word<CH>((int)(tid / 4u)) + tid % 4u;
@@ -1086,6 +1260,33 @@ QDEV void norm_quantize_permuted(const RowNorm& nm, float eps, float q_scale0, f
         }
     // Words past K (K is a multiple of 4, so no word straddles it) are the zero padding.
     for (int w = K / 4 + (int)threadIdx.x; w < KP / 4; w += THREADS) stage[permuted_word<CH>(w)] = 0u;
+}
+
+// The RMS norm row kernel before a one-row product of f32 activations (W4A16: load, norm, store),
+// run by every block of that product as `norm_quantize_permuted` runs the int8 one: the same
+// arithmetic as the row kernel, each normed element converted to f16 into `stage_half_permuted`'s
+// layout, so that the stage, and the product, are those of the row kernel's output bit for bit.
+template <int K, int KP, int RT, int THREADS, bool NORM_W>
+QDEV void norm_half_permuted(const RowNorm& nm, float eps, i64 m, u32* stage, float* scratch) {
+    typedef HalfDot<K, K> D;
+    static_assert(K % 2 == 0, "norm prologue: whole f16 pairs of k");
+    const int V = RT / THREADS, E = (K + RT - 1) / RT;
+    constexpr bool FULL = K % RT == 0;
+    float x[V][E];
+    const float inv = norm_row_inverse<K, RT, THREADS>(nm, eps, m, x, scratch);
+    unsigned short* halves = (unsigned short*)stage;
+#pragma unroll
+    for (int j = 0; j < V; j++)
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            const int i = (int)threadIdx.x + j * THREADS + e * RT;
+            if (FULL || i < K) {
+                const float w = NORM_W ? nm.weight[i] : 1.f;
+                halves[2 * D::place(i / 2) + (i & 1)] = (unsigned short)(pack_half2(x[j][e] * inv * w, 0.f) & 0xFFFFu);
+            }
+        }
+    // Pairs past K (K is even, so no pair straddles it) are the zero padding.
+    for (int p = K / 2 + (int)threadIdx.x; p < KP / 2; p += THREADS) stage[D::place(p)] = 0u;
 }
 
 // A block's weight tiles (TILE_BYTES each, consecutive in W) and their scales (SCALE_FLOATS
@@ -1202,21 +1403,28 @@ QDEV void store_column(float v, float* out, int ldo, int m, int n, const ConvSte
 // lanes t = 0 and 1 store the two tiles' columns. The same result again, bit for bit.
 //
 // NORM_T > 0: the row is `norm`'s (the RMS norm -> quantize row kernel of NORM_T threads that
-// would otherwise run before this product; `A` is not read), normed and quantized by every block
-// (`norm_quantize_permuted`).
+// would otherwise run before this product, or for KIND 1 the RMS norm -> store one; `A` is not
+// read), normed and quantized, or converted to f16, by every block (`norm_quantize_permuted`,
+// `norm_half_permuted`).
+//
+// KIND 1 (int4 weights, f32 activations): the row is staged as f16 and summed by `HalfDot`;
+// BULK = 2 sums two tiles per warp as one m16n8k16 product, and every lane holds both tiles'
+// sums of its row, so lanes t = 0 and 1 store them as with `PairDot`.
 template <int KIND, int K, int N, int GROUP, int WN, int WK, int DEPTH, int BULK, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false,
           int NORM_T = 0, bool NORM_W = false, bool NORM_QVEC = false>
 QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}, const RowNorm& norm = RowNorm{}, float norm_eps = 0.f) {
-    static_assert(KIND == 2 || KIND == 3, "gemv: int8 activations only");
+    static_assert(KIND >= 1 && KIND <= 3, "gemv: int4 or int8 weights");
+    typedef typename RowDot<KIND, K, GROUP>::type Dot;
     typedef Layout<KIND> L;
     const int CH = L::CH;
     const int KC = (K + CH - 1) / CH;
     const int KP = KC * CH;
     const int NG = (K + GROUP - 1) / GROUP;
-    const int SPC = GroupDot<KIND, K, GROUP>::SPC;     // scales per chunk
+    const int SPC = Dot::SPC;                          // scales per chunk
     const int N_TILES = (N + 7) / 8;
-    // BULK = 2: each warp sums two tiles (`PairDot`), and lane t < 2 stores tile t's column.
+    // BULK = 2: each warp sums two tiles (`PairDot`, or `HalfDot`'s pair), and lane t < 2 stores
+    // tile t's column.
     constexpr int TW = BULK > 1 ? 2 : 1;
     static_assert(BULK >= 0 && BULK <= 2, "gemv: BULK is 0 (ring), 1 or 2 (tiles per warp)");
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1239,7 +1447,7 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     auto request = [&](int c, int d) {
         bool ok = tile_ok && c < c_end;
         ring[d] = ok ? wt[(i64)c * 32] : make_uint4(0, 0, 0, 0);
-        GroupDot<KIND, K, GROUP>::scales(srow, ok && srow, c, ring_scale[d]);
+        Dot::scales(srow, ok && srow, c, ring_scale[d]);
     };
     if constexpr (BULK) {
         int first = blockIdx.x * WN * TW;
@@ -1260,26 +1468,27 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
     // that store waited for the state's load, delaying the warp's wait by a memory round trip.
     ConvColumn<CONV_KW> conv_pre{};
     if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, n - CONV_LO, m);
-    const float norm_q_scale0 = NORM_T > 0 && !NORM_QVEC ? norm.q_scale[0] : 0.f;
+    const float norm_q_scale0 = NORM_T > 0 && KIND >= 2 && !NORM_QVEC ? norm.q_scale[0] : 0.f;
     pdl_enter();
     // After the wait: used before it, the scale's load would hold the wait back by its round trip.
-    const float norm_q_inv0 = NORM_T > 0 && !NORM_QVEC ? 1.f / norm_q_scale0 : 0.f;
+    const float norm_q_inv0 = NORM_T > 0 && KIND >= 2 && !NORM_QVEC ? 1.f / norm_q_scale0 : 0.f;
     float early_bias = 0.f, early_resid = 0.f;
     if (wk == 0 && t < TW && tile_ok && n < N) {
         early_bias = bias ? bias[n] : 0.f;
         early_resid = resid ? resid[(i64)m * ldr + n] : 0.f;
     }
-    __shared__ __align__(16) u32 stage[KP / 4];
+    __shared__ __align__(16) u32 stage[StageWords<KIND, K>::value];
     if constexpr (NORM_T > 0) {
         __shared__ float norm_scratch[32];
-        norm_quantize_permuted<K, KP, CH, NORM_T, WN * WK * 32, NORM_W, NORM_QVEC>(norm, norm_eps, norm_q_scale0, norm_q_inv0, m, stage, norm_scratch);
+        if constexpr (KIND == 1) norm_half_permuted<K, KP, NORM_T, WN * WK * 32, NORM_W>(norm, norm_eps, m, stage, norm_scratch);
+        else norm_quantize_permuted<K, KP, CH, NORM_T, WN * WK * 32, NORM_W, NORM_QVEC>(norm, norm_eps, norm_q_scale0, norm_q_inv0, m, stage, norm_scratch);
     } else {
-        stage_permuted<CH, K, KP, WN * WK * 32>((const i8*)A + (i64)m * lda, stage);
+        stage_row<KIND, K, KP, WN * WK * 32>(A, lda, m, stage);
     }
     if constexpr (BULK) tiles_landed();
     __syncthreads();
 
-    GroupDot<KIND, K, GROUP> dot;
+    Dot dot;
     float pair_acc = 0.f;
     if constexpr (BULK == 1) {
         if (tile_ok) {
@@ -1305,14 +1514,33 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
             // and its column is never stored.
             const uint4* tw0 = (const uint4*)tiles + wn * TW * KC * 32 + lane;
             const uint4* tw1 = second ? tw0 + KC * 32 : tw0;
-            const float* ts = scales ? (const float*)(tiles + WN * TW * KC * 512) + ((wn * TW + (second ? (t & 1) : 0)) * 8 + g) * NG : nullptr;
-            PairDot<KIND, K, GROUP> pair;
-            for (int c = c_begin; c < c_end; c++) {
-                uint4 v0 = tw0[c * 32], v1 = tw1[c * 32];
-                u32 w0[4] = {v0.x, v0.y, v0.z, v0.w}, w1[4] = {v1.x, v1.y, v1.z, v1.w};
-                pair.chunk(stage, c, t, w0, w1, ts);
+            if constexpr (KIND == 1) {
+                // Every lane sums row g of both tiles.
+                const float* ts0 = (const float*)(tiles + WN * TW * KC * 512) + (wn * TW * 8 + g) * NG;
+                const float* ts1 = second ? ts0 + 8 * NG : ts0;
+                for (int c = c_begin; c < c_end; c++) {
+                    uint4 v0 = tw0[c * 32], v1 = tw1[c * 32];
+                    u32 w0[4] = {v0.x, v0.y, v0.z, v0.w}, w1[4] = {v1.x, v1.y, v1.z, v1.w};
+                    float sc0[SPC], sc1[SPC];
+                    Dot::scales(ts0, scales, c, sc0);
+                    Dot::scales(ts1, scales, c, sc1);
+                    u32 a[Dot::A_WORDS];
+                    Dot::load(stage, c, t, a);
+                    dot.template chunk2<true>(a, c, w0, w1, sc0, sc1);
+                }
+                float t0, t1;
+                dot.totals(t0, t1);
+                pair_acc = (t & 1) ? t1 : t0;
+            } else {
+                const float* ts = scales ? (const float*)(tiles + WN * TW * KC * 512) + ((wn * TW + (second ? (t & 1) : 0)) * 8 + g) * NG : nullptr;
+                PairDot<KIND, K, GROUP> pair;
+                for (int c = c_begin; c < c_end; c++) {
+                    uint4 v0 = tw0[c * 32], v1 = tw1[c * 32];
+                    u32 w0[4] = {v0.x, v0.y, v0.z, v0.w}, w1[4] = {v1.x, v1.y, v1.z, v1.w};
+                    pair.chunk(stage, c, t, w0, w1, ts);
+                }
+                pair_acc = pair.total(t);
             }
-            pair_acc = pair.total(t);
         }
     } else {
         for (int c0 = c_begin; c0 < c_end; c0 += DEPTH) {
@@ -1367,9 +1595,9 @@ QDEV void gemv(const void* A, int lda, const uint4* W, const float* scales, floa
 template <int KIND, int K, int N, int GROUP, int WK, int TPS, int STAGES, int CONV_LO = 0, int CONV_C = 0, int CONV_KW = 1, bool CONV_SILU = false>
 QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                       const float* resid, int ldr, float* out, int ldo, int M, const ConvStep& conv = ConvStep{}) {
-    static_assert(KIND == 2 || KIND == 3, "gemv_stream: int8 activations only");
+    static_assert(KIND >= 1 && KIND <= 3, "gemv_stream: int4 or int8 weights");
     static_assert(STAGES >= 1 && STAGES <= 8, "gemv_stream: 1 to 8 stages");
-    typedef GroupDot<KIND, K, GROUP> Dot;
+    typedef typename RowDot<KIND, K, GROUP>::type Dot;
     const int CH = Layout<KIND>::CH;
     const int KC = (K + CH - 1) / CH;
     const int KP = KC * CH;
@@ -1421,8 +1649,8 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
     ConvColumn<CONV_KW> conv_pre{};                    // value-initialized, as in `gemv`
     if (conv_column) conv_pre = conv_column_load<CONV_W, CONV_KW, true>(conv, own_n - CONV_LO, m);
     pdl_enter();
-    __shared__ __align__(16) u32 stage[KP / 4];
-    stage_permuted<CH, K, KP, WK * 32>((const i8*)A + (i64)m * lda, stage);
+    __shared__ __align__(16) u32 stage[StageWords<KIND, K>::value];
+    stage_row<KIND, K, KP, WK * 32>(A, lda, m, stage);
     __syncthreads();
 
     __shared__ float red[2][WK][TPS][8];               // two, so that one barrier per stage suffices
@@ -1440,7 +1668,7 @@ QDEV void gemv_stream(const void* A, int lda, const uint4* W, const float* scale
         const float* ts = ss + slot * TPS * SCALE_FLOATS + g * NG;
         Dot dot[TPS];
         for (int c = c_begin; c < c_end; c++) {
-            u32 a[CH / 16];
+            u32 a[Dot::A_WORDS];
             Dot::load(stage, c, t, a);
 #pragma unroll
             for (int q = 0; q < TPS; q++) {
@@ -1752,11 +1980,12 @@ QDEV void cluster_st(u32 a, float v) {
 
 // A row chain's constants for this thread's elements base + j T + t (j < E): the norm weight
 // (1 where none), the fake-quantization scales of x and z (see `ld_scale`) and the output's
-// quantization scale, loaded before the dependency wait by the entry point (`segment_consts`).
+// quantization scale (none unless QUANTIZED: a chain that stores f32), loaded before the
+// dependency wait by the entry point (`segment_consts`).
 template <int E> struct SegmentConsts {
     float w[E], sx[E], sz[E], sq[E];
 };
-template <int E, int T>
+template <int E, int T, bool QUANTIZED = true>
 QDEV SegmentConsts<E> segment_consts(const Opnd& x, const Opnd& z, const float* weight, const float* scale, int scale_vec, int base) {
     SegmentConsts<E> k;
 #pragma unroll
@@ -1765,28 +1994,34 @@ QDEV SegmentConsts<E> segment_consts(const Opnd& x, const Opnd& z, const float* 
         k.w[j] = weight ? weight[i] : 1.f;
         k.sx[j] = ld_scale(x, i);
         k.sz[j] = ld_scale(z, i);
-        k.sq[j] = scale[scale_vec ? i : 0];
+        k.sq[j] = QUANTIZED ? scale[scale_vec ? i : 0] : 0.f;
     }
     return k;
 }
 // The constants of a chain split into one block per B elements of a row (`gated_hadamard_quantize`,
 // `hadamard_quantize`).
-template <int W, int B, int T>
+template <int W, int B, int T, bool QUANTIZED = true>
 QDEV SegmentConsts<B / T> split_consts(const Opnd& x, const Opnd& z, const float* weight, const float* scale, int scale_vec) {
-    return segment_consts<B / T, T>(x, z, weight, scale, scale_vec, (int)(blockIdx.x % (W / B)) * B);
+    return segment_consts<B / T, T, QUANTIZED>(x, z, weight, scale, scale_vec, (int)(blockIdx.x % (W / B)) * B);
 }
 
+// A split row chain's last step on element `at` of its output: quantized with scale `sq` into
+// an int8 output, or stored as it is into an f32 one (W4A16, whose products take f32 rows; the
+// chains then run the same arithmetic up to this store). The chains below take either.
+QDEV void chain_store(i8* out, i64 at, float v, float sq) { out[at] = quantize_one(v, sq); }
+QDEV void chain_store(float* out, i64 at, float v, float) { out[at] = v; }
+
 // The end of a split gated norm chain on a block's own B elements in `buf` (element j T + t of
-// this thread): times the norm's `inv` and weight, the Hadamard transform, then quantized into
-// row r of `out` from column `base`.
-template <int B, int T>
-QDEV void norm_transform_quantize(float* buf, float inv, const SegmentConsts<B / T>& k, i8* out, int stride, i64 r, int base) {
+// this thread): times the norm's `inv` and weight, the Hadamard transform, then quantized (or
+// stored, `chain_store`) into row r of `out` from column `base`.
+template <int B, int T, typename OUT>
+QDEV void norm_transform_quantize(float* buf, float inv, const SegmentConsts<B / T>& k, OUT* out, int stride, i64 r, int base) {
     const int E = B / T, t = threadIdx.x;
 #pragma unroll
     for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
     row_hadamard<B, T>(buf);
 #pragma unroll
-    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+    for (int j = 0; j < E; j++) chain_store(out, r * stride + base + j * T + t, buf[sw(j * T + t)], k.sq[j]);
 }
 
 // A Mamba2 layer's out_proj input chain (gated norm, Hadamard transform, quantize) split over
@@ -1803,8 +2038,8 @@ QDEV void norm_transform_quantize(float* buf, float inv, const SegmentConsts<B /
 // for another, but each then computes CL times the elements (on mamba2-2.7b, whose 5120-wide
 // row is one group of five blocks, that gating and fake quantization made the chain's
 // reduction take 4.2 us after its wait).
-template <int W, int G, int B, int T, int CL = 1>
-QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B / T>& k, float eps, i8* out, int stride, float* buf, float* scratch) {
+template <int W, int G, int B, int T, int CL = 1, typename OUT>
+QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B / T>& k, float eps, OUT* out, int stride, float* buf, float* scratch) {
     const int GS = W / G, SEGS = W / B, E = B / T, EG = GS / T;
     static_assert(B % T == 0 && GS % B == 0 && W % B == 0, "segments of whole Hadamard blocks within one norm group");
     static_assert(CL == 1 || CL == GS / B, "a cluster is one norm group's blocks");
@@ -1865,8 +2100,8 @@ QDEV void gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentCon
 // is done), and `partials` the sums of g² of the step's PARTS blocks per row, PARTS / G per norm
 // group, which every block of a group adds up in the same order, so that all get the same sum.
 // From there the same operations per element, in the same order, as `gated_hadamard_quantize`.
-template <int W, int G, int B, int T, int PARTS>
-QDEV void pregated_hadamard_quantize(const Opnd& x, const float* partials, const SegmentConsts<B / T>& k, float eps, i8* out, int stride, float* buf, float* scratch) {
+template <int W, int G, int B, int T, int PARTS, typename OUT>
+QDEV void pregated_hadamard_quantize(const Opnd& x, const float* partials, const SegmentConsts<B / T>& k, float eps, OUT* out, int stride, float* buf, float* scratch) {
     const int GS = W / G, SEGS = W / B, E = B / T, GP = PARTS / G;
     static_assert(B % T == 0 && GS % B == 0 && W % B == 0 && PARTS % G == 0, "segments of whole Hadamard blocks within one norm group");
     const i64 r = blockIdx.x / SEGS;
@@ -1885,8 +2120,8 @@ QDEV void pregated_hadamard_quantize(const Opnd& x, const float* partials, const
 // one per Hadamard block of B elements: no step needs the whole row, so each block loads only its
 // own elements. Same operations, in the same order per element, as row_load → row_gate →
 // row_hadamard → row_quantize on the whole row, so the result is the same.
-template <int W, int B, int T, bool GATE>
-QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B / T>& k, i8* out, int stride, float* buf) {
+template <int W, int B, int T, bool GATE, typename OUT>
+QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B / T>& k, OUT* out, int stride, float* buf) {
     const int SEGS = W / B, E = B / T;
     static_assert(B % T == 0 && W % B == 0, "segments of whole Hadamard blocks");
     const i64 r = blockIdx.x / SEGS;
@@ -1902,7 +2137,7 @@ QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B 
     row_hadamard<B, T>(buf);
     QUAMBA_TRACE_SUMMED;
 #pragma unroll
-    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = quantize_one(buf[sw(j * T + t)], k.sq[j]);
+    for (int j = 0; j < E; j++) chain_store(out, r * stride + base + j * T + t, buf[sw(j * T + t)], k.sq[j]);
 }
 
 template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r) {
@@ -1928,9 +2163,9 @@ template <int W, int T> QDEV void row_quantize(const float* row, const float* sc
 // Same operations, in the same order per element, as one block running row_gated_norm ->
 // row_hadamard -> row_quantize on the row with 1024 threads (which is what GPUs before sm_90
 // run: the first block of each row does it all, the others return), so the result is the same.
-template <int W, int CL>
+template <int W, int CL, typename OUT>
 QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<1>& k, const float* weight, float eps, const float* scale,
-                                          int scale_vec, float scale0, i8* out, int stride) {
+                                          int scale_vec, float scale0, OUT* out, int stride) {
     static_assert(W == CL * 1024 && CL >= 2 && CL <= 8 && (CL & (CL - 1)) == 0, "a cluster of 2-8 blocks of 1024 elements");
     const int T = 1024;
     const i64 r = blockIdx.x / CL;
@@ -1957,7 +2192,7 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const Se
     }
     cluster_sync();
     row_hadamard<T, T, W>(buf);
-    out[r * stride + i] = quantize_one(buf[sw(t)], k.sq[0]);
+    chain_store(out, r * stride + i, buf[sw(t)], k.sq[0]);
 #else
     __shared__ float row[W];
     __shared__ float scratch[32];
@@ -1965,7 +2200,8 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const Se
     row_load<W, T>(row, x, r);
     row_gated_norm<W, CL, T>(row, z, r, weight, eps, scratch);
     row_hadamard<W, T>(row);
-    row_quantize<W, T>(row, scale, scale_vec, scale0, out, stride, r);
+    if constexpr (sizeof(OUT) == 1) row_quantize<W, T>(row, scale, scale_vec, scale0, out, stride, r);
+    else row_store<W, T>(row, out, r);
 #endif
 }
 

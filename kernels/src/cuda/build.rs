@@ -107,7 +107,8 @@ struct NormRows {
     x: View,
     weight: Option<WeightId>,
     eps: f32,
-    scale: WeightId,
+    /// The quantize's scale; none for a chain that stores the normed row in f32.
+    scale: Option<WeightId>,
     per_column: bool,
 }
 
@@ -611,7 +612,8 @@ impl Builder<'_> {
                     weights.push(w);
                 }
                 Op::GatedRmsNorm { weight, groups, eps } => {
-                    // Gated norm -> Hadamard -> quantize, and nothing else, may split over blocks.
+                    // Gated norm -> Hadamard -> quantize (or store), and nothing else, may split
+                    // over blocks.
                     let next_is_hadamard = matches!(self.g.users(cur).as_slice(), [u] if matches!(self.g.node(*u).op, Op::Hadamard));
                     if stages.is_empty() && next_is_hadamard {
                         split = codegen::hadamard_segments(width, groups)
@@ -650,6 +652,7 @@ impl Builder<'_> {
         let mut args = vec![x.operand(), z.as_ref().map_or_else(Arg::absent_operand, View::operand)];
         args.extend(weights);
         let mut quantized = None;
+        let mut stored = None;
         match quantize {
             Some(scale) => {
                 let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
@@ -659,33 +662,36 @@ impl Builder<'_> {
                 let scale_arg = self.use_f32(scale, 0);
                 args.extend([scale_arg, Arg::I32(per_column as i32), Arg::Null, Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32)]);
                 self.repr.insert(cur, Repr::I8 { buffer, stride, source: None });
-                quantized = Some((scale, per_column, buffer));
+                quantized = Some((Some(scale), per_column, buffer));
             }
             None => {
                 let out = self.f32_out(cur);
                 stages.push(codegen::stage_store(width));
                 args.extend([Arg::Null, Arg::I32(0), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Null, Arg::I32(0)]);
+                stored = Some((None, false, out.buffer));
                 self.repr.insert(cur, Repr::F32(out));
             }
         }
-        // [gate →] Hadamard → quantize needs no whole-row step: one block per Hadamard block.
+        // [gate →] Hadamard → quantize (or store) needs no whole-row step: one block per Hadamard
+        // block.
         let gated = z.is_some();
-        let hadamard_only = matches!(self.g.node(start).op, Op::Hadamard) && quantize.is_some() && stages.len() == 2 + gated as usize;
+        let output = if quantize.is_some() { codegen::ChainOutput::Quantized } else { codegen::ChainOutput::Stored };
+        let hadamard_only = matches!(self.g.node(start).op, Op::Hadamard) && stages.len() == 2 + gated as usize;
         if let Some(segments) = codegen::hadamard_segments(width, 1).filter(|_| hadamard_only) {
-            let name = self.entry("rows", codegen::hadamard_quantize(width, segments, gated));
+            let name = self.entry("rows", codegen::hadamard_quantize(width, segments, gated, output));
             let kernel = Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 };
             self.push(cur, kernel, None, args);
             return Ok(());
         }
-        let kernel = match (split, quantize.is_some()) {
-            (Some((_, eps, segments, true)), true) if stages.len() == 3 => {
-                let name = self.entry("rows", codegen::cluster_gated_hadamard_quantize(width, eps));
+        let kernel = match split {
+            Some((_, eps, segments, true)) if stages.len() == 3 => {
+                let name = self.entry("rows", codegen::cluster_gated_hadamard_quantize(width, eps, output));
                 Kernel { name, grid: Grid::RowSegments { segments }, block: 1024, shared_bytes: 0 }
             }
-            (Some((groups, eps, segments, false)), true) if stages.len() == 3 => {
-                let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps));
+            Some((groups, eps, segments, false)) if stages.len() == 3 => {
+                let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps, output));
                 let split = Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 };
-                if let Some(one_row) = self.gate_in_ssd(start, &x, z.as_ref(), width, groups, eps, &split, &mut args) {
+                if let Some(one_row) = self.gate_in_ssd(start, &x, z.as_ref(), width, groups, eps, output, &split, &mut args) {
                     self.push(cur, one_row, Some(split.clone()), args);
                     self.launches.last_mut().expect("just pushed").batched = Some(split);
                     return Ok(());
@@ -698,8 +704,9 @@ impl Builder<'_> {
             }
         };
         self.push(cur, kernel, None, args);
-        // Load, RMS norm, quantize: a product after it may run it itself (see `gemm`).
-        if let (Some((weight, eps)), Some((scale, per_column, buffer)), None, 2) = (norm, quantized, z.as_ref(), stages.len()) {
+        // Load, RMS norm, then quantize or store: a product after it may run it itself (see
+        // `gemm`).
+        if let (Some((weight, eps)), Some((scale, per_column, buffer)), None, 2) = (norm, quantized.or(stored), z.as_ref(), stages.len()) {
             let rows = NormRows { launch: self.launches.len() - 1, value: cur, x: x.clone(), weight, eps, scale, per_column };
             self.norm_rows.insert(buffer, rows);
         }
@@ -713,7 +720,7 @@ impl Builder<'_> {
     /// kernel, which reads those ([`codegen::pregated_hadamard_quantize`]); `split` stays the
     /// kernel of more rows.
     #[allow(clippy::too_many_arguments)]
-    fn gate_in_ssd(&mut self, gated_norm: ValueId, x: &View, z: Option<&View>, width: usize, groups: usize, eps: f32, split: &Kernel, args: &mut [Arg]) -> Option<Kernel> {
+    fn gate_in_ssd(&mut self, gated_norm: ValueId, x: &View, z: Option<&View>, width: usize, groups: usize, eps: f32, output: codegen::ChainOutput, split: &Kernel, args: &mut [Arg]) -> Option<Kernel> {
         let z = z?;
         let site = self.ssd_steps.get(&x.buffer)?;
         let input = self.g.inputs(gated_norm)[0];
@@ -740,7 +747,7 @@ impl Builder<'_> {
         ssd.args[n - 2] = z.operand();
         ssd.args[n - 1] = Arg::Buffer { buffer: partials, offset: 0 };
         args[3] = Arg::Buffer { buffer: partials, offset: 0 };
-        let name = self.entry("rows", codegen::pregated_hadamard_quantize(width, groups, parts, eps));
+        let name = self.entry("rows", codegen::pregated_hadamard_quantize(width, groups, parts, eps, output));
         Some(Kernel { name, ..split.clone() })
     }
 
@@ -874,7 +881,9 @@ impl Builder<'_> {
         // one-row kernel can play its threads: run by the one-row kernel's blocks, and its own
         // launch left out of one-row calls (a launch, its hand-over and its one-block chain of
         // round trips off the decode step's critical path).
-        let folded = one_row.zip(int8_input).and_then(|(c, buffer)| {
+        // A product of f32 activations takes an RMS norm → store chain's whole row, as it is.
+        let whole_f32_row = float_input.as_ref().and_then(|(given, materialized)| (materialized.is_none() && given.col == 0 && given.stride == k && given.fq.is_none()).then_some(given.buffer));
+        let folded = one_row.zip(int8_input.or(whole_f32_row)).and_then(|(c, buffer)| {
             let rows = self.norm_rows.get(&buffer).filter(|rows| self.only_feeds(rows.value, rows.value, v))?;
             codegen::NormPrologue::for_product(k, &c, rows.weight.is_some(), rows.per_column, rows.eps).map(|p| (p, buffer))
         });
@@ -885,8 +894,11 @@ impl Builder<'_> {
                     self.use_f32(w, 0);
                     w.index()
                 });
-                self.use_f32(rows.scale, 0);
-                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale: rows.scale.index(), per_column: rows.per_column })))
+                let scale = rows.scale.map(|s| {
+                    self.use_f32(s, 0);
+                    s.index()
+                });
+                (Some(prologue), Arg::RowNorm(Some(RowNorm { x: rows.x.to_operand(), weight, scale, per_column: rows.per_column })))
             }
             None => (None, Arg::RowNorm(None)),
         };

@@ -360,8 +360,29 @@ pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
     (splits && allowed).then_some(width / block)
 }
 
-/// The gated norm -> Hadamard -> quantize chain as one block per (row, Hadamard block); the
-/// parameters are those of [`row_chain`]'s entry points, so a launch passes the same arguments.
+/// What a split row chain ([`gated_hadamard_quantize`] and the kernels like it) ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainOutput {
+    /// Quantized to int8 (`out_q`, `q_stride`, the quantize's scale in `qscale`).
+    Quantized,
+    /// Stored in f32 (`out_f`, rows `width` apart): W4A16, whose products take f32 rows.
+    Stored,
+}
+
+impl ChainOutput {
+    /// The chain's `split_consts` / `segment_consts` flag (whether it loads quantize scales), and
+    /// its output and row stride arguments.
+    fn parts(self, width: usize) -> (&'static str, String) {
+        match self {
+            ChainOutput::Quantized => ("", "out_q, q_stride".to_string()),
+            ChainOutput::Stored => (", false", format!("out_f, {width}")),
+        }
+    }
+}
+
+/// The gated norm -> Hadamard -> quantize (or store) chain as one block per (row, Hadamard
+/// block); the parameters are those of [`row_chain`]'s entry points, so a launch passes the same
+/// arguments.
 ///
 /// A norm group of 2 to 8 blocks is, on sm_90, a cluster whose blocks add their own sums of
 /// squares through each other's shared memory, instead of each block gating and summing the
@@ -369,14 +390,15 @@ pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
 /// 5120-wide row is one group of five blocks), TPOT batch 1 / 16 side by side: 0.3555 / 1.1610
 /// ms without clusters, 0.3304 / 1.1311 with (`bench/RESULTS.md`, thirteenth session).
 /// `QUAMBA_CUDA_CLUSTER=0` keeps every block summing its group (to measure side by side).
-pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String {
+pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32, output: ChainOutput) -> String {
+    let (quantized, out) = output.parts(width);
     let block = width & width.wrapping_neg();
     let padded = block.div_ceil(32) * 32;
     let group_blocks = width / groups / block;
     let cluster = if (2..=8).contains(&group_blocks) && clusters_allowed() { group_blocks } else { 1 };
     let dims = if cluster > 1 { format!("\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n") } else { " ".to_string() };
     format!(
-        "extern \"C\" __global__ void{dims}__launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}, {cluster}>(x, z, k, {}, out_q, q_stride, buf, scratch);\n}}\n",
+        "extern \"C\" __global__ void{dims}__launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}{quantized}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::gated_hadamard_quantize<{width}, {groups}, {block}, {block}, {cluster}>(x, z, k, {}, {out}, buf, scratch);\n}}\n",
         lit(eps)
     )
 }
@@ -385,11 +407,12 @@ pub fn gated_hadamard_quantize(width: usize, groups: usize, eps: f32) -> String 
 /// squares in `parts` partial sums per row ([`ssd`] gated); the parameters are those of
 /// [`row_chain`]'s entry points, with the partial sums in `w1` (which the split chain does not
 /// read), so a launch passes the same arguments to both.
-pub fn pregated_hadamard_quantize(width: usize, groups: usize, parts: usize, eps: f32) -> String {
+pub fn pregated_hadamard_quantize(width: usize, groups: usize, parts: usize, eps: f32, output: ChainOutput) -> String {
+    let (quantized, out) = output.parts(width);
     let block = width & width.wrapping_neg();
     let padded = block.div_ceil(32) * 32;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::pregated_hadamard_quantize<{width}, {groups}, {block}, {block}, {parts}>(x, w1, k, {}, out_q, q_stride, buf, scratch);\n}}\n",
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}{quantized}>(x, z, w0, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    __shared__ float scratch[32];\n    quamba::pregated_hadamard_quantize<{width}, {groups}, {block}, {block}, {parts}>(x, w1, k, {}, {out}, buf, scratch);\n}}\n",
         lit(eps)
     )
 }
@@ -402,11 +425,12 @@ fn clusters_allowed() -> bool {
 /// The [gate ->] Hadamard -> quantize chain (Mamba1's out_proj input) as one block per (row,
 /// Hadamard block of `width / segments`); the parameters are those of [`row_chain`]'s entry
 /// points, so a launch passes the same arguments.
-pub fn hadamard_quantize(width: usize, segments: usize, gate: bool) -> String {
+pub fn hadamard_quantize(width: usize, segments: usize, gate: bool, output: ChainOutput) -> String {
+    let (quantized, out) = output.parts(width);
     let block = width / segments;
     let padded = block.div_ceil(32) * 32;
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}>(x, z, nullptr, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    quamba::hadamard_quantize<{width}, {block}, {block}, {gate}>(x, z, k, out_q, q_stride, buf);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({block}) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::split_consts<{width}, {block}, {block}{quantized}>(x, z, nullptr, qscale, qvec);\n    quamba::pdl_enter();\n    __shared__ float buf[{padded}];\n    quamba::hadamard_quantize<{width}, {block}, {block}, {gate}>(x, z, k, {out}, buf);\n}}\n"
     )
 }
 
@@ -423,10 +447,12 @@ pub fn cluster_segments(width: usize, groups: usize) -> Option<usize> {
 /// The gated norm -> Hadamard -> quantize chain of a one-Hadamard-block row over a cluster of
 /// `width / 1024` blocks (sm_90; earlier GPUs run it in the cluster's first block); the
 /// parameters are those of [`row_chain`]'s entry points, so a launch passes the same arguments.
-pub fn cluster_gated_hadamard_quantize(width: usize, eps: f32) -> String {
+pub fn cluster_gated_hadamard_quantize(width: usize, eps: f32, output: ChainOutput) -> String {
+    let (quantized, out) = output.parts(width);
+    let scale0 = if output == ChainOutput::Quantized { "qvec ? 0.f : qscale[0]" } else { "0.f" };
     let cluster = width / 1024;
     format!(
-        "extern \"C\" __global__ void\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n__launch_bounds__(1024) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::segment_consts<1, 1024>(x, z, w0, qscale, qvec, (int)quamba::cluster_rank() * 1024);\n    const float qscale0 = qvec ? 0.f : qscale[0];\n    quamba::pdl_enter();\n    quamba::cluster_gated_hadamard_quantize<{width}, {cluster}>(x, z, k, w0, {}, qscale, qvec, qscale0, out_q, q_stride);\n}}\n",
+        "extern \"C\" __global__ void\n#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900\n__cluster_dims__({cluster}, 1, 1)\n#endif\n__launch_bounds__(1024) ENTRY({ROW_PARAMS}) {{\n    const auto k = quamba::segment_consts<1, 1024{quantized}>(x, z, w0, qscale, qvec, (int)quamba::cluster_rank() * 1024);\n    const float qscale0 = {scale0};\n    quamba::pdl_enter();\n    quamba::cluster_gated_hadamard_quantize<{width}, {cluster}>(x, z, k, w0, {}, qscale, qvec, qscale0, {out});\n}}\n",
         lit(eps)
     )
 }
@@ -463,8 +489,8 @@ impl GemmConfig {
     /// activations (W4A16) at one row also do best with one chunk ahead, up to 20 warps (16-layer
     /// TPOT side by side: mamba2-2.7b 0.7095 → 0.6356 ms, mamba-2.8b 0.8123 → 0.6579; at 16 rows a
     /// sweep measured it 13 % slower at the 2.7B shape, so calls of more rows keep the packed
-    /// rule). Each warp covers
-    /// one 8-column tile, except: int8-activation products called with more than one row cover
+    /// rule; since the twenty-second session W4A16's one-row calls run `quamba::gemv`, and this
+    /// rule only where `QUAMBA_CUDA_GEMV=0`). Each warp covers one 8-column tile, except: int8-activation products called with more than one row cover
     /// two (an activation fragment then serves both; 16-layer W4A8, batch 16: −8 % at the 2.7B
     /// shape, −10 % at the 2.8B one, but +10 % at batch 1, hence a kernel of its own), and f16
     /// weights four (FP16 at the 2.7B shape: batch 1 −5 %, batch 16 −19 %; at the 2.8B shape
@@ -562,9 +588,10 @@ impl BulkTiles {
 }
 
 impl GemvConfig {
-    /// The layout for a product of `shape`, or `None` where `quamba::gemv` does not apply (f16 /
-    /// f32 activations, a weight group that straddles its 32-column segments, or a row too wide
-    /// to stage in shared memory) or `QUAMBA_CUDA_GEMV=0` turns it off.
+    /// The layout for a product of `shape`, or `None` where `quamba::gemv` does not apply (f16
+    /// weights, a weight group that straddles its 32-column segments, or a row too wide to stage
+    /// in shared memory) or `QUAMBA_CUDA_GEMV=0` turns it off. Int4 weights with f32 activations
+    /// (W4A16) sum on the tensor cores (`quamba::HalfDot`) and take the int8 kinds' layouts.
     ///
     /// Each warp streams about 16 chunks (a slice long enough that its prologue, staging and
     /// reduction are a small part of its time), but k is split finer where the product has few
@@ -609,7 +636,7 @@ impl GemvConfig {
         }
         let (warps, depth, chunks_per_warp) = super::knobs::triple("QUAMBA_CUDA_GEMV", &[',', 'x']).map_or((8, if whole { 4 } else { 2 }, 16), |(w, d, c)| (w.clamp(1, 32), d.clamp(1, 16), c.max(1)));
         let chunks = shape.k.div_ceil(ch);
-        if shape.kind < 2 || !(whole || splits_chunk) || chunks * ch > GEMV_MAX_K {
+        if shape.kind == F16_WEIGHTS || !(whole || splits_chunk) || staged_row_bytes(shape.kind, chunks) > GEMV_MAX_K {
             return None;
         }
         let tiles = shape.n.div_ceil(8);
@@ -759,7 +786,7 @@ fn stream_stages(shape: &GemmShape, chunks: usize, tiles: usize, (per_sm, tps, w
     let wk = warps.min(chunks);
     // Static shared memory beside the stages: the staged row, the k-slices' two sums per column,
     // the sums awaiting the epilogue, the barriers; and what the driver reserves per block.
-    let fixed = chunks * crate::cuda::pack::chunk(shape.kind) + 2 * wk * tps * 8 * 4 + tps * 32usize.div_ceil(tps) * 8 * 4 + 8 * STREAM_MAX_STAGES;
+    let fixed = staged_row_bytes(shape.kind, chunks) + 2 * wk * tps * 8 * 4 + tps * 32usize.div_ceil(tps) * 8 * 4 + 8 * STREAM_MAX_STAGES;
     let budget = (ONE_WAVE_SHARED / per_sm).min(STREAM_MAX_BLOCK_BYTES + 1024).checked_sub(fixed + 1024)?;
     let per_block = tiles.div_ceil(ONE_WAVE_SMS * per_sm).div_ceil(tps);
     let stages = (budget / (tps * per_tile)).min(STREAM_MAX_STAGES).min(per_block);
@@ -812,7 +839,7 @@ fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, w
     }
     // Per block beside the tiles: the staged row, the k-slices' sums, the barriers, and what the
     // driver reserves.
-    let other_bytes = chunks * crate::cuda::pack::chunk(shape.kind) + wk * wn * 8 * 4 + 64 + 1024;
+    let other_bytes = staged_row_bytes(shape.kind, chunks) + wk * wn * 8 * 4 + 64 + 1024;
     let one_wave = ONE_WAVE_SMS * (ONE_WAVE_SHARED / (wn * per_tile + other_bytes));
     let max_blocks = std::env::var("QUAMBA_CUDA_GEMV_BULK_BLOCKS").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(one_wave);
     if tiles.div_ceil(wn) > max_blocks {
@@ -821,11 +848,25 @@ fn bulk_layout(shape: &GemmShape, chunks: usize, tiles: usize, ring_wn: usize, w
     (wn, Some(tile))
 }
 
+/// Shared-memory bytes of a one-row product's staged row of `chunks` chunks: int8 activations
+/// as they are (`quamba::stage_permuted`), f32 ones as f16 (`quamba::stage_half_permuted`).
+fn staged_row_bytes(kind: u8, chunks: usize) -> usize {
+    if kind == INT4_F16_ACTIVATIONS {
+        chunks * crate::cuda::pack::chunk(kind) * 2
+    } else {
+        chunks * crate::cuda::pack::chunk(kind)
+    }
+}
+
 /// Warps a one-row product aims to stream with at once.
 const GEMV_WARPS: usize = 2048;
 /// Warps a one-row product of int4 weights left on the register ring with whole-group chunks
 /// aims for ([`GemvConfig::decode`]).
 const GEMV_RING_WARPS: usize = 8192;
+/// The weight kind of f16 weights (FP16), which has no one-row GEMV.
+const F16_WEIGHTS: u8 = 0;
+/// The weight kind of int4 weights with f16 activations (W4A16).
+const INT4_F16_ACTIVATIONS: u8 = 1;
 /// The weight kind of int4 weights with int8 activations (W4A8), whose one-row products take
 /// more blocks per SM or k-slices ([`stream_layout`], [`GemvConfig::decode`]).
 const INT4_WEIGHTS: u8 = 3;

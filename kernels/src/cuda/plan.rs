@@ -284,16 +284,17 @@ impl WeightTail {
     }
 }
 
-/// The operands of the RMS norm → quantize row kernel before a product, which the product's
-/// one-row kernel runs in its place (that row kernel's launch is left out of one-row calls).
+/// The operands of the RMS norm → quantize row kernel (or, before a product of f32 activations,
+/// the RMS norm → store one) before a product, which the product's one-row kernel runs in its
+/// place (that row kernel's launch is left out of one-row calls).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RowNorm {
     /// The row before the norm.
     pub x: Operand,
     /// The norm's weight, if any.
     pub weight: Option<usize>,
-    /// The quantize's scale weight.
-    pub scale: usize,
+    /// The quantize's scale weight; none where the product takes the normed row in f16.
+    pub scale: Option<usize>,
     /// Whether that scale is per column.
     pub per_column: bool,
 }

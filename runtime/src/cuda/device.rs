@@ -175,11 +175,18 @@ impl CudaExecutor {
         let dependent_launch = major >= 9 && driver_ok && std::env::var("QUAMBA_CUDA_PDL").map_or(true, |v| v != "0");
         let arch = arch_name(major, minor);
         let own = super::compile::source_hash(&plan.source);
-        let ptx = match ptx {
-            Some((ahead_arch, hash, p)) if hash == own && ahead_arch <= arch && ahead_arch.len() == arch.len() => p.to_string(),
-            _ => cached_ptx(&plan.source, arch)?,
+        let ahead = match ptx {
+            Some((ahead_arch, hash, p)) if hash == own && ahead_arch <= arch && ahead_arch.len() == arch.len() => Some(p.to_string()),
+            _ => None,
         };
-        let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx))?;
+        let module = match ahead.map(|p| ctx.load_module(cudarc::nvrtc::Ptx::from_src(p))) {
+            Some(Ok(module)) => module,
+            // The artifact's PTX came from a newer NVRTC than this driver reads (compiled on a
+            // machine with a newer CUDA toolkit): compile the source with the NVRTC here instead.
+            Some(Err(e)) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => ctx.load_module(cudarc::nvrtc::Ptx::from_src(cached_ptx(&plan.source, arch)?))?,
+            Some(Err(e)) => return Err(e.into()),
+            None => ctx.load_module(cudarc::nvrtc::Ptx::from_src(cached_ptx(&plan.source, arch)?))?,
+        };
         // Each distinct kernel once, with the threads and dynamic shared memory it launches with.
         let mut functions = HashMap::new();
         let mut shapes = vec![("quamba_argmax".to_string(), ARGMAX_THREADS, 0), ("quamba_advance_step".to_string(), 1, 0)];
@@ -650,7 +657,7 @@ impl CudaExecutor {
                 Arg::RowNorm(norm) => ArgValue::RowNorm(norm.as_ref().map_or(RowNormRepr::default(), |n| RowNormRepr {
                     x: self.operand(&n.x),
                     weight: n.weight.map_or(0, |w| weight_ptrs[w]),
-                    q_scale: weight_ptrs[n.scale],
+                    q_scale: n.scale.map_or(0, |w| weight_ptrs[w]),
                     q_vec: n.per_column as i32,
                 })),
             })
