@@ -365,7 +365,11 @@ pub fn hadamard_segments(width: usize, groups: usize) -> Option<usize> {
 pub enum ChainOutput {
     /// Quantized to int8 (`out_q`, `q_stride`, the quantize's scale in `qscale`).
     Quantized,
-    /// Stored in f32 (`out_f`, rows `width` apart): W4A16, whose products take f32 rows.
+    /// Stored in f32 (`out_f`, rows `width` apart): W4A16, whose products take f32 rows. Its
+    /// out_proj input chain then splits as W4A8's does instead of running one block per row;
+    /// measured on an H200, 16-layer W4A16 TPOT at batch 1: mamba2-2.7b 0.4417 → 0.3654 ms,
+    /// mamba-2.8b 0.4559 → 0.4091, 8-layer mamba2-8b 0.4841 → 0.4436 (`bench/RESULTS.md`,
+    /// twenty-second session).
     Stored,
 }
 
@@ -908,7 +912,9 @@ pub struct ConvEpilogue {
 }
 
 /// The RMS norm → quantize row kernel before a one-row product, run by the product's blocks
-/// instead (`quamba::norm_quantize_permuted`).
+/// instead (`quamba::norm_quantize_permuted`); before a product of f32 activations (W4A16) the
+/// RMS norm → store one, converting to f16 (`quamba::norm_half_permuted`; measured on an H200,
+/// 16-layer W4A16 TPOT at batch 1: mamba2-2.7b 0.4676 → 0.4418 ms, mamba-2.8b 0.4889 → 0.4545).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NormPrologue {
     /// The threads of the row kernel it replaces, whose arithmetic it reproduces.
