@@ -870,6 +870,14 @@ QDEV int dp4a_s8(u32 a, u32 b, int c) {
     return d;
 }
 
+// The SPC scales of chunk c's groups (chunks of CH, groups of GROUP over K) from a row's scales
+// (all 1 unless `present`): the one-row sums' (`GroupDot`, `HalfDot`).
+template <int CH, int K, int GROUP, int SPC> QDEV void chunk_scales(const float* row, bool present, int c, float* sc) {
+    const int NG = (K + GROUP - 1) / GROUP;
+#pragma unroll
+    for (int q = 0; q < SPC; q++) sc[q] = present ? row[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
+}
+
 // One lane's share of an 8-row tile's sum over chunks of int8 activations staged by
 // `stage_permuted`: each group's exact int32 sum (its four t-lanes gathered by shuffles, int4
 // nibbles used in place as 16 v and shifted back) scaled once by the group's scale, the groups
@@ -904,11 +912,7 @@ template <int KIND, int K, int GROUP> struct GroupDot {
             a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
         }
     }
-    // The scales of chunk c's groups from a row's NG scales (all 1 unless `present`).
-    static QDEV void scales(const float* row, bool present, int c, float* sc) {
-#pragma unroll
-        for (int q = 0; q < SPC; q++) sc[q] = present ? row[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
-    }
+    static QDEV void scales(const float* row, bool present, int c, float* sc) { chunk_scales<CH, K, GROUP, SPC>(row, present, c, sc); }
     QDEV void chunk(const u32* stage, int c, int t, const u32* w, const float* sc) {
         u32 a[CH / 16];
         load(stage, c, t, a);
@@ -1075,10 +1079,7 @@ template <int K, int GROUP> struct HalfDot {
             a[4 * i] = v.x; a[4 * i + 1] = v.y; a[4 * i + 2] = v.z; a[4 * i + 3] = v.w;
         }
     }
-    static QDEV void scales(const float* row, bool present, int c, float* sc) {
-#pragma unroll
-        for (int q = 0; q < SPC; q++) sc[q] = present ? row[min((c * CH + q * GROUP) / GROUP, NG - 1)] : 1.f;
-    }
+    static QDEV void scales(const float* row, bool present, int c, float* sc) { chunk_scales<CH, K, GROUP, SPC>(row, present, c, sc); }
     // The stage word of f16 pair p (k = 2p, 2p + 1): chunk p / 64, k-step (p % 64) / 8, lane
     // t = p % 4, low or high pair p % 8 / 4, so word j = 2 k-step + that of lane t's sixteen, in
     // unit (j / 4) ^ (t / 2).
@@ -2008,15 +2009,17 @@ QDEV SegmentConsts<B / T> split_consts(const Opnd& x, const Opnd& z, const float
     return segment_consts<B / T, T, QUANTIZED>(x, z, weight, scale, scale_vec, (int)(blockIdx.x % (W / B)) * B);
 }
 
-// A split row chain's last step on element `at` of its output: quantized with scale `sq` into
-// an int8 output, or stored as it is into an f32 one (W4A16, whose products take f32 rows; the
-// chains then run the same arithmetic up to this store). The chains below take either.
-QDEV void chain_store(i8* out, i64 at, float v, float sq) { out[at] = quantize_one(v, sq); }
-QDEV void chain_store(float* out, i64 at, float v, float) { out[at] = v; }
+// What a split row chain stores of its result v: quantized with scale `sq` into an int8 output,
+// or v as it is into an f32 one (W4A16, whose products take f32 rows; the chains then run the
+// same arithmetic up to this store). The chains below take either output.
+template <typename OUT> QDEV OUT chain_value(float v, float sq) {
+    if constexpr (sizeof(OUT) == 1) return quantize_one(v, sq);
+    else return v;
+}
 
 // The end of a split gated norm chain on a block's own B elements in `buf` (element j T + t of
 // this thread): times the norm's `inv` and weight, the Hadamard transform, then quantized (or
-// stored, `chain_store`) into row r of `out` from column `base`.
+// stored, `chain_value`) into row r of `out` from column `base`.
 template <int B, int T, typename OUT>
 QDEV void norm_transform_quantize(float* buf, float inv, const SegmentConsts<B / T>& k, OUT* out, int stride, i64 r, int base) {
     const int E = B / T, t = threadIdx.x;
@@ -2024,7 +2027,7 @@ QDEV void norm_transform_quantize(float* buf, float inv, const SegmentConsts<B /
     for (int j = 0; j < E; j++) buf[sw(j * T + t)] = buf[sw(j * T + t)] * inv * k.w[j];
     row_hadamard<B, T>(buf);
 #pragma unroll
-    for (int j = 0; j < E; j++) chain_store(out, r * stride + base + j * T + t, buf[sw(j * T + t)], k.sq[j]);
+    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = chain_value<OUT>(buf[sw(j * T + t)], k.sq[j]);
 }
 
 // A Mamba2 layer's out_proj input chain (gated norm, Hadamard transform, quantize) split over
@@ -2140,7 +2143,7 @@ QDEV void hadamard_quantize(const Opnd& x, const Opnd& z, const SegmentConsts<B 
     row_hadamard<B, T>(buf);
     QUAMBA_TRACE_SUMMED;
 #pragma unroll
-    for (int j = 0; j < E; j++) chain_store(out, r * stride + base + j * T + t, buf[sw(j * T + t)], k.sq[j]);
+    for (int j = 0; j < E; j++) out[r * stride + base + j * T + t] = chain_value<OUT>(buf[sw(j * T + t)], k.sq[j]);
 }
 
 template <int W, int T> QDEV void row_store(const float* row, float* out, i64 r) {
@@ -2195,7 +2198,7 @@ QDEV void cluster_gated_hadamard_quantize(const Opnd& x, const Opnd& z, const Se
     }
     cluster_sync();
     row_hadamard<T, T, W>(buf);
-    chain_store(out, r * stride + i, buf[sw(t)], k.sq[0]);
+    out[r * stride + i] = chain_value<OUT>(buf[sw(t)], k.sq[0]);
 #else
     __shared__ float row[W];
     __shared__ float scratch[32];

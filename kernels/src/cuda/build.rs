@@ -651,8 +651,9 @@ impl Builder<'_> {
         }
         let mut args = vec![x.operand(), z.as_ref().map_or_else(Arg::absent_operand, View::operand)];
         args.extend(weights);
-        let mut quantized = None;
-        let mut stored = None;
+        // The row's output for a product that may run this chain (see below): its quantize scale
+        // (none where it stores f32), whether that scale is per column, and the buffer.
+        let row_output;
         match quantize {
             Some(scale) => {
                 let per_column = self.g.weight(scale).shape.iter().product::<usize>() > 1;
@@ -662,13 +663,13 @@ impl Builder<'_> {
                 let scale_arg = self.use_f32(scale, 0);
                 args.extend([scale_arg, Arg::I32(per_column as i32), Arg::Null, Arg::Buffer { buffer, offset: 0 }, Arg::I32(stride as i32)]);
                 self.repr.insert(cur, Repr::I8 { buffer, stride, source: None });
-                quantized = Some((Some(scale), per_column, buffer));
+                row_output = (Some(scale), per_column, buffer);
             }
             None => {
                 let out = self.f32_out(cur);
                 stages.push(codegen::stage_store(width));
                 args.extend([Arg::Null, Arg::I32(0), Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Null, Arg::I32(0)]);
-                stored = Some((None, false, out.buffer));
+                row_output = (None, false, out.buffer);
                 self.repr.insert(cur, Repr::F32(out));
             }
         }
@@ -706,7 +707,7 @@ impl Builder<'_> {
         self.push(cur, kernel, None, args);
         // Load, RMS norm, then quantize or store: a product after it may run it itself (see
         // `gemm`).
-        if let (Some((weight, eps)), Some((scale, per_column, buffer)), None, 2) = (norm, quantized.or(stored), z.as_ref(), stages.len()) {
+        if let (Some((weight, eps)), (scale, per_column, buffer), None, 2) = (norm, row_output, z.as_ref(), stages.len()) {
             let rows = NormRows { launch: self.launches.len() - 1, value: cur, x: x.clone(), weight, eps, scale, per_column };
             self.norm_rows.insert(buffer, rows);
         }

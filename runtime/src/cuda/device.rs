@@ -179,12 +179,16 @@ impl CudaExecutor {
             Some((ahead_arch, hash, p)) if hash == own && ahead_arch <= arch && ahead_arch.len() == arch.len() => Some(p.to_string()),
             _ => None,
         };
-        let module = match ahead.map(|p| ctx.load_module(cudarc::nvrtc::Ptx::from_src(p))) {
-            Some(Ok(module)) => module,
+        let loaded_ahead = match ahead.map(|p| ctx.load_module(cudarc::nvrtc::Ptx::from_src(p))) {
+            Some(Ok(module)) => Some(module),
             // The artifact's PTX came from a newer NVRTC than this driver reads (compiled on a
             // machine with a newer CUDA toolkit): compile the source with the NVRTC here instead.
-            Some(Err(e)) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => ctx.load_module(cudarc::nvrtc::Ptx::from_src(cached_ptx(&plan.source, arch)?))?,
+            Some(Err(e)) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => None,
             Some(Err(e)) => return Err(e.into()),
+            None => None,
+        };
+        let module = match loaded_ahead {
+            Some(module) => module,
             None => ctx.load_module(cudarc::nvrtc::Ptx::from_src(cached_ptx(&plan.source, arch)?))?,
         };
         // Each distinct kernel once, with the threads and dynamic shared memory it launches with.
