@@ -1,20 +1,14 @@
 """One decode step's kernels from an Nsight Compute CSV (bench/gpu_profile.sh): the launches
 from the last step's embedding lookup to its argmax, grouped by kernel, with their summed
 durations; compared with the graph-replayed step time of the same label in the JSON lines."""
-import csv
 import json
 import sys
 from collections import OrderedDict
 
+from ncu_csv import durations
+
 path, label = sys.argv[1], sys.argv[2]
-rows = []
-with open(path) as f:
-    lines = [l for l in f if l.startswith('"')]
-for r in csv.DictReader(lines):
-    if r.get("Metric Name") == "gpu__time_duration.sum":
-        rows.append((r["Kernel Name"].split("(")[0], r["Grid Size"], r["Block Size"], float(r["Metric Value"].replace(",", "")) / 1e3))
-if not rows:
-    sys.exit(f"{path}: no kernel durations")
+rows = durations(path)
 end = max(i for i, r in enumerate(rows) if r[0].startswith("quamba_argmax"))
 start = max(i for i, r in enumerate(rows[:end]) if r[0].startswith("embed"))
 step = rows[start:end + 1]

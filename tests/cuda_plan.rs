@@ -192,8 +192,10 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         let (state, output) = if target == "h100-w4a16" { ("0, 0, false", "out_f, 384") } else { ("32, 1024, true", "out_q, q_stride") };
         assert!(entry(&ssd.kernel.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}, true>(")), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
         let plain = ssd.batched.as_ref().expect("more rows run the plain step");
-        assert_eq!(Some(plain), ssd.large.as_ref());
         assert!(entry(&plain.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}>(")), "{target}: {}", entry(&plain.name));
+        // A prefill runs its own kernel, which requests each TB steps' inputs ahead.
+        let prefill = ssd.large.as_ref().expect("a prefill kernel");
+        assert!(entry(&prefill.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}, false, true>(")), "{target}: {}", entry(&prefill.name));
         let n = ssd.args.len();
         let (Arg::Operand(chain_x), Arg::Operand(chain_z)) = (&ssd.args[n - 3], &ssd.args[n - 2]) else { panic!("{target}: the SSD takes the chain's operands") };
         let Arg::Buffer { buffer: partials, .. } = ssd.args[n - 1] else { panic!("{target}: the SSD writes partial sums") };
@@ -265,19 +267,20 @@ fn every_entry_point_waits_for_its_predecessor() {
                 }
                 _ => first,
             };
-            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
+            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemm_tiled<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
     }
     // The templates that wait themselves (after requesting weights, or a scan's own state) touch
     // activations and outputs only after the wait.
     let library = kernels::cuda::codegen::LIBRARY;
-    let templates: [(&str, &[&str]); 6] = [
+    let templates: [(&str, &[&str]); 7] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
+        ("QDEV void gemm_tiled(", &["load_slab(", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_row<", "norm_quantize_permuted<", "norm_half_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_row<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "ld_with(Bm", "ld_with(x,", "ld_with(dt,", "cached.values(", "out[", "cached.store(state", "partials["]),
-        ("QDEV void selective_scan(", &["ld(Bm", "ld(x,", "ld(dt,", "cached.values(", "out[", "cached.store(state"]),
+        ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "fetch(0)", "cached.values(", "out[", "ssd_staged_steps<", "cached.store(state", "partials["]),
+        ("QDEV void selective_scan(", &["Bm.p[", "x.p[", "dt.p[", "fetch(0)", "cached.values(", "scan_staged_steps<", "out[", "cached.store(state"]),
         ("QDEV void selective_step_dt(", &["copy_f32(&sB", "x.p[d]", "copy_f32(&sA", "cached.values(", "out[", "cached.store(state"]),
     ];
     for (signature, touches) in templates {
@@ -541,6 +544,71 @@ fn decode_product_layouts() {
     assert_eq!(layout(1, 2560, 16), (1, 7, 3), "W4A16 at 16 rows: every chunk of a warp in flight");
     assert_eq!(layout(0, 2560, 1), (4, 16, 1), "FP16: 80 chunks of 32 over 16 warps, one in flight, four tiles per warp");
     assert_eq!(layout(3, 2560, 16), (2, 7, 3), "W4A8 at 16 rows: two tiles per warp");
+}
+
+/// Products of many rows (prefill) tile by the weights' kind and the product's width: 32-row
+/// warps for f16 mma, 64-row ones for int8, narrower warps for narrower products; f16 and int8
+/// weights (two k-steps a chunk) keep four chunks in flight, int4 ones two.
+#[test]
+fn prefill_product_layouts() {
+    use kernels::cuda::codegen::TiledConfig;
+    if std::env::var("QUAMBA_CUDA_TILED").is_ok() {
+        return; // the knob overrides the rule
+    }
+    let layout = |kind, n| {
+        let c = TiledConfig::prefill(kind, n).expect("tiled by default");
+        (c.mt, c.nt, c.wn, c.depth, c.sk)
+    };
+    assert_eq!(layout(0, 10576), (2, 4, 4, 4, 32), "FP16 in_proj");
+    assert_eq!(layout(1, 2560), (2, 4, 4, 2, 32), "W4A16 out_proj");
+    assert_eq!(layout(3, 10576), (4, 4, 4, 2, 128), "W4A8 in_proj");
+    assert_eq!(layout(3, 2560), (4, 2, 4, 2, 128), "W4A8 out_proj: half the columns per warp");
+    assert_eq!(layout(2, 2560), (4, 2, 4, 4, 64), "W8A8 out_proj");
+    assert_eq!(layout(3, 192), (2, 1, 4, 2, 128), "mamba-2.8b's x_proj: one tile per warp");
+    let c = TiledConfig::prefill(3, 10576).expect("tiled");
+    assert_eq!(c.grid(10576), kernels::cuda::Grid::Gemm { n_blocks: 83, rows_per_block: 64 }, "1322 tiles in blocks of 16");
+}
+
+/// The prefill kernels compile at the real models' shapes for every target GPU without spilling:
+/// the tiled products (the int4 ones hold 243 registers on sm_90) and the scans that request
+/// their next steps' inputs ahead.
+#[test]
+fn prefill_kernels_compile_at_real_shapes() {
+    use kernels::cuda::codegen::{self, GemmShape, SsdEntry, StateForm, TiledConfig};
+    let products = [
+        // mamba2-2.7b / mamba-2.8b / mamba2-8b in_proj and out_proj, mamba-2.8b's x_proj and
+        // dt_proj, a tied head's groups of 32, a row of odd length.
+        (3, 2560, 10576, 128),
+        (3, 5120, 2560, 128),
+        (3, 4096, 18560, 128),
+        (3, 8192, 4096, 128),
+        (3, 5120, 192, 128),
+        (3, 2560, 50288, 32),
+        (2, 2560, 10576, 2560),
+        (2, 160, 5120, 160),
+        (1, 2560, 10576, 128),
+        (1, 5120, 2560, 128),
+        (1, 4096, 256000, 32),
+        (1, 200, 64, 200),
+        (0, 2560, 10576, 2560),
+        (0, 5120, 192, 5120),
+        (0, 160, 5120, 160),
+        (0, 201, 64, 201),
+    ];
+    let mut entries: Vec<String> = products
+        .iter()
+        .map(|&(kind, k, n, group)| {
+            let shape = GemmShape { kind, k, n, group, vec: k % 2 == 0 };
+            codegen::gemm_tiled(&shape, &TiledConfig::prefill(kind, n).expect("tiled"))
+        })
+        .collect();
+    // mamba2-2.7b's and mamba2-8b's SSD prefill (f32 state), mamba-2.8b's selective scan at its
+    // prefill shape.
+    entries.push(codegen::ssd(80, 64, 1, 128, (8, 32), StateForm::F32, SsdEntry::Prefill));
+    entries.push(codegen::ssd(128, 64, 8, 128, (8, 32), StateForm::F32, SsdEntry::Prefill));
+    let (channels, lanes) = codegen::scan_prefill_shape(5120, 16, (128, 1));
+    entries.push(codegen::selective_scan(5120, 16, lanes, channels, StateForm::F32, true));
+    assert_entries_compile_without_spills(&entries, "prefill");
 }
 
 /// The one-row decode product compiles at the real models' shapes for every target GPU without

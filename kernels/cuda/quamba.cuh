@@ -133,6 +133,11 @@ QDEV float ld_scale(const Opnd& o, int col) { return o.scale ? o.scale[o.scale_v
 // input of a step before converting the first (one L2 round trip instead of one per operand).
 QDEV float fq_raw(const Opnd& o, float raw, float scale) { return o.scale ? fake_quant(raw, scale) : raw; }
 QDEV float ld_with(const Opnd& o, i64 row, int col, float scale) { return fq_raw(o, o.p[row * o.stride + col], scale); }
+// `fq_raw` given `inv` = 1 / `scale` (`quantize_with_inverse`: the same value without a division
+// per element; a prefill scan converts every input it stages, and its divisions were a third
+// of the quantized scans' time).
+QDEV float fq_raw_inv(const Opnd& o, float raw, float scale, float inv) { return o.scale ? (float)quantize_with_inverse(raw, scale, inv) * scale : raw; }
+QDEV float inverse_of(float scale) { return scale != 0.f ? 1.f / scale : 0.f; }
 
 QDEV float h2f(f16bits h) {
     float f;
@@ -1388,6 +1393,224 @@ QDEV void tiles_wait(unsigned long long* bars, int i) {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// Products of many rows (prefill, and batched calls past SMALL_ROWS rows).
+//
+// 16 bytes copied from global to shared memory without passing through registers, the bytes
+// past `bytes` (0 to 16) zero-filled; `src` must be 16-byte aligned where `bytes` > 0.
+QDEV void copy16_zfill(void* dst, const void* src, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes) : "memory");
+#else
+    for (int b = 0; b < 16; b++) ((unsigned char*)dst)[b] = b < bytes ? ((const unsigned char*)src)[b] : 0;
+#endif
+}
+QDEV void copies_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Until at most PENDING of this thread's latest committed copy groups are in flight.
+template <int PENDING> QDEV void copies_pending() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
+#endif
+}
+
+// out[m, n] as `gemm` computes it, for many rows: a block of WN warps covers 16 MT rows and
+// 8 NT WN columns, each warp all the block's rows and NT 8-column tiles. The block's rows of A
+// come into shared memory by `cp.async`, SK columns (a slab) at a time, STAGES slabs in flight,
+// once for all its warps (as int8, or as the f32 they are; each warp converts its fragments to
+// f16); before, each warp loaded its fragments from global memory at every k-step, waiting on
+// their round trip, and converted them. Weights stream through each warp's ring of DEPTH chunks
+// as in `gemm`. Every mma.sync takes the same operands in the same order as `gemm`'s at WK = 1,
+// so the sums are the same bit for bit. A staged row is padded by 32 bytes (f32) or 16 (int8),
+// so that the eight rows a fragment load reads start on different banks.
+template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int DEPTH, int SK, int STAGES>
+QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
+                     const float* resid, int ldr, float* out, int ldo, int M) {
+    typedef Layout<KIND> L;
+    constexpr int KC = (K + L::CH - 1) / L::CH;
+    constexpr int STEPS = L::CH / L::KSTEP;
+    constexpr int NG = (K + GROUP - 1) / GROUP;
+    constexpr bool INT = KIND >= 2;
+    // One weight group over all of k (f16 weights, per-channel scales): the mma sums are the
+    // accumulator until the epilogue scales them once.
+    constexpr bool ONE_GROUP = GROUP >= K;
+    constexpr int THREADS = WN * 32, BM = 16 * MT;
+    constexpr int ES = INT ? 1 : 4;  // bytes of one staged activation
+    constexpr int ROW_BYTES = SK * ES, PITCH = ROW_BYTES + (INT ? 16 : 32), UNITS = ROW_BYTES / 16;
+    constexpr int SLABS = KC * L::CH / SK;
+    static_assert(L::CH % SK == 0 && SK % L::KSTEP == 0 && ROW_BYTES % 16 == 0, "a chunk holds whole slabs of whole k-steps");
+    __shared__ __align__(16) unsigned char stage[STAGES * BM * PITCH];
+
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int m_base = blockIdx.y * BM;
+    const int nt_base = (blockIdx.x * WN + warp) * NT;
+    const int N_TILES = (N + 7) / 8;
+
+    auto load_chunk = [&](int c, uint4* w) {
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const int nt = nt_base + j;
+            w[j] = nt < N_TILES && c < KC ? W[((i64)nt * KC + c) * 32 + lane] : make_uint4(0, 0, 0, 0);
+        }
+    };
+    uint4 ring[DEPTH][NT];
+#pragma unroll
+    for (int d = 0; d < DEPTH; d++) load_chunk(d, ring[d]);
+    pdl_enter();
+
+    // Whole 16-byte copies where every staged unit starts on 16 bytes; otherwise (a view at an
+    // odd column) byte by byte, synchronously.
+    const bool aligned = ((unsigned long long)A & 15) == 0 && ((i64)lda * ES) % 16 == 0;
+    auto load_slab = [&](int j) {
+        if (j < SLABS) {
+            unsigned char* dst = stage + (j % STAGES) * (BM * PITCH);
+            const int k0 = j * SK;
+            for (int u = threadIdx.x; u < BM * UNITS; u += THREADS) {
+                const int r = u / UNITS, cb = (u % UNITS) * 16;
+                const int m = m_base + r, k = k0 + cb / ES;
+                const int bytes = m < M ? min(max(K - k, 0), 16 / ES) * ES : 0;
+                const unsigned char* src = (const unsigned char*)A + ((i64)(bytes ? m : 0) * lda + (bytes ? k : 0)) * ES;
+                unsigned char* d = dst + r * PITCH + cb;
+                if (aligned) {
+                    copy16_zfill(d, src, bytes);
+                } else {
+#pragma unroll
+                    for (int b = 0; b < 16; b++) d[b] = b < bytes ? src[b] : 0;
+                }
+            }
+        }
+        copies_commit();
+    };
+#pragma unroll
+    for (int j = 0; j < STAGES - 1; j++) load_slab(j);
+
+    float acc[MT][NT][4];
+    int pi[MT][NT][4];
+    float pf[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) { acc[i][j][e] = 0.f; pi[i][j][e] = 0; pf[i][j][e] = 0.f; }
+    float gs[NT][2];
+    auto load_scales = [&](int grp) {
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const int n0 = (nt_base + j) * 8 + t * 2;
+            const bool ok = scales && nt_base + j < N_TILES;
+            gs[j][0] = ok ? scales[(i64)n0 * NG + grp] : 1.f;
+            gs[j][1] = ok ? scales[(i64)(n0 + 1) * NG + grp] : 1.f;
+        }
+    };
+    auto flush = [&]() {
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    acc[i][j][e] += gs[j][e & 1] * (INT ? (float)pi[i][j][e] : pf[i][j][e]);
+                    pi[i][j][e] = 0;
+                    pf[i][j][e] = 0.f;
+                }
+    };
+    int cur_group = 0;
+    load_scales(0);
+
+    const unsigned char* slab = stage;
+    u32 halves[NT][4];  // kind 1: both k-steps of a weight word, unpacked at the even one
+    for (int c0 = 0; c0 < KC; c0 += DEPTH) {
+#pragma unroll
+        for (int d = 0; d < DEPTH; d++) {
+            const int c = c0 + d;
+            if (c >= KC) break;
+            uint4 wv[NT];
+#pragma unroll
+            for (int j = 0; j < NT; j++) wv[j] = ring[d][j];
+            load_chunk(c + DEPTH, ring[d]);
+#pragma unroll
+            for (int s = 0; s < STEPS; s++) {
+                const int kb = c * L::CH + s * L::KSTEP;
+                constexpr int SLAB_STEPS = SK / L::KSTEP;
+                if (s % SLAB_STEPS == 0) {
+                    const int j = kb / SK;
+                    copies_pending<STAGES - 2>();
+                    __syncthreads();
+                    load_slab(j + STAGES - 1);
+                    slab = stage + (j % STAGES) * (BM * PITCH);
+                }
+                if constexpr (!ONE_GROUP) {
+                    const int grp = kb / GROUP;
+                    if (grp != cur_group) {
+                        flush();
+                        cur_group = grp;
+                        load_scales(grp);
+                    }
+                }
+                const int kl = (s % SLAB_STEPS) * L::KSTEP;
+                u32 a[MT][4];
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    const unsigned char* r0 = slab + (16 * i + g) * PITCH;
+                    const unsigned char* r1 = r0 + 8 * PITCH;
+                    if constexpr (INT) {
+                        a[i][0] = *(const u32*)(r0 + kl + 4 * t);
+                        a[i][1] = *(const u32*)(r1 + kl + 4 * t);
+                        a[i][2] = *(const u32*)(r0 + kl + 16 + 4 * t);
+                        a[i][3] = *(const u32*)(r1 + kl + 16 + 4 * t);
+                    } else {
+                        const float2 v0 = *(const float2*)(r0 + (kl + 2 * t) * 4), v1 = *(const float2*)(r1 + (kl + 2 * t) * 4);
+                        const float2 v2 = *(const float2*)(r0 + (kl + 8 + 2 * t) * 4), v3 = *(const float2*)(r1 + (kl + 8 + 2 * t) * 4);
+                        a[i][0] = pack_half2(v0.x, v0.y);
+                        a[i][1] = pack_half2(v1.x, v1.y);
+                        a[i][2] = pack_half2(v2.x, v2.y);
+                        a[i][3] = pack_half2(v3.x, v3.y);
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    u32 b0, b1;
+                    if constexpr (KIND == 1) {
+                        if (s % 2 == 0) {
+                            const u32 w[4] = {wv[j].x, wv[j].y, wv[j].z, wv[j].w};
+                            nibbles_to_half2x4(w[s >> 1], halves[j]);
+                        }
+                        b0 = halves[j][(s & 1) * 2];
+                        b1 = halves[j][(s & 1) * 2 + 1];
+                    } else {
+                        b_frag<KIND>(wv[j], s, b0, b1);
+                    }
+#pragma unroll
+                    for (int i = 0; i < MT; i++) {
+                        if constexpr (INT) mma_s8(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                        else mma_f16(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                    }
+                }
+            }
+        }
+    }
+    flush();
+    copies_pending<0>();
+
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int m = frag_row(m_base, i, g, e), n = frag_col(nt_base, j, t, e);
+                if (m < M && n < N) {
+                    float v = acc[i][j][e] * act_scale + (bias ? bias[n] : 0.f);
+                    if (resid) v = resid[(i64)m * ldr + n] + v;
+                    out[(i64)m * ldo + n] = v;
+                }
+            }
+}
+
 // Column n of row m of a one-row product's output; a conv input column also runs its conv step.
 template <int CONV_LO, int CONV_C, int CONV_KW, bool CONV_SILU>
 QDEV void store_column(float v, float* out, int ldo, int m, int n, const ConvStep& conv) {
@@ -2378,7 +2601,22 @@ template <bool GATED> QDEV float ssd_output(float y, float D, float xv, const Op
 // Δ = clamp(softplus(dt + bias)), as both paths compute it.
 QDEV float ssd_delta(float dt_q, float bias, float dt_min, float dt_max) { return fminf(fmaxf(softplus_f(dt_q + bias), dt_min), dt_max); }
 
-template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false>
+// The TB steps of one Mamba2 state row staged in shared memory (fewer where `left`, the
+// sequence's steps from the first of them on, is less): the row's outputs, y + D·x, stored by its
+// sub 0 thread at `out` and every LDO floats after.
+template <int TB, int N, int PB, int PER, int LANES, int LDO>
+QDEV void ssd_staged_steps(float* s, const float (*sB)[N], const float (*sC)[N], const float (*sX)[PB], const float* sDecay, const float* sDelta, int pl, int sub,
+                           float D, float* out, int left) {
+#pragma unroll
+    for (int j = 0; j < TB; j++) {
+        if (j >= left) break;
+        const float xv = sX[j][pl];
+        const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
+        if (sub == 0) out[j * LDO] = y + D * xv;
+    }
+}
+
+template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false, bool AHEAD = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
                    float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq,
                    const void* ahead, int ahead_bytes, const Opnd& chain_x = Opnd{}, const Opnd& chain_z = Opnd{}, float* partials = nullptr) {
@@ -2446,6 +2684,65 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
         const float y = ssd_row_update<PER, LANES>(s, sDecay[0], sDelta[0] * xv, sB[0], sC[0], sub);
         if (sub == 0) out[(i64)b * (H * P) + h * P + p] = ssd_output<GATED>(y, D, xv, chain_x, sy, zv, gsq);
         QUAMBA_TRACE_SUMMED;
+    } else if constexpr (AHEAD) {
+        // The prefill's own kernel: the inputs of TB steps at a time go through shared memory,
+        // and the next TB steps' inputs are requested before this TB's steps run, so that their
+        // round trip overlaps the steps instead of preceding them. Each thread stages the same
+        // columns at every TB (blockDim is a multiple of N and PB in every plan; other columns
+        // take their own scale) and converts them with its columns' inverse scales (a division
+        // per input was a third of the quantized prefill's time). Its registers (93 against 62)
+        // would cost the decode kernel occupancy, which keeps the loop below for calls of a few
+        // rows.
+        constexpr int BCR = (TB * N + T - 1) / T, XR = (TB * PB + T - 1) / T;
+        const float ib0 = inverse_of(sb0), ic0 = inverse_of(sc0), ix0 = inverse_of(sx0), idt = inverse_of(sdt);
+        float rb[BCR], rc[BCR], rx[XR], rdt = 0.f;
+        auto fetch = [&](int t0) {
+            const int steps = min(TB, seq - t0);
+#pragma unroll
+            for (int k = 0; k < BCR; k++) {
+                const int i = threadIdx.x + k * T, j = i / N, n = i % N;
+                if (j < steps) {
+                    const i64 r = (i64)b * seq + t0 + j;
+                    rb[k] = Bm.p[r * Bm.stride + grp * N + n];
+                    rc[k] = Cm.p[r * Cm.stride + grp * N + n];
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < XR; k++) {
+                const int i = threadIdx.x + k * T, j = i / PB, q = i % PB;
+                if (j < steps) rx[k] = x.p[((i64)b * seq + t0 + j) * x.stride + h * P + pb * PB + q];
+            }
+            if (threadIdx.x < steps) rdt = dt.p[((i64)b * seq + t0 + threadIdx.x) * dt.stride + h];
+        };
+        fetch(0);
+        for (int t0 = 0; t0 < seq; t0 += TB) {
+            const int steps = min(TB, seq - t0);
+#pragma unroll
+            for (int k = 0; k < BCR; k++) {
+                const int i = threadIdx.x + k * T, j = i / N, n = i % N;
+                if (j < steps) {
+                    const bool first = n == n0;
+                    sB[j][n] = first ? fq_raw_inv(Bm, rb[k], sb0, ib0) : fq_raw(Bm, rb[k], ld_scale(Bm, grp * N + n));
+                    sC[j][n] = first ? fq_raw_inv(Cm, rc[k], sc0, ic0) : fq_raw(Cm, rc[k], ld_scale(Cm, grp * N + n));
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < XR; k++) {
+                const int i = threadIdx.x + k * T, j = i / PB, q = i % PB;
+                if (j < steps) sX[j][q] = q == q0 ? fq_raw_inv(x, rx[k], sx0, ix0) : fq_raw(x, rx[k], ld_scale(x, h * P + pb * PB + q));
+            }
+            if (threadIdx.x < steps) {
+                const float delta = ssd_delta(fq_raw_inv(dt, rdt, sdt, idt), bias, dt_min, dt_max);
+                sDelta[threadIdx.x] = delta;
+                sDecay[threadIdx.x] = expf(delta * A);
+            }
+            __syncthreads();
+            QUAMBA_TRACE_LANDED;
+            if (t0 + TB < seq) fetch(t0 + TB);
+            ssd_staged_steps<TB, N, PB, PER, LANES, H * P>(s, sB, sC, sX, sDecay, sDelta, pl, sub, D, out + ((i64)b * seq + t0) * (H * P) + h * P + p, seq - t0);
+            QUAMBA_TRACE_SUMMED;
+            __syncthreads();
+        }
     } else {
         // (Strides of blockDim.x, not the constant T: with T ptxas unrolled these loops and the
         // kernel took 80 registers instead of 48.)
@@ -2470,13 +2767,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             }
             __syncthreads();
             QUAMBA_TRACE_LANDED;
-#pragma unroll
-            for (int j = 0; j < TB; j++) {
-                if (t0 + j >= seq) break;
-                const float xv = sX[j][pl];
-                const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
-                if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
-            }
+            ssd_staged_steps<TB, N, PB, PER, LANES, H * P>(s, sB, sC, sX, sDecay, sDelta, pl, sub, D, out + ((i64)b * seq + t0) * (H * P) + h * P + p, seq - t0);
             QUAMBA_TRACE_SUMMED;
             __syncthreads();
         }
@@ -2504,16 +2795,30 @@ QDEV float channel_step(float* s, const float* A, float delta, const float* B, c
     return y;
 }
 
+// A Mamba1 channel's TB steps staged in shared memory and registers (fewer where `left`, the
+// sequence's steps from the first of them on, is less): its outputs, y + D·x, stored by its sub 0
+// thread at `out` and every LDO floats after.
+template <int TB, int N, int PER, int LANES, int LDO>
+QDEV void scan_staged_steps(float* s, const float* A, const float (*sB)[N], const float (*sC)[N], const float* dts, const float* xs, int sub, float D, float* out,
+                            int left) {
+#pragma unroll
+    for (int j = 0; j < TB; j++) {
+        if (j >= left) break;
+        const float y = channel_step<PER, LANES>(s, A, softplus_f(dts[j]), sB[j], sC[j], xs[j], sub);
+        if (sub == 0) out[j * LDO] = y + D * xs[j];
+    }
+}
+
 // Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
 // with N / LANES states each; the sequence's B and C are staged in shared memory every TB steps
 // (fake-quantized once per block).
 // It leaves its `ahead` tail alone (`l2_ahead`): at 16 rows it gained nothing (mamba-2.8b,
 // 16 layers, 1.2420 → 1.2441 ms), and with int8 states its arithmetic had ptxas spill a state
 // byte loaded before the wait.
-template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG>
+template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, bool AHEAD = false>
 QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
                          const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
-    const int PER = N / LANES, TB = 8, BPS = DI / CB;
+    const int PER = N / LANES, TB = 8, BPS = DI / CB, T = CB * LANES;  // T: blockDim.x
     __shared__ float sB[TB][N], sC[TB][N];
     int blk = blockIdx.x;
     int cb = blk % BPS, b = blk / BPS;
@@ -2529,6 +2834,64 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
     cached.request(state, row, d, sub, state_group, s);
     cached.prefetch_scales(state_scale);
     float D = dvec[d];
+    if constexpr (AHEAD) {
+        // The prefill's own kernel, as `ssd_scan`'s: the next TB steps' inputs are requested
+        // before this TB's steps run, and each thread converts its inputs with inverse scales
+        // loaded before the wait (B and C: the same columns at every TB, T being a multiple of
+        // N in every plan; other columns take their own scale).
+        const int n0 = threadIdx.x % N;
+        const float sb0 = ld_scale(Bm, n0), sc0 = ld_scale(Cm, n0), sdt = ld_scale(dt, d), sx = ld_scale(x, d);
+        pdl_enter();
+        cached.scales(sub, state_scale);
+        const float ib0 = inverse_of(sb0), ic0 = inverse_of(sc0), idt = inverse_of(sdt), ix = inverse_of(sx);
+        constexpr int BCR = (TB * N + T - 1) / T;
+        float rb[BCR], rc[BCR], rdt[TB], rx[TB];
+        auto fetch = [&](int t0) {
+            const int steps = min(TB, seq - t0);
+#pragma unroll
+            for (int k = 0; k < BCR; k++) {
+                const int i = threadIdx.x + k * T, j = i / N, n = i % N;
+                if (j < steps) {
+                    const i64 r = (i64)b * seq + t0 + j;
+                    rb[k] = Bm.p[r * Bm.stride + n];
+                    rc[k] = Cm.p[r * Cm.stride + n];
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                const i64 r = (i64)b * seq + min(t0 + j, seq - 1);
+                rdt[j] = dt.p[r * dt.stride + d];
+                rx[j] = x.p[r * x.stride + d];
+            }
+        };
+        fetch(0);
+        for (int t0 = 0; t0 < seq; t0 += TB) {
+            const int steps = min(TB, seq - t0);
+#pragma unroll
+            for (int k = 0; k < BCR; k++) {
+                const int i = threadIdx.x + k * T, j = i / N, n = i % N;
+                if (j < steps) {
+                    sB[j][n] = n == n0 ? fq_raw_inv(Bm, rb[k], sb0, ib0) : fq_raw(Bm, rb[k], ld_scale(Bm, n));
+                    sC[j][n] = n == n0 ? fq_raw_inv(Cm, rc[k], sc0, ic0) : fq_raw(Cm, rc[k], ld_scale(Cm, n));
+                }
+            }
+            float dts[TB], xs[TB];
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                dts[j] = fq_raw_inv(dt, rdt[j], sdt, idt);
+                xs[j] = fq_raw_inv(x, rx[j], sx, ix);
+            }
+            __syncthreads();
+            QUAMBA_TRACE_LANDED;
+            if (t0 + TB < seq) fetch(t0 + TB);
+            if (t0 == 0) cached.values(s, sub, state_scale);
+            scan_staged_steps<TB, N, PER, LANES, DI>(s, A, sB, sC, dts, xs, sub, D, out + ((i64)b * seq + t0) * DI + d, seq - t0);
+            QUAMBA_TRACE_SUMMED;
+            __syncthreads();
+        }
+        cached.store(state, row, sub, s, state_scale);
+        return;
+    }
     pdl_enter();
     cached.scales(sub, state_scale);
     for (int t0 = 0; t0 < seq; t0 += TB) {
@@ -2549,6 +2912,7 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
         __syncthreads();
         QUAMBA_TRACE_LANDED;
         if (t0 == 0) cached.values(s, sub, state_scale);
+        // (Its own loop rather than `scan_staged_steps`, which costs this kernel 8 registers.)
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (t0 + j >= seq) break;

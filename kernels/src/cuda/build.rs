@@ -517,8 +517,13 @@ impl Builder<'_> {
                 let (a_arg, d_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0));
                 let out = self.f32_out(v);
                 let channels_per_block = largest_divisor_at_most(width, 128 / lanes);
-                let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block, form));
+                let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels_per_block, form, false));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: width * lanes }, block: (channels_per_block * lanes) as u32, shared_bytes: 0 };
+                let prefill = {
+                    let (channels, lanes) = codegen::scan_prefill_shape(width, n, (channels_per_block, lanes));
+                    let name = self.entry("scan", codegen::selective_scan(width, n, lanes, channels, form, true));
+                    Kernel { name, grid: Grid::PerSequence { per_sequence: width * lanes }, block: (channels * lanes) as u32, shared_bytes: 0 }
+                };
                 let mut args =
                     vec![x.operand(), dt.operand(), bm.operand(), cm.operand(), a_arg, d_arg, Arg::State(state), scale_arg, group_arg, Arg::Buffer { buffer: out.buffer, offset: 0 }, Arg::Batch, Arg::Seq, Arg::WeightTail(None), Arg::WeightTailBytes(None)];
                 let step_shape = codegen::dt_step_shape(width, n);
@@ -529,12 +534,12 @@ impl Builder<'_> {
                         args.extend(product_args);
                         let name = self.entry("scan", codegen::selective_step_dt(width, n, step_lanes, step_channels, form, dt_kind));
                         let one_row = Kernel { name, grid: Grid::PerSequence { per_sequence: width * step_lanes }, block: (step_channels * step_lanes) as u32, shared_bytes: 0 };
-                        self.push(v, one_row, Some(kernel.clone()), args);
+                        self.push(v, one_row, Some(prefill), args);
                         self.launches.last_mut().expect("just pushed").batched = Some(kernel);
                     }
                     None => {
                         args.extend([Arg::absent_operand(), Arg::Null, Arg::Null, Arg::F32(1.0), Arg::Null]);
-                        self.push(v, kernel, None, args);
+                        self.push(v, kernel, Some(prefill), args);
                     }
                 }
                 self.repr.insert(v, Repr::F32(out));
@@ -548,8 +553,13 @@ impl Builder<'_> {
                 let state = self.states.len() - 1;
                 let (a_arg, d_arg, bias_arg) = (self.use_f32(a_log, 0), self.use_f32(d, 0), self.use_f32(dt_bias, 0));
                 let out = self.f32_out(v);
-                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, false));
+                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, codegen::SsdEntry::Plain));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows_per_block * lanes) as u32, shared_bytes: 0 };
+                let prefill = {
+                    let (lanes, rows) = codegen::ssd_prefill_shape(head_dim, d_state, (lanes, rows_per_block), form.columns == 0);
+                    let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows), form, codegen::SsdEntry::Prefill));
+                    Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows * lanes) as u32, shared_bytes: 0 }
+                };
                 let args = vec![
                     x.operand(),
                     dt.operand(),
@@ -572,8 +582,8 @@ impl Builder<'_> {
                     Arg::absent_operand(),
                     Arg::Null,
                 ];
-                self.push(v, kernel, None, args);
-                let gated_entry = codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, true);
+                self.push(v, kernel, Some(prefill), args);
+                let gated_entry = codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, codegen::SsdEntry::Gated);
                 let step = SsdStep { launch: self.launches.len() - 1, value: v, gated_entry, parts: heads * head_dim / rows_per_block, rows_per_block };
                 self.ssd_steps.insert(out.buffer, step);
                 self.repr.insert(v, Repr::F32(out));
@@ -742,7 +752,7 @@ impl Builder<'_> {
         let plain = ssd.kernel.clone();
         ssd.kernel = Kernel { name: gated, ..plain.clone() };
         ssd.batched = Some(plain.clone());
-        ssd.large = Some(plain);
+        ssd.large = Some(ssd.large.take().unwrap_or(plain));
         let n = ssd.args.len();
         ssd.args[n - 3] = x.operand();
         ssd.args[n - 2] = z.operand();
@@ -915,7 +925,13 @@ impl Builder<'_> {
                 (small, batched)
             }
         };
-        let large = self.gemm_kernel(&shape, &prefill);
+        let large = match codegen::TiledConfig::prefill(kind, n) {
+            Some(tiled) => {
+                let name = self.entry("gemm", codegen::gemm_tiled(&shape, &tiled));
+                Kernel { name, grid: tiled.grid(n), block: tiled.threads(), shared_bytes: 0 }
+            }
+            None => self.gemm_kernel(&shape, &prefill),
+        };
         let args = vec![
             a_arg,
             Arg::Stride(lda as i32),

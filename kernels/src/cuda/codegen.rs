@@ -165,11 +165,14 @@ impl StateForm {
 /// that a launch passes one argument list to its one-row and its other kernels.
 const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd dt_in, const void* dt_w, const float* dt_scales, float dt_act, const float* dt_bias";
 
-pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, state: StateForm) -> String {
+/// A Mamba1 selective scan entry point; `ahead`: the prefill's own kernel, which requests each TB
+/// steps' inputs while the TB before run (`AHEAD` in `quamba::selective_scan`).
+pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, state: StateForm, ahead: bool) -> String {
     let threads = lanes * channels_per_block;
     let StateForm { columns, scale_floats, grouped } = state;
+    let ahead = if ahead { ", true" } else { "" };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}{ahead}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes);\n}}\n"
     )
 }
 
@@ -242,19 +245,55 @@ pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (u
         .unwrap_or(default)
 }
 
-/// The SSD scan; `gated`: the one-row step that also gates its output for the gated norm chain
-/// after it and sums its squares ([`pregated_hadamard_quantize`]). Every SSD entry point takes
-/// that chain's operands and the partial sums' buffer (`chain_x`, `chain_z`, `partials`; only a
-/// gated one reads them), so that a launch passes one argument list to its one-row and its other
-/// kernels.
-pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, (lanes, rows_per_block): (usize, usize), state: StateForm, gated: bool) -> String {
+/// The prefill SSD scan's block: `decode` (the [`ssd_shape`]; on 4 layers of mamba2-2.7b, W4A8,
+/// 1024-token TTFT on an H200, its 8 x 32 took 3.988 ms against 4.869 with 16 x 32, 5.218 with
+/// 16 x 16, 5.215 with 32 x 8 and 5.431 with 4 x 64), or `QUAMBA_CUDA_SSD_PREFILL_SHAPE=LANESxROWS`
+/// where that divides d_state and head_dim and, with an int8 state (whose rows are laid out by
+/// lanes), keeps the decode kernel's lanes.
+pub fn ssd_prefill_shape(head_dim: usize, d_state: usize, decode: (usize, usize), f32_state: bool) -> (usize, usize) {
+    super::knobs::pair("QUAMBA_CUDA_SSD_PREFILL_SHAPE", 'x')
+        .filter(|&(l, r)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && head_dim.is_multiple_of(r) && l * r <= 1024 && (f32_state || l == decode.0))
+        .unwrap_or(decode)
+}
+
+/// The prefill selective scan's block (Mamba1): 32 channels of 4 lanes each where they divide
+/// d_inner and d_state (the decode kernel's 128 channels of one lane give mamba-2.8b 40 blocks of
+/// four warps; on 4 layers of it, W4A8, 1024-token TTFT on an H200: 4.418 → 4.075 ms, against
+/// 4.170 with 64 x 2, 4.536 with 32 x 1 and 4.441 with 16 x 8), else `decode`; or
+/// `QUAMBA_CUDA_SCAN_PREFILL_SHAPE=CHANNELSxLANES` where that divides them.
+pub fn scan_prefill_shape(d_inner: usize, d_state: usize, decode: (usize, usize)) -> (usize, usize) {
+    let fits = |(c, l): (usize, usize)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && d_inner.is_multiple_of(c) && c * l <= 1024 && (c * l).is_multiple_of(d_state);
+    super::knobs::pair("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", 'x').filter(|&shape| fits(shape)).or(Some((32, 4)).filter(|&shape| fits(shape))).unwrap_or(decode)
+}
+
+/// Which SSD scan entry point [`ssd`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SsdEntry {
+    /// Decode steps and calls of a few rows.
+    Plain,
+    /// The one-row step that also gates its output for the gated norm chain after it and sums its
+    /// squares ([`pregated_hadamard_quantize`]).
+    Gated,
+    /// The prefill's own kernel, which requests each TB steps' inputs ahead (`AHEAD` in
+    /// `quamba::ssd_scan`).
+    Prefill,
+}
+
+/// An SSD scan entry point. Every one takes the gated chain's operands and the partial sums'
+/// buffer (`chain_x`, `chain_z`, `partials`; only a gated one reads them), so that a launch
+/// passes one argument list to its one-row and its other kernels.
+pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, (lanes, rows_per_block): (usize, usize), state: StateForm, entry: SsdEntry) -> String {
     let threads = lanes * rows_per_block;
     let StateForm { columns, scale_floats, grouped } = state;
     // An int8 state's step asks for the blocks per SM that the f32 step's 64 registers give: at
     // the 76-80 ptxas chose otherwise, mamba2-2.7b's step blocks no longer all fit beside
     // in_proj's, and a fifth of them started only once in_proj ended.
     let bounds = if columns > 0 { format!("{threads}, {}", (65536 / (threads * 64)).max(1)) } else { threads.to_string() };
-    let (flag, chain) = if gated { (", true", ", chain_x, chain_z, partials") } else { ("", "") };
+    let (flag, chain) = match entry {
+        SsdEntry::Gated => (", true", ", chain_x, chain_z, partials"),
+        SsdEntry::Prefill => (", false, true", ""),
+        SsdEntry::Plain => ("", ""),
+    };
     format!(
         "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes{chain});\n}}\n"
     )
@@ -540,6 +579,70 @@ pub fn gemm(s: &GemmShape, c: &GemmConfig) -> String {
     format!(
         "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemm<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
         s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.wk, c.depth, s.vec, c.stage
+    )
+}
+
+/// Tiling of a product of many rows (`quamba::gemm_tiled`): blocks of `wn` warps, each warp
+/// `16 mt` rows by `nt` 8-column tiles, activations staged in shared memory `sk` columns at a
+/// time with `stages` slabs in flight, weights through each warp's ring of `depth` chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TiledConfig {
+    pub mt: usize,
+    pub nt: usize,
+    pub wn: usize,
+    pub depth: usize,
+    pub sk: usize,
+    pub stages: usize,
+}
+
+impl TiledConfig {
+    /// The layout of a product of many rows with `kind` weights and `n` columns: blocks of four
+    /// warps, each warp 32 rows by 32 columns for f16 mma; for int8 64 rows by 32 columns, or by
+    /// 16 where the product has fewer than 4096 columns; 32 rows by 8 columns below 512
+    /// (Mamba1's x_proj), so that a prompt of a thousand rows still spreads over a few waves of
+    /// blocks. A slab is one f16 k-chunk (32
+    /// columns of f32) or an int8 chunk, four in flight; rings of two chunks, or four where a
+    /// chunk is only two k-steps (f16 and int8 weights). `QUAMBA_CUDA_TILED=0` keeps
+    /// [`GemmConfig::PREFILL`] on `quamba::gemm` instead (its activations read from global memory
+    /// at every k-step), and `QUAMBA_CUDA_TILED=MTxNTxWNxSTAGES` sets those four for every
+    /// product (a tuning aid).
+    pub fn prefill(kind: u8, n: usize) -> Option<TiledConfig> {
+        let chunk = crate::cuda::pack::chunk(kind);
+        let sk = if kind >= 2 { chunk } else { 32 };
+        let depth = if chunk / crate::cuda::pack::k_step(kind) <= 2 { 4 } else { 2 };
+        let (mt, nt) = match n {
+            _ if n < 512 => (2, 1),
+            // f16 mma: 32-row warps (more blocks, fewer registers); on 4-layer mamba2-2.7b
+            // (1024-token TTFT, H200) FP16 4.973 → 4.661 ms, W4A16 5.487 → 4.923; W4A8 3.988
+            // → 3.979, so int8 keeps 64.
+            _ if kind < 2 => (2, 4),
+            _ if n >= 4096 => (4, 4),
+            _ => (4, 2),
+        };
+        let default = TiledConfig { mt, nt, wn: 4, depth, sk, stages: 4 };
+        if !super::knobs::on("QUAMBA_CUDA_TILED") {
+            return None;
+        }
+        Some(match super::knobs::set_numbers("QUAMBA_CUDA_TILED", &['x']).as_deref() {
+            Some([mt, nt, wn, stages]) => TiledConfig { mt: *mt, nt: *nt, wn: *wn, stages: (*stages).max(2), ..default },
+            _ => default,
+        })
+    }
+
+    pub fn threads(&self) -> u32 {
+        (self.wn * 32) as u32
+    }
+
+    pub fn grid(&self, n: usize) -> Grid {
+        Grid::Gemm { n_blocks: n.div_ceil(8).div_ceil(self.wn * self.nt), rows_per_block: 16 * self.mt }
+    }
+}
+
+pub fn gemm_tiled(s: &GemmShape, c: &TiledConfig) -> String {
+    let threads = c.threads();
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({PRODUCT_PARAMS}) {{\n    quamba::gemm_tiled<{}, {}, {}, {}, {}, {}, {}, {}, {}, {}>(A, lda, W, scales, act_scale, bias, resid, ldr, out, ldo, M);\n}}\n",
+        s.kind, s.k, s.n, s.group, c.mt, c.nt, c.wn, c.depth, c.sk, c.stages
     )
 }
 

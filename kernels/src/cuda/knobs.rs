@@ -25,6 +25,9 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_DT_IN_SCAN", switch, "0 or 1"),
     ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
     ("QUAMBA_CUDA_SSD_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
+    ("QUAMBA_CUDA_SSD_PREFILL_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
+    ("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
+    ("QUAMBA_CUDA_TILED", |v| v == "0" || v == "1" || numbers(v, &['x'], 4), "0 (the untiled prefill kernel), 1, or MTxNTxWNxSTAGES (four positive integers)"),
     ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),
     ("QUAMBA_CUDA_GATE_IN_SSD", switch, "0 or 1"),
     ("QUAMBA_CUDA_L2_AHEAD", |v| v.parse::<u16>().is_ok_and(|n| n <= 1000), "thousandths of a weight, 0 to 1000"),
@@ -78,7 +81,7 @@ pub(super) fn single(name: &str) -> Option<usize> {
 }
 
 /// The numbers knob `name` is set to, if it is set and every part is one.
-fn set_numbers(name: &str, separators: &[char]) -> Option<Vec<usize>> {
+pub(super) fn set_numbers(name: &str, separators: &[char]) -> Option<Vec<usize>> {
     std::env::var(name).ok()?.split(separators).map(|p| p.trim().parse().ok()).collect()
 }
 
@@ -108,7 +111,7 @@ mod tests {
 
     #[test]
     fn well_formed_values_pass() {
-        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4x16"), ("QUAMBA_CUDA_GEMV", "0"), ("QUAMBA_CUDA_DECODE", "8,4"), ("QUAMBA_CUDA_GEMV_STREAM", "all"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x1x8"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", " 528 "), ("QUAMBA_CUDA_ROW_TRIGGER", "exit"), ("QUAMBA_CUDA_GEMV_TW", "2"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2x4x2;5120x2560:1x7"), ("QUAMBA_CUDA_GEMV_BULK_KB", "64")] {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4x16"), ("QUAMBA_CUDA_GEMV", "0"), ("QUAMBA_CUDA_DECODE", "8,4"), ("QUAMBA_CUDA_GEMV_STREAM", "all"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x1x8"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", " 528 "), ("QUAMBA_CUDA_ROW_TRIGGER", "exit"), ("QUAMBA_CUDA_GEMV_TW", "2"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2x4x2;5120x2560:1x7"), ("QUAMBA_CUDA_GEMV_BULK_KB", "64"), ("QUAMBA_CUDA_TILED", "2x4x4x4"), ("QUAMBA_CUDA_TILED", "0"), ("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", "32x4"), ("QUAMBA_CUDA_SSD_PREFILL_SHAPE", "8x32")] {
             assert!(with(name, value).is_ok(), "{name}={value}");
         }
         assert!(check_with(|_| None).is_ok());
@@ -123,7 +126,7 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_knob_and_what_it_takes() {
-        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1"), ("QUAMBA_CUDA_ROW_TRIGGER", "end"), ("QUAMBA_CUDA_GEMV_TW", "3"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2x4x3"), ("QUAMBA_CUDA_GEMV_BULK_KB", "0")] {
+        for (name, value) in [("QUAMBA_CUDA_GEMV", "8x4"), ("QUAMBA_CUDA_GEMV_STREAM", "yes"), ("QUAMBA_CUDA_GEMV_STREAM_SHAPE", "2x0x8"), ("QUAMBA_CUDA_DECODE_NT", "3"), ("QUAMBA_CUDA_GEMV_BULK_BLOCKS", "-1"), ("QUAMBA_CUDA_ROW_TRIGGER", "end"), ("QUAMBA_CUDA_GEMV_TW", "3"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2"), ("QUAMBA_CUDA_GEMV_AT", "2560x10576:2x4x3"), ("QUAMBA_CUDA_GEMV_BULK_KB", "0"), ("QUAMBA_CUDA_TILED", "2x4"), ("QUAMBA_CUDA_SSD_PREFILL_SHAPE", "8"), ("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", "32x0")] {
             let e = with(name, value).unwrap_err().to_string();
             assert!(e.contains(&format!("{name}={value}")) && e.contains("expected"), "{e}");
         }

@@ -24,6 +24,16 @@ pub fn chunk(kind: u8) -> usize {
     }
 }
 
+/// The k columns of one mma step of a `kind` product (m16n8k16 for f16 operands, m16n8k32 for
+/// int8).
+pub fn k_step(kind: u8) -> usize {
+    if kind >= 2 {
+        32
+    } else {
+        16
+    }
+}
+
 /// Bytes of a packed `[n, k]` weight.
 pub fn packed_bytes(kind: u8, n: usize, k: usize) -> usize {
     n.div_ceil(8) * k.div_ceil(chunk(kind)) * 32 * 16
