@@ -7,6 +7,8 @@
 #   tpot BIN ART [ENV=VALUE...]       "TPOT b=1 / b=16" of a short decode bench (as $A)
 #   elapsed                           seconds since this file was sourced
 #   summary                           `cuda check --json` lines (stdin) as one line each
+#   pack_results                      $OUT/r as one $OUT/r.tgz (a call returns at most eight files:
+#                                     the twenty-third session lost a model's results past them)
 #   build_full_in_background BIN LIKE...  full-size synthesized models compiled to W4A8 as
 #                                     $W/LIKE-w4a8.qmb beside the caller's work (a later plain
 #                                     `wait` waits for them; logs in $OUT/r/compile-LIKE.log)
@@ -48,6 +50,8 @@ tpot() {
   env "$@" timeout 60 "$bin" cuda bench "$art" --json $A 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; t=json.loads(sys.stdin.read())["tpot_ms"]; print(" / ".join("%.4f" % t[k] for k in sorted(t, key=int)))' 2>/dev/null || echo "failed"
 }
+
+pack_results() { tar -C "$OUT" -czf "$OUT/r.tgz" r && rm -rf "$OUT/r"; }
 
 summary() { python3 -c 'import json,sys
 for l in sys.stdin:
