@@ -279,8 +279,8 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemm_tiled(", &["load_slab(", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_row<", "norm_quantize_permuted<", "norm_half_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_row<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
-        ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "fetch(0)", "cached.values(", "out[", "ssd_staged_steps<", "cached.store(state", "partials["]),
-        ("QDEV void selective_scan(", &["Bm.p[", "x.p[", "dt.p[", "fetch(0)", "cached.values(", "scan_staged_steps<", "out[", "cached.store(state"]),
+        ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "fetch(0)", "cached.values(", "out[", "cached.store(state", "partials["]),
+        ("QDEV void selective_scan(", &["Bm.p[", "x.p[", "dt.p[", "fetch(0)", "cached.values(", "out[", "cached.store(state"]),
         ("QDEV void selective_step_dt(", &["copy_f32(&sB", "x.p[d]", "copy_f32(&sA", "cached.values(", "out[", "cached.store(state"]),
     ];
     for (signature, touches) in templates {

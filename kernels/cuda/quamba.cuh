@@ -1321,6 +1321,18 @@ QDEV void copies_landed() {
     asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }
+// The copies this thread issued since the last commit, as one group (`cp_async_wait`).
+QDEV void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Until at most PENDING of this thread's latest commit groups are still in flight.
+template <int PENDING> QDEV void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
+#endif
+}
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 // An mbarrier that one arrival (the thread that issues a tile's copies) plus the copies' bytes
 // complete; `bars_visible` publishes initialized barriers to the copy engine and the block.
@@ -1363,9 +1375,6 @@ QDEV void async_tiles(uint4* sw, float* ss, const uint4* W, const float* scales,
             asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr((char*)ss + off)), "l"(ssrc + off) : "memory");
     }
 }
-QDEV void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Until at most PENDING of this thread's latest commit groups are still in flight.
-template <int PENDING> QDEV void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory"); }
 #endif
 template <int WN, int TILE_BYTES, int SCALE_FLOATS>
 QDEV void tiles_fetch(uint4* sw, float* ss, const uint4* W, const float* scales, int first, int count, unsigned long long* bars) {
@@ -1403,17 +1412,6 @@ QDEV void copy16_zfill(void* dst, const void* src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes) : "memory");
 #else
     for (int b = 0; b < 16; b++) ((unsigned char*)dst)[b] = b < bytes ? ((const unsigned char*)src)[b] : 0;
-#endif
-}
-QDEV void copies_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-// Until at most PENDING of this thread's latest committed copy groups are in flight.
-template <int PENDING> QDEV void copies_pending() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" ::"n"(PENDING) : "memory");
 #endif
 }
 
@@ -1482,7 +1480,7 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
                 }
             }
         }
-        copies_commit();
+        cp_async_commit();
     };
 #pragma unroll
     for (int j = 0; j < STAGES - 1; j++) load_slab(j);
@@ -1538,7 +1536,7 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
                 constexpr int SLAB_STEPS = SK / L::KSTEP;
                 if (s % SLAB_STEPS == 0) {
                     const int j = kb / SK;
-                    copies_pending<STAGES - 2>();
+                    cp_async_wait<STAGES - 2>();
                     __syncthreads();
                     load_slab(j + STAGES - 1);
                     slab = stage + (j % STAGES) * (BM * PITCH);
@@ -1594,7 +1592,7 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
         }
     }
     flush();
-    copies_pending<0>();
+    cp_async_wait<0>();
 
 #pragma unroll
     for (int i = 0; i < MT; i++)
@@ -2601,21 +2599,6 @@ template <bool GATED> QDEV float ssd_output(float y, float D, float xv, const Op
 // Δ = clamp(softplus(dt + bias)), as both paths compute it.
 QDEV float ssd_delta(float dt_q, float bias, float dt_min, float dt_max) { return fminf(fmaxf(softplus_f(dt_q + bias), dt_min), dt_max); }
 
-// The TB steps of one Mamba2 state row staged in shared memory (fewer where `left`, the
-// sequence's steps from the first of them on, is less): the row's outputs, y + D·x, stored by its
-// sub 0 thread at `out` and every LDO floats after.
-template <int TB, int N, int PB, int PER, int LANES, int LDO>
-QDEV void ssd_staged_steps(float* s, const float (*sB)[N], const float (*sC)[N], const float (*sX)[PB], const float* sDecay, const float* sDelta, int pl, int sub,
-                           float D, float* out, int left) {
-#pragma unroll
-    for (int j = 0; j < TB; j++) {
-        if (j >= left) break;
-        const float xv = sX[j][pl];
-        const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
-        if (sub == 0) out[j * LDO] = y + D * xv;
-    }
-}
-
 template <int H, int P, int G, int N, int LANES, int PB, int SQ, int SF, bool SG, bool GATED = false, bool AHEAD = false>
 QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias,
                    float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq,
@@ -2690,7 +2673,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
         // round trip overlaps the steps instead of preceding them. Each thread stages the same
         // columns at every TB (blockDim is a multiple of N and PB in every plan; other columns
         // take their own scale) and converts them with its columns' inverse scales (a division
-        // per input was a third of the quantized prefill's time). Its registers (93 against 62)
+        // per input was a third of the quantized prefill's time). Its registers (95 against 62)
         // would cost the decode kernel occupancy, which keeps the loop below for calls of a few
         // rows.
         constexpr int BCR = (TB * N + T - 1) / T, XR = (TB * PB + T - 1) / T;
@@ -2739,7 +2722,13 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             __syncthreads();
             QUAMBA_TRACE_LANDED;
             if (t0 + TB < seq) fetch(t0 + TB);
-            ssd_staged_steps<TB, N, PB, PER, LANES, H * P>(s, sB, sC, sX, sDecay, sDelta, pl, sub, D, out + ((i64)b * seq + t0) * (H * P) + h * P + p, seq - t0);
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                if (t0 + j >= seq) break;
+                const float xv = sX[j][pl];
+                const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
+                if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
+            }
             QUAMBA_TRACE_SUMMED;
             __syncthreads();
         }
@@ -2767,7 +2756,13 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             }
             __syncthreads();
             QUAMBA_TRACE_LANDED;
-            ssd_staged_steps<TB, N, PB, PER, LANES, H * P>(s, sB, sC, sX, sDecay, sDelta, pl, sub, D, out + ((i64)b * seq + t0) * (H * P) + h * P + p, seq - t0);
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                if (t0 + j >= seq) break;
+                const float xv = sX[j][pl];
+                const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
+                if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
+            }
             QUAMBA_TRACE_SUMMED;
             __syncthreads();
         }
@@ -2793,20 +2788,6 @@ QDEV float channel_step(float* s, const float* A, float delta, const float* B, c
 #pragma unroll
     for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
     return y;
-}
-
-// A Mamba1 channel's TB steps staged in shared memory and registers (fewer where `left`, the
-// sequence's steps from the first of them on, is less): its outputs, y + D·x, stored by its sub 0
-// thread at `out` and every LDO floats after.
-template <int TB, int N, int PER, int LANES, int LDO>
-QDEV void scan_staged_steps(float* s, const float* A, const float (*sB)[N], const float (*sC)[N], const float* dts, const float* xs, int sub, float D, float* out,
-                            int left) {
-#pragma unroll
-    for (int j = 0; j < TB; j++) {
-        if (j >= left) break;
-        const float y = channel_step<PER, LANES>(s, A, softplus_f(dts[j]), sB[j], sC[j], xs[j], sub);
-        if (sub == 0) out[j * LDO] = y + D * xs[j];
-    }
 }
 
 // Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
@@ -2885,7 +2866,12 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
             QUAMBA_TRACE_LANDED;
             if (t0 + TB < seq) fetch(t0 + TB);
             if (t0 == 0) cached.values(s, sub, state_scale);
-            scan_staged_steps<TB, N, PER, LANES, DI>(s, A, sB, sC, dts, xs, sub, D, out + ((i64)b * seq + t0) * DI + d, seq - t0);
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                if (t0 + j >= seq) break;
+                const float y = channel_step<PER, LANES>(s, A, softplus_f(dts[j]), sB[j], sC[j], xs[j], sub);
+                if (sub == 0) out[((i64)b * seq + t0 + j) * DI + d] = y + D * xs[j];
+            }
             QUAMBA_TRACE_SUMMED;
             __syncthreads();
         }
@@ -2912,7 +2898,6 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
         __syncthreads();
         QUAMBA_TRACE_LANDED;
         if (t0 == 0) cached.values(s, sub, state_scale);
-        // (Its own loop rather than `scan_staged_steps`, which costs this kernel 8 registers.)
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (t0 + j >= seq) break;

@@ -240,9 +240,13 @@ pub fn selective_step_dt(d_inner: usize, d_state: usize, lanes: usize, channels_
 /// head's rows per block: `default`, or `QUAMBA_CUDA_SSD_SHAPE=LANESxROWS` where that divides
 /// d_state and head_dim (to measure side by side).
 pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (usize, usize) {
-    super::knobs::pair("QUAMBA_CUDA_SSD_SHAPE", 'x')
-        .filter(|&(l, r)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && head_dim.is_multiple_of(r) && l * r <= 1024)
-        .unwrap_or(default)
+    super::knobs::pair("QUAMBA_CUDA_SSD_SHAPE", 'x').filter(|&shape| ssd_shape_fits(head_dim, d_state, shape)).unwrap_or(default)
+}
+
+/// Whether an SSD block of `lanes` (a power of two up to a warp) per state row and `rows` rows
+/// divides d_state and head_dim within 1024 threads.
+fn ssd_shape_fits(head_dim: usize, d_state: usize, (lanes, rows): (usize, usize)) -> bool {
+    lanes.is_power_of_two() && lanes <= 32 && d_state.is_multiple_of(lanes) && head_dim.is_multiple_of(rows) && lanes * rows <= 1024
 }
 
 /// The prefill SSD scan's block: `decode` (the [`ssd_shape`]; on 4 layers of mamba2-2.7b, W4A8,
@@ -252,7 +256,7 @@ pub fn ssd_shape(head_dim: usize, d_state: usize, default: (usize, usize)) -> (u
 /// lanes), keeps the decode kernel's lanes.
 pub fn ssd_prefill_shape(head_dim: usize, d_state: usize, decode: (usize, usize), f32_state: bool) -> (usize, usize) {
     super::knobs::pair("QUAMBA_CUDA_SSD_PREFILL_SHAPE", 'x')
-        .filter(|&(l, r)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && head_dim.is_multiple_of(r) && l * r <= 1024 && (f32_state || l == decode.0))
+        .filter(|&shape| ssd_shape_fits(head_dim, d_state, shape) && (f32_state || shape.0 == decode.0))
         .unwrap_or(decode)
 }
 
@@ -600,9 +604,8 @@ impl TiledConfig {
     /// warps, each warp 32 rows by 32 columns for f16 mma; for int8 64 rows by 32 columns, or by
     /// 16 where the product has fewer than 4096 columns; 32 rows by 8 columns below 512
     /// (Mamba1's x_proj), so that a prompt of a thousand rows still spreads over a few waves of
-    /// blocks. A slab is one f16 k-chunk (32
-    /// columns of f32) or an int8 chunk, four in flight; rings of two chunks, or four where a
-    /// chunk is only two k-steps (f16 and int8 weights). `QUAMBA_CUDA_TILED=0` keeps
+    /// blocks. A slab is one f16 k-chunk (32 columns of f32) or an int8 chunk, four in flight;
+    /// rings of two chunks, or four where a chunk is only two k-steps (f16 and int8 weights). `QUAMBA_CUDA_TILED=0` keeps
     /// [`GemmConfig::PREFILL`] on `quamba::gemm` instead (its activations read from global memory
     /// at every k-step), and `QUAMBA_CUDA_TILED=MTxNTxWNxSTAGES` sets those four for every
     /// product (a tuning aid).
