@@ -193,9 +193,16 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         assert!(entry(&ssd.kernel.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}, true>(")), "{target}: the one-row step gates: {}", entry(&ssd.kernel.name));
         let plain = ssd.batched.as_ref().expect("more rows run the plain step");
         assert!(entry(&plain.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}>(")), "{target}: {}", entry(&plain.name));
-        // A prefill runs its own kernel, which requests each TB steps' inputs ahead.
+        // A prefill runs its own kernel: with an int8 state `ssd_scan`'s, which requests each TB
+        // steps' inputs ahead; with an f32 state `ssd_prefill` (W4A16's B and C are not
+        // quantized: nothing runs before it).
         let prefill = ssd.large.as_ref().expect("a prefill kernel");
-        assert!(entry(&prefill.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}, false, true>(")), "{target}: {}", entry(&prefill.name));
+        if target == "h100-w4a16" {
+            assert!(entry(&prefill.name).contains("quamba::ssd_prefill<12, 32, 1, 32, 4, 4>("), "{target}: {}", entry(&prefill.name));
+            assert!(ssd.then_large.is_none(), "{target}: nothing after the prefill kernel");
+        } else {
+            assert!(entry(&prefill.name).contains(&format!("quamba::ssd_scan<12, 32, 1, 32, 2, 32, {state}, false, true>(")), "{target}: {}", entry(&prefill.name));
+        }
         let n = ssd.args.len();
         let (Arg::Operand(chain_x), Arg::Operand(chain_z)) = (&ssd.args[n - 3], &ssd.args[n - 2]) else { panic!("{target}: the SSD takes the chain's operands") };
         let Arg::Buffer { buffer: partials, .. } = ssd.args[n - 1] else { panic!("{target}: the SSD writes partial sums") };
@@ -208,9 +215,13 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
         assert_eq!(rows.args[0], Arg::Operand(chain_x.clone()), "{target}: the chain's x");
         assert_eq!(rows.args[1], Arg::Operand(chain_z.clone()), "{target}: the chain's z");
         let split = rows.batched.as_ref().expect("more rows run the split chain");
-        assert_eq!(Some(split), rows.large.as_ref());
         assert!(entry(&split.name).contains(&format!("quamba::gated_hadamard_quantize<384, 1, 128, 128, 3>(x, z, k, 1e-5f, {output},")), "{target}: {}", entry(&split.name));
         assert_eq!(rows.kernel.grid, split.grid, "{target}: one block per Hadamard block either way");
+        // A prefill's rows run one block each, which reads its row once.
+        let whole = rows.large.as_ref().expect("a prefill chain");
+        assert_eq!(whole.grid, kernels::cuda::Grid::Rows, "{target}: one block per row");
+        let body = entry(&whole.name);
+        assert!(body.contains("quamba::row_gated_norm<384, 1,") && body.contains("quamba::row_hadamard<384,"), "{target}: {body}");
         for arch in ["sm_90", "sm_87", "sm_86"] {
             assert_plan_compiles(&p, arch, target);
         }
@@ -218,6 +229,45 @@ fn mamba2_one_row_ssd_gates_for_its_split_chain() {
             insta::assert_snapshot!("mamba2_split_random_h100-w4a8_launches", p.describe());
             insta::assert_snapshot!("mamba2_split_random_h100-w4a8_source", p.generated_source());
         }
+    }
+}
+
+/// A prefill's SSD with an f32 state runs `quamba::ssd_prefill`. Where B and C are
+/// fake-quantized (W4A8, W8A8), `quamba::fake_quantize_bc` runs first, with the same arguments,
+/// and quantizes them in place once for every head (the scan then reads them as stored); FP16's
+/// and W4A16's run the scan alone.
+#[test]
+fn ssd_prefill_quantizes_b_and_c_once() {
+    if std::env::var("QUAMBA_CUDA_SSD_PREFILL_ROWS").is_ok() {
+        return; // the knob overrides the rule
+    }
+    // (head_dim, d_state): four rows a warp and four warps where whole lanes and 16-row blocks
+    // fit; the older kernel elsewhere.
+    use kernels::cuda::codegen::ssd_prefill_rows;
+    assert_eq!(ssd_prefill_rows(64, 128), Some((4, 4)), "mamba2-2.7b and mamba2-8b");
+    assert_eq!(ssd_prefill_rows(64, 64), Some((4, 4)), "mamba2-small");
+    assert_eq!(ssd_prefill_rows(32, 32), Some((4, 4)), "mamba2-tiny");
+    assert_eq!(ssd_prefill_rows(24, 128), None, "rows that do not fill a block");
+    assert_eq!(ssd_prefill_rows(64, 16), None, "fewer states than lanes");
+    for (target, quantized) in [(None, false), (Some("h100-w4a8"), true), (Some("h100-w8a8"), true), (Some("h100-w4a16"), false)] {
+        let p = plan_of(target);
+        let ssd = p.launches.iter().find(|l| l.kernel.name.starts_with("ssd_")).expect("an SSD launch");
+        let large = ssd.large.as_ref().expect("a prefill kernel");
+        let scan = match &ssd.then_large {
+            Some((scan, args)) => {
+                assert!(quantized, "{target:?}: a kernel before the scan");
+                assert!(entry_source(&p, &large.name).contains("quamba::fake_quantize_bc<32>(b, c, "), "{target:?}: {}", entry_source(&p, &large.name));
+                assert_eq!(args[..4], ssd.args[..4], "{target:?}: the same operands");
+                assert!(matches!((&args[2], &args[3]), (Arg::Operand(b), Arg::Operand(c)) if b.scale.is_some() && c.scale.is_some()), "{target:?}: B and C quantized");
+                scan
+            }
+            None => {
+                assert!(!quantized, "{target:?}: B and C are quantized first");
+                large
+            }
+        };
+        // The embedded model's 8 heads of 32 rows, 32 states each: four rows a warp, four warps.
+        assert!(entry_source(&p, &scan.name).contains("quamba::ssd_prefill<8, 32, 1, 32, 4, 4>("), "{target:?}: {}", entry_source(&p, &scan.name));
     }
 }
 
@@ -267,19 +317,23 @@ fn every_entry_point_waits_for_its_predecessor() {
                 }
                 _ => first,
             };
-            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemm_tiled<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::selective_scan<"].iter().any(|w| first.starts_with(w));
+            let waits = ["quamba::pdl_enter();", "quamba::gemm<", "quamba::gemm_tiled<", "quamba::gemv<", "quamba::gemv_stream<", "quamba::ssd_scan<", "quamba::ssd_prefill<", "quamba::fake_quantize_bc<", "quamba::selective_scan<"]
+                .iter()
+                .any(|w| first.starts_with(w));
             assert!(waits, "an entry point does not start by waiting for its predecessor:\n{}", &e[..e.len().min(300)]);
         }
     }
     // The templates that wait themselves (after requesting weights, or a scan's own state) touch
     // activations and outputs only after the wait.
     let library = kernels::cuda::codegen::LIBRARY;
-    let templates: [(&str, &[&str]); 7] = [
+    let templates: [(&str, &[&str]); 9] = [
         ("QDEV void gemm(", &["stage_a<", "a_frag<KIND, VEC>(A", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemm_tiled(", &["load_slab(", "resid[", "out[(i64)m * ldo + n] ="]),
         ("QDEV void gemv(", &["stage_row<", "norm_quantize_permuted<", "norm_half_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_row<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
         ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "fetch(0)", "cached.values(", "out[", "cached.store(state", "partials["]),
+        ("QDEV void ssd_prefill(", &["request(0, 0)", "out[", "st[r * N + i * 32 + lane] ="]),
+        ("QDEV void fake_quantize_bc(", &["*p ="]),
         ("QDEV void selective_scan(", &["Bm.p[", "x.p[", "dt.p[", "fetch(0)", "cached.values(", "out[", "cached.store(state"]),
         ("QDEV void selective_step_dt(", &["copy_f32(&sB", "x.p[d]", "copy_f32(&sA", "cached.values(", "out[", "cached.store(state"]),
     ];
@@ -301,6 +355,10 @@ fn every_entry_point_waits_for_its_predecessor() {
             // Their state (f32 or int8, see `StateRow`) is requested before: its last writer,
             // the same layer's scan one step earlier, has completed.
             assert!(body.find("cached.request(").is_some_and(|at| at < wait), "{signature} requests its state before waiting");
+        }
+        if signature.contains("ssd_prefill(") {
+            // Its f32 state before.
+            assert!(body.find("ld_state(st").is_some_and(|at| at < wait), "{signature} loads its state before waiting");
         }
         if signature.contains("ssd_scan(") || signature.contains("selective_step_dt(") {
             // The decode steps' inputs' scales (constants) are loaded before, so that no load
@@ -574,7 +632,7 @@ fn prefill_product_layouts() {
 /// their next steps' inputs ahead.
 #[test]
 fn prefill_kernels_compile_at_real_shapes() {
-    use kernels::cuda::codegen::{self, GemmShape, SsdEntry, StateForm, TiledConfig};
+    use kernels::cuda::codegen::{self, GemmShape, StateForm, TiledConfig};
     let products = [
         // Each kind's widest tiling (mamba2-2.7b's in_proj; mamba2-8b's), a tied head's groups of
         // 32, mamba-2.8b's x_proj (one tile per warp), rows of odd length.
@@ -599,8 +657,10 @@ fn prefill_kernels_compile_at_real_shapes() {
         .collect();
     // mamba2-2.7b's and mamba2-8b's SSD prefill (f32 state), mamba-2.8b's selective scan at its
     // prefill shape.
-    entries.push(codegen::ssd(80, 64, 1, 128, (8, 32), StateForm::F32, SsdEntry::Prefill));
-    entries.push(codegen::ssd(128, 64, 8, 128, (8, 32), StateForm::F32, SsdEntry::Prefill));
+    let rows = codegen::ssd_prefill_rows(64, 128).expect("an f32 state's prefill kernel");
+    entries.push(codegen::ssd_prefill(80, 64, 1, 128, rows));
+    entries.push(codegen::ssd_prefill(128, 64, 8, 128, rows));
+    entries.push(codegen::ssd_bc_quantize(8, 128));
     let (channels, lanes) = codegen::scan_prefill_shape(5120, 16, (128, 1));
     entries.push(codegen::selective_scan(5120, 16, lanes, channels, StateForm::F32, true));
     assert_entries_compile_without_spills(&entries, "prefill");

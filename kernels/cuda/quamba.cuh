@@ -2775,6 +2775,180 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     }
 }
 
+// The SSD prefill's B and C (GN columns each) fake-quantized in place, once for every head that
+// reads them: each of `ssd_prefill`'s blocks converting all of its group's B and C (two thousand
+// values a window) made W4A8's prefill scan slower than FP16's. Fake-quantizing a fake-quantized
+// value returns it unchanged, so every kernel that reads them after, with their scales, reads the
+// same values.
+template <int GN> QDEV void fake_quantize_bc(Opnd Bm, Opnd Cm, i64 rows) {
+    const i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_enter();
+    if (idx >= rows * 2 * GN) return;
+    const i64 r = idx / (2 * GN);
+    const int c = (int)(idx % (2 * GN)), col = c % GN;
+    auto convert = [&](const Opnd o) {
+        float* p = (float*)o.p + r * o.stride + col;
+        *p = fq_raw(o, *p, ld_scale(o, col));
+    };
+    if (c < GN) convert(Bm);
+    else convert(Cm);
+}
+
+// Sums, over the warp's lanes, each of the V values every lane holds (V a power of two up to 32)
+// and returns the sum of value lane >> (5 - log2 V). At each level (lanes O apart) a lane keeps
+// half its values and adds the other lane's copies of them: V - 1 shuffles for V sums (a
+// butterfly per value takes 5 V), and the sums end up spread over the lanes. (A level per
+// template instance: with a loop, NVRTC kept the values in local memory.)
+template <int V, int O = 16> QDEV float transpose_sum(float* v, int lane) {
+    static_assert(V > 0 && V <= 32 && (V & (V - 1)) == 0, "a power of two up to a warp");
+    if constexpr (O == 0) {
+        return v[0];
+    } else if constexpr (V > 1) {
+        const bool upper = lane & O;
+#pragma unroll
+        for (int k = 0; k < V / 2; k++) {
+            const float send = upper ? v[k] : v[k + V / 2], keep = upper ? v[k + V / 2] : v[k];
+            v[k] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+        }
+        return transpose_sum<V / 2, O / 2>(v, lane);
+    } else {
+        v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+        return transpose_sum<1, O / 2>(v, lane);
+    }
+}
+
+// The Mamba2 SSD's prefill with an f32 state. A warp holds R state rows (p) of one (sequence,
+// head), each lane N / 32 states of every row (n = i * 32 + lane, the state's layout), W warps a
+// block. `ssd_scan`'s prefill kernel gives each row its own LANES threads, which read every B
+// and C value from shared memory once per row: shared memory bounded its time (35 wavefronts
+// a warp-step). Here a lane reads a value once for R rows, keeps its partial C·state of every
+// row and step of a TB window, and the warp sums those once per window (`transpose_sum`: 31
+// shuffles for 32 sums, where a butterfly per row and step took 5 each).
+// The inputs of TB steps at a time come into shared memory by `cp.async`, 16 bytes a copy where
+// every operand allows it, the next window's while this one's steps run (requested into
+// registers, as `ssd_scan` does, they and their addresses took the kernel to 251 registers; in
+// copies of 4 bytes, their addresses were a third of its instructions). Each thread
+// fake-quantizes the x and dt it copied, in place, with inverse scales; B and C come
+// fake-quantized (`fake_quantize_bc`) or not quantized.
+template <int H, int P, int G, int N, int R, int W>
+QDEV void ssd_prefill(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias, float dt_min, float dt_max,
+                      float* state, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
+    constexpr int TB = 8, PER = N / 32, T = 32 * W, PB = R * W, BPH = P / PB;
+    static_assert(N % 32 == 0 && P % PB == 0 && PB % 4 == 0, "whole rows, lanes and 16-byte spans");
+    static_assert(R * TB <= 32 && 32 % (R * TB) == 0, "a window's sums fit the warp's lanes");
+    // Spans of 4 floats: a window's B (and C) is TB rows of N / 4, its x TB rows of PB / 4.
+    constexpr int BSPANS = TB * N / 4, XSPANS = TB * PB / 4, BCR = (BSPANS + T - 1) / T;
+    static_assert(XSPANS <= T, "one x span a thread");
+    // SPREAD: log2 of the lanes that end up holding each sum (32 / (R * TB)).
+    constexpr int SPREAD = R * TB == 32 ? 0 : R * TB == 16 ? 1 : 2;
+    __shared__ __align__(16) float sB[2][TB][N];
+    __shared__ __align__(16) float sC[2][TB][N];
+    __shared__ __align__(16) float sX[2][TB][PB];
+    __shared__ float sDt[2][TB], sDelta[TB], sDecay[TB];
+    const int blk = blockIdx.x, pb = blk % BPH, h = (blk / BPH) % H, b = blk / (BPH * H);
+    if (b >= batch) return;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * R;
+    const int grp = h / (H / G);
+    const float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
+    float* st = state + (((i64)b * H + h) * P + pb * PB + row0) * N;
+    float s[R][PER];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int i = 0; i < PER; i++) s[r][i] = ld_state(st + r * N + i * 32 + lane);
+    // This thread's x span (if any): its step and first column. Their scales are loaded after
+    // the wait: before it, ptxas copied a per-tensor scale's one load into four registers, which
+    // waits for the load (`tests/cuda_sass.rs`); a round trip once per block of a prefill costs
+    // nothing.
+    const int xj = threadIdx.x / (PB / 4), xq = threadIdx.x % (PB / 4) * 4;
+    const bool has_x = threadIdx.x < XSPANS;
+    const float sdt = ld_scale(dt, h);
+    pdl_enter();
+    l2_ahead(ahead, ahead_bytes);
+    float sx[4], ix[4];
+#pragma unroll
+    for (int c = 0; c < 4; c++) sx[c] = ld_scale(x, h * P + pb * PB + xq + c);
+#pragma unroll
+    for (int c = 0; c < 4; c++) ix[c] = inverse_of(sx[c]);
+    const float idt = inverse_of(sdt);
+    const i64 row_base = (i64)b * seq;
+    const float* b_col = Bm.p + grp * N;
+    const float* c_col = Cm.p + grp * N;
+    const float* x_col = x.p + h * P + pb * PB + xq;
+    const bool wide = (((unsigned long long)b_col | (unsigned long long)c_col | (unsigned long long)x_col) & 15) == 0 && ((Bm.stride | Cm.stride | x.stride) & 3) == 0;
+    auto copy_span = [&](float* dst, const float* src) {
+        if (wide) {
+            copy16_zfill(dst, src, 16);
+        } else {
+#pragma unroll
+            for (int c = 0; c < 4; c++) copy_f32(dst + c, src + c);
+        }
+    };
+    // Window t0's inputs into buffer `buf`, one commit group (empty past the sequence).
+    auto request = [&](int t0, int buf) {
+        const int steps = max(0, min(TB, seq - t0));
+#pragma unroll
+        for (int k = 0; k < BCR; k++) {
+            const int e = threadIdx.x + k * T, j = e / (N / 4), n = e % (N / 4) * 4;
+            if (e < BSPANS && j < steps) {
+                const i64 r = row_base + t0 + j;
+                copy_span(&sB[buf][j][n], b_col + r * Bm.stride + n);
+                copy_span(&sC[buf][j][n], c_col + r * Cm.stride + n);
+            }
+        }
+        if (has_x && xj < steps) copy_span(&sX[buf][xj][xq], x_col + (row_base + t0 + xj) * x.stride);
+        if (threadIdx.x < steps) copy_f32(&sDt[buf][threadIdx.x], dt.p + (row_base + t0 + threadIdx.x) * dt.stride + h);
+        cp_async_commit();
+    };
+    request(0, 0);
+    for (int t0 = 0, buf = 0; t0 < seq; t0 += TB, buf ^= 1) {
+        const int steps = min(TB, seq - t0);
+        request(t0 + TB, buf ^ 1);
+        cp_async_wait<1>();
+        if (x.scale && has_x && xj < steps) {
+#pragma unroll
+            for (int c = 0; c < 4; c++) sX[buf][xj][xq + c] = fq_raw_inv(x, sX[buf][xj][xq + c], sx[c], ix[c]);
+        }
+        if (threadIdx.x < steps) {
+            const float delta = ssd_delta(fq_raw_inv(dt, sDt[buf][threadIdx.x], sdt, idt), bias, dt_min, dt_max);
+            sDelta[threadIdx.x] = delta;
+            sDecay[threadIdx.x] = expf(delta * A);
+        }
+        __syncthreads();
+        QUAMBA_TRACE_LANDED;
+        float y[R * TB];
+#pragma unroll
+        for (int m = 0; m < R * TB; m++) y[m] = 0.f;
+#pragma unroll
+        for (int j = 0; j < TB; j++) {
+            if (j >= steps) break;
+            const float delta = sDelta[j], decay = sDecay[j];
+            float bv[PER], cv[PER];
+#pragma unroll
+            for (int i = 0; i < PER; i++) bv[i] = sB[buf][j][i * 32 + lane], cv[i] = sC[buf][j][i * 32 + lane];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float dx = delta * sX[buf][j][row0 + r];
+#pragma unroll
+                for (int i = 0; i < PER; i++) {
+                    s[r][i] = decay * s[r][i] + dx * bv[i];
+                    y[r * TB + j] += cv[i] * s[r][i];
+                }
+            }
+        }
+        const float sum = transpose_sum<R * TB>(y, lane);
+        const int m = lane >> SPREAD, r = m / TB, j = m % TB;
+        if ((lane & ((1 << SPREAD) - 1)) == 0 && j < steps)
+            out[(row_base + t0 + j) * (H * P) + h * P + pb * PB + row0 + r] = sum + D * sX[buf][j][row0 + r];
+        QUAMBA_TRACE_SUMMED;
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int i = 0; i < PER; i++) st[r * N + i * 32 + lane] = s[r][i];
+}
+
 // One step of a Mamba1 channel on this thread's PER states (state n = i * LANES + sub): each
 // decays by exp(Δ·A) and takes Δ·B·x; returns C·state summed over the channel's LANES threads.
 template <int PER, int LANES>

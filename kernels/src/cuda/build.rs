@@ -555,11 +555,8 @@ impl Builder<'_> {
                 let out = self.f32_out(v);
                 let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, codegen::SsdEntry::Plain));
                 let kernel = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows_per_block * lanes) as u32, shared_bytes: 0 };
-                let prefill = {
-                    let (lanes, rows) = codegen::ssd_prefill_shape(head_dim, d_state, (lanes, rows_per_block), form.columns == 0);
-                    let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows), form, codegen::SsdEntry::Prefill));
-                    Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows * lanes) as u32, shared_bytes: 0 }
-                };
+                let bc_quantized = bm.fq.is_some() || cm.fq.is_some();
+                let (prefill, scan_after) = self.ssd_prefill_kernels((heads, head_dim, groups, d_state), (lanes, rows_per_block), form, bc_quantized);
                 let args = vec![
                     x.operand(),
                     dt.operand(),
@@ -582,7 +579,9 @@ impl Builder<'_> {
                     Arg::absent_operand(),
                     Arg::Null,
                 ];
+                let then_large = scan_after.map(|scan| (scan, args.clone()));
                 self.push(v, kernel, Some(prefill), args);
+                self.launches.last_mut().expect("just pushed").then_large = then_large;
                 let gated_entry = codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows_per_block), form, codegen::SsdEntry::Gated);
                 let step = SsdStep { launch: self.launches.len() - 1, value: v, gated_entry, parts: heads * head_dim / rows_per_block, rows_per_block };
                 self.ssd_steps.insert(out.buffer, step);
@@ -590,6 +589,30 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A prefill's SSD kernels for (heads, head_dim, groups, d_state): with an f32 state
+    /// `quamba::ssd_prefill`, which reads B and C as stored, so where they are quantized
+    /// `quamba::fake_quantize_bc` runs first and the scan second (the launch's `then_large`, with
+    /// the same arguments); with an int8 state, whose rows are laid out by the decode kernel's
+    /// `lanes`, `quamba::ssd_scan`'s own prefill kernel.
+    fn ssd_prefill_kernels(&mut self, (heads, head_dim, groups, d_state): (usize, usize, usize, usize), (lanes, rows_per_block): (usize, usize), form: StateForm, bc_quantized: bool) -> (Kernel, Option<Kernel>) {
+        match codegen::ssd_prefill_rows(head_dim, d_state).filter(|_| form.columns == 0) {
+            Some((rows, warps)) => {
+                let name = self.entry("ssd", codegen::ssd_prefill(heads, head_dim, groups, d_state, (rows, warps)));
+                let scan = Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim / rows * 32 }, block: (32 * warps) as u32, shared_bytes: 0 };
+                if !bc_quantized {
+                    return (scan, None);
+                }
+                let name = self.entry("ssd_bc", codegen::ssd_bc_quantize(groups, d_state));
+                (Kernel { name, grid: Grid::Elements { width: 2 * groups * d_state }, block: 256, shared_bytes: 0 }, Some(scan))
+            }
+            None => {
+                let (lanes, rows) = codegen::ssd_prefill_shape(head_dim, d_state, (lanes, rows_per_block), form.columns == 0);
+                let name = self.entry("ssd", codegen::ssd(heads, head_dim, groups, d_state, (lanes, rows), form, codegen::SsdEntry::Prefill));
+                (Kernel { name, grid: Grid::PerSequence { per_sequence: heads * head_dim * lanes }, block: (rows * lanes) as u32, shared_bytes: 0 }, None)
+            }
+        }
     }
 
     /// A chain of row ops starting at `start`, extended while each value has a single row-op
@@ -694,27 +717,33 @@ impl Builder<'_> {
             self.push(cur, kernel, None, args);
             return Ok(());
         }
-        let kernel = match split {
+        // A chain split over a row's blocks (each block sums the whole row's squares itself)
+        // serves a few rows; a prefill's rows run one block each, which reads each row once:
+        // on 4 layers of mamba2-2.7b, W4A8, the split chain took 98 µs a layer of a 1024-token
+        // prefill.
+        let whole_rows = |b: &mut Self| {
+            let name = b.entry("rows", codegen::row_chain(width, &stages));
+            Kernel { name, grid: Grid::Rows, block: codegen::row_threads(width) as u32, shared_bytes: 0 }
+        };
+        let (kernel, large) = match split {
             Some((_, eps, segments, true)) if stages.len() == 3 => {
                 let name = self.entry("rows", codegen::cluster_gated_hadamard_quantize(width, eps, output));
-                Kernel { name, grid: Grid::RowSegments { segments }, block: 1024, shared_bytes: 0 }
+                (Kernel { name, grid: Grid::RowSegments { segments }, block: 1024, shared_bytes: 0 }, Some(whole_rows(self)))
             }
             Some((groups, eps, segments, false)) if stages.len() == 3 => {
                 let name = self.entry("rows", codegen::gated_hadamard_quantize(width, groups, eps, output));
                 let split = Kernel { name, grid: Grid::RowSegments { segments }, block: (width / segments) as u32, shared_bytes: 0 };
+                let large = whole_rows(self);
                 if let Some(one_row) = self.gate_in_ssd(start, &x, z.as_ref(), width, groups, eps, output, &split, &mut args) {
-                    self.push(cur, one_row, Some(split.clone()), args);
+                    self.push(cur, one_row, Some(large), args);
                     self.launches.last_mut().expect("just pushed").batched = Some(split);
                     return Ok(());
                 }
-                split
+                (split, Some(large))
             }
-            _ => {
-                let name = self.entry("rows", codegen::row_chain(width, &stages));
-                Kernel { name, grid: Grid::Rows, block: codegen::row_threads(width) as u32, shared_bytes: 0 }
-            }
+            _ => (whole_rows(self), None),
         };
-        self.push(cur, kernel, None, args);
+        self.push(cur, kernel, large, args);
         // Load, RMS norm, then quantize or store: a product after it may run it itself (see
         // `gemm`).
         if let (Some((weight, eps)), (scale, per_column, buffer), None, 2) = (norm, row_output, z.as_ref(), stages.len()) {

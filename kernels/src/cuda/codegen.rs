@@ -292,15 +292,54 @@ pub fn ssd(heads: usize, head_dim: usize, groups: usize, d_state: usize, (lanes,
     // An int8 state's step asks for the blocks per SM that the f32 step's 64 registers give: at
     // the 76-80 ptxas chose otherwise, mamba2-2.7b's step blocks no longer all fit beside
     // in_proj's, and a fifth of them started only once in_proj ended.
-    let bounds = if columns > 0 { format!("{threads}, {}", (65536 / (threads * 64)).max(1)) } else { threads.to_string() };
+    // (Not the prefill kernel's: at 64 registers its inputs requested ahead spilled.)
+    let bounds = if columns > 0 && entry != SsdEntry::Prefill { format!("{threads}, {}", (65536 / (threads * 64)).max(1)) } else { threads.to_string() };
     let (flag, chain) = match entry {
         SsdEntry::Gated => (", true", ", chain_x, chain_z, partials"),
         SsdEntry::Prefill => (", false, true", ""),
         SsdEntry::Plain => ("", ""),
     };
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY(quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes{chain});\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({bounds}) ENTRY({SSD_PARAMS}) {{\n    quamba::ssd_scan<{heads}, {head_dim}, {groups}, {d_state}, {lanes}, {rows_per_block}, {columns}, {scale_floats}, {grouped}{flag}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes{chain});\n}}\n"
     )
+}
+
+/// The parameters of every SSD scan entry point (one argument list for a launch's kernels).
+const SSD_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quamba::Opnd c, const float* a_log, const float* d, const float* dt_bias, float dt_min, float dt_max, void* state, const float* state_scale, const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes, quamba::Opnd chain_x, quamba::Opnd chain_z, float* partials";
+
+/// The prefill SSD kernel of an f32 state (`quamba::ssd_prefill`: a warp holds `rows` state rows,
+/// a block `warps` warps): 4 x 4 where d_state is a multiple of 32 and head_dim of 16; or
+/// `QUAMBA_CUDA_SSD_PREFILL_ROWS=ROWSxWARPS` (ROWS 1, 2 or 4) where that divides them;
+/// `QUAMBA_CUDA_SSD_PREFILL_ROWS=0` keeps `ssd_scan`'s prefill kernel (to measure side by side).
+pub fn ssd_prefill_rows(head_dim: usize, d_state: usize) -> Option<(usize, usize)> {
+    let fits = |(rows, warps): (usize, usize)| {
+        matches!(rows, 1 | 2 | 4) && (1..=8).contains(&warps) && d_state.is_multiple_of(32) && head_dim.is_multiple_of(rows * warps) && (rows * warps).is_multiple_of(4)
+    };
+    if super::knobs::single("QUAMBA_CUDA_SSD_PREFILL_ROWS") == Some(0) {
+        return None;
+    }
+    super::knobs::pair("QUAMBA_CUDA_SSD_PREFILL_ROWS", 'x').filter(|&shape| fits(shape)).or(Some((4, 4)).filter(|&shape| fits(shape)))
+}
+
+/// The prefill SSD entry point of an f32 state ([`ssd_prefill_rows`]); its parameters are every
+/// SSD entry point's.
+/// Where B or C is quantized, [`ssd_bc_quantize`] must run before it (it reads them as stored).
+pub fn ssd_prefill(heads: usize, head_dim: usize, groups: usize, d_state: usize, (rows, warps): (usize, usize)) -> String {
+    let threads = 32 * warps;
+    // At most 168 registers a thread (ptxas took 222 for 4 x 2, hoisting a window's shared-memory
+    // loads; at 168 it spills nothing, at 128 it spilled), so that mamba2-2.7b's 640 blocks of
+    // 64 threads fit an H100's or H200's SMs at once.
+    let min_blocks = (384 / threads).max(1);
+    format!(
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) ENTRY({SSD_PARAMS}) {{\n    quamba::ssd_prefill<{heads}, {head_dim}, {groups}, {d_state}, {rows}, {warps}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, (float*)state, out, batch, seq, ahead, ahead_bytes);\n}}\n"
+    )
+}
+
+/// The SSD prefill's first kernel where B or C is fake-quantized: both, in place, once
+/// (`quamba::fake_quantize_bc`), 256 threads a block, one a value.
+pub fn ssd_bc_quantize(groups: usize, d_state: usize) -> String {
+    let width = groups * d_state;
+    format!("extern \"C\" __global__ void __launch_bounds__(256) ENTRY({SSD_PARAMS}) {{\n    quamba::fake_quantize_bc<{width}>(b, c, (long long)batch * seq);\n}}\n")
 }
 
 /// Whether a one-row SSD step gates its own output for the split gated norm chain after it

@@ -26,6 +26,7 @@ const KNOBS: &[Knob] = &[
     ("QUAMBA_CUDA_DT_STEP_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
     ("QUAMBA_CUDA_SSD_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
     ("QUAMBA_CUDA_SSD_PREFILL_SHAPE", |v| numbers(v, &['x'], 2), "LANESxROWS (two positive integers)"),
+    ("QUAMBA_CUDA_SSD_PREFILL_ROWS", |v| v == "0" || numbers(v, &['x'], 2), "0 (ssd_scan's prefill kernel), or ROWSxWARPS (two positive integers)"),
     ("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", |v| numbers(v, &['x'], 2), "CHANNELSxLANES (two positive integers)"),
     ("QUAMBA_CUDA_TILED", |v| v == "0" || v == "1" || numbers(v, &['x'], 4), "0 (the untiled prefill kernel), 1, or MTxNTxWNxSTAGES (four positive integers)"),
     ("QUAMBA_CUDA_STAGE_A", |v| matches!(v, "0" | "1"), "0 (stage no activations) or 1 (stage every kind)"),

@@ -40,8 +40,9 @@ impl CudaPlan {
         for l in &self.launches {
             let batched = l.batched.as_ref().map_or(String::new(), |k| format!(" | batched {}", k.name));
             let large = l.large.as_ref().map_or(String::new(), |k| format!(" | {}", k.name));
+            let then = l.then_large.as_ref().map_or(String::new(), |(k, _)| format!(" then {}", k.name));
             let one_row = if l.skip_one_row { " (one row: run inside another launch)" } else { "" };
-            let _ = writeln!(s, "{:>5} {}{batched}{large}{}{one_row}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
+            let _ = writeln!(s, "{:>5} {}{batched}{large}{then}{}{one_row}", l.value, l.kernel.name, if l.head { " (head)" } else { "" });
         }
         s
     }
