@@ -332,7 +332,7 @@ fn every_entry_point_waits_for_its_predecessor() {
         ("QDEV void gemv(", &["stage_row<", "norm_quantize_permuted<", "norm_half_permuted<", "resid[", "out[(i64)m * ldo + n] = v", "conv_column_step<"]),
         ("QDEV void gemv_stream(", &["stage_row<", "bias[n]", "resid[", "store_column<", "conv_column_step<", "out[(i64)m * ldo + own_n] = v"]),
         ("QDEV void ssd_scan(", &["Bm.p[", "x.p[", "dt.p[", "chain_z.p[", "fetch(0)", "cached.values(", "out[", "cached.store(state", "partials["]),
-        ("QDEV void ssd_prefill(", &["request(0, 0)", "out[", "st[r * N + i * 32 + lane] ="]),
+        ("QDEV void ssd_prefill(", &["request(0, 0)", "out[", "rows[r].store(state"]),
         ("QDEV void fake_quantize_bc(", &["*p ="]),
         ("QDEV void selective_scan(", &["Bm.p[", "x.p[", "dt.p[", "fetch(0)", "cached.values(", "out[", "cached.store(state"]),
         ("QDEV void selective_step_dt(", &["copy_f32(&sB", "x.p[d]", "copy_f32(&sA", "cached.values(", "out[", "cached.store(state"]),
@@ -358,7 +358,7 @@ fn every_entry_point_waits_for_its_predecessor() {
         }
         if signature.contains("ssd_prefill(") {
             // Its f32 state before.
-            assert!(body.find("ld_state(st").is_some_and(|at| at < wait), "{signature} loads its state before waiting");
+            assert!(body.find("rows[r].request(").is_some_and(|at| at < wait), "{signature} requests its state before waiting");
         }
         if signature.contains("ssd_scan(") || signature.contains("selective_step_dt(") {
             // The decode steps' inputs' scales (constants) are loaded before, so that no load

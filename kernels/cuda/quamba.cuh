@@ -2832,7 +2832,7 @@ template <int V, int O = 16> QDEV float transpose_sum(float* v, int lane) {
 // fake-quantized (`fake_quantize_bc`) or not quantized.
 template <int H, int P, int G, int N, int R, int W>
 QDEV void ssd_prefill(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, const float* dt_bias, float dt_min, float dt_max,
-                      float* state, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
+                      void* state, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
     constexpr int TB = 8, PER = N / 32, T = 32 * W, PB = R * W, BPH = P / PB;
     static_assert(N % 32 == 0 && P % PB == 0 && PB % 4 == 0, "whole rows, lanes and 16-byte spans");
     static_assert(R * TB <= 32 && 32 % (R * TB) == 0, "a window's sums fit the warp's lanes");
@@ -2850,12 +2850,12 @@ QDEV void ssd_prefill(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, con
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, row0 = warp * R;
     const int grp = h / (H / G);
     const float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
-    float* st = state + (((i64)b * H + h) * P + pb * PB + row0) * N;
+    // This warp's rows, each an f32 `StateRow` of 32 lanes (n = i * 32 + lane).
+    const i64 row = ((i64)b * H + h) * P + pb * PB + row0;
+    StateRow<N, 32, 0, 0, false, true, T> rows[R];
     float s[R][PER];
 #pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int i = 0; i < PER; i++) s[r][i] = ld_state(st + r * N + i * 32 + lane);
+    for (int r = 0; r < R; r++) rows[r].request(state, row + r, 0, lane, nullptr, s[r]);
     // This thread's x span (if any): its step and first column. Their scales are loaded after
     // the wait: before it, ptxas copied a per-tensor scale's one load into four registers, which
     // waits for the load (`tests/cuda_sass.rs`); a round trip once per block of a prefill costs
@@ -2944,9 +2944,7 @@ QDEV void ssd_prefill(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, con
         __syncthreads();
     }
 #pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int i = 0; i < PER; i++) st[r * N + i * 32 + lane] = s[r][i];
+    for (int r = 0; r < R; r++) rows[r].store(state, row + r, lane, s[r], nullptr);
 }
 
 // One step of a Mamba1 channel on this thread's PER states (state n = i * LANES + sub): each

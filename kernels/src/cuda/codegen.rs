@@ -249,7 +249,8 @@ fn ssd_shape_fits(head_dim: usize, d_state: usize, (lanes, rows): (usize, usize)
     lanes.is_power_of_two() && lanes <= 32 && d_state.is_multiple_of(lanes) && head_dim.is_multiple_of(rows) && lanes * rows <= 1024
 }
 
-/// The prefill SSD scan's block: `decode` (the [`ssd_shape`]; on 4 layers of mamba2-2.7b, W4A8,
+/// The block of `ssd_scan`'s prefill kernel (an int8 state's, or any where
+/// [`ssd_prefill_rows`] gives none): `decode` (the [`ssd_shape`]; on 4 layers of mamba2-2.7b, W4A8,
 /// 1024-token TTFT on an H200, its 8 x 32 took 3.988 ms against 4.869 with 16 x 32, 5.218 with
 /// 16 x 16, 5.215 with 32 x 8 and 5.431 with 4 x 64), or `QUAMBA_CUDA_SSD_PREFILL_SHAPE=LANESxROWS`
 /// where that divides d_state and head_dim and, with an int8 state (whose rows are laid out by
@@ -326,12 +327,12 @@ pub fn ssd_prefill_rows(head_dim: usize, d_state: usize) -> Option<(usize, usize
 /// Where B or C is quantized, [`ssd_bc_quantize`] must run before it (it reads them as stored).
 pub fn ssd_prefill(heads: usize, head_dim: usize, groups: usize, d_state: usize, (rows, warps): (usize, usize)) -> String {
     let threads = 32 * warps;
-    // At most 168 registers a thread (ptxas took 222 for 4 x 2, hoisting a window's shared-memory
-    // loads; at 168 it spills nothing, at 128 it spilled), so that mamba2-2.7b's 640 blocks of
-    // 64 threads fit an H100's or H200's SMs at once.
+    // Blocks of 64 threads ask for 6 an SM (at most 168 registers: ptxas took 222 for 4 x 2,
+    // hoisting a window's shared-memory loads, and spilled at 128), so that mamba2-2.7b's 640
+    // fit an H100's or H200's SMs at once; the default 4 x 4 asks for 3 (it takes 122).
     let min_blocks = (384 / threads).max(1);
     format!(
-        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) ENTRY({SSD_PARAMS}) {{\n    quamba::ssd_prefill<{heads}, {head_dim}, {groups}, {d_state}, {rows}, {warps}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, (float*)state, out, batch, seq, ahead, ahead_bytes);\n}}\n"
+        "extern \"C\" __global__ void __launch_bounds__({threads}, {min_blocks}) ENTRY({SSD_PARAMS}) {{\n    quamba::ssd_prefill<{heads}, {head_dim}, {groups}, {d_state}, {rows}, {warps}>(x, dt, b, c, a_log, d, dt_bias, dt_min, dt_max, state, out, batch, seq, ahead, ahead_bytes);\n}}\n"
     )
 }
 
