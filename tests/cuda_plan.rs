@@ -656,13 +656,14 @@ fn prefill_kernels_compile_at_real_shapes() {
         })
         .collect();
     // mamba2-2.7b's and mamba2-8b's SSD prefill (f32 state), mamba-2.8b's selective scan at its
-    // prefill shape.
+    // prefill shape (f32 and int8 states).
     let rows = codegen::ssd_prefill_rows(64, 128).expect("an f32 state's prefill kernel");
     entries.push(codegen::ssd_prefill(80, 64, 1, 128, rows));
     entries.push(codegen::ssd_prefill(128, 64, 8, 128, rows));
     entries.push(codegen::ssd_bc_quantize(8, 128));
     let (channels, lanes) = codegen::scan_prefill_shape(5120, 16, (128, 1));
     entries.push(codegen::selective_scan(5120, 16, lanes, channels, StateForm::F32, true));
+    entries.push(codegen::selective_scan(5120, 16, lanes, channels, StateForm { columns: 16, scale_floats: 32, grouped: false }, true));
     assert_entries_compile_without_spills(&entries, "prefill");
 }
 

@@ -1,5 +1,6 @@
 //! The machine code of the generated kernels at the real models' shapes (sm_90 SASS, built by
-//! NVRTC and read with nvdisasm): no kernel uses a global load before its dependency wait.
+//! NVRTC and read with nvdisasm): no kernel uses a global load before its dependency wait, and
+//! Mamba1's prefill scan runs a window of steps as one basic block.
 //!
 //! A kernel requests loads before `griddepcontrol.wait` (SASS `ACQBULK`) so that they are in
 //! flight while the previous kernel finishes. An instruction that reads a loaded register before
@@ -26,6 +27,17 @@ fn nvdisasm() -> Option<PathBuf> {
     Command::new(&path).arg("--version").output().ok().filter(|o| o.status.success()).map(|_| path)
 }
 
+/// nvdisasm where it and libnvrtc run; None (the test skipped) elsewhere, unless
+/// QUAMBA_REQUIRE_NVDISASM is set.
+fn nvdisasm_with_nvrtc() -> Option<PathBuf> {
+    let tool = nvdisasm().filter(|_| runtime::cuda::nvrtc_available());
+    if tool.is_none() {
+        assert!(std::env::var("QUAMBA_REQUIRE_NVDISASM").is_err(), "QUAMBA_REQUIRE_NVDISASM is set but nvdisasm or libnvrtc cannot be run");
+        eprintln!("skipped: no nvdisasm or libnvrtc on this machine");
+    }
+    tool
+}
+
 /// The plan's source for a one-layer random checkpoint shaped like `like` (vocabulary 8192),
 /// compiled for `target`, with int8 SSM states where `int8_states`.
 fn real_shape_source(like: Like, target: &str, int8_states: bool) -> String {
@@ -49,14 +61,7 @@ fn disassemble(tool: &Path, image: &[u8], dir: &Path) -> String {
 
 #[test]
 fn no_kernel_uses_a_load_before_its_wait_at_real_shapes() {
-    let tool = match nvdisasm() {
-        Some(tool) if runtime::cuda::nvrtc_available() => tool,
-        _ => {
-            assert!(std::env::var("QUAMBA_REQUIRE_NVDISASM").is_err(), "QUAMBA_REQUIRE_NVDISASM is set but nvdisasm or libnvrtc cannot be run");
-            eprintln!("skipped: no nvdisasm or libnvrtc on this machine");
-            return;
-        }
-    };
+    let Some(tool) = nvdisasm_with_nvrtc() else { return };
     let scratch = tempfile::tempdir().unwrap();
     let models = [
         (Like::Mamba2_2_7b, "h100-w4a8", false),
@@ -75,5 +80,48 @@ fn no_kernel_uses_a_load_before_its_wait_at_real_shapes() {
         assert!(waiting * 2 > functions.len(), "{what}: most kernels wait ({waiting} of {})", functions.len());
         let early: Vec<String> = functions.iter().flat_map(|(name, instructions)| kernels::cuda::sass::early_uses(instructions).into_iter().map(move |u| format!("{name}: {u}"))).collect();
         assert!(early.is_empty(), "{what}: loads used before the wait:\n{}", early.join("\n"));
+    }
+}
+
+/// The sizes of the basic blocks of a one-function listing, counted in `opcode` instructions: a
+/// block ends at a label and after a branch, call, exit or convergence instruction.
+fn blocks_counting(listing: &str, opcode: &str) -> Vec<usize> {
+    let mut blocks = vec![0];
+    for line in listing.lines().map(str::trim) {
+        if line.starts_with(".L_") {
+            blocks.push(0);
+        } else if let Some((_, text)) = line.strip_prefix("/*").and_then(|l| l.split_once("*/")) {
+            let text = text.trim();
+            let op = text.split_whitespace().find(|w| !w.starts_with('@')).unwrap_or("");
+            if op.starts_with(opcode) {
+                *blocks.last_mut().expect("one block at least") += 1;
+            }
+            if ["BRA", "BRX", "CALL", "RET", "EXIT", "BSSY", "BSYNC", "WARPSYNC"].iter().any(|b| op.starts_with(b)) {
+                blocks.push(0);
+            }
+        }
+    }
+    blocks
+}
+
+/// mamba-2.8b's prefill scan computes a whole window's decays (8 steps of a thread's states) in
+/// one basic block, so that ptxas can overlap a step with the next. With a bound checked at every
+/// step, each was a block of its own, a dependent chain of about 800 cycles a step at its 1.2 warps
+/// a scheduler (bench/RESULTS.md, twenty-fourth and twenty-fifth sessions).
+#[test]
+fn mamba1_prefill_scan_runs_a_window_in_one_basic_block() {
+    use kernels::cuda::codegen::{self, StateForm};
+    let Some(tool) = nvdisasm_with_nvrtc() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    let (d_inner, d_state) = (5120, 16);
+    let (channels, lanes) = codegen::scan_prefill_shape(d_inner, d_state, (128, 1));
+    for state in [StateForm::F32, StateForm { columns: d_state, scale_floats: 2 * d_state, grouped: false }] {
+        let entry = codegen::selective_scan(d_inner, d_state, lanes, channels, state, true).replace("ENTRY", "scan_prefill");
+        let cubin = runtime::cuda::compile_cubin(&codegen::source(&[entry], 64), "sm_90").unwrap();
+        let listing = disassemble(&tool, &cubin.image, scratch.path());
+        let decays = blocks_counting(&listing, "MUFU.EX2");
+        let window = 8 * d_state / lanes;
+        let nonempty: Vec<usize> = decays.into_iter().filter(|&n| n > 0).collect();
+        assert!(nonempty.iter().any(|&n| n >= window), "{state:?}: no basic block holds a window's {window} decays; blocks with any: {nonempty:?}");
     }
 }

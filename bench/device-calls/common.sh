@@ -5,6 +5,9 @@
 #                                     W4A8 ($TARGET, default h100-w4a8; extra compile flags in
 #                                     $COMPILE_FLAGS) as $W/NAME.qmb, in parallel
 #   tpot BIN ART [ENV=VALUE...]       "TPOT b=1 / b=16" of a short decode bench (as $A)
+#   ttft BIN ART [ENV=VALUE...]       TTFT ms of a 1024-token prompt at batch 1 (3 repeats)
+#   check_models BIN NAME:ART...      `cuda check` of each at 2 x 64 and 1 x 61 rows, a summary
+#                                     line each ("NAME 2x64: passed=...")
 #   elapsed                           seconds since this file was sourced
 #   summary                           `cuda check --json` lines (stdin) as one line each
 #   pack_results                      $OUT/r as one $OUT/r.tgz (a call returns at most eight files:
@@ -49,6 +52,22 @@ tpot() {
   # shellcheck disable=SC2086
   env "$@" timeout 60 "$bin" cuda bench "$art" --json $A 2>/dev/null | tail -1 |
     python3 -c 'import json,sys; t=json.loads(sys.stdin.read())["tpot_ms"]; print(" / ".join("%.4f" % t[k] for k in sorted(t, key=int)))' 2>/dev/null || echo "failed"
+}
+
+ttft() {
+  local bin=$1 art=$2; shift 2
+  env "$@" timeout 60 "$bin" cuda bench "$art" --json --prompt-len 1024 --batches 1 --decode-tokens 8 --repeats 3 2>/dev/null | tail -1 |
+    python3 -c 'import json,sys; print("%.3f" % json.loads(sys.stdin.read())["ttft_ms"])' 2>/dev/null || echo failed
+}
+
+check_models() {
+  local bin=$1 pair name art rows; shift
+  for pair in "$@"; do
+    name=${pair%%:*}; art=${pair#*:}
+    for rows in 2x64 1x61; do
+      echo "$name $rows: $(timeout 90 "$bin" cuda check "$art" --batch "${rows%x*}" --seq "${rows#*x}" --json 2>&1 | tail -1 | summary)"
+    done
+  done
 }
 
 pack_results() { tar -C "$OUT" -czf "$OUT/r.tgz" r && rm -rf "$OUT/r"; }

@@ -98,6 +98,14 @@ struct Opnd {
 
 QDEV float softplus_f(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 QDEV float silu_f(float x) { return x / (1.f + expf(-x)); }
+// 2^x by the hardware's approximation alone (relative error about 2^-22, results below 2^-126
+// flushed to zero): a scan's decay exp(Δ·A) as 2^(Δ·A·log2 e) in two instructions, where expf
+// took eight and exp2f four.
+QDEV float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 QDEV i8 quantize_one(float x, float s) {
     float q = rintf(x / s);
     q = fminf(fmaxf(q, -128.f), 127.f);
@@ -229,14 +237,16 @@ QDEV u32 quantize_state(float x, float inverse) {
 }
 
 // A scan's recurrent state row: N values of one (sequence, channel), of which a thread holds
-// PER = N / LANES, n = i * LANES + sub. SQ = 0: f32 values at float n. Otherwise int8 (the
-// method's cached state, ir::StateQuant): value = q * scale, with SQ = 1 scale per group or
-// SQ = N (one per group and state index); the group is the channel's entry of the group map
-// where GROUPED (0 otherwise). The plan uploads the table as [group][scales, inverses][SQ], SF
-// floats in all (`WeightUpload::StateScales`); LANE_MAJOR rows keep a thread's PER bytes together
-// at sub * PER + i, so that it loads and stores them as words (every kernel that touches such a
-// row splits it over the same LANES), and their tables follow the same order, so that a thread's
-// scales are float4 loads; other rows keep q at byte n and scales at n.
+// PER = N / LANES, value i at i * LANES + sub, or where LANE_MAJOR at sub * PER + i (together,
+// so that it loads and stores them as words and its scales as float4). SQ = 0: f32 values.
+// Otherwise int8 (the method's cached state, ir::StateQuant): value = q * scale, with SQ = 1
+// scale per group or SQ = N (one per group and state index); the group is the channel's entry of
+// the group map where GROUPED (0 otherwise). The plan uploads the table as
+// [group][scales, inverses][SQ], SF floats in all (`WeightUpload::StateScales`), scales in the
+// values' order. Value i is state n = i * LANES + sub to the SSD: its int8 rows are LANE_MAJOR,
+// laid out by lanes (every kernel that touches one splits it over the same LANES) with their
+// tables in the same order. Mamba1's prefill kernel takes a LANE_MAJOR row's value i as state
+// sub * PER + i instead (its B and C then float4 loads too), so that its row lies as the step's.
 //
 // `request` issues the loads before the dependency wait and uses none of them (no branch either:
 // ptxas once moved a value loaded there into a uniform register ahead of one): an f32 row
@@ -265,7 +275,7 @@ template <int N, int LANES, int SQ, int SF, bool GROUPED, bool LANE_MAJOR, int T
         if constexpr (SQ == 0) {
             const float* st = (const float*)state + row * N;
 #pragma unroll
-            for (int i = 0; i < PER; i++) s[i] = ld_state(st + i * LANES + sub);
+            for (int i = 0; i < PER; i++) s[i] = ld_state(st + byte_of(sub, i));
         } else {
             const unsigned char* st = (const unsigned char*)state + row * N;
 #pragma unroll
@@ -330,7 +340,7 @@ template <int N, int LANES, int SQ, int SF, bool GROUPED, bool LANE_MAJOR, int T
         if constexpr (SQ == 0) {
             float* st = (float*)state + row * N;
 #pragma unroll
-            for (int i = 0; i < PER; i++) st[i * LANES + sub] = s[i];
+            for (int i = 0; i < PER; i++) st[byte_of(sub, i)] = s[i];
         } else {
             unsigned char* st = (unsigned char*)state + row * N;
 #pragma unroll
@@ -2612,7 +2622,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     int grp = h / (H / G);
     float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
     const i64 row = ((i64)b * H + h) * P + p;
-    StateRow<N, LANES, SQ, SF, SG, true, LANES * PB> cached;
+    StateRow<N, LANES, SQ, SF, SG, SQ != 0, LANES * PB> cached;
     float s[PER];
     // The state, the parameters and the scales of the inputs this thread stages (its first
     // element of each: every one where blockDim is a multiple of N and PB, as in every plan) are
@@ -2852,7 +2862,7 @@ QDEV void ssd_prefill(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, con
     const float A = -expf(a_log[h]), D = dvec[h], bias = dt_bias[h];
     // This warp's rows, each an f32 `StateRow` of 32 lanes (n = i * 32 + lane).
     const i64 row = ((i64)b * H + h) * P + pb * PB + row0;
-    StateRow<N, 32, 0, 0, false, true, T> rows[R];
+    StateRow<N, 32, 0, 0, false, false, T> rows[R];
     float s[R][PER];
 #pragma unroll
     for (int r = 0; r < R; r++) rows[r].request(state, row + r, 0, lane, nullptr, s[r]);
@@ -2947,24 +2957,69 @@ QDEV void ssd_prefill(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, con
     for (int r = 0; r < R; r++) rows[r].store(state, row + r, lane, s[r], nullptr);
 }
 
-// One step of a Mamba1 channel on this thread's PER states (state n = i * LANES + sub): each
-// decays by exp(Δ·A) and takes Δ·B·x; returns C·state summed over the channel's LANES threads.
-template <int PER, int LANES>
+// One step of a Mamba1 channel on this thread's PER states (state n = i * LANES + sub, or
+// sub * PER + i where LANE_MAJOR): each decays by exp(Δ·A) and takes Δ·B·x; returns C·state
+// summed over the channel's LANES threads.
+template <int PER, int LANES, bool LANE_MAJOR = false>
 QDEV float channel_step(float* s, const float* A, float delta, const float* B, const float* C, float x, int sub) {
     float y = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; i++) {
-        s[i] = expf(delta * A[i]) * s[i] + delta * B[i * LANES + sub] * x;
-        y += C[i * LANES + sub] * s[i];
+        const int n = LANE_MAJOR ? sub * PER + i : i * LANES + sub;
+        s[i] = expf(delta * A[i]) * s[i] + delta * B[n] * x;
+        y += C[n] * s[i];
     }
 #pragma unroll
     for (int o = LANES / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o, LANES);
     return y;
 }
 
+// PER consecutive floats of shared memory (float4 loads where PER allows).
+template <int PER> QDEV void shared_row(const float* p, float* v) {
+    if constexpr (PER % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < PER; i += 4) {
+            const float4 q = *(const float4*)(p + i);
+            v[i] = q.x; v[i + 1] = q.y; v[i + 2] = q.z; v[i + 3] = q.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < PER; i++) v[i] = p[i];
+    }
+}
+
+// TB whole steps of a Mamba1 channel on this thread's PER states n = sub * PER + i (B and C rows
+// of N floats a step, in shared memory), unrolled without a bound, so that only the state's own
+// multiply-add orders a step after the one before. (With a bound per step, each step was its own
+// basic block, a chain of softplus, exponentials, state, sum and shuffles one after the other:
+// about 800 cycles a step at 1.2 warps a scheduler.) The channel's LANES threads then sum their
+// partial C·state of every step at once (`transpose_sum`, in the order the step's butterfly
+// adds), leaving thread sub the y of steps sub·E + e, e < E = TB / LANES, in y[e].
+template <int N, int LANES, int TB>
+QDEV void channel_window(float* s, const float* A2, const float* delta, const float* xs, const float* sB, const float* sC, int sub, float* y) {
+    static_assert(TB >= LANES, "every thread keeps a step's sum");
+    constexpr int PER = N / LANES;
+#pragma unroll
+    for (int j = 0; j < TB; j++) {
+        float bv[PER], cv[PER];
+        shared_row<PER>(sB + j * N + sub * PER, bv);
+        shared_row<PER>(sC + j * N + sub * PER, cv);
+        const float dx = delta[j] * xs[j];
+        y[j] = 0.f;
+#pragma unroll
+        for (int i = 0; i < PER; i++) {
+            s[i] = exp2_approx(delta[j] * A2[i]) * s[i] + dx * bv[i];
+            y[j] += cv[i] * s[i];
+        }
+    }
+    transpose_sum<TB, LANES / 2>(y, sub);
+}
+
 // Mamba1 selective scan: a block holds CB channels of one sequence, LANES threads per channel
 // with N / LANES states each; the sequence's B and C are staged in shared memory every TB steps
-// (fake-quantized once per block).
+// (fake-quantized once per block). The prefill's kernel (AHEAD) runs whole windows of TB steps
+// straight (`channel_window`), its decays by ex2.approx; the decode and few-row kernels keep
+// `channel_step` and expf, as measured.
 // It leaves its `ahead` tail alone (`l2_ahead`): at 16 rows it gained nothing (mamba-2.8b,
 // 16 layers, 1.2420 → 1.2441 ms), and with int8 states its arithmetic had ptxas spill a state
 // byte loaded before the wait.
@@ -2972,33 +3027,41 @@ template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, bool AHEAD 
 QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
                          const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
     const int PER = N / LANES, TB = 8, BPS = DI / CB, T = CB * LANES;  // T: blockDim.x
-    __shared__ float sB[TB][N], sC[TB][N];
+    __shared__ __align__(16) float sB[TB][N], sC[TB][N];
     int blk = blockIdx.x;
     int cb = blk % BPS, b = blk / BPS;
     if (b >= batch) return;
     int cl = threadIdx.x / LANES, sub = threadIdx.x % LANES, d = cb * CB + cl;
     float A[PER], s[PER];
     const i64 row = (i64)b * DI + d;
-    StateRow<N, LANES, SQ, SF, SG, false, CB * LANES> cached;
+    // The prefill's kernel holds a thread's states together (n = sub * PER + i).
+    typedef StateRow<N, LANES, SQ, SF, SG, AHEAD, CB * LANES> Row;
+    Row cached;
     // The state and the parameters are requested before waiting for the previous kernel (see
     // `ld_state`); the step's inputs after.
 #pragma unroll
-    for (int i = 0; i < PER; i++) A[i] = -expf(a_log[(i64)d * N + i * LANES + sub]);
+    for (int i = 0; i < PER; i++) A[i] = -expf(a_log[(i64)d * N + Row::byte_of(sub, i)]);
     cached.request(state, row, d, sub, state_group, s);
     cached.prefetch_scales(state_scale);
     float D = dvec[d];
     if constexpr (AHEAD) {
         // The prefill's own kernel, as `ssd_scan`'s: the next TB steps' inputs are requested
-        // before this TB's steps run, and each thread converts its inputs with inverse scales
-        // loaded before the wait (B and C: the same columns at every TB, T being a multiple of
-        // N in every plan; other columns take their own scale).
-        const int n0 = threadIdx.x % N;
-        const float sb0 = ld_scale(Bm, n0), sc0 = ld_scale(Cm, n0), sdt = ld_scale(dt, d), sx = ld_scale(x, d);
+        // before this TB's steps run. Each (step, channel) of dt and x is loaded and converted
+        // once a block, by the thread of its column xc (Δ = softplus of dt there too), and
+        // passed on through shared memory: converted by each of a channel's LANES threads, they
+        // were most of the kernel's instructions. Conversions take inverse scales loaded before
+        // the wait (B and C: the same columns at every TB, T being a multiple of N in every
+        // plan; other columns take their own scale).
+        __shared__ float sDelta[TB][CB], sX[TB][CB];
+        constexpr int BCR = (TB * N + T - 1) / T, XR = (TB + LANES - 1) / LANES;
+        const int n0 = threadIdx.x % N, xc = threadIdx.x % CB, xj = threadIdx.x / CB, xd = cb * CB + xc;
+        const float sb0 = ld_scale(Bm, n0), sc0 = ld_scale(Cm, n0), sdt = ld_scale(dt, xd), sx = ld_scale(x, xd);
         pdl_enter();
         cached.scales(sub, state_scale);
         const float ib0 = inverse_of(sb0), ic0 = inverse_of(sc0), idt = inverse_of(sdt), ix = inverse_of(sx);
-        constexpr int BCR = (TB * N + T - 1) / T;
-        float rb[BCR], rc[BCR], rdt[TB], rx[TB];
+        float rb[BCR], rc[BCR], rdt[XR], rx[XR], A2[PER];
+#pragma unroll
+        for (int i = 0; i < PER; i++) A2[i] = A[i] * 1.44269504f;  // exp(Δ·A) = 2^(Δ·A·log2 e)
         auto fetch = [&](int t0) {
             const int steps = min(TB, seq - t0);
 #pragma unroll
@@ -3011,10 +3074,13 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
                 }
             }
 #pragma unroll
-            for (int j = 0; j < TB; j++) {
-                const i64 r = (i64)b * seq + min(t0 + j, seq - 1);
-                rdt[j] = dt.p[r * dt.stride + d];
-                rx[j] = x.p[r * x.stride + d];
+            for (int k = 0; k < XR; k++) {
+                const int j = xj + k * LANES;
+                if (j < steps) {
+                    const i64 r = (i64)b * seq + t0 + j;
+                    rdt[k] = dt.p[r * dt.stride + xd];
+                    rx[k] = x.p[r * x.stride + xd];
+                }
             }
         };
         fetch(0);
@@ -3028,20 +3094,43 @@ QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, 
                     sC[j][n] = n == n0 ? fq_raw_inv(Cm, rc[k], sc0, ic0) : fq_raw(Cm, rc[k], ld_scale(Cm, n));
                 }
             }
-            float dts[TB], xs[TB];
 #pragma unroll
-            for (int j = 0; j < TB; j++) {
-                dts[j] = fq_raw_inv(dt, rdt[j], sdt, idt);
-                xs[j] = fq_raw_inv(x, rx[j], sx, ix);
+            for (int k = 0; k < XR; k++) {
+                const int j = xj + k * LANES;
+                if (j < steps) {
+                    sDelta[j][xc] = softplus_f(fq_raw_inv(dt, rdt[k], sdt, idt));
+                    sX[j][xc] = fq_raw_inv(x, rx[k], sx, ix);
+                }
             }
             __syncthreads();
             QUAMBA_TRACE_LANDED;
             if (t0 + TB < seq) fetch(t0 + TB);
             if (t0 == 0) cached.values(s, sub, state_scale);
+            float delta[TB], xs[TB];
+#pragma unroll
+            for (int j = 0; j < TB; j++) {
+                delta[j] = sDelta[j][cl];
+                xs[j] = sX[j][cl];
+            }
+            if constexpr (TB >= LANES) {
+                if (steps == TB) {
+                    constexpr int E = TB / LANES;
+                    float y[TB];
+                    channel_window<N, LANES, TB>(s, A2, delta, xs, &sB[0][0], &sC[0][0], sub, y);
+#pragma unroll
+                    for (int e = 0; e < E; e++) {
+                        const int j = sub * E + e;
+                        out[((i64)b * seq + t0 + j) * DI + d] = y[e] + D * sX[j][cl];
+                    }
+                    QUAMBA_TRACE_SUMMED;
+                    __syncthreads();
+                    continue;
+                }
+            }
 #pragma unroll
             for (int j = 0; j < TB; j++) {
                 if (t0 + j >= seq) break;
-                const float y = channel_step<PER, LANES>(s, A, softplus_f(dts[j]), sB[j], sC[j], xs[j], sub);
+                const float y = channel_step<PER, LANES, true>(s, A, delta[j], sB[j], sC[j], xs[j], sub);
                 if (sub == 0) out[((i64)b * seq + t0 + j) * DI + d] = y + D * xs[j];
             }
             QUAMBA_TRACE_SUMMED;

@@ -265,7 +265,9 @@ pub fn ssd_prefill_shape(head_dim: usize, d_state: usize, decode: (usize, usize)
 /// d_inner and d_state (the decode kernel's 128 channels of one lane give mamba-2.8b 40 blocks of
 /// four warps; on 4 layers of it, W4A8, 1024-token TTFT on an H200: 4.418 → 4.075 ms, against
 /// 4.170 with 64 x 2, 4.536 with 32 x 1 and 4.441 with 16 x 8), else `decode`; or
-/// `QUAMBA_CUDA_SCAN_PREFILL_SHAPE=CHANNELSxLANES` where that divides them.
+/// `QUAMBA_CUDA_SCAN_PREFILL_SHAPE=CHANNELSxLANES` where that divides them. With whole-window
+/// steps (twenty-fifth session) 32 x 4 took 2.876 ms, 16 x 8 2.902, 8 x 8 2.838, 16 x 4 2.924,
+/// 32 x 2 3.190 and 32 x 8 3.047 (FP16: 3.907 against 3.923 with 8 x 8 and more with the others).
 pub fn scan_prefill_shape(d_inner: usize, d_state: usize, decode: (usize, usize)) -> (usize, usize) {
     let fits = |(c, l): (usize, usize)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && d_inner.is_multiple_of(c) && c * l <= 1024 && (c * l).is_multiple_of(d_state);
     super::knobs::pair("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", 'x').filter(|&shape| fits(shape)).or(Some((32, 4)).filter(|&shape| fits(shape))).unwrap_or(decode)
