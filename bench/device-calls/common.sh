@@ -8,6 +8,9 @@
 #   ttft BIN ART [ENV=VALUE...]       TTFT ms of a 1024-token prompt at batch 1 (3 repeats)
 #   check_models BIN NAME:ART...      `cuda check` of each at 2 x 64 and 1 x 61 rows, a summary
 #                                     line each ("NAME 2x64: passed=...")
+#   ttft_row NAME ART "BIN [ENV=VALUE...]"...  a markdown row: NAME, then each variant's TTFT
+#   ncu_prefill BIN ART NAME          one 1024-token prefill under Nsight Compute: kernel times in
+#                                     $OUT/r/ncu-NAME.csv, their table appended to $OUT/r/prefill.md
 #   elapsed                           seconds since this file was sourced
 #   summary                           `cuda check --json` lines (stdin) as one line each
 #   pack_results                      $OUT/r as one $OUT/r.tgz (a call returns at most eight files:
@@ -68,6 +71,24 @@ check_models() {
       echo "$name $rows: $(timeout 90 "$bin" cuda check "$art" --batch "${rows%x*}" --seq "${rows#*x}" --json 2>&1 | tail -1 | summary)"
     done
   done
+}
+
+ttft_row() {
+  local name=$1 art=$2 row variant bin env; shift 2
+  row="| $name |"
+  for variant in "$@"; do
+    read -r bin env <<< "$variant"
+    # shellcheck disable=SC2086
+    row="$row $(ttft "$bin" "$art" ${env:-X=1}) |"
+  done
+  echo "$row"
+}
+
+ncu_prefill() {
+  local bin=$1 art=$2 name=$3
+  timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --log-file "$OUT/r/ncu-$name.csv" \
+    "$bin" cuda bench "$art" --prompt-len 1024 --batches 1 --decode-tokens 2 --repeats 1 >/dev/null 2>"$OUT/r/ncu-$name.log"
+  python3 bench/ncu_prefill_table.py "$OUT/r/ncu-$name.csv" "$name" >> "$OUT/r/prefill.md" 2>&1
 }
 
 pack_results() { tar -C "$OUT" -czf "$OUT/r.tgz" r && rm -rf "$OUT/r"; }

@@ -2514,18 +2514,28 @@ QDEV void causal_conv1d(Opnd x, const float* weight, const float* bias, float* s
 #pragma unroll
     for (int k = 0; k < KW; k++) w[k] = weight[c * KW + k];
     float* st = state + (i64)b * (KW - 1) * C;
+    // The column's scale once, and every input of TB steps requested before the first is
+    // converted: a conversion branches, and a load after a branch that used an earlier load's
+    // value waited for that value, so that a quantized input's loads went one round trip at a
+    // time (W4A8's prefill conv: 41 µs a layer against FP16's 18).
+    const float xs = ld_scale(x, c), xinv = inverse_of(xs);
+    const float* xcol = x.p + (i64)b * seq * x.stride + c;
 #pragma unroll
     for (int k = 0; k < KW - 1; k++) {
         int t = t0 - (KW - 1) + k;  // position of history slot k
-        hist[k] = t >= 0 ? ld(x, (i64)b * seq + t, c) : st[(KW - 1 + t) * C + c];
+        hist[k] = t >= 0 ? xcol[(i64)t * x.stride] : st[(KW - 1 + t) * C + c];
     }
+#pragma unroll
+    for (int k = 0; k < KW - 1; k++) hist[k] = t0 - (KW - 1) + k >= 0 ? fq_raw_inv(x, hist[k], xs, xinv) : hist[k];
     float bv = bias ? bias[c] : 0.f;
     int t_end = min(seq, t0 + CT);
     const int TB = 8;  // inputs of TB steps are loaded before use, so their latencies overlap
     for (int tb = t0; tb < t_end; tb += TB) {
         float xin[TB];
 #pragma unroll
-        for (int j = 0; j < TB; j++) xin[j] = tb + j < t_end ? ld(x, (i64)b * seq + tb + j, c) : 0.f;
+        for (int j = 0; j < TB; j++) xin[j] = tb + j < t_end ? xcol[(i64)(tb + j) * x.stride] : 0.f;
+#pragma unroll
+        for (int j = 0; j < TB; j++) xin[j] = fq_raw_inv(x, xin[j], xs, xinv);
 #pragma unroll
         for (int j = 0; j < TB; j++) {
             if (tb + j >= t_end) break;
@@ -3023,10 +3033,10 @@ QDEV void channel_window(float* s, const float* A2, const float* delta, const fl
 // It leaves its `ahead` tail alone (`l2_ahead`): at 16 rows it gained nothing (mamba-2.8b,
 // 16 layers, 1.2420 → 1.2441 ms), and with int8 states its arithmetic had ptxas spill a state
 // byte loaded before the wait.
-template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, bool AHEAD = false>
+template <int DI, int N, int LANES, int CB, int SQ, int SF, bool SG, bool AHEAD = false, int WINDOW = 8>
 QDEV void selective_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const float* dvec, void* state, const float* state_scale,
                          const int* state_group, float* out, int batch, int seq, const void* ahead, int ahead_bytes) {
-    const int PER = N / LANES, TB = 8, BPS = DI / CB, T = CB * LANES;  // T: blockDim.x
+    const int PER = N / LANES, TB = AHEAD ? WINDOW : 8, BPS = DI / CB, T = CB * LANES;  // T: blockDim.x
     __shared__ __align__(16) float sB[TB][N], sC[TB][N];
     int blk = blockIdx.x;
     int cb = blk % BPS, b = blk / BPS;

@@ -3,7 +3,8 @@
 # (`channel_window`: Δ first, spread over the channel's lanes, steps unrolled without a bound,
 # one transposed sum a window, a thread's states together). Checks (Mamba1 shapes first), 4-layer
 # mamba-2.8b TTFT of b7 against c1's block shapes, then the prefill under Nsight Compute.
-# (As run, the checks and the TTFT were written out here; they are now common.sh's helpers.)
+# (As run, the checks, TTFT rows and Nsight Compute runs were written out here; they are now
+# common.sh's helpers.)
 set -uo pipefail
 source bench/device-calls/common.sh
 unpack_binaries q7=quambac-b7.xz q1=quambac-c1.xz
@@ -19,18 +20,12 @@ echo "models built at $(elapsed) s" | tee -a $OUT/r/times.txt
 echo "checks at $(elapsed) s" | tee -a $OUT/r/times.txt
 echo "| 4 layers, TTFT ms (1024 tokens) | b7 | c1 32x4 | c1 16x4 | c1 8x4 | c1 16x8 | c1 8x8 | c1 16x2 |" > $OUT/r/ttft.md; echo "|---|---|---|---|---|---|---|---|" >> $OUT/r/ttft.md
 for a in m28-w4a8:$W/m28.qmb m28-fp16:$W/m28 m28-w4a16:$W/m28-w4a16.qmb; do
-  n=${a%%:*}; art=${a#*:}
-  row="| $n | $(ttft /tmp/q7 $art X=1) |"
-  for v in 32x4 16x4 8x4 16x8 8x8 16x2; do row="$row $(ttft /tmp/q1 $art QUAMBA_CUDA_SCAN_PREFILL_SHAPE=$v) |"; done
-  echo "$row" | tee -a $OUT/r/ttft.md
+  ttft_row "${a%%:*}" "${a#*:}" /tmp/q7 "/tmp/q1 QUAMBA_CUDA_SCAN_PREFILL_SHAPE="{32x4,16x4,8x4,16x8,8x8,16x2} | tee -a $OUT/r/ttft.md
 done
 echo "ttft at $(elapsed) s" | tee -a $OUT/r/times.txt
 P="--prompt-len 1024 --batches 1 --decode-tokens 2 --repeats 1"
-for cfg in w4a8:$W/m28.qmb fp16:$W/m28; do
-  c=${cfg%%:*}; art=${cfg#*:}
-  [ "$(elapsed)" -lt 470 ] || break
-  timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --log-file $OUT/r/ncu-m28-$c.csv /tmp/q1 cuda bench $art $P >/dev/null 2>$OUT/r/ncu-m28-$c.log
-  python3 bench/ncu_prefill_table.py $OUT/r/ncu-m28-$c.csv "m28 4L $c c1" >> $OUT/r/prefill.md 2>&1
+for c in w4a8:$W/m28.qmb fp16:$W/m28; do
+  [ "$(elapsed)" -lt 470 ] && ncu_prefill /tmp/q1 "${c#*:}" "m28-4L-${c%%:*}-c1"
 done
 [ "$(elapsed)" -lt 500 ] && timeout 80 ncu --clock-control none -k regex:'^scan_17' --launch-count 1 --section SchedulerStats --section WarpStateStats --section Occupancy --section ComputeWorkloadAnalysis /tmp/q1 cuda bench $W/m28.qmb $P > $OUT/r/ncu-scan-sections.txt 2>&1
 echo "end $(elapsed) s" | tee -a $OUT/r/times.txt

@@ -3,7 +3,8 @@
 # (and Δ computed) once a block, passed on through shared memory; c2 = c3 + the window's decay by
 # ex2.approx (2^(Δ·A·log2 e)) and Δ·x once a step. Checks of c2, then 4-layer mamba-2.8b TTFT
 # of c1, c3, c2 and c2's block shapes, then c2's prefill under Nsight Compute.
-# (As run, the checks and the TTFT were written out here; they are now common.sh's helpers.)
+# (As run, the checks, TTFT rows and Nsight Compute runs were written out here; they are now
+# common.sh's helpers.)
 set -uo pipefail
 source bench/device-calls/common.sh
 unpack_binaries q1=quambac-c1.xz q2=quambac-c2.xz q3=quambac-c3.xz
@@ -18,14 +19,11 @@ echo "models built at $(elapsed) s" | tee -a $OUT/r/times.txt
 echo "checks at $(elapsed) s" | tee -a $OUT/r/times.txt
 echo "| 4 layers, TTFT ms (1024 tokens) | c1 | c3 | c2 32x4 | c2 16x8 | c2 8x8 | c2 16x4 | c2 32x2 | c2 32x8 |" > $OUT/r/ttft.md; echo "|---|---|---|---|---|---|---|---|---|" >> $OUT/r/ttft.md
 for a in m28-w4a8:$W/m28.qmb m28-fp16:$W/m28; do
-  n=${a%%:*}; art=${a#*:}
-  row="| $n | $(ttft /tmp/q1 $art X=1) | $(ttft /tmp/q3 $art X=1) |"
-  for v in 32x4 16x8 8x8 16x4 32x2 32x8; do row="$row $(ttft /tmp/q2 $art QUAMBA_CUDA_SCAN_PREFILL_SHAPE=$v) |"; done
-  echo "$row" | tee -a $OUT/r/ttft.md
+  ttft_row "${a%%:*}" "${a#*:}" /tmp/q1 /tmp/q3 "/tmp/q2 QUAMBA_CUDA_SCAN_PREFILL_SHAPE="{32x4,16x8,8x8,16x4,32x2,32x8} | tee -a $OUT/r/ttft.md
 done
 echo "ttft at $(elapsed) s" | tee -a $OUT/r/times.txt
 P="--prompt-len 1024 --batches 1 --decode-tokens 2 --repeats 1"
-[ "$(elapsed)" -lt 480 ] && timeout 100 ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base --log-file $OUT/r/ncu-m28-w4a8.csv /tmp/q2 cuda bench $W/m28.qmb $P >/dev/null 2>$OUT/r/ncu-m28-w4a8.log && python3 bench/ncu_prefill_table.py $OUT/r/ncu-m28-w4a8.csv "m28 4L w4a8 c2" >> $OUT/r/prefill.md 2>&1
+[ "$(elapsed)" -lt 480 ] && ncu_prefill /tmp/q2 $W/m28.qmb m28-4L-w4a8-c2
 [ "$(elapsed)" -lt 520 ] && timeout 70 ncu --clock-control none -k regex:'^scan_17' --launch-count 1 --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis /tmp/q2 cuda bench $W/m28.qmb $P > $OUT/r/ncu-scan-sections.txt 2>&1
 echo "end $(elapsed) s" | tee -a $OUT/r/times.txt
 pack_results

@@ -511,6 +511,9 @@ impl Builder<'_> {
                 let (x, dt, bm, cm) = (self.view(inputs[0])?, self.view(inputs[1])?, self.view(inputs[2])?, self.view(inputs[3])?);
                 let n = self.width(inputs[2]);
                 let lanes = scan_lanes(n);
+                // Natural order (state n at n, its scales too): the decode kernels read the row
+                // so, and the prefill kernel's LANE_MAJOR threads take value i as state
+                // sub · PER + i, which lies there as well.
                 let (form, [scale_arg, group_arg]) = self.state_form(quant, None);
                 self.states.push(width * n * form.value_bytes());
                 let state = self.states.len() - 1;

@@ -170,7 +170,7 @@ const SCAN_PARAMS: &str = "quamba::Opnd x, quamba::Opnd dt, quamba::Opnd b, quam
 pub fn selective_scan(d_inner: usize, d_state: usize, lanes: usize, channels_per_block: usize, state: StateForm, ahead: bool) -> String {
     let threads = lanes * channels_per_block;
     let StateForm { columns, scale_floats, grouped } = state;
-    let ahead = if ahead { ", true" } else { "" };
+    let ahead = if ahead { format!(", true, {}", scan_prefill_window()) } else { String::new() };
     format!(
         "extern \"C\" __global__ void __launch_bounds__({threads}) ENTRY({SCAN_PARAMS}) {{\n    quamba::selective_scan<{d_inner}, {d_state}, {lanes}, {channels_per_block}, {columns}, {scale_floats}, {grouped}{ahead}>(x, dt, b, c, a_log, d, state, state_scale, state_group, out, batch, seq, ahead, ahead_bytes);\n}}\n"
     )
@@ -268,9 +268,23 @@ pub fn ssd_prefill_shape(head_dim: usize, d_state: usize, decode: (usize, usize)
 /// `QUAMBA_CUDA_SCAN_PREFILL_SHAPE=CHANNELSxLANES` where that divides them. With whole-window
 /// steps (twenty-fifth session) 32 x 4 took 2.876 ms, 16 x 8 2.902, 8 x 8 2.838, 16 x 4 2.924,
 /// 32 x 2 3.190 and 32 x 8 3.047 (FP16: 3.907 against 3.923 with 8 x 8 and more with the others).
+/// A shape also keeps the kernel's windows (B and C, Δ and x: 8 bytes a step, a state and a
+/// channel) within 48 KB of static shared memory.
 pub fn scan_prefill_shape(d_inner: usize, d_state: usize, decode: (usize, usize)) -> (usize, usize) {
-    let fits = |(c, l): (usize, usize)| l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && d_inner.is_multiple_of(c) && c * l <= 1024 && (c * l).is_multiple_of(d_state);
+    let window = scan_prefill_window();
+    let fits = |(c, l): (usize, usize)| {
+        l.is_power_of_two() && l <= 32 && d_state.is_multiple_of(l) && d_inner.is_multiple_of(c) && c * l <= 1024 && (c * l).is_multiple_of(d_state) && 8 * window * (c + d_state) <= 48 * 1024
+    };
     super::knobs::pair("QUAMBA_CUDA_SCAN_PREFILL_SHAPE", 'x').filter(|&shape| fits(shape)).or(Some((32, 4)).filter(|&shape| fits(shape))).unwrap_or(decode)
+}
+
+/// The steps of a window of the prefill selective scan (`WINDOW` in `quamba::selective_scan`):
+/// the inputs of the next window are requested while this one runs. 8, or
+/// `QUAMBA_CUDA_SCAN_PREFILL_WINDOW=16|32`. Longer windows did not pay on an H200 (4 layers of
+/// mamba-2.8b, W4A8, 1024-token TTFT: 2.764 ms at 8, 2.811 at 16, 3.101 at 32; FP16 3.947, 3.956,
+/// 4.227): the window's loads were not what held it, and at 32 its 165 registers were.
+pub fn scan_prefill_window() -> usize {
+    super::knobs::single("QUAMBA_CUDA_SCAN_PREFILL_WINDOW").filter(|w| matches!(w, 8 | 16 | 32)).unwrap_or(8)
 }
 
 /// Which SSD scan entry point [`ssd`] writes.
