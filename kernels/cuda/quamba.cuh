@@ -2649,6 +2649,16 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
     cached.values(s, sub, state_scale);
     l2_ahead(ahead, ahead_bytes);
     float gsq = 0.f;
+    // The prefill loops' steps of the TB staged at t0.
+    auto run_steps = [&](int t0) {
+#pragma unroll
+        for (int j = 0; j < TB; j++) {
+            if (t0 + j >= seq) break;
+            const float xv = sX[j][pl];
+            const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
+            if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
+        }
+    };
     if (GATED || seq == 1) {
         // The decode step. Every input this thread stages, and the gate's z, is requested before
         // any is converted: a conversion's division branches, and a load issued after a branch
@@ -2742,13 +2752,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             __syncthreads();
             QUAMBA_TRACE_LANDED;
             if (t0 + TB < seq) fetch(t0 + TB);
-#pragma unroll
-            for (int j = 0; j < TB; j++) {
-                if (t0 + j >= seq) break;
-                const float xv = sX[j][pl];
-                const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
-                if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
-            }
+            run_steps(t0);
             QUAMBA_TRACE_SUMMED;
             __syncthreads();
         }
@@ -2776,13 +2780,7 @@ QDEV void ssd_scan(Opnd x, Opnd dt, Opnd Bm, Opnd Cm, const float* a_log, const 
             }
             __syncthreads();
             QUAMBA_TRACE_LANDED;
-#pragma unroll
-            for (int j = 0; j < TB; j++) {
-                if (t0 + j >= seq) break;
-                const float xv = sX[j][pl];
-                const float y = ssd_row_update<PER, LANES>(s, sDecay[j], sDelta[j] * xv, sB[j], sC[j], sub);
-                if (sub == 0) out[((i64)b * seq + t0 + j) * (H * P) + h * P + p] = y + D * xv;
-            }
+            run_steps(t0);
             QUAMBA_TRACE_SUMMED;
             __syncthreads();
         }
