@@ -455,6 +455,19 @@ QDEV void mma_f16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+// The same products into sums that start from zero: the accumulator's registers are only written.
+QDEV void mma_s8_from_zero(int* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+        : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
+}
+QDEV void mma_f16_from_zero(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+        : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(0.f));
+}
 
 // The B fragments of k-step `s` (within a chunk) from a lane's 16-byte chunk slice.
 template <int KIND> QDEV void b_frag(const uint4& v, int s, u32& b0, u32& b1) {
@@ -1316,6 +1329,15 @@ QDEV void norm_half_permuted(const RowNorm& nm, float eps, i64 m, u32* stage, fl
 // Earlier GPUs have no bulk copies: every thread issues 16-byte `cp.async` copies, and the block
 // waits for all of them before its barrier (`tiles_landed`).
 QDEV u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+// Four 8x8 tiles of 16-bit elements (a 16-row int8 A fragment of m16n8k32: rows 0-7 and 8-15 of
+// bytes 0-15, then of bytes 16-31) from shared memory; lane l gives the address of row l % 16,
+// at byte 16 (l / 16).
+QDEV void ldmatrix_x4(const void* p, u32* a) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
 // One float copied from global to shared memory without passing through a register (cp.async,
 // sm_80 and later; a load and a store before), so that a thread can request many before it waits
 // for any; `copies_landed` waits for this thread's copies.
@@ -1429,11 +1451,27 @@ QDEV void copy16_zfill(void* dst, const void* src, int bytes) {
 // 8 NT WN columns, each warp all the block's rows and NT 8-column tiles. The block's rows of A
 // come into shared memory by `cp.async`, SK columns (a slab) at a time, STAGES slabs in flight,
 // once for all its warps (as int8, or as the f32 they are; each warp converts its fragments to
-// f16); before, each warp loaded its fragments from global memory at every k-step, waiting on
-// their round trip, and converted them. Weights stream through each warp's ring of DEPTH chunks
-// as in `gemm`. Every mma.sync takes the same operands in the same order as `gemm`'s at WK = 1,
-// so the sums are the same bit for bit. A staged row is padded by 32 bytes (f32) or 16 (int8),
-// so that the eight rows a fragment load reads start on different banks.
+// f16). Weights stream through each warp's ring of DEPTH chunks as in `gemm`. A staged row is
+// padded by 32 bytes (f32) or 16 (int8), so that the eight rows a fragment load reads start on
+// different banks. The sums are `gemm`'s at WK = 1 bit for bit. Under Nsight Compute (2-layer
+// mamba-2.8b W4A8, H200) its in_proj had executed twelve instructions per mma, at 1.9 warps per
+// scheduler; what removes most of them, and what keeps its barriers off the critical path:
+// - Which rows and 16-byte units a thread copies into a slab is worked out once: a slab then
+//   costs a thread one address and one copy per unit (the copy loop's index arithmetic had been
+//   a fifth of the instructions).
+// - int8 fragments come from shared memory by `ldmatrix`, one instruction for a 16-row tile.
+// - int4 weights for int8 mma (kind 3) are used as 16 times their value: a nibble moved to the
+//   top of its byte is that, as a signed byte, in one or two instructions instead of a sign
+//   extension's five. The group's scale is taken as a sixteenth of it (a power of two: exact),
+//   so that scale times sum is the same product.
+// - Where every chunk holds whole weight groups, a group's first mma starts from zero: no
+//   registers to clear after each group is folded into the f32 sums.
+// - A slab's barrier comes at the previous slab's last k-step, once its fragments are loaded,
+//   not at the slab's first: the last mma of a chunk, its groups' folds and the next chunk's
+//   first mma then run without a barrier between them. On 4-layer models (1024-token TTFT,
+//   H200) this was the difference between slower and faster than before the other changes:
+//   mamba-2.8b W4A8 2.75 -> 2.64 ms (2.89 with the barrier at the first step), W4A16 3.91 ->
+//   3.14, FP16 3.90 -> 3.75, mamba2-2.7b W4A8 2.81 -> 2.63.
 template <int KIND, int K, int N, int GROUP, int MT, int NT, int WN, int DEPTH, int SK, int STAGES>
 QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales, float act_scale, const float* bias,
                      const float* resid, int ldr, float* out, int ldo, int M) {
@@ -1445,11 +1483,19 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
     // One weight group over all of k (f16 weights, per-channel scales): the mma sums are the
     // accumulator until the epilogue scales them once.
     constexpr bool ONE_GROUP = GROUP >= K;
+    // Every group starts at the same k-steps of every chunk.
+    constexpr bool FIXED_GROUPS = !ONE_GROUP && L::CH % GROUP == 0 && GROUP % L::KSTEP == 0;
+    constexpr int GROUP_STEPS = FIXED_GROUPS ? GROUP / L::KSTEP : 1;
+    constexpr float SCALE_UNIT = KIND == 3 ? 0.0625f : 1.f;  // int4 nibbles used as 16 times their value
     constexpr int THREADS = WN * 32, BM = 16 * MT;
     constexpr int ES = INT ? 1 : 4;  // bytes of one staged activation
     constexpr int ROW_BYTES = SK * ES, PITCH = ROW_BYTES + (INT ? 16 : 32), UNITS = ROW_BYTES / 16;
     constexpr int SLABS = KC * L::CH / SK;
     static_assert(L::CH % SK == 0 && SK % L::KSTEP == 0 && ROW_BYTES % 16 == 0, "a chunk holds whole slabs of whole k-steps");
+    // A thread copies the same units of every slab: THREADS / UNITS rows apart.
+    constexpr bool REGULAR_COPIES = THREADS % UNITS == 0 && (BM * UNITS) % THREADS == 0;
+    constexpr int ROW_STEP = THREADS / UNITS, COPIES = (BM * UNITS) / THREADS;
+    constexpr bool WHOLE_K = K == KC * L::CH;  // no slab holds columns past k
     __shared__ __align__(16) unsigned char stage[STAGES * BM * PITCH];
 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -1457,11 +1503,14 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
     const int nt_base = (blockIdx.x * WN + warp) * NT;
     const int N_TILES = (N + 7) / 8;
 
-    auto load_chunk = [&](int c, uint4* w) {
+    // A warp's tiles past the last one read the last one's weights: their columns are never stored.
+    int tile_at[NT];
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            const int nt = nt_base + j;
-            w[j] = nt < N_TILES && c < KC ? W[((i64)nt * KC + c) * 32 + lane] : make_uint4(0, 0, 0, 0);
+    for (int j = 0; j < NT; j++) tile_at[j] = min(nt_base + j, N_TILES - 1) * KC * 32 + lane;
+    auto load_chunk = [&](int c, uint4* w) {
+        if (c < KC) {
+#pragma unroll
+            for (int j = 0; j < NT; j++) w[j] = W[tile_at[j] + c * 32];
         }
     };
     uint4 ring[DEPTH][NT];
@@ -1472,21 +1521,34 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
     // Whole 16-byte copies where every staged unit starts on 16 bytes; otherwise (a view at an
     // odd column) byte by byte, synchronously.
     const bool aligned = ((unsigned long long)A & 15) == 0 && ((i64)lda * ES) % 16 == 0;
+    const int copy_row = threadIdx.x / UNITS, copy_col = (threadIdx.x % UNITS) * 16;
+    const unsigned char* copy_src = (const unsigned char*)A + (i64)(m_base + copy_row) * lda * ES + copy_col;
+    const i64 copy_src_step = (i64)ROW_STEP * lda * ES;
     auto load_slab = [&](int j) {
         if (j < SLABS) {
             unsigned char* dst = stage + (j % STAGES) * (BM * PITCH);
             const int k0 = j * SK;
-            for (int u = threadIdx.x; u < BM * UNITS; u += THREADS) {
-                const int r = u / UNITS, cb = (u % UNITS) * 16;
-                const int m = m_base + r, k = k0 + cb / ES;
-                const int bytes = m < M ? min(max(K - k, 0), 16 / ES) * ES : 0;
-                const unsigned char* src = (const unsigned char*)A + ((i64)(bytes ? m : 0) * lda + (bytes ? k : 0)) * ES;
-                unsigned char* d = dst + r * PITCH + cb;
-                if (aligned) {
-                    copy16_zfill(d, src, bytes);
-                } else {
+            if (REGULAR_COPIES && aligned) {
 #pragma unroll
-                    for (int b = 0; b < 16; b++) d[b] = b < bytes ? src[b] : 0;
+                for (int q = 0; q < COPIES; q++) {
+                    const bool row = m_base + copy_row + q * ROW_STEP < M;
+                    const int bytes = !row ? 0 : WHOLE_K ? 16 : min(max(K - k0 - copy_col / ES, 0), 16 / ES) * ES;
+                    const unsigned char* src = copy_src + q * copy_src_step + (i64)k0 * ES;
+                    copy16_zfill(dst + (copy_row + q * ROW_STEP) * PITCH + copy_col, bytes ? src : (const unsigned char*)A, bytes);
+                }
+            } else {
+                for (int u = threadIdx.x; u < BM * UNITS; u += THREADS) {
+                    const int r = u / UNITS, cb = (u % UNITS) * 16;
+                    const int m = m_base + r, k = k0 + cb / ES;
+                    const int bytes = m < M ? min(max(K - k, 0), 16 / ES) * ES : 0;
+                    const unsigned char* src = (const unsigned char*)A + ((i64)(bytes ? m : 0) * lda + (bytes ? k : 0)) * ES;
+                    unsigned char* d = dst + r * PITCH + cb;
+                    if (aligned) {
+                        copy16_zfill(d, src, bytes);
+                    } else {
+#pragma unroll
+                        for (int b = 0; b < 16; b++) d[b] = b < bytes ? src[b] : 0;
+                    }
                 }
             }
         }
@@ -1505,31 +1567,39 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
 #pragma unroll
             for (int e = 0; e < 4; e++) { acc[i][j][e] = 0.f; pi[i][j][e] = 0; pf[i][j][e] = 0.f; }
     float gs[NT][2];
+    auto load_scale = [&](int grp, int j) {
+        const int n0 = (nt_base + j) * 8 + t * 2;
+        const bool ok = scales && nt_base + j < N_TILES;
+        gs[j][0] = ok ? scales[(i64)n0 * NG + grp] * SCALE_UNIT : SCALE_UNIT;
+        gs[j][1] = ok ? scales[(i64)(n0 + 1) * NG + grp] * SCALE_UNIT : SCALE_UNIT;
+    };
     auto load_scales = [&](int grp) {
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            const int n0 = (nt_base + j) * 8 + t * 2;
-            const bool ok = scales && nt_base + j < N_TILES;
-            gs[j][0] = ok ? scales[(i64)n0 * NG + grp] : 1.f;
-            gs[j][1] = ok ? scales[(i64)(n0 + 1) * NG + grp] : 1.f;
-        }
+        for (int j = 0; j < NT; j++) load_scale(grp, j);
+    };
+    // Sums of the group that ended into the f32 accumulator, with that group's scales.
+    auto fold = [&](int i, int j) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc[i][j][e] += gs[j][e & 1] * (INT ? (float)pi[i][j][e] : pf[i][j][e]);
     };
     auto flush = [&]() {
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int i = 0; i < MT; i++)
+            for (int i = 0; i < MT; i++) {
+                fold(i, j);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    acc[i][j][e] += gs[j][e & 1] * (INT ? (float)pi[i][j][e] : pf[i][j][e]);
-                    pi[i][j][e] = 0;
-                    pf[i][j][e] = 0.f;
-                }
+                for (int e = 0; e < 4; e++) { pi[i][j][e] = 0; pf[i][j][e] = 0.f; }
+            }
     };
     int cur_group = 0;
     load_scales(0);
 
     const unsigned char* slab = stage;
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    load_slab(STAGES - 1);
+    const int ldsm_offset = (lane & 15) * PITCH + (lane >> 4) * 16;  // this lane's row of an `ldmatrix` tile
     u32 halves[NT][4];  // kind 1: both k-steps of a weight word, unpacked at the even one
     for (int c0 = 0; c0 < KC; c0 += DEPTH) {
 #pragma unroll
@@ -1544,14 +1614,10 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
             for (int s = 0; s < STEPS; s++) {
                 const int kb = c * L::CH + s * L::KSTEP;
                 constexpr int SLAB_STEPS = SK / L::KSTEP;
-                if (s % SLAB_STEPS == 0) {
-                    const int j = kb / SK;
-                    cp_async_wait<STAGES - 2>();
-                    __syncthreads();
-                    load_slab(j + STAGES - 1);
-                    slab = stage + (j % STAGES) * (BM * PITCH);
-                }
-                if constexpr (!ONE_GROUP) {
+                if (s % SLAB_STEPS == 0) slab = stage + (kb / SK % STAGES) * (BM * PITCH);
+                const bool group_start = FIXED_GROUPS && s % GROUP_STEPS == 0;
+                const bool group_end = FIXED_GROUPS && s % GROUP_STEPS == GROUP_STEPS - 1;
+                if constexpr (!ONE_GROUP && !FIXED_GROUPS) {
                     const int grp = kb / GROUP;
                     if (grp != cur_group) {
                         flush();
@@ -1563,14 +1629,11 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
                 u32 a[MT][4];
 #pragma unroll
                 for (int i = 0; i < MT; i++) {
-                    const unsigned char* r0 = slab + (16 * i + g) * PITCH;
-                    const unsigned char* r1 = r0 + 8 * PITCH;
                     if constexpr (INT) {
-                        a[i][0] = *(const u32*)(r0 + kl + 4 * t);
-                        a[i][1] = *(const u32*)(r1 + kl + 4 * t);
-                        a[i][2] = *(const u32*)(r0 + kl + 16 + 4 * t);
-                        a[i][3] = *(const u32*)(r1 + kl + 16 + 4 * t);
+                        ldmatrix_x4(slab + 16 * i * PITCH + kl + ldsm_offset, a[i]);
                     } else {
+                        const unsigned char* r0 = slab + (16 * i + g) * PITCH;
+                        const unsigned char* r1 = r0 + 8 * PITCH;
                         const float2 v0 = *(const float2*)(r0 + (kl + 2 * t) * 4), v1 = *(const float2*)(r1 + (kl + 2 * t) * 4);
                         const float2 v2 = *(const float2*)(r0 + (kl + 8 + 2 * t) * 4), v3 = *(const float2*)(r1 + (kl + 8 + 2 * t) * 4);
                         a[i][0] = pack_half2(v0.x, v0.y);
@@ -1578,6 +1641,13 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
                         a[i][2] = pack_half2(v2.x, v2.y);
                         a[i][3] = pack_half2(v3.x, v3.y);
                     }
+                }
+                // The slab's last fragments are in registers: every warp past this barrier is
+                // done with the slab, which the copies after it refill; the next slab has landed.
+                if (s % SLAB_STEPS == SLAB_STEPS - 1) {
+                    cp_async_wait<STAGES - 2>();
+                    __syncthreads();
+                    load_slab(kb / SK + STAGES);
                 }
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
@@ -1589,19 +1659,36 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
                         }
                         b0 = halves[j][(s & 1) * 2];
                         b1 = halves[j][(s & 1) * 2 + 1];
+                    } else if constexpr (KIND == 3) {
+                        const u32 w[4] = {wv[j].x, wv[j].y, wv[j].z, wv[j].w};
+                        b0 = (w[s] << 4) & 0xF0F0F0F0u;
+                        b1 = w[s] & 0xF0F0F0F0u;
                     } else {
                         b_frag<KIND>(wv[j], s, b0, b1);
                     }
 #pragma unroll
                     for (int i = 0; i < MT; i++) {
-                        if constexpr (INT) mma_s8(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
-                        else mma_f16(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                        if (group_start) {
+                            if constexpr (INT) mma_s8_from_zero(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                            else mma_f16_from_zero(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                        } else {
+                            if constexpr (INT) mma_s8(pi[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                            else mma_f16(pf[i][j], a[i][0], a[i][1], a[i][2], a[i][3], b0, b1);
+                        }
+                    }
+                }
+                if (group_end) {
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+#pragma unroll
+                        for (int i = 0; i < MT; i++) fold(i, j);
+                        load_scale(min(kb / GROUP + 1, NG - 1), j);
                     }
                 }
             }
         }
     }
-    flush();
+    if constexpr (!FIXED_GROUPS) flush();
     cp_async_wait<0>();
 
 #pragma unroll
