@@ -628,7 +628,7 @@ fn prefill_product_layouts() {
 }
 
 /// The prefill kernels compile at the real models' shapes for every target GPU without spilling:
-/// the tiled products (the int4 ones hold 243 registers on sm_90) and the scans that request
+/// the tiled products (the int4 ones hold about 236 registers on sm_90) and the scans that request
 /// their next steps' inputs ahead.
 #[test]
 fn prefill_kernels_compile_at_real_shapes() {

@@ -1,6 +1,7 @@
 //! The machine code of the generated kernels at the real models' shapes (sm_90 SASS, built by
-//! NVRTC and read with nvdisasm): no kernel uses a global load before its dependency wait, and
-//! Mamba1's prefill scan runs a window of steps as one basic block.
+//! NVRTC and read with nvdisasm): no kernel uses a global load before its dependency wait,
+//! Mamba1's prefill scan runs a window of steps as one basic block, and the int4 tiled prefill
+//! product's k-loop stays lean.
 //!
 //! A kernel requests loads before `griddepcontrol.wait` (SASS `ACQBULK`) so that they are in
 //! flight while the previous kernel finishes. An instruction that reads a loaded register before
@@ -126,5 +127,56 @@ fn mamba1_prefill_scan_runs_a_window_in_one_basic_block() {
         // not split into blocks at all would show one.
         assert!(nonempty.len() > 2, "{state:?}: the listing did not split into basic blocks: {nonempty:?}");
         assert!(nonempty.iter().any(|&n| n >= window), "{state:?}: no basic block holds a window's {window} decays; blocks with any: {nonempty:?}");
+    }
+}
+
+/// The opcodes of a one-kernel listing's loop with the most `opcode` instructions: the span from
+/// a label to a branch back to it.
+fn loop_with_most(listing: &str, opcode: &str) -> Vec<String> {
+    let mut ops: Vec<String> = Vec::new();
+    let mut labels = std::collections::HashMap::new();
+    let mut loops = Vec::new();
+    for line in listing.lines().map(str::trim) {
+        if let Some(label) = line.strip_suffix(':').filter(|l| l.starts_with(".L_")) {
+            labels.insert(label.to_string(), ops.len());
+        } else if let Some((_, text)) = line.strip_prefix("/*").and_then(|l| l.split_once("*/")) {
+            let op = text.split_whitespace().find(|w| !w.starts_with('@')).unwrap_or("").to_string();
+            if op.starts_with("BRA") {
+                let target = text.split(['(', ')']).find(|w| w.starts_with(".L_"));
+                if let Some(&start) = target.and_then(|t| labels.get(t)) {
+                    loops.push((start, ops.len()));
+                }
+            }
+            ops.push(op);
+        }
+    }
+    let count = |span: &[String]| span.iter().filter(|o| o.starts_with(opcode)).count();
+    loops.into_iter().map(|(start, end)| ops[start..=end].to_vec()).max_by_key(|span| count(span)).unwrap_or_default()
+}
+
+/// The tiled prefill product with int4 weights and int8 activations (mamba-2.8b's in_proj and
+/// out_proj shapes) keeps its k-loop lean: int8 fragments by `ldmatrix` (not one shared load per
+/// register, about one per mma before), and at most 11 instructions per mma (14 for out_proj's
+/// narrower warps). Under Nsight Compute the in_proj had executed 12
+/// per mma, its listing's loop 20.9 (slab copies' index arithmetic, sign extensions, cleared
+/// sums); now 9.2 (bench/RESULTS.md, twenty-sixth session).
+#[test]
+fn tiled_int4_product_loop_stays_lean() {
+    use kernels::cuda::codegen::{self, GemmShape, TiledConfig};
+    let Some(tool) = nvdisasm_with_nvrtc() else { return };
+    let scratch = tempfile::tempdir().unwrap();
+    for (k, n, most_per_mma) in [(2560, 10240, 11.0), (5120, 2560, 14.0)] {
+        let shape = GemmShape { kind: 3, k, n, group: 128, vec: true };
+        let entry = codegen::gemm_tiled(&shape, &TiledConfig::prefill(3, n).expect("tiled")).replace("ENTRY", "product");
+        let cubin = runtime::cuda::compile_cubin(&codegen::source(&[entry], 64), "sm_90").unwrap();
+        let listing = disassemble(&tool, &cubin.image, scratch.path());
+        let k_loop = loop_with_most(&listing, "IMMA");
+        let count = |name: &str| k_loop.iter().filter(|o| o.split('.').next() == Some(name)).count();
+        let mmas = count("IMMA");
+        assert!(mmas >= 32, "{k}x{n}: no k-loop of int8 mma found ({mmas} in the largest)");
+        // (ptxas puts a few predicated-off `LDS RZ, [RZ]` beside the slab copies.)
+        assert!(count("LDSM") > 0 && count("LDS") * 8 < mmas, "{k}x{n}: fragments not loaded by ldmatrix: {} LDSM, {} LDS", count("LDSM"), count("LDS"));
+        let per_mma = k_loop.len() as f64 / mmas as f64;
+        assert!(per_mma <= most_per_mma, "{k}x{n}: {per_mma:.1} instructions per mma in the k-loop (at most {most_per_mma})");
     }
 }
