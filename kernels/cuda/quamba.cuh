@@ -1524,6 +1524,8 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
     const int copy_row = threadIdx.x / UNITS, copy_col = (threadIdx.x % UNITS) * 16;
     const unsigned char* copy_src = (const unsigned char*)A + (i64)(m_base + copy_row) * lda * ES + copy_col;
     const i64 copy_src_step = (i64)ROW_STEP * lda * ES;
+    // Bytes of the 16-byte unit at column k of a row (those past k or past M are zero-filled).
+    auto unit_bytes = [&](bool row, int k) { return row ? min(max(K - k, 0), 16 / ES) * ES : 0; };
     auto load_slab = [&](int j) {
         if (j < SLABS) {
             unsigned char* dst = stage + (j % STAGES) * (BM * PITCH);
@@ -1532,7 +1534,7 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
 #pragma unroll
                 for (int q = 0; q < COPIES; q++) {
                     const bool row = m_base + copy_row + q * ROW_STEP < M;
-                    const int bytes = !row ? 0 : WHOLE_K ? 16 : min(max(K - k0 - copy_col / ES, 0), 16 / ES) * ES;
+                    const int bytes = WHOLE_K ? (row ? 16 : 0) : unit_bytes(row, k0 + copy_col / ES);
                     const unsigned char* src = copy_src + q * copy_src_step + (i64)k0 * ES;
                     copy16_zfill(dst + (copy_row + q * ROW_STEP) * PITCH + copy_col, bytes ? src : (const unsigned char*)A, bytes);
                 }
@@ -1540,7 +1542,7 @@ QDEV void gemm_tiled(const void* A, int lda, const uint4* W, const float* scales
                 for (int u = threadIdx.x; u < BM * UNITS; u += THREADS) {
                     const int r = u / UNITS, cb = (u % UNITS) * 16;
                     const int m = m_base + r, k = k0 + cb / ES;
-                    const int bytes = m < M ? min(max(K - k, 0), 16 / ES) * ES : 0;
+                    const int bytes = unit_bytes(m < M, k);
                     const unsigned char* src = (const unsigned char*)A + ((i64)(bytes ? m : 0) * lda + (bytes ? k : 0)) * ES;
                     unsigned char* d = dst + r * PITCH + cb;
                     if (aligned) {
