@@ -84,21 +84,39 @@ fn no_kernel_uses_a_load_before_its_wait_at_real_shapes() {
     }
 }
 
+/// One line of an nvdisasm listing that matters here: a label (`.L_x_12:`), or an instruction's
+/// opcode (its guard skipped) and text.
+enum ListingLine<'a> {
+    Label(&'a str),
+    Instruction { opcode: &'a str, text: &'a str },
+}
+
+fn listing_lines(listing: &str) -> impl Iterator<Item = ListingLine<'_>> {
+    listing.lines().map(str::trim).filter_map(|line| {
+        if line.starts_with(".L_") {
+            Some(ListingLine::Label(line.trim_end_matches(':')))
+        } else {
+            let (_, text) = line.strip_prefix("/*")?.split_once("*/")?;
+            let text = text.trim();
+            Some(ListingLine::Instruction { opcode: text.split_whitespace().find(|w| !w.starts_with('@')).unwrap_or(""), text })
+        }
+    })
+}
+
 /// The sizes of the basic blocks of a listing, counted in `opcode` instructions: a block ends at
 /// a label and after a branch, call, exit or convergence instruction.
 fn blocks_counting(listing: &str, opcode: &str) -> Vec<usize> {
     let mut blocks = vec![0];
-    for line in listing.lines().map(str::trim) {
-        if line.starts_with(".L_") {
-            blocks.push(0);
-        } else if let Some((_, text)) = line.strip_prefix("/*").and_then(|l| l.split_once("*/")) {
-            let text = text.trim();
-            let op = text.split_whitespace().find(|w| !w.starts_with('@')).unwrap_or("");
-            if op.starts_with(opcode) {
-                *blocks.last_mut().expect("one block at least") += 1;
-            }
-            if ["BRA", "BRX", "CALL", "RET", "EXIT", "BSSY", "BSYNC", "WARPSYNC"].iter().any(|b| op.starts_with(b)) {
-                blocks.push(0);
+    for line in listing_lines(listing) {
+        match line {
+            ListingLine::Label(_) => blocks.push(0),
+            ListingLine::Instruction { opcode: op, .. } => {
+                if op.starts_with(opcode) {
+                    *blocks.last_mut().expect("one block at least") += 1;
+                }
+                if ["BRA", "BRX", "CALL", "RET", "EXIT", "BSSY", "BSYNC", "WARPSYNC"].iter().any(|b| op.starts_with(b)) {
+                    blocks.push(0);
+                }
             }
         }
     }
@@ -136,18 +154,20 @@ fn loop_with_most(listing: &str, opcode: &str) -> Vec<String> {
     let mut ops: Vec<String> = Vec::new();
     let mut labels = std::collections::HashMap::new();
     let mut loops = Vec::new();
-    for line in listing.lines().map(str::trim) {
-        if let Some(label) = line.strip_suffix(':').filter(|l| l.starts_with(".L_")) {
-            labels.insert(label.to_string(), ops.len());
-        } else if let Some((_, text)) = line.strip_prefix("/*").and_then(|l| l.split_once("*/")) {
-            let op = text.split_whitespace().find(|w| !w.starts_with('@')).unwrap_or("").to_string();
-            if op.starts_with("BRA") {
-                let target = text.split(['(', ')']).find(|w| w.starts_with(".L_"));
-                if let Some(&start) = target.and_then(|t| labels.get(t)) {
-                    loops.push((start, ops.len()));
-                }
+    for line in listing_lines(listing) {
+        match line {
+            ListingLine::Label(label) => {
+                labels.insert(label, ops.len());
             }
-            ops.push(op);
+            ListingLine::Instruction { opcode: op, text } => {
+                if op.starts_with("BRA") {
+                    let target = text.split(['(', ')']).find(|w| w.starts_with(".L_"));
+                    if let Some(&start) = target.and_then(|t| labels.get(t)) {
+                        loops.push((start, ops.len()));
+                    }
+                }
+                ops.push(op.to_string());
+            }
         }
     }
     let count = |span: &[String]| span.iter().filter(|o| o.starts_with(opcode)).count();
